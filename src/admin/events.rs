@@ -1,0 +1,172 @@
+//! `POST /api/v1/events`: the user's app publishes an event as source `api`. It
+//! is routed by `event_types` like any message, stored durably before the 202,
+//! deduplicated by `idempotency_key` for the retention period, and can be
+//! scheduled (`deliver_at` or `delay`) — a schedule lives in the store, so it
+//! survives restarts and crashes.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::api::{ApiError, ApiResult, JsonBody};
+use super::Shared;
+use crate::config::{Dur, Priority, API_SOURCE};
+use crate::ingest::route::Overrides;
+use crate::ingest::select::Inbound;
+use crate::store::{encode_headers, Appended, Dedup, MessageId, NewMessage, StoreError};
+
+/// The body of `POST /api/v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// Event type, such as `lead.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The payload, delivered byte for byte as given.
+    pub payload: Box<RawValue>,
+    /// The same key again returns the same id and delivers nothing new.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Deliver at this time (RFC 3339).
+    #[serde(default)]
+    pub deliver_at: Option<String>,
+    /// Or after this delay.
+    #[serde(default)]
+    pub delay: Option<Dur>,
+    /// high, normal or low.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Events with the same key reach a destination one at a time, in order.
+    #[serde(default)]
+    pub ordering_key: Option<String>,
+}
+
+/// Longest accepted event type, idempotency key and ordering key.
+const MAX_KEY: usize = 256;
+
+fn parse_rfc3339(v: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// `POST /api/v1/events`
+pub async fn publish(
+    State(s): State<Shared>,
+    JsonBody(p): JsonBody<Publish>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let bad = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", m);
+    if p.event_type.is_empty() || p.event_type.len() > MAX_KEY {
+        return Err(bad("type must be 1 to 256 characters"));
+    }
+    if p.idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY)
+    {
+        return Err(bad("idempotency_key must be 1 to 256 characters"));
+    }
+    if p.ordering_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY)
+    {
+        return Err(bad("ordering_key must be 1 to 256 characters"));
+    }
+    let now = s.clock.now_millis();
+    let deliver_at =
+        match (&p.deliver_at, p.delay) {
+            (Some(_), Some(_)) => return Err(bad("give deliver_at or delay, not both")),
+            (Some(at), None) => Some(parse_rfc3339(at).ok_or_else(|| {
+                bad("deliver_at must be an RFC 3339 time like 2026-01-31T12:00:00Z")
+            })?),
+            (None, Some(d)) => Some(now.saturating_add(d.as_millis_i64())),
+            (None, None) => None,
+        };
+    if s.store.pending_estimate() >= s.max_pending {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many undelivered messages (storage.max_pending); retry later",
+        ));
+    }
+    let body = Bytes::copy_from_slice(p.payload.get().as_bytes());
+    let headers = HeaderMap::new();
+    let inbound = Inbound::new(&headers, None, &body);
+    let overrides = Overrides {
+        priority: p.priority,
+        ordering_key: p.ordering_key.clone(),
+        deliver_at,
+    };
+    let deliveries = s.routing.current().deliveries(
+        API_SOURCE,
+        Some(&p.event_type),
+        &inbound,
+        now,
+        &overrides,
+        &|d| {
+            s.dispatcher
+                .get(d)
+                .map(|h| h.spec().retry.first_delay())
+                .unwrap_or_default()
+        },
+    );
+    let routed = deliveries.len();
+    let msg = NewMessage {
+        id: MessageId::new(),
+        source: API_SOURCE.to_string(),
+        event_type: Some(p.event_type),
+        received_at: now,
+        content_type: Some("application/json".into()),
+        headers: encode_headers(std::iter::empty()),
+        body: body.clone(),
+        dedup: p.idempotency_key.map(|key| Dedup {
+            key,
+            until: now.saturating_add(s.config.storage.retention.as_millis_i64()),
+        }),
+        deliveries,
+    };
+    let appended = s.store.append(msg).await.map_err(|e| match e {
+        StoreError::Full => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_full",
+            "the store is full",
+        ),
+        e => e.into(),
+    })?;
+    let (id, duplicate) = match appended {
+        Appended::Stored(id) => (id, false),
+        Appended::Duplicate(id) => (id, true),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"id": id, "duplicate": duplicate, "destinations": if duplicate { 0 } else { routed }}),
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:01+01:00"), Some(1000));
+        assert_eq!(
+            parse_rfc3339("2026-01-31T12:00:00.250Z"),
+            Some(1_769_860_800_250)
+        );
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-01-31",
+            "2026-13-01T00:00:00Z",
+            "2026-01-31T12:00:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The admin listener: health and readiness, Prometheus metrics, and the bearer-
+//! authenticated JSON API under `/api/v1` (SPEC §6). One `router()` per area,
+//! merged here.
+
+pub mod api;
+pub mod destinations;
+pub mod events;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, Secret};
+use crate::dispatch::Dispatcher;
+use crate::ingest::route::Routing;
+use crate::store::Store;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Destinations and their workers.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Routes (changed by API destinations).
+    pub routing: Arc<Routing>,
+    /// Wall clock.
+    pub clock: SharedClock,
+    /// Accepted bearer tokens.
+    pub tokens: Vec<Secret>,
+    /// Backpressure threshold (readiness).
+    pub max_pending: u64,
+    /// The Prometheus recorder.
+    pub metrics: PrometheusHandle,
+    /// The config the gateway runs with.
+    pub config: Arc<Config>,
+}
+
+/// Shared admin state.
+pub type Shared = Arc<AdminState>;
+
+/// The whole admin router.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api::router(state.clone()))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.server.max_body.0 as usize,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    if let Err(e) = s.store.ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": format!("store: {e}")})),
+        )
+            .into_response();
+    }
+    if s.store.is_full() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "reason": "the store is full (storage.max_size): ingest answers 503 until retention frees room",
+            })),
+        )
+            .into_response();
+    }
+    let pending = s.store.pending_estimate();
+    if pending >= s.max_pending {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "reason": "max_pending reached: ingest answers 503 until deliveries drain",
+                "pending": pending,
+                "max_pending": s.max_pending,
+            })),
+        )
+            .into_response();
+    }
+    Json(json!({"status": "ready", "pending": pending})).into_response()
+}
+
+async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+/// Serves the admin router until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Shared, shutdown: CancellationToken) {
+    let app = router(state);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}

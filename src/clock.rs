@@ -1,0 +1,54 @@
+//! Time, injected: everything that schedules, limits or checks tolerances asks a
+//! [`Clock`], so tests can run on tokio's paused time instead of sleeping.
+
+use std::sync::Arc;
+
+use crate::store::Millis;
+
+/// A source of wall-clock time.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> Millis;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> Millis {
+        crate::store::now_millis()
+    }
+}
+
+/// Wall time that advances with tokio's clock (and so stands still, or jumps,
+/// under `tokio::time::pause()`).
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    base_millis: Millis,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading `base_millis` now.
+    pub fn starting_at(base_millis: Millis) -> Self {
+        TokioClock {
+            base_millis,
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_millis(&self) -> Millis {
+        self.base_millis + self.base.elapsed().as_millis() as Millis
+    }
+}
+
+/// A shared clock.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// A tokio instant `ms` milliseconds after now (or now if `ms` is negative).
+pub fn instant_in(ms: i64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_millis(ms.max(0) as u64)
+}

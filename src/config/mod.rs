@@ -1,0 +1,519 @@
+//! The configuration: serde types for every section of the TOML file (SPEC §2),
+//! parsed with positions, checked as a whole, then handed to `app::build`.
+//!
+//! Parse, validate, build: `load`/`parse` turn text into a [`Config`] and report
+//! *every* problem at once with `FILE:line:col`; nothing here opens a socket or a file
+//! other than the config itself.
+
+mod load;
+mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+pub use load::{load, parse, ConfigError, ConfigErrors};
+pub use units::{Dur, Parsed, Secret, Size};
+pub use validate::{check_retry, check_url, valid_name, verify_problems, API_SOURCE};
+
+use crate::ingest::select::{FilterSpec, Selector};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `[server]`: listeners, admin tokens, request limits.
+    pub server: ServerConfig,
+    /// `[storage]`: which store and how long to keep messages.
+    pub storage: StorageConfig,
+    /// `[[sources]]`: where webhooks come in.
+    pub sources: Vec<SourceConfig>,
+    /// `[[destinations]]`: where they go.
+    pub destinations: Vec<DestinationConfig>,
+    /// `[[routes]]`: which source's messages go to which destination.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public ingest listener.
+    pub listen: Parsed<SocketAddr>,
+    /// Admin listener: API, metrics and health.
+    pub admin_listen: Parsed<SocketAddr>,
+    /// Bearer tokens accepted by `/api/*`. With none, the API refuses every call.
+    pub admin_tokens: Vec<Secret>,
+    /// Let run-time destinations point at private, loopback and other non-public addresses.
+    pub allow_private_destinations: bool,
+    /// Proxies whose `X-Forwarded-For` is believed when checking `allow_ips`.
+    pub trusted_proxies: Vec<Parsed<IpNet>>,
+    /// Largest accepted request body.
+    pub max_body: Size,
+    /// The whole request (headers and body) must arrive within this.
+    pub read_timeout: Dur,
+    /// How long a shutdown waits for in-flight deliveries.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: Parsed(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin_listen: Parsed(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            admin_tokens: Vec::new(),
+            allow_private_destinations: false,
+            trusted_proxies: Vec::new(),
+            max_body: Size(1 << 20),
+            read_timeout: Dur::secs(10),
+            shutdown_grace: Dur::secs(30),
+        }
+    }
+}
+
+/// Which store keeps messages and deliveries.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded SQLite store (default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL, shared by several nodes.
+    Postgres,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite` (default) or `postgres`.
+    pub backend: Backend,
+    /// Database file of the embedded store.
+    pub path: String,
+    /// Connection URL of the PostgreSQL store.
+    pub url: Option<Secret>,
+    /// Finished messages older than this are removed.
+    pub retention: Dur,
+    /// More undelivered deliveries than this and ingest answers 503.
+    pub max_pending: u64,
+    /// Largest number of PostgreSQL connections per node.
+    pub pool_size: u32,
+    /// Embedded store: the database's size bound; at 95% of it ingest answers 503.
+    pub max_size: Option<Size>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: Backend::Sqlite,
+            path: "./hookgate-data/hookgate.db".into(),
+            url: None,
+            retention: Dur::secs(7 * 86_400),
+            max_pending: 10_000_000,
+            pool_size: 16,
+            max_size: None,
+        }
+    }
+}
+
+/// `[[sources]]`: one ingest endpoint, `/in/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The name in the ingest URL.
+    pub name: Spanned<String>,
+    /// How requests are authenticated.
+    #[serde(default)]
+    pub verify: Option<Spanned<VerifyConfig>>,
+    /// Selector of the event type (overrides the provider's preset).
+    #[serde(default)]
+    pub event_type: Option<Selector>,
+    /// Deduplication (overrides the provider's preset key).
+    #[serde(default)]
+    pub dedup: Option<DedupConfig>,
+    /// Requests per second accepted from this source.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Only these client networks may send (403 otherwise).
+    #[serde(default)]
+    pub allow_ips: Vec<Parsed<IpNet>>,
+    /// The answer to an accepted request (overrides the provider's preset).
+    #[serde(default)]
+    pub response: Option<ResponseConfig>,
+}
+
+/// `verify = { type = "...", ... }`: how a source authenticates requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The verifier: telegram, twilio, stripe, github, slack, shopify, meta,
+    /// standard-webhooks (svix), hmac, basic, bearer, header.
+    #[serde(rename = "type")]
+    pub kind: VerifyKind,
+    /// The key (token, signing secret, app secret).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Several keys during a rotation; any one may match.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Twilio: the public URL of this source as Twilio calls it.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Timestamped schemes: how far a timestamp may be from now (default 5m).
+    #[serde(default)]
+    pub tolerance: Option<Dur>,
+    /// hmac and header: the header that carries the signature or value.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// hmac: sha1, sha256 (default) or sha512.
+    #[serde(default)]
+    pub algorithm: Option<HmacAlgorithm>,
+    /// hmac: hex (default) or base64.
+    #[serde(default)]
+    pub encoding: Option<SigEncoding>,
+    /// hmac: a prefix before the signature, such as `sha256=`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// meta: the token of the GET subscription handshake.
+    #[serde(default)]
+    pub verify_token: Option<Secret>,
+}
+
+impl VerifyConfig {
+    /// Every configured key: `secret` first, then `secrets`.
+    pub fn keys(&self) -> Vec<Secret> {
+        self.secret
+            .iter()
+            .chain(self.secrets.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// The verifier types of SPEC §2.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyKind {
+    /// `X-Telegram-Bot-Api-Secret-Token`
+    Telegram,
+    /// `X-Twilio-Signature`
+    Twilio,
+    /// `Stripe-Signature`
+    Stripe,
+    /// `X-Hub-Signature-256`
+    Github,
+    /// `X-Slack-Signature`
+    Slack,
+    /// `X-Shopify-Hmac-Sha256`
+    Shopify,
+    /// Meta (WhatsApp, Messenger, Instagram) `X-Hub-Signature-256` and the GET handshake.
+    Meta,
+    /// Standard Webhooks (`webhook-signature`).
+    #[serde(alias = "svix")]
+    StandardWebhooks,
+    /// Generic HMAC of the body.
+    Hmac,
+    /// HTTP basic auth; `secret = "user:password"`.
+    Basic,
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// A named header equal to the secret.
+    Header,
+}
+
+impl VerifyKind {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyKind::Telegram => "telegram",
+            VerifyKind::Twilio => "twilio",
+            VerifyKind::Stripe => "stripe",
+            VerifyKind::Github => "github",
+            VerifyKind::Slack => "slack",
+            VerifyKind::Shopify => "shopify",
+            VerifyKind::Meta => "meta",
+            VerifyKind::StandardWebhooks => "standard-webhooks",
+            VerifyKind::Hmac => "hmac",
+            VerifyKind::Basic => "basic",
+            VerifyKind::Bearer => "bearer",
+            VerifyKind::Header => "header",
+        }
+    }
+}
+
+/// HMAC digest of the generic `hmac` verifier.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA1
+    Sha1,
+    /// HMAC-SHA256
+    #[default]
+    Sha256,
+    /// HMAC-SHA512
+    Sha512,
+}
+
+/// How a signature is written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SigEncoding {
+    /// Lower- or upper-case hexadecimal.
+    #[default]
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// `dedup = { key, window }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Selector of the dedup key; the provider's preset when absent.
+    #[serde(default)]
+    pub key: Option<Selector>,
+    /// How long a key is remembered (default: `storage.retention`).
+    #[serde(default)]
+    pub window: Option<Dur>,
+}
+
+/// `rate_limit = { per_second, burst }`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate.
+    pub per_second: f64,
+    /// Largest burst (default: one second's worth, at least 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimitConfig {
+    /// The burst size in effect.
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.per_second.ceil().clamp(1.0, u32::MAX as f64) as u32)
+            .max(1)
+    }
+}
+
+/// `response = { status, content_type, body }`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// HTTP status (2xx).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Content-Type of the body.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The body text.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// `[[destinations]]`: an HTTP endpoint of the user's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Name used by routes, the API and metrics.
+    pub name: Spanned<String>,
+    /// `http://` or `https://` URL.
+    pub url: Spanned<String>,
+    /// Per-attempt timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Concurrent requests at most.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// Requests per second at most.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Retry schedule.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Disable the destination when every attempt has failed for this long.
+    #[serde(default = "default_disable_after")]
+    pub disable_after: Dur,
+    /// Stop attempts after consecutive failures.
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Sign requests with Standard Webhooks.
+    #[serde(default)]
+    pub signing_secret: Option<Secret>,
+    /// Extra headers on every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Which of the original request's headers are passed on.
+    #[serde(default)]
+    pub forward_headers: ForwardHeaders,
+}
+
+fn default_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_max_in_flight() -> u32 {
+    32
+}
+fn default_disable_after() -> Dur {
+    Dur::secs(5 * 86_400)
+}
+
+/// `retry = { schedule = [...] }` or `retry = { max_attempts, initial, max }`.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before each attempt: the first entry before attempt 1, and so on.
+    #[serde(default)]
+    pub schedule: Option<Vec<Dur>>,
+    /// Exponential form: attempts in all.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Exponential form: the first retry's delay bound.
+    #[serde(default)]
+    pub initial: Option<Dur>,
+    /// Exponential form: the largest delay.
+    #[serde(default)]
+    pub max: Option<Dur>,
+    /// Retry 4xx answers too (410 always stops).
+    #[serde(default)]
+    pub on_4xx: bool,
+}
+
+/// `circuit_breaker = { failures, cooldown }`
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the circuit.
+    pub failures: u32,
+    /// How long it stays open before one probe.
+    pub cooldown: Dur,
+}
+
+/// `forward_headers = "all" | "none" | [names]`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ForwardHeaders {
+    /// Every original header but hop-by-hop ones, `Host` and `Content-Length`.
+    #[default]
+    All,
+    /// None of them.
+    None,
+    /// Only these (lower-case names).
+    Only(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ForwardHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "all" => Ok(ForwardHeaders::All),
+            Raw::Word(w) if w == "none" => Ok(ForwardHeaders::None),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "forward_headers is \"all\", \"none\" or a list of header names, not {w:?}"
+            ))),
+            Raw::List(l) => Ok(ForwardHeaders::Only(
+                l.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            )),
+        }
+    }
+}
+
+/// Route priority.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Goes before everything else that is due.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Goes after everything else that is due.
+    Low,
+}
+
+impl Priority {
+    /// Sort rank: smaller goes first.
+    pub fn rank(self) -> i64 {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+    /// Inverse of [`Priority::rank`].
+    pub fn from_rank(r: i64) -> Self {
+        match r {
+            0 => Priority::High,
+            2 => Priority::Low,
+            _ => Priority::Normal,
+        }
+    }
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// One name or a list of names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// `to = "bot"`
+    One(String),
+    /// `to = ["bot", "archive"]`
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The names.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `[[routes]]`: from a source to destinations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A source name, or `api` for events published through the API.
+    pub source: Spanned<String>,
+    /// Glob patterns of event types (default `["*"]`).
+    #[serde(default = "default_event_types")]
+    pub event_types: Vec<String>,
+    /// Destination name(s).
+    pub to: Spanned<OneOrMany>,
+    /// Conditions that must all hold.
+    #[serde(default)]
+    pub filter: Vec<Spanned<FilterSpec>>,
+    /// Same key, same destination: strict order.
+    #[serde(default)]
+    pub ordering_key: Option<Selector>,
+    /// high, normal (default) or low.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Hold each delivery this long first.
+    #[serde(default)]
+    pub delay: Dur,
+}
+
+fn default_event_types() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,335 @@
+use super::*;
+use proptest::prelude::*;
+
+/// The example of SPEC §2, whole.
+pub const SPEC_EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:8081"
+admin_tokens = ["${HOOKGATE_ADMIN_TOKEN}"]
+allow_private_destinations = false
+trusted_proxies = []
+max_body = "1MiB"
+read_timeout = "10s"
+
+[storage]
+backend = "sqlite"
+path = "./hookgate-data/hookgate.db"
+retention = "7d"
+max_pending = 10000000
+
+[[sources]]
+name = "telegram"
+verify = { type = "telegram", secret = "${TG_SECRET}" }
+event_type = "body:/message/chat/type"
+dedup = { key = "body:/update_id", window = "24h" }
+rate_limit = { per_second = 100, burst = 200 }
+allow_ips = ["149.154.160.0/20", "91.108.4.0/22"]
+response = { status = 200, content_type = "text/plain", body = "" }
+
+[[destinations]]
+name = "bot"
+url = "http://127.0.0.1:9000/updates"
+timeout = "10s"
+max_in_flight = 16
+rate_limit = { per_second = 50 }
+retry = { schedule = ["0s", "5s", "30s", "5m", "30m", "2h", "5h", "10h"] }
+disable_after = "5d"
+circuit_breaker = { failures = 10, cooldown = "60s" }
+signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+headers = { Authorization = "Bearer ${BOT_API_KEY}" }
+forward_headers = "all"
+
+[[routes]]
+source = "telegram"
+event_types = ["*"]
+to = "bot"
+filter = [ { field = "body:/message/text", exists = true } ]
+ordering_key = "body:/message/chat/id"
+priority = "normal"
+delay = "0s"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "HOOKGATE_ADMIN_TOKEN" => Some("admintoken".into()),
+        "TG_SECRET" => Some("tgsecret".into()),
+        "BOT_API_KEY" => Some("botkey".into()),
+        _ => None,
+    }
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse(text, "hg.toml", &env)
+        .expect_err("config should be refused")
+        .0
+}
+
+#[test]
+fn the_spec_example_parses() {
+    let cfg = parse(SPEC_EXAMPLE, "hg.toml", &env).unwrap();
+    assert_eq!(cfg.server.admin_tokens[0].expose(), "admintoken");
+    assert_eq!(cfg.sources.len(), 1);
+    let s = &cfg.sources[0];
+    assert_eq!(s.name.get_ref(), "telegram");
+    let v = s.verify.as_ref().unwrap().get_ref();
+    assert_eq!(v.kind, VerifyKind::Telegram);
+    assert_eq!(v.keys()[0].expose(), "tgsecret");
+    assert_eq!(s.dedup.as_ref().unwrap().window, Some(Dur::secs(86_400)));
+    assert_eq!(s.allow_ips.len(), 2);
+    let d = &cfg.destinations[0];
+    assert_eq!(d.max_in_flight, 16);
+    assert_eq!(d.retry.schedule.as_ref().unwrap().len(), 8);
+    assert_eq!(d.headers["Authorization"], "Bearer botkey");
+    assert_eq!(d.forward_headers, ForwardHeaders::All);
+    assert_eq!(d.circuit_breaker.unwrap().failures, 10);
+    let r = &cfg.routes[0];
+    assert_eq!(r.to.get_ref().names(), vec!["bot"]);
+    assert_eq!(r.filter.len(), 1);
+    assert_eq!(r.priority, Priority::Normal);
+    assert_eq!(cfg.storage.retention, Dur::secs(7 * 86_400));
+}
+
+#[test]
+fn an_empty_file_is_all_defaults() {
+    let cfg = parse("", "hg.toml", &env).unwrap();
+    assert_eq!(cfg.server.max_body, Size(1 << 20));
+    assert_eq!(cfg.storage.backend, Backend::Sqlite);
+    assert!(cfg.sources.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_errors_with_line_and_column() {
+    let text =
+        "[[destinations]]\nname = \"bot\"\nurl = \"http://127.0.0.1:9/x\"\ntimout = \"5s\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].line, Some(4));
+    assert_eq!(errs[0].col, Some(1));
+    assert!(errs[0].message.contains("timout"), "{}", errs[0].message);
+    assert!(errs[0].to_string().starts_with("hg.toml:4:1: "));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = r#"
+[server]
+max_body = "lots"
+
+[[sources]]
+name = "a"
+verfy = { type = "github", secret = "x" }
+
+[[sources]]
+name = "b"
+verify = { type = "github" }
+
+[[destinations]]
+name = "d"
+url = "ftp://example.com"
+timeout = "soon"
+
+[[routes]]
+source = "nope"
+to = "missing"
+"#;
+    let errs = errors(text);
+    let text_of = |needle: &str| {
+        errs.iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("no error mentions {needle:?}: {errs:#?}"))
+    };
+    assert_eq!(text_of("lots").line, Some(3));
+    assert_eq!(text_of("verfy").line, Some(7));
+    assert_eq!(text_of("needs `secret`").line, Some(11));
+    assert_eq!(text_of("soon").line, Some(16));
+    assert_eq!(text_of("`nope`").line, Some(19));
+    assert_eq!(text_of("`missing`").line, Some(20));
+    assert!(
+        errs.windows(2).all(|w| w[0].line <= w[1].line),
+        "sorted by position"
+    );
+}
+
+#[test]
+fn a_missing_variable_is_named() {
+    let errs = errors("[server]\nadmin_tokens = [\"${NOT_SET_ANYWHERE}\"]\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("NOT_SET_ANYWHERE"));
+    assert_eq!(errs[0].line, Some(2));
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let errs = errors("[server\nlisten = 1\n");
+    assert!(!errs.is_empty());
+    assert_eq!(errs[0].line, Some(1));
+}
+
+#[test]
+fn unknown_sections_and_bad_shapes() {
+    let errs = errors("[servr]\nlisten = \"x\"\n");
+    assert!(errs[0].message.contains("servr"));
+    let errs = errors("[sources]\nname = \"a\"\n");
+    assert!(errs[0].message.contains("[[sources]]"), "{errs:?}");
+}
+
+#[test]
+fn names_and_references() {
+    let errs = errors(
+        "[[sources]]\nname = \"api\"\n[[sources]]\nname = \"a b\"\n[[destinations]]\nname = \"d\"\nurl = \"http://x\"\n[[destinations]]\nname = \"d\"\nurl = \"http://y\"\n",
+    );
+    let all = errs
+        .iter()
+        .map(|e| e.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains("reserved"), "{all}");
+    assert!(all.contains("\"a b\""), "{all}");
+    assert!(all.contains("defined twice"), "{all}");
+}
+
+#[test]
+fn verifier_fields_are_checked_per_type() {
+    let errs = errors("[[sources]]\nname = \"g\"\nverify = { type = \"github\", secret = \"s\", url = \"http://x\" }\n");
+    assert!(errs[0].message.contains("`url` does not apply"), "{errs:?}");
+    let errs = errors("[[sources]]\nname = \"h\"\nverify = { type = \"hmac\", secret = \"s\" }\n");
+    assert!(errs[0].message.contains("needs `header`"), "{errs:?}");
+    let errs =
+        errors("[[sources]]\nname = \"h\"\nverify = { type = \"nosuch\", secret = \"s\" }\n");
+    assert!(errs[0].message.contains("nosuch"), "{errs:?}");
+    let errs =
+        errors("[[sources]]\nname = \"h\"\nverify = { type = \"svix\", secret = \"whsec_***\" }\n");
+    assert!(errs[0].message.contains("whsec_"), "{errs:?}");
+    let errs = errors(
+        "[[sources]]\nname = \"t\"\nverify = { type = \"twilio\", secret = \"s\", url = \"https://x.com/sms?a=1\" }\n",
+    );
+    assert!(errs[0].message.contains("query"), "{errs:?}");
+    let errs = errors(
+        "[[sources]]\nname = \"t\"\nverify = { type = \"stripe\", secret = \"s\", tolerance = \"0s\" }\n",
+    );
+    assert!(errs[0].message.contains("tolerance"), "{errs:?}");
+    let errs = errors(
+        "[[sources]]\nname = \"t\"\nverify = { type = \"github\", secret = \"s\", tolerance = \"1m\" }\n",
+    );
+    assert!(
+        errs[0].message.contains("`tolerance` does not apply"),
+        "{errs:?}"
+    );
+    let errs = errors(
+        "[[sources]]\nname = \"m\"\nverify = { type = \"meta\", secret = \"s\", verify_token = \"\" }\n",
+    );
+    assert!(errs[0].message.contains("verify_token"), "{errs:?}");
+    let errs = errors(
+        "[[sources]]\nname = \"m\"\nverify = { type = \"slack\", secret = \"s\", verify_token = \"t\" }\n",
+    );
+    assert!(
+        errs[0].message.contains("`verify_token` does not apply"),
+        "{errs:?}"
+    );
+    // Every provider's documented config is accepted.
+    for v in [
+        "{ type = \"twilio\", secret = \"t\", url = \"https://hooks.example.com:8443/twilio\" }",
+        "{ type = \"stripe\", secrets = [\"whsec_a\", \"whsec_b\"], tolerance = \"10m\" }",
+        "{ type = \"meta\", secret = \"app\", verify_token = \"tok\" }",
+        "{ type = \"hmac\", secret = \"k\", header = \"X-Webhook-Signature\", algorithm = \"sha256\", encoding = \"base64\" }",
+        "{ type = \"hmac\", secret = \"k\", header = \"X-Sig\", algorithm = \"sha512\", prefix = \"sha512=\" }",
+        "{ type = \"standard-webhooks\", secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }",
+        "{ type = \"svix\", secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }",
+    ] {
+        let text = format!("[[sources]]\nname = \"s\"\nverify = {v}\n");
+        if let Err(e) = parse(&text, "hg.toml", &env) {
+            panic!("{v}: {e:?}");
+        }
+    }
+    // Secrets never appear in errors.
+    let errs = errors(
+        "[[sources]]\nname = \"h\"\nverify = { type = \"basic\", secret = \"nocolonsecret\" }\n",
+    );
+    assert!(
+        errs.iter().all(|e| !e.message.contains("nocolonsecret")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn retry_forms() {
+    let base = "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n";
+    let ok = |extra: &str| parse(&format!("{base}{extra}"), "t", &env).unwrap();
+    let d = &ok("retry = { max_attempts = 5, initial = \"1s\", max = \"1h\" }\n").destinations[0];
+    assert_eq!(d.retry.max_attempts, Some(5));
+    let bad = |extra: &str| errors(&format!("{base}{extra}"));
+    assert!(!bad("retry = { schedule = [\"1s\"], max_attempts = 3 }\n").is_empty());
+    assert!(!bad("retry = { schedule = [] }\n").is_empty());
+    assert!(!bad("retry = { max_attempts = 0 }\n").is_empty());
+    assert!(!bad("retry = { initial = \"1h\", max = \"1s\" }\n").is_empty());
+    assert!(!bad("retry = { shedule = [\"1s\"] }\n").is_empty());
+}
+
+#[test]
+fn filters_need_one_test() {
+    let text = "[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"d\"\nurl = \"http://x/\"\n[[routes]]\nsource = \"s\"\nto = \"d\"\nfilter = [ { field = \"body:/x\" }, { field = \"nope:/x\", eq = 1 } ]\n";
+    // A filter that does not deserialize hides the route's other checks.
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("nope:/x"));
+    assert_eq!((errs[0].line, errs[0].col), (Some(9), Some(45)));
+    let errs = errors(&text.replace(", { field = \"nope:/x\", eq = 1 }", ""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("needs one test"));
+    assert_eq!(errs[0].line, Some(9));
+}
+
+#[test]
+fn forward_header_forms() {
+    let base = "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n";
+    let cfg = parse(
+        &format!("{base}forward_headers = [\"X-GitHub-Event\"]\n"),
+        "t",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.destinations[0].forward_headers,
+        ForwardHeaders::Only(vec!["x-github-event".into()])
+    );
+    let cfg = parse(&format!("{base}forward_headers = \"none\"\n"), "t", &env).unwrap();
+    assert_eq!(cfg.destinations[0].forward_headers, ForwardHeaders::None);
+    assert!(!errors(&format!("{base}forward_headers = \"some\"\n")).is_empty());
+}
+
+proptest! {
+    #[test]
+    fn parsing_arbitrary_text_never_panics(text in "\\PC{0,300}") {
+        let _ = parse(&text, "fuzz.toml", &env);
+    }
+
+    #[test]
+    fn truncated_configs_never_panic(cut in 0usize..2000) {
+        let cut = cut.min(SPEC_EXAMPLE.len());
+        let mut end = cut;
+        while !SPEC_EXAMPLE.is_char_boundary(end) { end -= 1; }
+        let _ = parse(&SPEC_EXAMPLE[..end], "cut.toml", &env);
+    }
+
+    #[test]
+    fn mutated_configs_never_panic(pos in 0usize..2000, byte in any::<u8>()) {
+        let mut b = SPEC_EXAMPLE.as_bytes().to_vec();
+        let p = pos % b.len();
+        b[p] = byte;
+        if let Ok(text) = String::from_utf8(b) {
+            let _ = parse(&text, "mut.toml", &env);
+        }
+    }
+
+    #[test]
+    fn durations_in_config_parse_or_error(ms in 0u64..1_000_000_000) {
+        let text = format!("[server]\nread_timeout = \"{ms}ms\"\n");
+        let cfg = parse(&text, "t", &env);
+        if ms == 0 {
+            prop_assert!(cfg.is_err());
+        } else {
+            prop_assert_eq!(cfg.unwrap().server.read_timeout, Dur::millis(ms));
+        }
+    }
+}

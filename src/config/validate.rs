@@ -1,0 +1,321 @@
+//! Checks that need the whole config: names, references between routes,
+//! sources and destinations, and the fields each verifier type takes.
+//! Pure: it only reads the config and records errors.
+
+use std::collections::HashSet;
+
+use serde_spanned::Spanned;
+
+use super::load::Errors;
+use super::{Config, DestinationConfig, RetryConfig, SourceConfig, VerifyConfig, VerifyKind};
+use crate::ingest::select::Condition;
+
+/// The source name of events published through the API.
+pub const API_SOURCE: &str = "api";
+
+/// Whether a name fits in a URL path segment and a metric label.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+pub(super) fn validate(cfg: &Config, errs: &mut Errors<'_>) {
+    if cfg.storage.backend == super::Backend::Postgres && cfg.storage.url.is_none() {
+        errs.at(None, "storage.backend = \"postgres\" needs storage.url");
+    }
+    if cfg.storage.backend == super::Backend::Sqlite && cfg.storage.path.trim().is_empty() {
+        errs.at(None, "storage.path must not be empty");
+    }
+    if cfg.server.max_body.0 == 0 {
+        errs.at(None, "server.max_body must be more than 0");
+    }
+    if cfg.server.read_timeout.0.is_zero() {
+        errs.at(None, "server.read_timeout must be more than 0");
+    }
+    if let Some(max) = cfg.storage.max_size {
+        if cfg.storage.backend == super::Backend::Postgres {
+            errs.at(None, "storage.max_size applies to the embedded store only");
+        } else if max.0 < (1 << 20) {
+            errs.at(None, "storage.max_size must be at least 1MiB");
+        }
+    }
+    if cfg.storage.max_pending == 0 {
+        errs.at(None, "storage.max_pending must be more than 0");
+    }
+    if cfg.server.listen.0 == cfg.server.admin_listen.0 && cfg.server.listen.0.port() != 0 {
+        errs.at(None, "server.listen and server.admin_listen must differ");
+    }
+
+    let mut sources = HashSet::new();
+    for s in &cfg.sources {
+        check_name(&s.name, "source", &mut sources, errs);
+        if s.name.get_ref() == API_SOURCE {
+            errs.at(
+                Some(s.name.span()),
+                "the source name `api` is reserved for events published through the API",
+            );
+        }
+        check_source(s, errs);
+    }
+
+    let mut dests = HashSet::new();
+    for d in &cfg.destinations {
+        check_name(&d.name, "destination", &mut dests, errs);
+        check_destination(d, errs);
+    }
+
+    for r in &cfg.routes {
+        let src = r.source.get_ref();
+        if src != API_SOURCE && !sources.contains(src.as_str()) {
+            errs.at(
+                Some(r.source.span()),
+                format!("route source `{src}` is not a defined source (nor `api`)"),
+            );
+        }
+        let names = r.to.get_ref().names();
+        if names.is_empty() {
+            errs.at(Some(r.to.span()), "route `to` names no destination");
+        }
+        for to in names {
+            if !dests.contains(to) {
+                errs.at(
+                    Some(r.to.span()),
+                    format!("route destination `{to}` is not a defined destination"),
+                );
+            }
+        }
+        if r.event_types.is_empty() || r.event_types.iter().any(|p| p.is_empty()) {
+            errs.at(
+                Some(r.source.span()),
+                "route event_types must hold non-empty patterns (use [\"*\"] for all)",
+            );
+        }
+        for f in &r.filter {
+            if let Err(msg) = Condition::try_from(f.get_ref().clone()) {
+                errs.at(Some(f.span()), msg);
+            }
+        }
+    }
+}
+
+fn check_name<'a>(
+    name: &'a Spanned<String>,
+    what: &str,
+    seen: &mut HashSet<&'a str>,
+    errs: &mut Errors<'_>,
+) {
+    let n = name.get_ref();
+    if !valid_name(n) {
+        errs.at(
+            Some(name.span()),
+            format!("{what} name {n:?} must be 1-64 letters, digits, '_', '-' or '.'"),
+        );
+    }
+    if !seen.insert(n.as_str()) {
+        errs.at(Some(name.span()), format!("{what} `{n}` is defined twice"));
+    }
+}
+
+fn check_source(s: &SourceConfig, errs: &mut Errors<'_>) {
+    if let Some(v) = &s.verify {
+        for msg in verify_problems(v.get_ref()) {
+            errs.at(Some(v.span()), msg);
+        }
+    }
+    if let Some(rl) = &s.rate_limit {
+        if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
+            errs.at(
+                Some(s.name.span()),
+                format!(
+                    "source `{}`: rate_limit.per_second must be more than 0",
+                    s.name.get_ref()
+                ),
+            );
+        }
+    }
+    if let Some(r) = &s.response {
+        if let Some(st) = r.status {
+            if !(200..=299).contains(&st) {
+                errs.at(
+                    Some(s.name.span()),
+                    format!(
+                        "source `{}`: response.status must be a 2xx status, not {st}",
+                        s.name.get_ref()
+                    ),
+                );
+            }
+        }
+        if let Some(ct) = &r.content_type {
+            if http::HeaderValue::from_str(ct).is_err() {
+                errs.at(
+                    Some(s.name.span()),
+                    format!(
+                        "source `{}`: response.content_type is not a valid header value",
+                        s.name.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The problems of one `verify` table; empty when it is right.
+pub fn verify_problems(v: &VerifyConfig) -> Vec<String> {
+    use VerifyKind::*;
+    let kind = v.kind.as_str();
+    let mut out = Vec::new();
+    let keys = v.keys();
+    if keys.is_empty() {
+        out.push(format!(
+            "verify type `{kind}` needs `secret` (or `secrets`)"
+        ));
+    }
+    if keys.iter().any(|k| k.expose().is_empty()) {
+        out.push(format!("verify type `{kind}`: a secret is empty"));
+    }
+    let mut not_for = |field: &str, set: bool, allowed: &[VerifyKind]| {
+        if set && !allowed.contains(&v.kind) {
+            out.push(format!("`{field}` does not apply to verify type `{kind}`"));
+        }
+    };
+    not_for("url", v.url.is_some(), &[Twilio]);
+    not_for(
+        "tolerance",
+        v.tolerance.is_some(),
+        &[Stripe, Slack, StandardWebhooks],
+    );
+    not_for("header", v.header.is_some(), &[Hmac, Header]);
+    not_for("algorithm", v.algorithm.is_some(), &[Hmac]);
+    not_for("encoding", v.encoding.is_some(), &[Hmac]);
+    not_for("prefix", v.prefix.is_some(), &[Hmac]);
+    not_for("verify_token", v.verify_token.is_some(), &[Meta]);
+    if matches!(v.kind, Hmac | Header) {
+        match &v.header {
+            None => out.push(format!("verify type `{kind}` needs `header`")),
+            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
+                out.push(format!("`header` {h:?} is not a valid header name"))
+            }
+            _ => {}
+        }
+    }
+    if let Some(u) = &v.url {
+        match reqwest::Url::parse(u) {
+            Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => {
+                if p.query().is_some() || p.fragment().is_some() {
+                    out.push(format!(
+                        "`url` {u:?} must not have a query or fragment: the request's own query string is appended to it"
+                    ));
+                }
+            }
+            _ => out.push(format!("`url` {u:?} must be an absolute http(s) URL")),
+        }
+    }
+    if v.tolerance.is_some_and(|t| t.0.is_zero()) {
+        out.push("`tolerance` must be more than 0".into());
+    }
+    if v.verify_token
+        .as_ref()
+        .is_some_and(|t| t.expose().is_empty())
+    {
+        out.push("`verify_token` must not be empty".into());
+    }
+    if v.kind == Basic && keys.iter().any(|k| !k.expose().contains(':')) {
+        out.push("verify type `basic` takes `secret = \"user:password\"`".into());
+    }
+    if v.kind == StandardWebhooks {
+        for k in &keys {
+            if crate::signing::decode_secret(k.expose()).is_none() {
+                out.push(
+                    "a standard-webhooks secret is `whsec_` followed by base64 (or plain base64)"
+                        .into(),
+                );
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn check_destination(d: &DestinationConfig, errs: &mut Errors<'_>) {
+    let name = d.name.get_ref();
+    if let Err(msg) = check_url(d.url.get_ref()) {
+        errs.at(Some(d.url.span()), msg);
+    }
+    let mut bad =
+        |msg: String| errs.at(Some(d.name.span()), format!("destination `{name}`: {msg}"));
+    if d.timeout.0.is_zero() {
+        bad("timeout must be more than 0".into());
+    }
+    if d.max_in_flight == 0 {
+        bad("max_in_flight must be at least 1".into());
+    }
+    if let Some(rl) = &d.rate_limit {
+        if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
+            bad("rate_limit.per_second must be more than 0".into());
+        }
+    }
+    if let Err(msg) = check_retry(&d.retry) {
+        bad(msg);
+    }
+    if let Some(b) = &d.circuit_breaker {
+        if b.failures == 0 {
+            bad("circuit_breaker.failures must be at least 1".into());
+        }
+    }
+    if let Some(s) = &d.signing_secret {
+        if !crate::signing::valid_signing_secret(s.expose()) {
+            bad("signing_secret must be `whsec_` followed by base64".into());
+        }
+    }
+    for (k, v) in &d.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            bad(format!("header name {k:?} is not valid"));
+        }
+        if http::HeaderValue::from_str(v).is_err() {
+            bad(format!(
+                "the value of header {k:?} is not a valid header value"
+            ));
+        }
+    }
+}
+
+/// Checks a destination URL: absolute, http or https, with a host.
+pub fn check_url(u: &str) -> Result<(), String> {
+    match reqwest::Url::parse(u) {
+        Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => Ok(()),
+        Ok(_) => Err(format!(
+            "url {u:?} must be an http:// or https:// URL with a host"
+        )),
+        Err(e) => Err(format!("url {u:?} is not a valid URL: {e}")),
+    }
+}
+
+/// Checks a retry table: one form, sane numbers.
+pub fn check_retry(r: &RetryConfig) -> Result<(), String> {
+    let exp = r.max_attempts.is_some() || r.initial.is_some() || r.max.is_some();
+    match (&r.schedule, exp) {
+        (Some(_), true) => {
+            Err("retry takes either `schedule` or `max_attempts`/`initial`/`max`, not both".into())
+        }
+        (Some(s), false) if s.is_empty() => Err("retry.schedule must not be empty".into()),
+        (Some(s), false) if s.len() > 100 => Err("retry.schedule has more than 100 entries".into()),
+        (None, true) => {
+            if r.max_attempts == Some(0) {
+                return Err("retry.max_attempts must be at least 1".into());
+            }
+            if r.max_attempts.unwrap_or(0) > 100 {
+                return Err("retry.max_attempts must be at most 100".into());
+            }
+            if let (Some(i), Some(m)) = (r.initial, r.max) {
+                if i > m {
+                    return Err("retry.initial must not exceed retry.max".into());
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

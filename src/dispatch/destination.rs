@@ -1,0 +1,133 @@
+//! A destination as the dispatcher uses it: its settings checked and turned into
+//! ready values (URL, header map, retry policy, signing keys).
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::retry::RetryPolicy;
+use crate::config::{BreakerConfig, DestinationConfig, ForwardHeaders, RateLimitConfig};
+use crate::store::Millis;
+
+/// A Standard Webhooks signing key; after a rotation the old one signs until `until`.
+#[derive(Clone)]
+pub struct SigningKey {
+    /// The `whsec_` secret as given.
+    pub secret: String,
+    /// Its decoded key bytes.
+    pub key: Vec<u8>,
+    /// Signs only before this time (the rotation grace), if set.
+    pub until: Option<Millis>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("until", &self.until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a destination was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// In the config file: trusted, read-only through the API.
+    Config,
+    /// Through the API: SSRF-guarded, changeable.
+    Api,
+}
+
+/// Everything needed to deliver to one destination.
+#[derive(Debug, Clone)]
+pub struct DestinationSpec {
+    /// Name.
+    pub name: String,
+    /// Target URL.
+    pub url: reqwest::Url,
+    /// The same, as the HTTP client takes it.
+    pub uri: http::Uri,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Concurrent requests at most.
+    pub max_in_flight: u32,
+    /// Requests per second at most.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// When to retry.
+    pub retry: RetryPolicy,
+    /// Retry 4xx answers other than 410.
+    pub retry_4xx: bool,
+    /// Circuit breaker settings.
+    pub breaker: Option<BreakerConfig>,
+    /// Signing keys (the current one first).
+    pub signing: Vec<SigningKey>,
+    /// Extra headers.
+    pub headers: HeaderMap,
+    /// Which original headers pass through.
+    pub forward: ForwardHeaders,
+    /// Disable after failing this long.
+    pub disable_after: Duration,
+    /// Config file or API.
+    pub origin: Origin,
+    /// API destinations: event types of source `api` routed here.
+    pub event_types: Vec<String>,
+}
+
+/// A URL as the HTTP client takes it.
+pub fn to_uri(url: &reqwest::Url) -> Result<http::Uri, String> {
+    url.as_str()
+        .parse::<http::Uri>()
+        .map_err(|e| format!("url {:?} is not usable: {e}", url.as_str()))
+}
+
+impl DestinationSpec {
+    /// Builds the spec of a config-file destination (already validated).
+    pub fn from_config(d: &DestinationConfig) -> Result<Self, String> {
+        let url = reqwest::Url::parse(d.url.get_ref()).map_err(|e| e.to_string())?;
+        let uri = to_uri(&url)?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &d.headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+            let mut value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let signing = match &d.signing_secret {
+            Some(s) => vec![SigningKey {
+                secret: s.expose().to_string(),
+                key: crate::signing::decode_secret(s.expose())
+                    .ok_or("signing_secret is not whsec_ base64")?,
+                until: None,
+            }],
+            None => Vec::new(),
+        };
+        Ok(DestinationSpec {
+            name: d.name.get_ref().clone(),
+            url,
+            uri,
+            timeout: d.timeout.0,
+            max_in_flight: d.max_in_flight.max(1),
+            rate_limit: d.rate_limit,
+            retry: RetryPolicy::from_config(&d.retry),
+            retry_4xx: d.retry.on_4xx,
+            breaker: d.circuit_breaker,
+            signing,
+            headers,
+            forward: d.forward_headers.clone(),
+            disable_after: d.disable_after.0,
+            origin: Origin::Config,
+            event_types: Vec::new(),
+        })
+    }
+
+    /// How long a lease lasts: longer than any attempt can take.
+    pub fn lease_ms(&self) -> i64 {
+        (self.timeout + Duration::from_secs(30)).as_millis() as i64
+    }
+
+    /// The keys that sign at `now` (expired rotation keys dropped).
+    pub fn active_keys(&self, now: Millis) -> impl Iterator<Item = &SigningKey> {
+        self.signing
+            .iter()
+            .filter(move |k| k.until.is_none_or(|u| now < u))
+    }
+}

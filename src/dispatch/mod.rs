@@ -1,0 +1,717 @@
+//! Dispatch: one worker task per destination leases due deliveries from the
+//! store and sends them, within the destination's limits (`max_in_flight`,
+//! `rate_limit`, circuit breaker, pause, endpoint health). Attempts run as tasks,
+//! at most `max_in_flight` of them; pending work stays in the store, so a backlog
+//! of millions costs disk, not memory.
+//!
+//! Invariants:
+//! - A worker leases only as many deliveries as it can start at once, so limits
+//!   are exact, and priorities are decided by the store at the last moment. A
+//!   store shared by several nodes also holds `max_in_flight` and `rate_limit`
+//!   across all of them (`Store::lease_limited`).
+//! - While the circuit is open, paused or disabled, nothing is leased, and so
+//!   nothing is attempted or counted.
+//! - Shutdown: stop leasing, let attempts in flight finish within the grace
+//!   period, release the leases of the rest.
+
+pub mod breaker;
+pub mod bucket;
+pub mod client;
+pub mod destination;
+pub mod http;
+pub mod retry;
+pub mod ssrf;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::breaker::{Breaker, Permit};
+use self::bucket::TokenBucket;
+use self::destination::{DestinationSpec, Origin};
+use self::http::Class;
+use crate::clock::{instant_in, SharedClock};
+use crate::store::{AttemptResult, DestinationState, LeaseLimits, Leased, Next, Store};
+use crate::telemetry::events::{
+    CircuitChanged, DeliveryAttempted, DestinationHealthChanged, DestinationMetrics,
+};
+
+/// Most deliveries leased in one call.
+const LEASE_BATCH: usize = 256;
+/// Attempt results waiting to be recorded, at most; past it the worker starts
+/// no new attempt until the store has caught up (memory stays bounded when the
+/// store writes slower than the destination answers).
+const MAX_UNRECORDED: usize = 4096;
+/// Attempt results are written together: once this many wait, or the oldest
+/// has waited `RECORD_DELAY`, or one ends a delivery with an ordering key
+/// (whose successor waits for that write). At a steady trickle this turns a
+/// store write per delivery into one per few milliseconds, so ingest's synced
+/// writes rarely queue behind them.
+const RECORD_BATCH: usize = 64;
+const RECORD_DELAY: Duration = Duration::from_millis(5);
+/// A worker re-checks the store at least this often (work created by other
+/// nodes, leases expired elsewhere).
+const IDLE_TICK: Duration = Duration::from_secs(2);
+
+/// Shared parts of every worker.
+struct Ctx {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    trusted: client::DeliveryClient,
+    guarded: client::DeliveryClient,
+    /// Whether API destinations must point at public addresses.
+    guard: bool,
+    stop: CancellationToken,
+}
+
+/// A destination's live state, shared by its worker and the admin API.
+pub struct DestinationHandle {
+    spec: RwLock<Arc<DestinationSpec>>,
+    state: Mutex<DestinationState>,
+    circuit_open: AtomicBool,
+    in_flight: AtomicU32,
+    metrics: DestinationMetrics,
+    removed: CancellationToken,
+    wake: Arc<Notify>,
+}
+
+impl DestinationHandle {
+    /// The current settings.
+    pub fn spec(&self) -> Arc<DestinationSpec> {
+        self.spec.read().clone()
+    }
+    /// Persistent state (paused, disabled, failing since).
+    pub fn state(&self) -> DestinationState {
+        self.state.lock().clone()
+    }
+    /// Whether the circuit is open or half-open.
+    pub fn circuit_open(&self) -> bool {
+        self.circuit_open.load(Ordering::Relaxed)
+    }
+    /// Attempts in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    /// The metric handles.
+    pub fn metrics(&self) -> &DestinationMetrics {
+        &self.metrics
+    }
+}
+
+/// Runs the workers of all destinations.
+pub struct Dispatcher {
+    ctx: Arc<Ctx>,
+    handles: RwLock<HashMap<String, Arc<DestinationHandle>>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// An attempt's HTTP exchange ended.
+struct Done {
+    class: Class,
+    delivery_id: i64,
+    result: AttemptResult,
+    /// A delivery with an ordering key finished: record it at once.
+    urgent: bool,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no destinations yet. `trusted` sends to config-file
+    /// destinations, `guarded` to API-made ones; with `guard`, API destinations
+    /// whose URL is a non-public address literal are refused at every attempt
+    /// (`guarded` must then resolve names to public addresses only).
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        trusted: client::DeliveryClient,
+        guarded: client::DeliveryClient,
+        guard: bool,
+    ) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            ctx: Arc::new(Ctx {
+                store,
+                clock,
+                trusted,
+                guarded,
+                guard,
+                stop: CancellationToken::new(),
+            }),
+            handles: RwLock::new(HashMap::new()),
+            tasks: Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// Starts delivering to a destination with its saved state.
+    pub fn add(&self, spec: DestinationSpec, state: DestinationState) -> Arc<DestinationHandle> {
+        let name = spec.name.clone();
+        let handle = Arc::new(DestinationHandle {
+            metrics: DestinationMetrics::new(&name),
+            spec: RwLock::new(Arc::new(spec)),
+            state: Mutex::new(state),
+            circuit_open: AtomicBool::new(false),
+            in_flight: AtomicU32::new(0),
+            removed: CancellationToken::new(),
+            wake: self.ctx.store.wakeups().get(&name),
+        });
+        if let Some(old) = self.handles.write().insert(name, handle.clone()) {
+            old.removed.cancel();
+        }
+        let worker = Worker::new(self.ctx.clone(), handle.clone());
+        self.tasks.lock().spawn(worker.run());
+        handle
+    }
+
+    /// Replaces a destination's settings; its worker picks them up at once.
+    pub fn update(&self, spec: DestinationSpec) -> bool {
+        match self.get(&spec.name) {
+            Some(h) => {
+                *h.spec.write() = Arc::new(spec);
+                h.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops delivering to a destination (attempts in flight finish).
+    pub fn remove(&self, name: &str) -> bool {
+        match self.handles.write().remove(name) {
+            Some(h) => {
+                h.removed.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A destination's handle.
+    pub fn get(&self, name: &str) -> Option<Arc<DestinationHandle>> {
+        self.handles.read().get(name).cloned()
+    }
+
+    /// Every destination, by name.
+    pub fn all(&self) -> Vec<Arc<DestinationHandle>> {
+        let mut v: Vec<_> = self.handles.read().values().cloned().collect();
+        v.sort_by_key(|h| h.spec().name.clone());
+        v
+    }
+
+    /// Takes over the pause and disable state another node saved in the shared
+    /// store (the failure clock stays this node's own). True if anything changed.
+    pub fn adopt_state(&self, name: &str, saved: &DestinationState) -> bool {
+        let Some(h) = self.get(name) else {
+            return false;
+        };
+        let changed = {
+            let mut s = h.state.lock();
+            let changed = s.paused != saved.paused || s.disabled_at != saved.disabled_at;
+            s.paused = saved.paused;
+            s.disabled_at = saved.disabled_at;
+            changed
+        };
+        if changed {
+            h.wake.notify_one();
+        }
+        changed
+    }
+
+    /// Pauses or resumes a destination (resuming also re-enables a disabled one).
+    /// The state is saved in the store.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Option<DestinationState> {
+        let h = self.get(name)?;
+        let st = {
+            let mut s = h.state.lock();
+            s.paused = paused;
+            if !paused {
+                if s.disabled_at.take().is_some() {
+                    DestinationHealthChanged {
+                        destination: name,
+                        disabled: false,
+                    }
+                    .emit();
+                }
+                s.failing_since = None;
+            }
+            s.clone()
+        };
+        if let Err(e) = self.ctx.store.put_destination_state(name, &st).await {
+            tracing::error!(destination = name, error = %e, "could not save the destination state");
+        }
+        h.wake.notify_one();
+        Some(st)
+    }
+
+    /// Stops leasing, waits up to `grace` for attempts in flight, then releases
+    /// the leases of those still running.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.ctx.stop.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock());
+        let deadline = Instant::now() + grace + Duration::from_millis(500);
+        while !tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!("shutdown grace elapsed; stopping the remaining workers");
+                    tasks.shutdown().await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Refreshes the backlog and state gauges of every destination.
+    pub async fn refresh_gauges(&self) {
+        let stats = self.ctx.store.destination_stats().await.unwrap_or_default();
+        let now = self.ctx.clock.now_millis();
+        for h in self.all() {
+            let name = h.spec().name.clone();
+            let s = stats.get(&name).cloned().unwrap_or_default();
+            let age = s
+                .oldest_pending_at
+                .map(|t| Duration::from_millis((now - t).max(0) as u64));
+            h.metrics.set_backlog(s.pending, age);
+            let st = h.state();
+            h.metrics
+                .set_state(h.circuit_open(), st.paused, st.disabled_at.is_some());
+        }
+    }
+}
+
+/// The worker of one destination.
+struct Worker {
+    ctx: Arc<Ctx>,
+    h: Arc<DestinationHandle>,
+    spec: Arc<DestinationSpec>,
+    breaker: Option<Breaker>,
+    bucket: Option<TokenBucket>,
+    in_flight: HashSet<i64>,
+    probe: Option<i64>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    attempts: JoinSet<()>,
+    /// Results of finished attempts not yet handed to the store.
+    unrecorded: Vec<AttemptResult>,
+    /// When the oldest of them arrived.
+    unrecorded_since: Option<Instant>,
+    /// One of them must be written at once.
+    urgent: bool,
+    /// The store write of the previous results, while it runs (one at a time,
+    /// so results group into few writes under load).
+    recording: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn new(ctx: Arc<Ctx>, h: Arc<DestinationHandle>) -> Self {
+        let spec = h.spec();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Worker {
+            breaker: spec.breaker.map(Breaker::new),
+            bucket: spec
+                .rate_limit
+                .as_ref()
+                .map(|r| TokenBucket::new(r, Instant::now())),
+            spec,
+            ctx,
+            h,
+            in_flight: HashSet::new(),
+            probe: None,
+            done_tx,
+            done_rx,
+            attempts: JoinSet::new(),
+            unrecorded: Vec::new(),
+            unrecorded_since: None,
+            urgent: false,
+            recording: None,
+        }
+    }
+
+    /// Picks up changed settings, keeping limiter and breaker state where they still apply.
+    fn refresh_spec(&mut self) {
+        let spec = self.h.spec();
+        if Arc::ptr_eq(&spec, &self.spec) {
+            return;
+        }
+        if spec.rate_limit.as_ref().map(|r| (r.per_second, r.burst()))
+            != self
+                .spec
+                .rate_limit
+                .as_ref()
+                .map(|r| (r.per_second, r.burst()))
+        {
+            self.bucket = spec
+                .rate_limit
+                .as_ref()
+                .map(|r| TokenBucket::new(r, Instant::now()));
+        }
+        if spec.breaker != self.spec.breaker {
+            self.breaker = spec.breaker.map(Breaker::new);
+        }
+        self.spec = spec;
+    }
+
+    async fn run(mut self) {
+        let stop = self.ctx.stop.clone();
+        let removed = self.h.removed.clone();
+        let wake = self.h.wake.clone();
+        let mut next_due: Option<Instant> = None;
+        // Whether the store may hold due work this worker has not leased: after
+        // a wake-up, a timer, or a lease that came back full. A freed slot alone
+        // is no reason to ask the store again.
+        let mut need_lease = true;
+        loop {
+            while let Ok(d) = self.done_rx.try_recv() {
+                self.on_done(d);
+            }
+            if self.recording.as_ref().is_some_and(|r| r.is_finished()) {
+                self.recording = None;
+            }
+            self.record();
+            if stop.is_cancelled() || removed.is_cancelled() {
+                break;
+            }
+            self.refresh_spec();
+            let now = Instant::now();
+            let (limit, mut wait_until) = self.capacity(now);
+            if limit > 0 && need_lease {
+                let now_ms = self.ctx.clock.now_millis();
+                match self
+                    .ctx
+                    .store
+                    .lease_limited(
+                        &self.spec.name,
+                        now_ms,
+                        limit.min(LEASE_BATCH),
+                        self.spec.lease_ms(),
+                        &LeaseLimits {
+                            max_in_flight: self.spec.max_in_flight,
+                            rate: self.spec.rate_limit,
+                        },
+                    )
+                    .await
+                {
+                    Ok(batch) => {
+                        let n = batch.items.len();
+                        let full = n == limit.min(LEASE_BATCH);
+                        if !full {
+                            next_due = batch.next_due.map(|t| instant_in(t - now_ms));
+                        }
+                        for item in batch.items {
+                            self.start(item);
+                        }
+                        need_lease = full;
+                        if full {
+                            // There may be more due right now.
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(destination = %self.spec.name, error = %e, "lease failed");
+                        wait_until = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+            let mut deadline = Instant::now() + IDLE_TICK;
+            let record_at = self.unrecorded_since.map(|t| t + RECORD_DELAY);
+            for t in [
+                wait_until,
+                if limit > 0 { next_due } else { None },
+                record_at,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                deadline = deadline.min(t);
+            }
+            let recording = async {
+                match self.recording.as_mut() {
+                    Some(r) => {
+                        let _ = r.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = wake.notified() => need_lease = true,
+                Some(d) = self.done_rx.recv() => self.on_done(d),
+                _ = recording => self.recording = None,
+                _ = tokio::time::sleep_until(deadline) => need_lease = true,
+                _ = stop.cancelled() => {}
+                _ = removed.cancelled() => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Hands the waiting attempt results to the store, unless a write is running.
+    fn record(&mut self) {
+        if self.recording.is_some() || self.unrecorded.is_empty() {
+            return;
+        }
+        let due = self.urgent
+            || self.unrecorded.len() >= RECORD_BATCH
+            || self
+                .unrecorded_since
+                .is_some_and(|t| t.elapsed() >= RECORD_DELAY);
+        if !due {
+            return;
+        }
+        self.urgent = false;
+        self.unrecorded_since = None;
+        let results = std::mem::take(&mut self.unrecorded);
+        let store = self.ctx.store.clone();
+        let name = self.spec.name.clone();
+        self.recording = Some(tokio::spawn(async move {
+            let n = results.len();
+            if let Err(e) = store.complete(results).await {
+                tracing::error!(
+                    destination = %name,
+                    attempts = n,
+                    error = %e,
+                    "could not record attempts; those deliveries will be attempted again"
+                );
+            }
+        }));
+    }
+
+    /// How many deliveries may start now, and until when to wait if none.
+    fn capacity(&mut self, now: Instant) -> (usize, Option<Instant>) {
+        let st = self.h.state.lock().clone();
+        if st.paused || st.disabled_at.is_some() {
+            return (0, None);
+        }
+        if self.unrecorded.len() >= MAX_UNRECORDED {
+            return (0, None);
+        }
+        let free = self
+            .spec
+            .max_in_flight
+            .saturating_sub(self.in_flight.len() as u32) as usize;
+        if free == 0 {
+            return (0, None);
+        }
+        let mut limit = free;
+        if let Some(b) = &mut self.breaker {
+            match b.permit(now) {
+                Permit::Open => {}
+                Permit::Probe => {
+                    if !self.in_flight.is_empty() {
+                        return (0, None);
+                    }
+                    limit = 1;
+                }
+                Permit::Wait(until) => {
+                    self.h.circuit_open.store(true, Ordering::Relaxed);
+                    return (0, until);
+                }
+            }
+        }
+        if let Some(bucket) = &mut self.bucket {
+            let avail = bucket.available(now) as usize;
+            if avail == 0 {
+                return (0, Some(bucket.next_token_at(now)));
+            }
+            limit = limit.min(avail);
+        }
+        (limit, None)
+    }
+
+    /// Starts one attempt.
+    fn start(&mut self, item: Leased) {
+        let now = Instant::now();
+        if let Some(bucket) = &mut self.bucket {
+            bucket.take(now);
+        }
+        if let Some(b) = &mut self.breaker {
+            if b.permit(now) == Permit::Probe {
+                b.probe_started();
+                self.probe = Some(item.delivery_id);
+            }
+        }
+        self.in_flight.insert(item.delivery_id);
+        self.h
+            .in_flight
+            .store(self.in_flight.len() as u32, Ordering::Relaxed);
+        let ctx = self.ctx.clone();
+        let h = self.h.clone();
+        let spec = self.spec.clone();
+        let done = self.done_tx.clone();
+        self.attempts
+            .spawn(async move { attempt(ctx, h, spec, item, done).await });
+    }
+
+    fn on_done(&mut self, d: Done) {
+        self.in_flight.remove(&d.delivery_id);
+        self.unrecorded.push(d.result);
+        self.unrecorded_since.get_or_insert_with(Instant::now);
+        self.urgent |= d.urgent;
+        self.h
+            .in_flight
+            .store(self.in_flight.len() as u32, Ordering::Relaxed);
+        // Reap finished attempt tasks.
+        while self.attempts.try_join_next().is_some() {}
+        let failed = d.class.is_endpoint_failure();
+        if let Some(b) = &mut self.breaker {
+            let was_open = b.is_open();
+            if failed {
+                b.on_failure(Instant::now());
+            } else {
+                b.on_success();
+            }
+            if self.probe == Some(d.delivery_id) {
+                self.probe = None;
+            }
+            let open = b.is_open();
+            self.h.circuit_open.store(open, Ordering::Relaxed);
+            if open != was_open {
+                CircuitChanged {
+                    destination: &self.spec.name,
+                    open,
+                }
+                .emit();
+            }
+        }
+        self.track_health(failed);
+    }
+
+    /// Endpoint health: disable after every attempt has failed for `disable_after`.
+    fn track_health(&mut self, failed: bool) {
+        let now = self.ctx.clock.now_millis();
+        let changed = {
+            let mut s = self.h.state.lock();
+            let before = s.clone();
+            if failed {
+                let since = *s.failing_since.get_or_insert(now);
+                let limit = self.spec.disable_after.as_millis() as i64;
+                if s.disabled_at.is_none() && now - since >= limit {
+                    s.disabled_at = Some(now);
+                    DestinationHealthChanged {
+                        destination: &self.spec.name,
+                        disabled: true,
+                    }
+                    .emit();
+                }
+            } else {
+                s.failing_since = None;
+            }
+            (*s != before).then(|| s.clone())
+        };
+        if let Some(st) = changed {
+            let store = self.ctx.store.clone();
+            let name = self.spec.name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.put_destination_state(&name, &st).await {
+                    tracing::error!(destination = %name, error = %e, "could not save the destination state");
+                }
+            });
+        }
+    }
+
+    /// Shutdown: wait for attempts in flight (the dispatcher bounds the wait),
+    /// record their results, and release the leases of any that were cancelled.
+    async fn drain(mut self) {
+        let ids: Vec<i64> = self.in_flight.iter().copied().collect();
+        while let Some(r) = self.attempts.join_next().await {
+            let _ = r;
+        }
+        while let Ok(d) = self.done_rx.try_recv() {
+            self.in_flight.remove(&d.delivery_id);
+            self.unrecorded.push(d.result);
+        }
+        if let Some(r) = self.recording.take() {
+            let _ = r.await;
+        }
+        if !self.unrecorded.is_empty() {
+            let results = std::mem::take(&mut self.unrecorded);
+            if let Err(e) = self.ctx.store.complete(results).await {
+                tracing::error!(destination = %self.spec.name, error = %e, "could not record attempts at shutdown");
+            }
+        }
+        let left: Vec<i64> = ids
+            .into_iter()
+            .filter(|i| self.in_flight.contains(i))
+            .collect();
+        if !left.is_empty() {
+            let _ = self.ctx.store.release(left).await;
+        }
+    }
+}
+
+/// Runs one attempt: HTTP, classification, bookkeeping.
+async fn attempt(
+    ctx: Arc<Ctx>,
+    h: Arc<DestinationHandle>,
+    spec: Arc<DestinationSpec>,
+    item: Leased,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    let started_ms = ctx.clock.now_millis();
+    let t0 = Instant::now();
+    let client = match spec.origin {
+        Origin::Config => &ctx.trusted,
+        Origin::Api => &ctx.guarded,
+    };
+    let refused = (spec.origin == Origin::Api && ctx.guard)
+        .then(|| ssrf::literal_ip(&spec.url))
+        .flatten()
+        .filter(|ip| !ssrf::is_public(*ip));
+    let outcome = match refused {
+        Some(ip) => self::http::Outcome {
+            error: Some(ssrf::Refused::NonPublic(ip).to_string()),
+            refused: true,
+            ..Default::default()
+        },
+        None => self::http::send(client, &spec, &item, started_ms).await,
+    };
+    let elapsed = t0.elapsed();
+    let class = self::http::classify(&outcome, spec.retry_4xx);
+    let now_ms = ctx.clock.now_millis();
+    let next = match class {
+        Class::Success => Next::Delivered,
+        Class::Stop => Next::Dead,
+        Class::Retry(retry_after) => {
+            match spec
+                .retry
+                .next_delay(item.retry_index + 1, rand::random::<f64>())
+            {
+                Some(d) => Next::Retry(now_ms + retry_after.unwrap_or(d).as_millis() as i64),
+                None => Next::Dead,
+            }
+        }
+    };
+    DeliveryAttempted {
+        dest: &h.metrics,
+        message_id: item.message.id,
+        delivery_id: item.delivery_id,
+        attempt: item.attempt,
+        status: outcome.status,
+        error: outcome.error.as_deref(),
+        elapsed,
+        next,
+        lag: Duration::from_millis((now_ms - item.message.received_at).max(0) as u64),
+    }
+    .emit();
+    let result = AttemptResult {
+        delivery_id: item.delivery_id,
+        attempt: item.attempt,
+        started_at: started_ms,
+        duration_us: elapsed.as_micros() as i64,
+        status: outcome.status,
+        response_body: outcome.body,
+        error: outcome.error,
+        next,
+    };
+    // The worker records the result (with others, in one write).
+    let _ = done.send(Done {
+        class,
+        delivery_id: item.delivery_id,
+        urgent: item.ordering_key.is_some() && !matches!(next, Next::Retry(_)),
+        result,
+    });
+}

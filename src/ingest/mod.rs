@@ -1,0 +1,8 @@
+//! Ingest: the public listener that receives webhooks, verifies them, selects
+//! their keys and event types, routes them, and makes them durable before it answers.
+
+pub mod http;
+pub mod route;
+pub mod select;
+pub mod source;
+pub mod verify;

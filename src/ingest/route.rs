@@ -1,0 +1,261 @@
+//! Routing: which destinations a message goes to. Routes come from the config
+//! (`[[routes]]`) and from destinations made through the API (their
+//! `event_types`, for source `api`). The table is swapped whole when API
+//! destinations change, so a lookup never waits for a writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use wildmatch::WildMatch;
+
+use super::select::{Condition, Inbound, Selector};
+use crate::config::{Priority, RouteConfig, API_SOURCE};
+use crate::store::{Millis, NewDelivery};
+
+/// A route ready to match.
+#[derive(Debug, Clone)]
+pub struct Route {
+    event_types: Vec<WildMatch>,
+    /// Whether `*` is among the patterns (it alone matches a missing event type).
+    any_type: bool,
+    to: Vec<String>,
+    filter: Vec<Condition>,
+    ordering_key: Option<Selector>,
+    priority: Priority,
+    delay: Duration,
+}
+
+impl Route {
+    /// Whether an event type matches one of the patterns. A message without an
+    /// event type matches only `*`.
+    fn type_matches(&self, event_type: Option<&str>) -> bool {
+        match event_type {
+            Some(t) => self.event_types.iter().any(|p| p.matches(t)),
+            None => self.any_type,
+        }
+    }
+}
+
+impl Route {
+    /// Compiles a config route (already validated).
+    pub fn from_config(r: &RouteConfig) -> Self {
+        Route {
+            event_types: r.event_types.iter().map(|p| WildMatch::new(p)).collect(),
+            any_type: r.event_types.iter().any(|p| p == "*"),
+            to: r
+                .to
+                .get_ref()
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            filter: r
+                .filter
+                .iter()
+                .filter_map(|f| Condition::try_from(f.get_ref().clone()).ok())
+                .collect(),
+            ordering_key: r.ordering_key.clone(),
+            priority: r.priority,
+            delay: r.delay.0,
+        }
+    }
+
+    /// The route of an API destination: `api` events of these types, to it.
+    pub fn for_api_destination(name: &str, event_types: &[String]) -> Self {
+        Route {
+            event_types: event_types.iter().map(|p| WildMatch::new(p)).collect(),
+            any_type: event_types.iter().any(|p| p == "*"),
+            to: vec![name.to_string()],
+            filter: Vec::new(),
+            ordering_key: None,
+            priority: Priority::Normal,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Per-message overrides of the API (`priority`, `ordering_key`, `deliver_at`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces the route's priority.
+    pub priority: Option<Priority>,
+    /// Replaces the route's ordering key.
+    pub ordering_key: Option<String>,
+    /// Not before this time (replaces the route's delay).
+    pub deliver_at: Option<Millis>,
+}
+
+/// All routes, by source.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_source: HashMap<String, Vec<Route>>,
+}
+
+impl RouteTable {
+    /// Builds the table from config routes plus API destinations' routes.
+    pub fn new(config: &[RouteConfig], api: &[(String, Vec<String>)]) -> Self {
+        let mut by_source: HashMap<String, Vec<Route>> = HashMap::new();
+        for r in config {
+            by_source
+                .entry(r.source.get_ref().clone())
+                .or_default()
+                .push(Route::from_config(r));
+        }
+        for (name, types) in api {
+            by_source
+                .entry(API_SOURCE.to_string())
+                .or_default()
+                .push(Route::for_api_destination(name, types));
+        }
+        RouteTable { by_source }
+    }
+
+    /// The deliveries of a message: each destination once, from the first route
+    /// that sends it there. `first_delay` gives a destination's delay before its
+    /// first attempt (the first entry of its retry schedule).
+    pub fn deliveries(
+        &self,
+        source: &str,
+        event_type: Option<&str>,
+        req: &Inbound<'_>,
+        received_at: Millis,
+        overrides: &Overrides,
+        first_delay: &dyn Fn(&str) -> Duration,
+    ) -> Vec<NewDelivery> {
+        let Some(routes) = self.by_source.get(source) else {
+            return Vec::new();
+        };
+        let mut out: Vec<NewDelivery> = Vec::new();
+        for r in routes {
+            if !r.type_matches(event_type) {
+                continue;
+            }
+            if !r.filter.iter().all(|c| c.matches(req)) {
+                continue;
+            }
+            let key = overrides
+                .ordering_key
+                .clone()
+                .or_else(|| r.ordering_key.as_ref().and_then(|s| req.select_key(s)));
+            for to in &r.to {
+                if out.iter().any(|d| &d.destination == to) {
+                    continue;
+                }
+                let base = overrides
+                    .deliver_at
+                    .unwrap_or(received_at + r.delay.as_millis() as i64);
+                out.push(NewDelivery {
+                    destination: to.clone(),
+                    due_at: base + first_delay(to).as_millis() as i64,
+                    priority: overrides.priority.unwrap_or(r.priority),
+                    ordering_key: key.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The current route table, swappable.
+#[derive(Default)]
+pub struct Routing {
+    table: RwLock<Arc<RouteTable>>,
+}
+
+impl Routing {
+    /// Starts with a table.
+    pub fn new(table: RouteTable) -> Self {
+        Routing {
+            table: RwLock::new(Arc::new(table)),
+        }
+    }
+
+    /// The table in effect now.
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.table.read().clone()
+    }
+
+    /// Replaces the table.
+    pub fn replace(&self, table: RouteTable) {
+        *self.table.write() = Arc::new(table);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn table(toml_routes: &str) -> RouteTable {
+        let text = format!(
+            "[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"a\"\nurl = \"http://x/\"\n[[destinations]]\nname = \"b\"\nurl = \"http://y/\"\n{toml_routes}"
+        );
+        let cfg = crate::config::parse(&text, "t", &|_| None).unwrap();
+        RouteTable::new(&cfg.routes, &[("hook".into(), vec!["lead.*".into()])])
+    }
+
+    fn dests(t: &RouteTable, source: &str, et: Option<&str>, body: &str) -> Vec<String> {
+        let h = HeaderMap::new();
+        let req = Inbound::new(&h, None, body.as_bytes());
+        t.deliveries(source, et, &req, 1000, &Overrides::default(), &|_| {
+            Duration::ZERO
+        })
+        .into_iter()
+        .map(|d| d.destination)
+        .collect()
+    }
+
+    #[test]
+    fn globs_filters_and_each_destination_once() {
+        let t = table(
+            "[[routes]]\nsource = \"s\"\nevent_types = [\"order.*\"]\nto = \"a\"\n\
+             [[routes]]\nsource = \"s\"\nto = [\"a\", \"b\"]\nfilter = [{ field = \"body:/vip\", eq = true }]\n",
+        );
+        assert_eq!(dests(&t, "s", Some("order.created"), "{}"), vec!["a"]);
+        assert_eq!(
+            dests(&t, "s", Some("user.created"), "{}"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            dests(&t, "s", Some("order.created"), r#"{"vip":true}"#),
+            vec!["a", "b"]
+        );
+        assert_eq!(dests(&t, "s", None, r#"{"vip":true}"#), vec!["a", "b"]);
+        assert_eq!(dests(&t, "s", None, "{}"), Vec::<String>::new());
+        assert_eq!(dests(&t, "other", None, "{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn api_destinations_route_by_event_type() {
+        let t = table("");
+        assert_eq!(dests(&t, "api", Some("lead.created"), "{}"), vec!["hook"]);
+        assert!(dests(&t, "api", Some("order.created"), "{}").is_empty());
+        assert!(dests(&t, "api", None, "{}").is_empty());
+    }
+
+    #[test]
+    fn delay_priority_ordering_key_and_overrides() {
+        let t = table(
+            "[[routes]]\nsource = \"s\"\nto = \"a\"\ndelay = \"5s\"\npriority = \"high\"\nordering_key = \"body:/chat\"\n",
+        );
+        let h = HeaderMap::new();
+        let req = Inbound::new(&h, None, br#"{"chat":42}"#);
+        let d = t.deliveries("s", None, &req, 1000, &Overrides::default(), &|_| {
+            Duration::from_secs(1)
+        });
+        assert_eq!(d[0].due_at, 1000 + 5000 + 1000);
+        assert_eq!(d[0].priority, Priority::High);
+        assert_eq!(d[0].ordering_key.as_deref(), Some("42"));
+        let o = Overrides {
+            priority: Some(Priority::Low),
+            ordering_key: Some("k".into()),
+            deliver_at: Some(99_000),
+        };
+        let d = t.deliveries("s", None, &req, 1000, &o, &|_| Duration::ZERO);
+        assert_eq!(d[0].due_at, 99_000);
+        assert_eq!(d[0].priority, Priority::Low);
+        assert_eq!(d[0].ordering_key.as_deref(), Some("k"));
+    }
+}

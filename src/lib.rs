@@ -1,0 +1,18 @@
+//! hookgate: a durable webhook gateway.
+//!
+//! The path of a webhook through the crate: [`config`] → [`ingest`] (http,
+//! verify, select) → [`store`] → [`dispatch`] (schedule, deliver, retry,
+//! breaker, limits) → [`admin`] and [`telemetry`].
+
+pub mod admin;
+pub mod app;
+pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod echo;
+pub mod ingest;
+pub mod signing;
+pub mod store;
+pub mod summary;
+pub mod telemetry;

@@ -1,0 +1,808 @@
+//! The store conformance suite: `async fn` checks that take a fresh `&dyn Store`
+//! and hold every backend to the same behaviour. Backends run it with
+//! [`store_conformance_tests!`](crate::store_conformance_tests).
+//!
+//! Each check panics (like a test assertion) when the store misbehaves.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::Priority;
+
+/// A fixed "now" so that checks control time.
+pub const T0: Millis = 1_700_000_000_000;
+
+/// Generates one `#[tokio::test]` per conformance check; `$make` is an async
+/// expression yielding `(Arc<dyn Store>, guard)` where the guard is kept alive
+/// for the test (a temp dir, a database to drop).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@each $make;
+            append_lease_complete, dedup_returns_first_id, dedup_window_expires,
+            concurrent_duplicates_store_one, retry_reschedules, dead_then_bulk_replay,
+            ordering_key_one_at_a_time, ordering_head_dead_moves_key_on, priority_overtakes,
+            delayed_until_due, release_makes_due_again, pending_counts,
+            replay_message_creates_deliveries, message_listing_pages, delivery_listing_filters,
+            destination_state_round_trip, stored_destinations_crud, cleanup_keeps_pending,
+            lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
+            message_with_no_deliveries
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::store::conformance::$name(&*store).await;
+                store.close().await;
+            }
+        )*
+    };
+}
+
+/// A message for `dest` with an optional dedup key.
+pub fn msg(source: &str, dests: &[&str], dedup: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        source: source.into(),
+        event_type: Some("test.event".into()),
+        received_at: T0,
+        content_type: Some("application/json".into()),
+        headers: encode_headers([("x-test", &b"1"[..])].into_iter()),
+        body: Bytes::from_static(br#"{"hello":"world"}"#),
+        dedup: dedup.map(|k| Dedup {
+            key: k.into(),
+            until: T0 + 60_000,
+        }),
+        deliveries: dests
+            .iter()
+            .map(|d| NewDelivery {
+                destination: (*d).into(),
+                due_at: T0,
+                priority: Priority::Normal,
+                ordering_key: None,
+            })
+            .collect(),
+    }
+}
+
+/// A message with one delivery carrying an ordering key and priority.
+pub fn keyed(dest: &str, key: Option<&str>, prio: Priority, due_at: Millis) -> NewMessage {
+    let mut m = msg("src", &[dest], None);
+    m.deliveries[0].ordering_key = key.map(str::to_string);
+    m.deliveries[0].priority = prio;
+    m.deliveries[0].due_at = due_at;
+    m
+}
+
+/// A finished attempt.
+pub fn result(l: &Leased, next: Next) -> AttemptResult {
+    AttemptResult {
+        delivery_id: l.delivery_id,
+        attempt: l.attempt,
+        started_at: T0,
+        duration_us: 1500,
+        status: Some(match next {
+            Next::Delivered => 200,
+            _ => 500,
+        }),
+        response_body: Some(Bytes::from_static(b"ok")),
+        error: None,
+        next,
+    }
+}
+
+async fn lease(s: &dyn Store, dest: &str, now: Millis, limit: usize) -> Vec<Leased> {
+    s.lease(dest, now, limit, 30_000).await.unwrap().items
+}
+
+/// Append, lease with the message's bytes, complete; the attempt is recorded.
+pub async fn append_lease_complete(s: &dyn Store) {
+    let m = msg("src", &["a"], None);
+    let id = m.id;
+    assert_eq!(s.append(m).await.unwrap(), Appended::Stored(id));
+    let got = lease(s, "a", T0, 10).await;
+    assert_eq!(got.len(), 1);
+    let l = &got[0];
+    assert_eq!(l.attempt, 1);
+    assert_eq!(l.retry_index, 0);
+    assert_eq!(l.message.id, id);
+    assert_eq!(&l.message.body[..], br#"{"hello":"world"}"#);
+    assert_eq!(l.message.content_type.as_deref(), Some("application/json"));
+    assert_eq!(l.message.source, "src");
+    assert_eq!(l.message.event_type.as_deref(), Some("test.event"));
+    assert_eq!(
+        decode_headers(&l.message.headers),
+        vec![("x-test".to_string(), b"1".to_vec())]
+    );
+    // Leased: not handed out again.
+    assert!(lease(s, "a", T0, 10).await.is_empty());
+    // Another destination sees nothing.
+    assert!(lease(s, "b", T0, 10).await.is_empty());
+    s.complete(vec![result(l, Next::Delivered)]).await.unwrap();
+    assert!(lease(s, "a", T0 + 1, 10).await.is_empty());
+    let d = s.message(id).await.unwrap();
+    assert_eq!(d.summary.status, MessageStatus::Delivered);
+    assert_eq!(d.deliveries.len(), 1);
+    assert_eq!(d.deliveries[0].status, DeliveryStatus::Delivered);
+    let log = d.deliveries[0].attempt_log.as_ref().unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].response_status, Some(200));
+    assert_eq!(log[0].response_body.as_deref(), Some("ok"));
+    assert_eq!(log[0].duration_ms, 1.5);
+}
+
+/// A second message with a known dedup key gets the first id and stores nothing.
+pub async fn dedup_returns_first_id(s: &dyn Store) {
+    let first = msg("src", &["a"], Some("k1"));
+    let id = first.id;
+    assert_eq!(s.append(first).await.unwrap(), Appended::Stored(id));
+    let again = msg("src", &["a"], Some("k1"));
+    assert_eq!(s.append(again).await.unwrap(), Appended::Duplicate(id));
+    // Same key, other source: not a duplicate.
+    let other = msg("other", &["a"], Some("k1"));
+    let oid = other.id;
+    assert_eq!(s.append(other).await.unwrap(), Appended::Stored(oid));
+    assert_eq!(lease(s, "a", T0, 10).await.len(), 2);
+    assert_eq!(s.pending_estimate(), 2);
+}
+
+/// After its window a dedup key no longer matches.
+pub async fn dedup_window_expires(s: &dyn Store) {
+    let first = msg("src", &["a"], Some("k"));
+    s.append(first).await.unwrap();
+    let mut later = msg("src", &["a"], Some("k"));
+    later.received_at = T0 + 60_001;
+    later.dedup.as_mut().unwrap().until = T0 + 120_000;
+    let lid = later.id;
+    assert_eq!(s.append(later).await.unwrap(), Appended::Stored(lid));
+}
+
+/// Many copies appended at the same moment: exactly one is stored.
+pub async fn concurrent_duplicates_store_one(s: &dyn Store) {
+    let futs = (0..32).map(|_| s.append(msg("src", &["a"], Some("same"))));
+    let res = futures::future::join_all(futs).await;
+    let stored = res
+        .iter()
+        .filter(|r| matches!(r, Ok(Appended::Stored(_))))
+        .count();
+    assert_eq!(stored, 1);
+    let ids: HashSet<MessageId> = res.iter().map(|r| r.as_ref().unwrap().id()).collect();
+    assert_eq!(ids.len(), 1, "every copy answers with the first id");
+    assert_eq!(lease(s, "a", T0, 100).await.len(), 1);
+}
+
+/// A retry is due at its time with the next attempt number.
+pub async fn retry_reschedules(s: &dyn Store) {
+    s.append(msg("src", &["a"], None)).await.unwrap();
+    let l = lease(s, "a", T0, 1).await.remove(0);
+    s.complete(vec![result(&l, Next::Retry(T0 + 5_000))])
+        .await
+        .unwrap();
+    let b = s.lease("a", T0 + 1, 10, 30_000).await.unwrap();
+    assert!(b.items.is_empty());
+    assert_eq!(b.next_due, Some(T0 + 5_000));
+    let again = lease(s, "a", T0 + 5_000, 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].retry_index, 1);
+    assert_eq!(s.pending_estimate(), 1);
+}
+
+/// Dead deliveries are listed, counted and revived by bulk replay.
+pub async fn dead_then_bulk_replay(s: &dyn Store) {
+    for _ in 0..5 {
+        s.append(msg("src", &["a"], None)).await.unwrap();
+    }
+    s.append(msg("src", &["b"], None)).await.unwrap();
+    for d in ["a", "b"] {
+        for l in lease(s, d, T0, 10).await {
+            s.complete(vec![result(&l, Next::Dead)]).await.unwrap();
+        }
+    }
+    assert_eq!(s.pending_estimate(), 0);
+    let dead = s
+        .deliveries(&DeliveryQuery {
+            destination: Some("a".into()),
+            status: Some(DeliveryStatus::Dead),
+            limit: 100,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.items.len(), 5);
+    let f = ReplayFilter {
+        destination: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.count_dead(&f).await.unwrap(), 5);
+    assert_eq!(s.count_dead(&ReplayFilter::default()).await.unwrap(), 6);
+    let stats = s.destination_stats().await.unwrap();
+    assert_eq!(stats["a"].dead, 5);
+    assert_eq!(stats["b"].dead, 1);
+    let mut revived = 0;
+    loop {
+        let n = s.replay_dead_batch(&f, T0 + 10, 2).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        revived += n;
+    }
+    assert_eq!(revived, 5);
+    assert_eq!(s.count_dead(&f).await.unwrap(), 0);
+    assert_eq!(s.destination_stats().await.unwrap()["a"].dead, 0);
+    assert_eq!(s.pending_estimate(), 5);
+    let again = lease(s, "a", T0 + 10, 10).await;
+    assert_eq!(again.len(), 5);
+    assert!(again.iter().all(|l| l.attempt == 2 && l.retry_index == 0));
+    // A time window that matches nothing revives nothing.
+    let none = ReplayFilter {
+        destination: Some("b".into()),
+        since: Some(T0 + 1_000_000),
+        until: None,
+    };
+    assert_eq!(s.replay_dead_batch(&none, T0, 10).await.unwrap(), 0);
+}
+
+/// Same key: one at a time in ingest order; another key is not held up.
+pub async fn ordering_key_one_at_a_time(s: &dyn Store) {
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let m = keyed("a", Some("k1"), Priority::Normal, T0);
+        ids.push(m.id);
+        s.append(m).await.unwrap();
+    }
+    let other = keyed("a", Some("k2"), Priority::Normal, T0);
+    let other_id = other.id;
+    s.append(other).await.unwrap();
+    let first = lease(s, "a", T0, 10).await;
+    let got: Vec<MessageId> = first.iter().map(|l| l.message.id).collect();
+    assert_eq!(got, vec![ids[0], other_id], "only each key's head");
+    // While k1's head is leased, k1 yields nothing more.
+    assert!(lease(s, "a", T0, 10).await.is_empty());
+    // The head fails and is retried later: the key stays blocked.
+    let head = first.iter().find(|l| l.message.id == ids[0]).unwrap();
+    s.complete(vec![result(head, Next::Retry(T0 + 1_000))])
+        .await
+        .unwrap();
+    assert!(lease(s, "a", T0 + 10, 10).await.is_empty());
+    let retry = lease(s, "a", T0 + 1_000, 10).await;
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].message.id, ids[0]);
+    s.complete(vec![result(&retry[0], Next::Delivered)])
+        .await
+        .unwrap();
+    let second = lease(s, "a", T0 + 1_000, 10).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].message.id, ids[1]);
+    s.complete(vec![result(&second[0], Next::Delivered)])
+        .await
+        .unwrap();
+    let third = lease(s, "a", T0 + 1_000, 10).await;
+    assert_eq!(third[0].message.id, ids[2]);
+}
+
+/// When a key's head goes dead, the key moves on.
+pub async fn ordering_head_dead_moves_key_on(s: &dyn Store) {
+    let a = keyed("a", Some("k"), Priority::Normal, T0);
+    let b = keyed("a", Some("k"), Priority::Normal, T0);
+    let bid = b.id;
+    s.append(a).await.unwrap();
+    s.append(b).await.unwrap();
+    let head = lease(s, "a", T0, 10).await;
+    assert_eq!(head.len(), 1);
+    s.complete(vec![result(&head[0], Next::Dead)])
+        .await
+        .unwrap();
+    let next = lease(s, "a", T0, 10).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].message.id, bid);
+}
+
+/// Due high-priority deliveries go before due normal and low ones.
+pub async fn priority_overtakes(s: &dyn Store) {
+    let low = keyed("a", None, Priority::Low, T0);
+    let normal = keyed("a", None, Priority::Normal, T0);
+    let high = keyed("a", None, Priority::High, T0 + 5);
+    let (lid, nid, hid) = (low.id, normal.id, high.id);
+    s.append(low).await.unwrap();
+    s.append(normal).await.unwrap();
+    s.append(high).await.unwrap();
+    let got: Vec<MessageId> = lease(s, "a", T0 + 10, 10)
+        .await
+        .iter()
+        .map(|l| l.message.id)
+        .collect();
+    assert_eq!(got, vec![hid, nid, lid]);
+}
+
+/// A delivery due later is not leased before its time.
+pub async fn delayed_until_due(s: &dyn Store) {
+    s.append(keyed("a", None, Priority::Normal, T0 + 60_000))
+        .await
+        .unwrap();
+    let b = s.lease("a", T0, 10, 30_000).await.unwrap();
+    assert!(b.items.is_empty());
+    assert_eq!(b.next_due, Some(T0 + 60_000));
+    assert_eq!(lease(s, "a", T0 + 60_000, 10).await.len(), 1);
+}
+
+/// A released lease makes the delivery due again, with the same attempt number.
+pub async fn release_makes_due_again(s: &dyn Store) {
+    s.append(msg("src", &["a"], None)).await.unwrap();
+    let l = lease(s, "a", T0, 10).await;
+    s.release(l.iter().map(|l| l.delivery_id).collect())
+        .await
+        .unwrap();
+    let again = lease(s, "a", T0, 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 1);
+}
+
+/// Pending counts follow appends and completions.
+pub async fn pending_counts(s: &dyn Store) {
+    s.append(msg("src", &["a", "b"], None)).await.unwrap();
+    s.append(msg("src", &["a"], None)).await.unwrap();
+    assert_eq!(s.pending_estimate(), 3);
+    let stats = s.destination_stats().await.unwrap();
+    assert_eq!(stats["a"].pending, 2);
+    assert_eq!(stats["b"].pending, 1);
+    assert_eq!(stats["a"].oldest_pending_at, Some(T0));
+    for l in lease(s, "a", T0, 10).await {
+        s.complete(vec![result(&l, Next::Delivered)]).await.unwrap();
+    }
+    assert_eq!(s.pending_estimate(), 1);
+    let stats = s.destination_stats().await.unwrap();
+    assert_eq!(stats.get("a").map_or(0, |x| x.pending), 0);
+    assert_eq!(stats.get("a").and_then(|x| x.oldest_pending_at), None);
+}
+
+/// Replaying a message makes a new delivery per destination.
+pub async fn replay_message_creates_deliveries(s: &dyn Store) {
+    let m = msg("src", &["a", "b"], None);
+    let id = m.id;
+    s.append(m).await.unwrap();
+    for d in ["a", "b"] {
+        for l in lease(s, d, T0, 10).await {
+            s.complete(vec![result(&l, Next::Delivered)]).await.unwrap();
+        }
+    }
+    assert_eq!(s.message_destinations(id).await.unwrap(), vec!["a", "b"]);
+    let ids = s
+        .replay_message(id, &["b".to_string()], T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    let l = lease(s, "b", T0 + 5, 10).await;
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].attempt, 1);
+    assert_eq!(l[0].message.id, id);
+    assert!(lease(s, "a", T0 + 5, 10).await.is_empty());
+    assert_eq!(s.message(id).await.unwrap().deliveries.len(), 3);
+    assert_eq!(
+        s.replay_message(MessageId::new(), &["a".into()], T0)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+/// Listings are newest first and paginate with a cursor; filters apply.
+pub async fn message_listing_pages(s: &dyn Store) {
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let m = msg(if i % 2 == 0 { "even" } else { "odd" }, &["a"], None);
+        ids.push(m.id);
+        s.append(m).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .messages(&MessageQuery {
+                limit: 3,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|m| m.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "newest first, every message once");
+    let odd = s
+        .messages(&MessageQuery {
+            source: Some("odd".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(odd.items.len(), 3);
+    assert!(odd.items.iter().all(|m| m.source == "odd"));
+    // One delivered message; status filters.
+    let l = lease(s, "a", T0, 1).await.remove(0);
+    s.complete(vec![result(&l, Next::Delivered)]).await.unwrap();
+    let delivered = s
+        .messages(&MessageQuery {
+            status: Some(MessageStatus::Delivered),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(delivered.items.len(), 1);
+    assert_eq!(delivered.items[0].id, l.message.id);
+    let pending = s
+        .messages(&MessageQuery {
+            status: Some(MessageStatus::Pending),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.items.len(), 6);
+}
+
+/// Delivery listings filter by destination and status and paginate.
+pub async fn delivery_listing_filters(s: &dyn Store) {
+    for _ in 0..4 {
+        s.append(msg("src", &["a", "b"], None)).await.unwrap();
+    }
+    let page = s
+        .deliveries(&DeliveryQuery {
+            destination: Some("a".into()),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    assert!(page.items.iter().all(|d| d.destination == "a"));
+    assert!(
+        page.items.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+    let rest = s
+        .deliveries(&DeliveryQuery {
+            destination: Some("a".into()),
+            limit: 3,
+            cursor: page.next_cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    let dead = s
+        .deliveries(&DeliveryQuery {
+            status: Some(DeliveryStatus::Dead),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(dead.items.is_empty());
+}
+
+/// Destination state survives as written.
+pub async fn destination_state_round_trip(s: &dyn Store) {
+    assert!(s.destination_states().await.unwrap().is_empty());
+    let st = DestinationState {
+        paused: true,
+        disabled_at: None,
+        failing_since: Some(T0),
+    };
+    s.put_destination_state("a", &st).await.unwrap();
+    assert_eq!(s.destination_states().await.unwrap()["a"], st);
+    let st2 = DestinationState {
+        paused: false,
+        disabled_at: Some(T0 + 1),
+        failing_since: Some(T0),
+    };
+    s.put_destination_state("a", &st2).await.unwrap();
+    assert_eq!(s.destination_states().await.unwrap()["a"], st2);
+}
+
+/// Destinations made through the API: create, conflict, update, delete.
+pub async fn stored_destinations_crud(s: &dyn Store) {
+    let d = StoredDestination {
+        name: "hook".into(),
+        spec: serde_json::json!({"url": "https://example.com/h"}),
+        created_at: T0,
+        updated_at: T0,
+    };
+    s.put_stored_destination(&d, true).await.unwrap();
+    assert_eq!(
+        s.put_stored_destination(&d, true).await.unwrap_err(),
+        StoreError::Conflict
+    );
+    let mut d2 = d.clone();
+    d2.spec = serde_json::json!({"url": "https://example.com/other"});
+    d2.updated_at = T0 + 1;
+    s.put_stored_destination(&d2, false).await.unwrap();
+    let all = s.stored_destinations().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].spec, d2.spec);
+    assert_eq!(all[0].created_at, T0);
+    assert_eq!(all[0].updated_at, T0 + 1);
+    s.delete_stored_destination("hook").await.unwrap();
+    assert_eq!(
+        s.delete_stored_destination("hook").await.unwrap_err(),
+        StoreError::NotFound
+    );
+    let mut missing = d.clone();
+    missing.name = "nope".into();
+    assert_eq!(
+        s.put_stored_destination(&missing, false).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+/// Cleanup removes finished old messages and expired dedup keys, never pending work.
+pub async fn cleanup_keeps_pending(s: &dyn Store) {
+    let done = msg("src", &["a"], Some("d1"));
+    let done_id = done.id;
+    s.append(done).await.unwrap();
+    let l = lease(s, "a", T0, 1).await.remove(0);
+    s.complete(vec![result(&l, Next::Delivered)]).await.unwrap();
+    let open = msg("src", &["a"], None);
+    let open_id = open.id;
+    s.append(open).await.unwrap();
+    let mut removed = 0;
+    loop {
+        let n = s.cleanup(T0 + 1, T0 + 120_000, 1).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        removed += n;
+    }
+    assert!(
+        removed >= 2,
+        "the finished message and the expired dedup key"
+    );
+    assert_eq!(s.message(done_id).await.unwrap_err(), StoreError::NotFound);
+    assert!(s.message(open_id).await.is_ok());
+    assert_eq!(lease(s, "a", T0, 10).await.len(), 1);
+    // The expired key is gone: the same key stores a new message.
+    let again = msg("src", &["a"], Some("d1"));
+    let aid = again.id;
+    assert_eq!(s.append(again).await.unwrap(), Appended::Stored(aid));
+}
+
+/// Many concurrent lease calls never hand out one delivery twice.
+pub async fn lease_is_exclusive_under_concurrency(s: &dyn Store) {
+    for _ in 0..200 {
+        s.append(msg("src", &["a"], None)).await.unwrap();
+    }
+    let futs = (0..8).map(|_| s.lease("a", T0, 40, 30_000));
+    let all: Vec<i64> = futures::future::join_all(futs)
+        .await
+        .into_iter()
+        .flat_map(|b| b.unwrap().items)
+        .map(|l| l.delivery_id)
+        .collect();
+    let uniq: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(uniq.len(), all.len(), "no delivery leased twice");
+    assert_eq!(all.len(), 200);
+}
+
+/// Unknown ids are `NotFound`.
+pub async fn unknown_message_is_not_found(s: &dyn Store) {
+    assert_eq!(
+        s.message(MessageId::new()).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        s.message_destinations(MessageId::new()).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+/// A message routed nowhere is stored and counts as delivered.
+pub async fn message_with_no_deliveries(s: &dyn Store) {
+    let m = msg("src", &[], None);
+    let id = m.id;
+    s.append(m).await.unwrap();
+    let d = s.message(id).await.unwrap();
+    assert_eq!(d.summary.status, MessageStatus::Delivered);
+    assert!(d.deliveries.is_empty());
+    assert_eq!(s.pending_estimate(), 0);
+}
+
+/// Keeps a store alive with whatever it needs (used by the macro's callers).
+pub type Guard = Box<dyn std::any::Any + Send>;
+
+/// A fresh store of a backend plus its guard.
+pub type Made = (Arc<dyn Store>, Guard);
+
+/// One step of a model check.
+#[derive(Debug, Clone)]
+pub enum ModelOp {
+    /// Append a message with one delivery.
+    Append {
+        /// Destination index (0 or 1).
+        dest: u8,
+        /// Ordering key index, if any.
+        key: Option<u8>,
+        /// Priority rank (0 high, 1 normal, 2 low).
+        prio: u8,
+        /// Due this many ms after the current time.
+        due_in: u16,
+    },
+    /// Lease up to `limit` deliveries of a destination.
+    Lease {
+        /// Destination index.
+        dest: u8,
+        /// How many at most.
+        limit: u8,
+    },
+    /// Complete the n-th (mod count) leased delivery.
+    Complete {
+        /// Which leased delivery.
+        pick: u8,
+        /// 0 delivered, 1 dead, else retry after that many ms.
+        outcome: u16,
+    },
+    /// Release the n-th (mod count) leased delivery.
+    Release {
+        /// Which leased delivery.
+        pick: u8,
+    },
+    /// Advance time.
+    Tick {
+        /// By this many ms.
+        ms: u16,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ModelDelivery {
+    msg: MessageId,
+    seq: usize,
+    dest: u8,
+    key: Option<u8>,
+    prio: u8,
+    due: Millis,
+    /// 0 pending, 1 queued, 2 delivered, 3 dead
+    status: u8,
+    leased: bool,
+}
+
+/// Runs `ops` against a fresh store and a plain in-memory model of the queue,
+/// and checks after each lease that the store hands out exactly what the model
+/// says, in the same order: due, unleased, key heads only, by priority, due
+/// time and ingest order.
+pub async fn model_check(s: &dyn Store, ops: &[ModelOp]) {
+    let dests = ["m0", "m1"];
+    let mut model: Vec<ModelDelivery> = Vec::new();
+    let mut leased: Vec<Leased> = Vec::new();
+    let mut now = T0;
+    for op in ops {
+        match *op {
+            ModelOp::Append {
+                dest,
+                key,
+                prio,
+                due_in,
+            } => {
+                let dest = dest % 2;
+                let mut m = keyed(
+                    dests[dest as usize],
+                    key.map(|k| format!("k{}", k % 3)).as_deref(),
+                    Priority::from_rank((prio % 3) as i64),
+                    now + due_in as Millis,
+                );
+                m.received_at = now;
+                let key = key.map(|k| k % 3);
+                let busy = key.is_some()
+                    && model
+                        .iter()
+                        .any(|d| d.dest == dest && d.key == key && d.status <= 1);
+                model.push(ModelDelivery {
+                    msg: m.id,
+                    seq: model.len(),
+                    dest,
+                    key,
+                    prio: prio % 3,
+                    due: now + due_in as Millis,
+                    status: if busy { 1 } else { 0 },
+                    leased: false,
+                });
+                s.append(m).await.unwrap();
+            }
+            ModelOp::Lease { dest, limit } => {
+                let dest = dest % 2;
+                let limit = (limit % 8) as usize + 1;
+                let batch = s
+                    .lease(dests[dest as usize], now, limit, 60_000)
+                    .await
+                    .unwrap();
+                let mut want: Vec<&mut ModelDelivery> = model
+                    .iter_mut()
+                    .filter(|d| d.dest == dest && d.status == 0 && !d.leased && d.due <= now)
+                    .collect();
+                want.sort_by_key(|d| (d.prio, d.due, d.seq));
+                want.truncate(limit);
+                let want_ids: Vec<MessageId> = want.iter().map(|d| d.msg).collect();
+                let got_ids: Vec<MessageId> = batch.items.iter().map(|l| l.message.id).collect();
+                assert_eq!(
+                    got_ids,
+                    want_ids,
+                    "lease of {} at +{}ms",
+                    dests[dest as usize],
+                    now - T0
+                );
+                for d in want {
+                    d.leased = true;
+                }
+                let next_due = model
+                    .iter()
+                    .filter(|d| d.dest == dest && d.status == 0 && d.due > now)
+                    .map(|d| d.due)
+                    .min();
+                // A full batch may leave `next_due` out (the caller asks again).
+                if batch.items.len() < limit {
+                    assert_eq!(batch.next_due, next_due, "next_due");
+                }
+                leased.extend(batch.items);
+            }
+            ModelOp::Complete { pick, outcome } => {
+                if leased.is_empty() {
+                    continue;
+                }
+                let l = leased.remove(pick as usize % leased.len());
+                let next = match outcome {
+                    0 => Next::Delivered,
+                    1 => Next::Dead,
+                    ms => Next::Retry(now + ms as Millis),
+                };
+                s.complete(vec![result(&l, next)]).await.unwrap();
+                let i = model.iter().position(|d| d.msg == l.message.id).unwrap();
+                model[i].leased = false;
+                match next {
+                    Next::Retry(at) => model[i].due = at,
+                    _ => {
+                        model[i].status = if next == Next::Delivered { 2 } else { 3 };
+                        let (dest, key) = (model[i].dest, model[i].key);
+                        if key.is_some()
+                            && !model
+                                .iter()
+                                .any(|d| d.dest == dest && d.key == key && d.status == 0)
+                        {
+                            if let Some(q) = model
+                                .iter_mut()
+                                .filter(|d| d.dest == dest && d.key == key && d.status == 1)
+                                .min_by_key(|d| d.seq)
+                            {
+                                q.status = 0;
+                            }
+                        }
+                    }
+                }
+            }
+            ModelOp::Release { pick } => {
+                if leased.is_empty() {
+                    continue;
+                }
+                let l = leased.remove(pick as usize % leased.len());
+                s.release(vec![l.delivery_id]).await.unwrap();
+                model
+                    .iter_mut()
+                    .find(|d| d.msg == l.message.id)
+                    .unwrap()
+                    .leased = false;
+            }
+            ModelOp::Tick { ms } => now += ms as Millis,
+        }
+        let live = model.iter().filter(|d| d.status <= 1).count() as u64;
+        assert_eq!(s.pending_estimate(), live, "pending count");
+    }
+}

@@ -1,0 +1,744 @@
+//! The store: messages, their deliveries (which *are* the queue), attempts, dedup
+//! keys and destination state, behind one [`Store`] trait with two backends:
+//! [`sqlite::SqliteStore`] (embedded, one process) and [`postgres::PgStore`]
+//! (several nodes sharing one database).
+//!
+//! Invariants every backend keeps (checked by [`conformance`]):
+//! - `append` returns only after the message and all its deliveries are committed
+//!   and synced, in one transaction, with the dedup check inside it.
+//! - A delivery is handed out by `lease` to one holder at a time; a lease ends with
+//!   `complete` (an attempt was made), `release` (none was), or its expiry.
+//! - Of the pending deliveries of one (destination, ordering key), only the oldest
+//!   can be leased, and not while it is leased.
+//! - Time is passed in by the caller (`now`), so tests control it.
+
+pub mod conformance;
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::Notify;
+use ulid::Ulid;
+
+use crate::config::{Priority, RateLimitConfig};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// The current wall-clock time in milliseconds.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A message id, written `msg_<ULID>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub Ulid);
+
+impl MessageId {
+    /// A new id, unique and roughly time-ordered.
+    pub fn new() -> Self {
+        MessageId(Ulid::new())
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "msg_{}", self.0)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let u = s.strip_prefix("msg_").ok_or(())?;
+        Ulid::from_string(u).map(MessageId).map_err(|_| ())
+    }
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A dedup key and how long it is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    /// The key (scoped to the message's source).
+    pub key: String,
+    /// Until when a second message with this key is a duplicate.
+    pub until: Millis,
+}
+
+/// One delivery to create with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Destination name.
+    pub destination: String,
+    /// Not before this time.
+    pub due_at: Millis,
+    /// Among due deliveries of a destination, higher priority goes first.
+    pub priority: Priority,
+    /// Deliveries with the same key go one at a time, in ingest order.
+    pub ordering_key: Option<String>,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Its id (kept unless it is a duplicate).
+    pub id: MessageId,
+    /// Source name (`api` for published events).
+    pub source: String,
+    /// Event type, when known.
+    pub event_type: Option<String>,
+    /// When it arrived.
+    pub received_at: Millis,
+    /// The request's Content-Type.
+    pub content_type: Option<String>,
+    /// The request's headers, encoded with [`encode_headers`].
+    pub headers: Bytes,
+    /// The body, byte-exact.
+    pub body: Bytes,
+    /// Deduplication, if the source has a key for this message.
+    pub dedup: Option<Dedup>,
+    /// Deliveries to create in the same transaction.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// What `append` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored as a new message.
+    Stored(MessageId),
+    /// A duplicate of this earlier message; nothing was stored.
+    Duplicate(MessageId),
+}
+
+impl Appended {
+    /// The id to answer with.
+    pub fn id(&self) -> MessageId {
+        match self {
+            Appended::Stored(id) | Appended::Duplicate(id) => *id,
+        }
+    }
+}
+
+/// A stored message, as needed to deliver it.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// Source name.
+    pub source: String,
+    /// Event type, when known.
+    pub event_type: Option<String>,
+    /// When it arrived.
+    pub received_at: Millis,
+    /// The original Content-Type.
+    pub content_type: Option<String>,
+    /// The original headers, encoded.
+    pub headers: Bytes,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A delivery handed to one dispatcher until it completes or releases it.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    /// Delivery id.
+    pub delivery_id: i64,
+    /// The destination.
+    pub destination: String,
+    /// The number of this attempt (1-based, over the delivery's whole life).
+    pub attempt: u32,
+    /// Failed attempts since the delivery was created or last replayed
+    /// (the position in the retry schedule).
+    pub retry_index: u32,
+    /// Priority.
+    pub priority: Priority,
+    /// Ordering key.
+    pub ordering_key: Option<String>,
+    /// When the delivery was created (for lag).
+    pub created_at: Millis,
+    /// The message.
+    pub message: Arc<StoredMessage>,
+}
+
+/// A batch of leased deliveries and when the next one becomes due.
+#[derive(Debug, Default)]
+pub struct LeaseBatch {
+    /// Deliveries leased now, in the order they should start.
+    pub items: Vec<Leased>,
+    /// The earliest due time of the destination's deliveries that are not due yet
+    /// (and could be leased then), if any; a store may leave it out of a full
+    /// batch, after which the caller leases again at once; with [`LeaseLimits`], also when a
+    /// cluster-wide limit that held this lease back may allow more.
+    pub next_due: Option<Millis>,
+}
+
+/// A destination's limits that a store shared by several nodes enforces across
+/// all of them (see [`Store::lease_limited`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseLimits {
+    /// Live leases of the destination on every node together, at most.
+    pub max_in_flight: u32,
+    /// Leases granted per second on every node together, at most.
+    pub rate: Option<RateLimitConfig>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// It succeeded.
+    Delivered,
+    /// Try again at this time.
+    Retry(Millis),
+    /// No more attempts: dead-lettered.
+    Dead,
+}
+
+/// The record of one attempt, and what follows it.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    /// Delivery id.
+    pub delivery_id: i64,
+    /// The attempt's number (as leased).
+    pub attempt: u32,
+    /// When it started.
+    pub started_at: Millis,
+    /// How long it took, in microseconds.
+    pub duration_us: i64,
+    /// HTTP status, when a response came.
+    pub status: Option<u16>,
+    /// The first bytes (at most 4 KiB) of the response body.
+    pub response_body: Option<Bytes>,
+    /// Why it failed, when it did without a status (timeout, connection error).
+    pub error: Option<String>,
+    /// What follows.
+    pub next: Next,
+}
+
+/// Status of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// Waiting behind an earlier delivery with the same ordering key.
+    Queued,
+    /// Succeeded.
+    Delivered,
+    /// Dead-lettered.
+    Dead,
+}
+
+impl DeliveryStatus {
+    /// The stored code.
+    pub fn code(self) -> i64 {
+        match self {
+            DeliveryStatus::Pending => 0,
+            DeliveryStatus::Queued => 1,
+            DeliveryStatus::Delivered => 2,
+            DeliveryStatus::Dead => 3,
+        }
+    }
+    /// Inverse of [`DeliveryStatus::code`].
+    pub fn from_code(c: i64) -> Self {
+        match c {
+            1 => DeliveryStatus::Queued,
+            2 => DeliveryStatus::Delivered,
+            3 => DeliveryStatus::Dead,
+            _ => DeliveryStatus::Pending,
+        }
+    }
+    /// The name used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "pending" => DeliveryStatus::Pending,
+            "queued" => DeliveryStatus::Queued,
+            "delivered" => DeliveryStatus::Delivered,
+            "dead" => DeliveryStatus::Dead,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// Status of a message, derived from its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    /// Some delivery is still pending or queued.
+    Pending,
+    /// Every delivery succeeded (or there were none).
+    Delivered,
+    /// None pending, at least one dead.
+    Dead,
+}
+
+impl FromStr for MessageStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "pending" => MessageStatus::Pending,
+            "delivered" => MessageStatus::Delivered,
+            "dead" => MessageStatus::Dead,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub items: Vec<T>,
+    /// Pass this as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A message in a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageSummary {
+    /// Its id.
+    pub id: MessageId,
+    /// Source name.
+    pub source: String,
+    /// Event type.
+    pub event_type: Option<String>,
+    /// Arrival time (ms).
+    pub received_at: Millis,
+    /// Derived status.
+    pub status: MessageStatus,
+    /// Number of deliveries.
+    pub deliveries: i64,
+}
+
+/// One attempt, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct AttemptInfo {
+    /// 1-based number.
+    pub attempt: u32,
+    /// When it started (ms).
+    pub started_at: Millis,
+    /// Duration in milliseconds.
+    pub duration_ms: f64,
+    /// HTTP status, if any.
+    pub response_status: Option<u16>,
+    /// First 4 KiB of the response body (lossy UTF-8).
+    pub response_body: Option<String>,
+    /// Error text, if any.
+    pub error: Option<String>,
+}
+
+impl AttemptInfo {
+    /// `succeeded` for a 2xx answer, else `failed`.
+    pub fn status(&self) -> &'static str {
+        match self.response_status {
+            Some(200..=299) => "succeeded",
+            _ => "failed",
+        }
+    }
+}
+
+impl Serialize for AttemptInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("AttemptInfo", 7)?;
+        st.serialize_field("attempt", &self.attempt)?;
+        st.serialize_field("status", self.status())?;
+        st.serialize_field("started_at", &self.started_at)?;
+        st.serialize_field("duration_ms", &self.duration_ms)?;
+        st.serialize_field("response_code", &self.response_status)?;
+        st.serialize_field("response_body", &self.response_body)?;
+        st.serialize_field("error", &self.error)?;
+        st.end()
+    }
+}
+
+/// A delivery, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryInfo {
+    /// Delivery id.
+    pub id: i64,
+    /// Its message.
+    pub message_id: MessageId,
+    /// Destination name.
+    pub destination: String,
+    /// Status.
+    pub status: DeliveryStatus,
+    /// Attempts made.
+    #[serde(rename = "attempt_count")]
+    pub attempts: u32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<Millis>,
+    /// Created (ms).
+    pub created_at: Millis,
+    /// Delivered or dead-lettered (ms).
+    pub finished_at: Option<Millis>,
+    /// Ordering key.
+    pub ordering_key: Option<String>,
+    /// Priority.
+    pub priority: &'static str,
+    /// Each attempt (only in message detail).
+    #[serde(skip_serializing_if = "Option::is_none", rename = "attempts")]
+    pub attempt_log: Option<Vec<AttemptInfo>>,
+}
+
+/// A message with its deliveries and attempts.
+#[derive(Debug, Clone)]
+pub struct MessageDetail {
+    /// The summary fields.
+    pub summary: MessageSummary,
+    /// The stored message (body and headers).
+    pub message: StoredMessage,
+    /// Every delivery, with `attempt_log` filled.
+    pub deliveries: Vec<DeliveryInfo>,
+}
+
+/// Filter of a message listing.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this derived status.
+    pub status: Option<MessageStatus>,
+    /// Page size.
+    pub limit: usize,
+    /// From the cursor of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filter of a delivery listing.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    /// Only this destination.
+    pub destination: Option<String>,
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// Page size.
+    pub limit: usize,
+    /// From the cursor of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Which dead deliveries a bulk replay revives.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// Only this destination.
+    pub destination: Option<String>,
+    /// Only those that died at or after this time.
+    pub since: Option<Millis>,
+    /// Only those that died at or before this time.
+    pub until: Option<Millis>,
+}
+
+/// Counts of a destination's undelivered work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DestinationStats {
+    /// Pending and queued deliveries.
+    pub pending: u64,
+    /// Creation time of the oldest of them.
+    pub oldest_pending_at: Option<Millis>,
+    /// Dead deliveries.
+    pub dead: u64,
+}
+
+/// State of a destination that outlives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationState {
+    /// Attempts stopped by an operator.
+    pub paused: bool,
+    /// Disabled by endpoint health (every attempt failing for `disable_after`), since then.
+    pub disabled_at: Option<Millis>,
+    /// Time of the first failure since the last success.
+    pub failing_since: Option<Millis>,
+}
+
+/// A destination created through the API, as stored (its spec is the API's JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDestination {
+    /// Unique name.
+    pub name: String,
+    /// The destination's fields as JSON.
+    pub spec: serde_json::Value,
+    /// Created (ms).
+    pub created_at: Millis,
+    /// Last changed (ms).
+    pub updated_at: Millis,
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or database is full.
+    #[error("the store is full")]
+    Full,
+    /// The store cannot be reached or has failed; the call may succeed later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The thing asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// It exists already.
+    #[error("already exists")]
+    Conflict,
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Wakes dispatchers when work becomes due: one [`Notify`] per destination.
+#[derive(Default)]
+pub struct Wakeups {
+    map: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakeups {
+    /// The notifier of one destination.
+    pub fn get(&self, destination: &str) -> Arc<Notify> {
+        let mut m = self.map.lock();
+        if let Some(n) = m.get(destination) {
+            return n.clone();
+        }
+        let n = Arc::new(Notify::new());
+        m.insert(destination.to_string(), n.clone());
+        n
+    }
+
+    /// Wakes the dispatcher of a destination (a wake-up is never lost: if it is not
+    /// waiting, its next wait returns at once).
+    pub fn wake(&self, destination: &str) {
+        if let Some(n) = self.map.lock().get(destination) {
+            n.notify_one();
+        }
+    }
+
+    /// Wakes every dispatcher.
+    pub fn wake_all(&self) {
+        for n in self.map.lock().values() {
+            n.notify_one();
+        }
+    }
+}
+
+/// The storage engine of messages and deliveries. See the module docs for the invariants.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a message and its deliveries durably, unless its dedup key is known.
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;
+
+    /// Leases up to `limit` due deliveries of a destination for `lease_ms`.
+    async fn lease(
+        &self,
+        destination: &str,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+    ) -> StoreResult<LeaseBatch>;
+
+    /// Like [`Store::lease`], and within limits that hold across every node
+    /// sharing the store. The default (a store owned by one process) ignores
+    /// them: the caller's own counts are the whole truth there.
+    async fn lease_limited(
+        &self,
+        destination: &str,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+        limits: &LeaseLimits,
+    ) -> StoreResult<LeaseBatch> {
+        let _ = limits;
+        self.lease(destination, now, limit, lease_ms).await
+    }
+
+    /// Records attempts and ends their leases.
+    async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()>;
+
+    /// Ends leases without an attempt; the deliveries are due again as they were.
+    async fn release(&self, delivery_ids: Vec<i64>) -> StoreResult<()>;
+
+    /// Pending and queued deliveries in all (exact for one node, an estimate across nodes).
+    fn pending_estimate(&self) -> u64;
+
+    /// The notifiers the store pokes when a destination has new due work.
+    fn wakeups(&self) -> Arc<Wakeups>;
+
+    /// Whether the store refuses new messages for lack of room (`storage.max_size`).
+    fn is_full(&self) -> bool {
+        false
+    }
+
+    /// One message with its deliveries and attempts.
+    async fn message(&self, id: MessageId) -> StoreResult<MessageDetail>;
+
+    /// Messages, newest first.
+    async fn messages(&self, q: &MessageQuery) -> StoreResult<Page<MessageSummary>>;
+
+    /// Deliveries, newest first.
+    async fn deliveries(&self, q: &DeliveryQuery) -> StoreResult<Page<DeliveryInfo>>;
+
+    /// New deliveries of a message to these destinations (each with the ordering key
+    /// and priority of the message's earlier delivery there, if any). Returns their ids.
+    async fn replay_message(
+        &self,
+        id: MessageId,
+        destinations: &[String],
+        now: Millis,
+    ) -> StoreResult<Vec<i64>>;
+
+    /// The destinations a message had deliveries to.
+    async fn message_destinations(&self, id: MessageId) -> StoreResult<Vec<String>>;
+
+    /// How many dead deliveries match.
+    async fn count_dead(&self, f: &ReplayFilter) -> StoreResult<u64>;
+
+    /// Revives up to `limit` matching dead deliveries (pending, due now, schedule
+    /// restarted); returns how many. Call until it returns 0.
+    async fn replay_dead_batch(
+        &self,
+        f: &ReplayFilter,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<usize>;
+
+    /// Pending counts per destination.
+    async fn destination_stats(&self) -> StoreResult<HashMap<String, DestinationStats>>;
+
+    /// Persistent state of every destination that has any.
+    async fn destination_states(&self) -> StoreResult<HashMap<String, DestinationState>>;
+
+    /// Saves a destination's state.
+    async fn put_destination_state(&self, name: &str, state: &DestinationState) -> StoreResult<()>;
+
+    /// Destinations created through the API.
+    async fn stored_destinations(&self) -> StoreResult<Vec<StoredDestination>>;
+
+    /// Creates (`create = true`, `Conflict` if it exists) or replaces (`NotFound` if
+    /// missing) a destination made through the API.
+    async fn put_stored_destination(&self, d: &StoredDestination, create: bool) -> StoreResult<()>;
+
+    /// Removes a destination made through the API (`NotFound` if missing).
+    async fn delete_stored_destination(&self, name: &str) -> StoreResult<()>;
+
+    /// Removes up to `limit` finished messages received before `cutoff`, and dedup
+    /// keys expired at `now`. Returns how many rows went.
+    async fn cleanup(&self, cutoff: Millis, now: Millis, limit: usize) -> StoreResult<usize>;
+
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Flushes and closes. Later calls fail with `Closed`.
+    async fn close(&self);
+}
+
+/// Encodes headers as `u32 name length, name, u32 value length, value` repeated.
+pub fn encode_headers<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    for (k, v) in headers {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    Bytes::from(out)
+}
+
+/// Decodes what [`encode_headers`] wrote; stops quietly at a truncated entry.
+pub fn decode_headers(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
+    fn take<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        if b.len() < 4 {
+            return None;
+        }
+        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let rest = &b[4..];
+        if rest.len() < n {
+            return None;
+        }
+        let (v, tail) = rest.split_at(n);
+        *b = tail;
+        Some(v)
+    }
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (take(&mut b), take(&mut b)) {
+        out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+    }
+    out
+}
+
+/// Encodes a listing cursor (an opaque string holding a sequence number).
+pub fn encode_cursor(seq: i64) -> String {
+    format!("c{seq}")
+}
+
+/// Decodes a listing cursor.
+pub fn decode_cursor(c: &str) -> Option<i64> {
+    c.strip_prefix('c')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn message_ids_round_trip() {
+        let id = MessageId::new();
+        let s = id.to_string();
+        assert!(s.starts_with("msg_"));
+        assert_eq!(s.parse::<MessageId>().unwrap(), id);
+        assert!("msg_nope".parse::<MessageId>().is_err());
+        assert!("01ARZ3NDEKTSV4RRFFQ69G5FAV".parse::<MessageId>().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn headers_round_trip(h in proptest::collection::vec(("[a-z-]{1,20}", proptest::collection::vec(any::<u8>(), 0..40)), 0..10)) {
+            let enc = encode_headers(h.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+            prop_assert_eq!(decode_headers(&enc), h);
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_headers(&b);
+        }
+    }
+}

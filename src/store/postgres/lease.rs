@@ -1,0 +1,278 @@
+//! Leasing due deliveries from the shared queue.
+//!
+//! A lease is `lease_owner = <node>, lease_until = <database now> + lease_ms` on
+//! the live row, claimed with `FOR UPDATE SKIP LOCKED` so that nodes leasing at
+//! once take different rows without waiting for each other. An expired lease is
+//! leasable again: a node that dies holds nothing for longer than its leases.
+//!
+//! Cluster-wide limits: with [`LeaseLimits`] the lease runs under the
+//! destination's advisory lock and grants at most `max_in_flight` minus the live
+//! leases of the destination on every node, and at most the whole tokens of the
+//! destination's shared bucket in `rate_buckets`. The lock serializes the leases
+//! of one destination across nodes (a few short statements each); it never
+//! blocks ingest or attempt results.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::{dest_lock, text, DEST_LOCK_CLASS};
+use crate::config::Priority;
+use crate::store::{LeaseBatch, LeaseLimits, Leased, Millis, StoredMessage};
+
+/// How soon to look again when the cluster-wide `max_in_flight` is used up
+/// (another node's attempt ending frees a slot without waking this one).
+const FULL_RECHECK_MS: i64 = 100;
+
+/// The destination's state as the lease sees it.
+struct State {
+    db_now: i64,
+    leased: i64,
+    tokens: Option<f64>,
+    tokens_at: Option<i64>,
+    next_due: Option<Millis>,
+}
+
+async fn state(
+    c: &mut PgConnection,
+    destination: &str,
+    now: Millis,
+    with_limits: bool,
+) -> Result<State, sqlx::Error> {
+    let r = sqlx::query(if with_limits {
+        "WITH t AS (SELECT hookgate_now_ms() AS ms)
+         SELECT t.ms,
+             (SELECT count(*) FROM deliveries
+              WHERE destination = $1 AND lease_owner IS NOT NULL AND lease_until > t.ms),
+             b.tokens, b.at_ms,
+             least(
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2))
+         FROM t LEFT JOIN rate_buckets b ON b.destination = $1"
+    } else {
+        "SELECT hookgate_now_ms(), 0::int8, NULL::float8, NULL::int8,
+             least(
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2))"
+    })
+    .bind(destination)
+    .bind(now)
+    .fetch_one(&mut *c)
+    .await?;
+    Ok(State {
+        db_now: r.get(0),
+        leased: r.get(1),
+        tokens: r.get(2),
+        tokens_at: r.get(3),
+        next_due: r.get(4),
+    })
+}
+
+/// Tokens in a bucket at `now` after refilling since `at`.
+pub(super) fn refill(
+    tokens: Option<f64>,
+    at: Option<i64>,
+    now: i64,
+    per_second: f64,
+    burst: u32,
+) -> f64 {
+    let burst = burst as f64;
+    match (tokens, at) {
+        (Some(t), Some(at)) => {
+            let dt = (now - at).max(0) as f64 / 1000.0;
+            (t + dt * per_second).min(burst)
+        }
+        _ => burst,
+    }
+}
+
+/// Leases up to `limit` due deliveries of `destination` for `lease_ms`.
+pub(super) async fn lease(
+    c: &mut PgConnection,
+    node: &str,
+    destination: &str,
+    now: Millis,
+    limit: usize,
+    lease_ms: i64,
+    limits: Option<&LeaseLimits>,
+) -> Result<LeaseBatch, sqlx::Error> {
+    let destination = text(destination);
+    if limits.is_some() {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(DEST_LOCK_CLASS)
+            .bind(dest_lock(&destination))
+            .execute(&mut *c)
+            .await?;
+    }
+    let st = state(c, &destination, now, limits.is_some()).await?;
+    let mut grant = limit as i64;
+    let mut next_due = st.next_due;
+    let mut hint = |at: Millis| next_due = Some(next_due.map_or(at, |n| n.min(at)));
+    let mut tokens = None;
+    if let Some(l) = limits {
+        let free = (l.max_in_flight as i64 - st.leased).max(0);
+        if free == 0 {
+            hint(now + FULL_RECHECK_MS);
+        }
+        grant = grant.min(free);
+        if let Some(r) = &l.rate {
+            let t = refill(st.tokens, st.tokens_at, st.db_now, r.per_second, r.burst());
+            let whole = (t + 1e-9).floor().max(0.0) as i64;
+            if whole == 0 && r.per_second > 0.0 {
+                let wait = ((1.0 - t) / r.per_second * 1000.0).ceil().max(1.0) as i64;
+                hint(now + wait);
+            }
+            grant = grant.min(whole);
+            tokens = Some(t);
+        }
+    }
+    let mut items = Vec::new();
+    if grant > 0 {
+        let at = Claim {
+            now,
+            db_now: st.db_now,
+            grant,
+            lease_until: st.db_now + lease_ms,
+            bucket: tokens,
+        };
+        let rows = claim(c, node, &destination, at).await?;
+        for r in rows {
+            items.push(leased(&r, &destination)?);
+        }
+        items.sort_by_key(|(l, due)| (l.priority.rank(), *due, l.delivery_id));
+    }
+    Ok(LeaseBatch {
+        items: items.into_iter().map(|(l, _)| l).collect(),
+        next_due,
+    })
+}
+
+/// What a claim takes.
+struct Claim {
+    /// The caller's now (due times).
+    now: Millis,
+    /// The database's now (leases, tokens).
+    db_now: i64,
+    /// Rows at most.
+    grant: i64,
+    /// The new leases' end.
+    lease_until: i64,
+    /// Tokens in the destination's bucket, if it has one.
+    bucket: Option<f64>,
+}
+
+/// Claims the rows: the oldest due pending rows of each priority in turn, not
+/// leased, skipping rows another node is claiming this instant. With a bucket,
+/// takes one token per row claimed.
+async fn claim(
+    c: &mut PgConnection,
+    node: &str,
+    destination: &str,
+    at: Claim,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    let Claim {
+        now,
+        db_now,
+        grant,
+        lease_until,
+        bucket,
+    } = at;
+    const PICK: &str = "
+        p0 AS (
+            SELECT id FROM deliveries
+            WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at <= $2
+              AND (lease_until IS NULL OR lease_until <= $3)
+            ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED),
+        p1 AS (
+            SELECT id FROM deliveries
+            WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at <= $2
+              AND (lease_until IS NULL OR lease_until <= $3)
+            ORDER BY due_at, id LIMIT $4 - (SELECT count(*) FROM p0) FOR UPDATE SKIP LOCKED),
+        p2 AS (
+            SELECT id FROM deliveries
+            WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at <= $2
+              AND (lease_until IS NULL OR lease_until <= $3)
+            ORDER BY due_at, id LIMIT $4 - (SELECT count(*) FROM p0) - (SELECT count(*) FROM p1)
+            FOR UPDATE SKIP LOCKED),
+        picked AS (SELECT id FROM p0 UNION ALL SELECT id FROM p1 UNION ALL SELECT id FROM p2),
+        leased AS (
+            UPDATE deliveries d SET lease_until = $5, lease_owner = $6
+            FROM picked WHERE d.id = picked.id
+            RETURNING d.id, d.attempts, d.retry_base, d.priority, d.ordering_key, d.created_at,
+                d.due_at, d.message_seq)";
+    const OUT: &str = "
+        SELECT l.id, l.attempts, l.retry_base, l.priority, l.ordering_key, l.created_at, l.due_at,
+            m.id, m.source, m.event_type, m.received_at, m.content_type, m.headers, m.body
+        FROM leased l JOIN messages m ON m.seq = l.message_seq";
+    let sql = match bucket {
+        None => format!("WITH {PICK} {OUT}"),
+        Some(_) => format!(
+            "WITH {PICK},
+             bucket AS (
+                 INSERT INTO rate_buckets (destination, tokens, at_ms)
+                 VALUES ($1, $7::float8 - (SELECT count(*) FROM leased), $8)
+                 ON CONFLICT (destination) DO UPDATE
+                     SET tokens = excluded.tokens, at_ms = excluded.at_ms)
+             {OUT}"
+        ),
+    };
+    // $3 is the database's now: a lease is free once it ended by that clock.
+    let q = sqlx::query(&sql)
+        .bind(destination)
+        .bind(now)
+        .bind(db_now)
+        .bind(grant)
+        .bind(lease_until)
+        .bind(node);
+    let q = match bucket {
+        Some(tokens) => q.bind(tokens).bind(db_now),
+        None => q,
+    };
+    q.fetch_all(&mut *c).await
+}
+
+fn leased(r: &PgRow, destination: &str) -> Result<(Leased, Millis), sqlx::Error> {
+    let attempts: i32 = r.try_get(1)?;
+    let base: i32 = r.try_get(2)?;
+    let id: String = r.try_get(7)?;
+    let message = StoredMessage {
+        id: id.parse().unwrap_or_default(),
+        source: r.try_get(8)?,
+        event_type: r.try_get(9)?,
+        received_at: r.try_get(10)?,
+        content_type: r.try_get(11)?,
+        headers: Bytes::from(r.try_get::<Vec<u8>, _>(12)?),
+        body: Bytes::from(r.try_get::<Vec<u8>, _>(13)?),
+    };
+    Ok((
+        Leased {
+            delivery_id: r.try_get(0)?,
+            destination: destination.to_string(),
+            attempt: attempts as u32 + 1,
+            retry_index: attempts.saturating_sub(base).max(0) as u32,
+            priority: Priority::from_rank(r.try_get::<i16, _>(3)? as i64),
+            ordering_key: r.try_get(4)?,
+            created_at: r.try_get(5)?,
+            message: Arc::new(message),
+        },
+        r.try_get(6)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_refill_up_to_the_burst() {
+        assert_eq!(refill(None, None, 1000, 10.0, 5), 5.0);
+        assert_eq!(refill(Some(0.0), Some(1000), 1100, 10.0, 5), 1.0);
+        assert_eq!(refill(Some(2.0), Some(1000), 10_000, 10.0, 5), 5.0);
+        // A clock that went back refills nothing.
+        assert_eq!(refill(Some(2.0), Some(1000), 900, 10.0, 5), 2.0);
+    }
+}

@@ -1,0 +1,784 @@
+//! The PostgreSQL store: several hookgate nodes share one database, and the
+//! database is the only shared state — nodes stay stateless.
+//!
+//! Parts:
+//! - [`writer`]: group commit of appends and attempt results (multi-row
+//!   statements, one commit per batch, the answer after the commit).
+//! - [`lease`]: claiming due work with `FOR UPDATE SKIP LOCKED`, leases that
+//!   expire by the database clock, and the cluster-wide limits.
+//! - [`listen`]: `LISTEN`/`NOTIFY` wake-ups between nodes.
+//! - [`pending`]: the cheap pending estimate behind `max_pending`.
+//! - [`read`], [`replay`]: the admin API's reads and replays.
+//! - [`scratch`]: throwaway databases for tests and benchmarks.
+//!
+//! Invariants (beyond those of [`Store`]):
+//! - The schema is migrated at connect under an advisory lock, so nodes that
+//!   start together apply each migration once.
+//! - Every lease names its node (`lease_owner`); `complete` and `release` act
+//!   only on this node's leases, and `close` releases all of them.
+//! - Per (destination, ordering key) at most one live delivery is pending, and
+//!   only it can be leased; the key's advisory lock makes the check-and-insert
+//!   at ingest and the promotion at completion atomic across nodes.
+//! - Text the database cannot hold (NUL characters) is stored with U+FFFD in
+//!   their place instead of failing the request.
+
+mod lease;
+mod listen;
+mod pending;
+mod read;
+mod replay;
+pub mod scratch;
+mod writer;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::pending::{PendingCounts, Snapshot};
+use self::writer::{Op, Shared};
+use super::*;
+use crate::store::sqlite::CommitObserver;
+
+/// The schema, one file per version. Never edit a released file: add one.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "schema", include_str!("migrations/0001_schema.sql"))];
+
+/// Advisory lock class of ordering keys (`pg_advisory_xact_lock(class, hash)`;
+/// the two-key form keeps hookgate's locks apart from single-key users such as
+/// the migrator).
+pub(crate) const KEY_LOCK_CLASS: i32 = 0x6867_0001;
+/// Advisory lock class of destinations (cluster-wide limits at lease).
+pub(crate) const DEST_LOCK_CLASS: i32 = 0x6867_0002;
+
+/// How often the pending count is refreshed at least (more rarely when the
+/// count itself is slow: at most 2% of the time goes to it).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// Settings of [`PgStore::connect_with`].
+#[derive(Clone)]
+pub struct PgOptions {
+    /// Most connections to PostgreSQL (the store also keeps one more for
+    /// notifications).
+    pub pool_size: u32,
+    /// Writer tasks committing batches side by side.
+    pub writers: usize,
+    /// Observes each commit's duration and batch size.
+    pub observer: CommitObserver,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 16,
+            writers: 2,
+            observer: Arc::new(|_, _| {}),
+        }
+    }
+}
+
+struct Inner {
+    pool: PgPool,
+    node: String,
+    tx: parking_lot::RwLock<Option<mpsc::Sender<Op>>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    stop: CancellationToken,
+    closed: AtomicBool,
+    pending: Arc<PendingCounts>,
+    wakeups: Arc<Wakeups>,
+}
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SQLSTATE of a database error.
+pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+/// Maps a database error to a store error: a full disk is `Full`, a closed pool
+/// `Closed`, the rest `Unavailable` (the call may succeed later).
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match (&e, sqlstate(&e).as_deref()) {
+        (sqlx::Error::PoolClosed, _) => StoreError::Closed,
+        (_, Some("53100")) => StoreError::Full,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Text as the database can hold it (no NUL characters).
+pub(crate) fn text(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn hash32(parts: &[&str]) -> i32 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    i32::from_le_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// The advisory lock of an ordering key (stable across nodes and versions; a
+/// collision only makes two keys wait for each other).
+pub(crate) fn key_lock(destination: &str, key: &str) -> i32 {
+    hash32(&[&text(destination), &text(key)])
+}
+
+/// The advisory lock of a destination.
+pub(crate) fn dest_lock(destination: &str) -> i32 {
+    hash32(&[&text(destination)])
+}
+
+/// Takes the ordering-key locks, in ascending order (the global lock order).
+pub(crate) async fn lock_keys(
+    c: &mut PgConnection,
+    locks: &BTreeSet<i32>,
+) -> Result<(), sqlx::Error> {
+    if locks.is_empty() {
+        return Ok(());
+    }
+    let v: Vec<i32> = locks.iter().copied().collect();
+    // unnest yields in array order, so the locks are taken in that order.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k")
+        .bind(KEY_LOCK_CLASS)
+        .bind(&v)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Queues wake-ups of `destinations` for the commit and returns the
+/// transaction id, or `None` if the transaction wrote nothing (then it notifies
+/// nothing either: a notification would make it write).
+pub(crate) async fn notify_and_xid(
+    c: &mut PgConnection,
+    destinations: &HashSet<String>,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut v: Vec<&str> = destinations.iter().map(String::as_str).collect();
+    v.sort_unstable();
+    // The notifying subquery runs only when reached (PostgreSQL evaluates such
+    // subqueries lazily), so a transaction without writes stays without an id.
+    let xid: Option<String> = sqlx::query(
+        "SELECT s.x, CASE WHEN s.x IS NULL THEN 0
+                     ELSE (SELECT count(pg_notify($1, d)) FROM unnest($2::text[]) AS d) END
+         FROM (SELECT pg_current_xact_id_if_assigned()::text AS x) s",
+    )
+    .bind(listen::CHANNEL)
+    .bind(&v)
+    .fetch_one(&mut *c)
+    .await?
+    .get(0);
+    Ok(xid.and_then(|x| x.parse().ok()))
+}
+
+fn migrator() -> Migrator {
+    Migrator {
+        migrations: MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(*v, (*d).into(), MigrationType::Simple, (*sql).into(), false)
+            })
+            .collect::<Vec<_>>()
+            .into(),
+        ..Migrator::DEFAULT
+    }
+}
+
+impl PgStore {
+    /// Connects with a pool of `pool_size` connections and default settings.
+    pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        Self::connect_with(
+            url,
+            PgOptions {
+                pool_size,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Connects, applies pending migrations (safe when several nodes start at
+    /// once: the migrator holds an advisory lock), subscribes to wake-ups and
+    /// starts the writers.
+    ///
+    /// Errors never contain the URL (it may hold a password).
+    pub async fn connect_with(url: &str, opts: PgOptions) -> Result<Self, StoreError> {
+        if opts.pool_size == 0 {
+            return Err(StoreError::Unavailable(
+                "storage.pool_size must be at least 1".into(),
+            ));
+        }
+        let conn_opts = PgConnectOptions::from_str(url)
+            .map_err(|_| {
+                StoreError::Unavailable(
+                    "storage.url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
+                        .into(),
+                )
+            })?
+            .application_name("hookgate");
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.pool_size)
+            .min_connections(1.min(opts.pool_size))
+            .acquire_timeout(Duration::from_secs(10))
+            // Connections are checked when they come back to the pool; checking
+            // again on the way out would cost a round trip per request.
+            .test_before_acquire(false)
+            .connect_with(conn_opts.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        migrator().run(&pool).await.map_err(|e| {
+            StoreError::Unavailable(match e {
+                sqlx::migrate::MigrateError::VersionMissing(v) => format!(
+                    "the database has schema version {v}, unknown to this hookgate (it was migrated by a newer version)"
+                ),
+                e => format!("cannot migrate the database: {e}"),
+            })
+        })?;
+        let node = Ulid::new().to_string();
+        let wakeups = Arc::new(Wakeups::default());
+        let pending = Arc::new(PendingCounts::default());
+        refresh_pending(&pool, &pending).await.map_err(map_err)?;
+        let listener = listen::subscribe(&conn_opts).await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot listen for notifications: {e}"))
+        })?;
+
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            node: node.clone(),
+            pending: pending.clone(),
+            wakeups: wakeups.clone(),
+            observer: opts.observer.clone(),
+        });
+        let writers = writer::spawn(shared, rx, opts.writers.clamp(1, opts.pool_size as usize));
+        let background = vec![
+            listen::spawn(listener, conn_opts, wakeups.clone(), stop.clone()),
+            spawn_refresher(pool.clone(), pending.clone(), stop.clone()),
+        ];
+        tracing::info!(node = %node, pool_size = opts.pool_size, "PostgreSQL store ready");
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                node,
+                tx: parking_lot::RwLock::new(Some(tx)),
+                writers: Mutex::new(writers),
+                background: Mutex::new(background),
+                stop,
+                closed: AtomicBool::new(false),
+                pending,
+                wakeups,
+            }),
+        })
+    }
+
+    /// This node's id, as written in `lease_owner`.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node
+    }
+
+    fn pool(&self) -> StoreResult<&PgPool> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(&self.inner.pool)
+        }
+    }
+
+    async fn send(&self, op: Op) -> StoreResult<()> {
+        let tx = self.inner.tx.read().clone().ok_or(StoreError::Closed)?;
+        tx.send(op).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Accounts for a committed replay.
+    fn replayed(&self, r: &replay::Replayed) {
+        if let Some(xid) = r.xid {
+            self.inner.pending.record(xid, r.deltas.clone());
+        }
+        for d in &r.wake {
+            self.inner.wakeups.wake(d);
+        }
+    }
+
+    async fn lease_inner(
+        &self,
+        destination: &str,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+        limits: Option<&LeaseLimits>,
+    ) -> StoreResult<LeaseBatch> {
+        let mut tx = self.pool()?.begin().await.map_err(map_err)?;
+        let batch = lease::lease(
+            &mut tx,
+            &self.inner.node,
+            destination,
+            now,
+            limit,
+            lease_ms,
+            limits,
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(batch)
+    }
+}
+
+/// Counts the live deliveries per destination in one snapshot.
+async fn refresh_pending(pool: &PgPool, pending: &PendingCounts) -> Result<(), sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT pg_current_snapshot()::text,
+             coalesce(array_agg(c.destination), '{}'), coalesce(array_agg(c.n), '{}')
+         FROM (SELECT destination, count(*) AS n FROM deliveries GROUP BY destination) c",
+    )
+    .fetch_one(pool)
+    .await?;
+    let snap: String = r.get(0);
+    let dests: Vec<String> = r.get(1);
+    let counts: Vec<i64> = r.get(2);
+    let snapshot = Snapshot::parse(&snap)
+        .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected snapshot {snap:?}")))?;
+    pending.refresh(snapshot, dests.into_iter().zip(counts).collect());
+    Ok(())
+}
+
+fn spawn_refresher(
+    pool: PgPool,
+    pending: Arc<PendingCounts>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pause = REFRESH_EVERY;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return,
+            }
+            let t = Instant::now();
+            match refresh_pending(&pool, &pending).await {
+                Ok(()) => {
+                    pause = REFRESH_EVERY
+                        .max(t.elapsed() * 50)
+                        .min(Duration::from_secs(60))
+                }
+                Err(e) => tracing::warn!(error = %e, "could not count pending deliveries"),
+            }
+        }
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Append(msg, reply)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn lease(
+        &self,
+        destination: &str,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+    ) -> StoreResult<LeaseBatch> {
+        self.lease_inner(destination, now, limit, lease_ms, None)
+            .await
+    }
+
+    async fn lease_limited(
+        &self,
+        destination: &str,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+        limits: &LeaseLimits,
+    ) -> StoreResult<LeaseBatch> {
+        self.lease_inner(destination, now, limit, lease_ms, Some(limits))
+            .await
+    }
+
+    async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
+        let (reply, rx) = oneshot::channel();
+        let r = match self.send(Op::Complete(results, reply)).await {
+            Ok(()) => rx.await.map_err(|_| StoreError::Closed)?,
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            // Nothing was recorded: the delivery is due as before and will be
+            // attempted again (at-least-once), so its lease ends now if it can.
+            let _ = self.release(ids).await;
+        }
+        r
+    }
+
+    async fn release(&self, delivery_ids: Vec<i64>) -> StoreResult<()> {
+        if delivery_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "WITH r AS (
+                 UPDATE deliveries SET lease_until = NULL, lease_owner = NULL
+                 WHERE id = ANY($1) AND lease_owner = $2
+                 RETURNING destination)
+             SELECT pg_notify($3, d) FROM (SELECT DISTINCT destination AS d FROM r) x",
+        )
+        .bind(&delivery_ids)
+        .bind(&self.inner.node)
+        .bind(listen::CHANNEL)
+        .execute(self.pool()?)
+        .await
+        .map_err(map_err)?;
+        self.inner.wakeups.wake_all();
+        Ok(())
+    }
+
+    fn pending_estimate(&self) -> u64 {
+        self.inner.pending.total()
+    }
+
+    fn wakeups(&self) -> Arc<Wakeups> {
+        self.inner.wakeups.clone()
+    }
+
+    async fn message(&self, id: MessageId) -> StoreResult<MessageDetail> {
+        read::message(self.pool()?, id).await
+    }
+
+    async fn messages(&self, q: &MessageQuery) -> StoreResult<Page<MessageSummary>> {
+        read::messages(self.pool()?, q).await
+    }
+
+    async fn deliveries(&self, q: &DeliveryQuery) -> StoreResult<Page<DeliveryInfo>> {
+        read::deliveries(self.pool()?, q).await
+    }
+
+    async fn replay_message(
+        &self,
+        id: MessageId,
+        destinations: &[String],
+        now: Millis,
+    ) -> StoreResult<Vec<i64>> {
+        let mut tx = self.pool()?.begin().await.map_err(map_err)?;
+        let r = replay::replay_message(&mut tx, id, destinations, now)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(map_err)?;
+        self.replayed(&r);
+        Ok(r.ids)
+    }
+
+    async fn message_destinations(&self, id: MessageId) -> StoreResult<Vec<String>> {
+        let pool = self.pool()?;
+        let seq: i64 = sqlx::query("SELECT seq FROM messages WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?
+            .get(0);
+        let rows = sqlx::query(
+            "SELECT destination FROM (
+                 SELECT id, destination FROM deliveries WHERE message_seq = $1
+                 UNION ALL SELECT id, destination FROM deliveries_done WHERE message_seq = $1
+             ) x GROUP BY destination ORDER BY min(id)",
+        )
+        .bind(seq)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn count_dead(&self, f: &ReplayFilter) -> StoreResult<u64> {
+        read::count_dead(self.pool()?, f).await
+    }
+
+    async fn replay_dead_batch(
+        &self,
+        f: &ReplayFilter,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let mut tx = self.pool()?.begin().await.map_err(map_err)?;
+        let r = replay::replay_dead_batch(&mut tx, f, now, limit)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        self.replayed(&r);
+        Ok(r.ids.len())
+    }
+
+    async fn destination_stats(&self) -> StoreResult<HashMap<String, DestinationStats>> {
+        let pending = self.inner.pending.by_destination();
+        let names: Vec<String> = pending.keys().cloned().collect();
+        let (oldest, dead) = read::oldest_and_dead(self.pool()?, &names).await?;
+        let mut out: HashMap<String, DestinationStats> = HashMap::new();
+        for (d, n) in pending {
+            let e = out.entry(d.clone()).or_default();
+            e.pending = n;
+            e.oldest_pending_at = oldest.get(&d).copied();
+        }
+        for (d, n) in dead {
+            out.entry(d).or_default().dead = n;
+        }
+        Ok(out)
+    }
+
+    async fn destination_states(&self) -> StoreResult<HashMap<String, DestinationState>> {
+        let rows =
+            sqlx::query("SELECT name, paused, disabled_at, failing_since FROM destination_state")
+                .fetch_all(self.pool()?)
+                .await
+                .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    DestinationState {
+                        paused: r.get(1),
+                        disabled_at: r.get(2),
+                        failing_since: r.get(3),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn put_destination_state(&self, name: &str, state: &DestinationState) -> StoreResult<()> {
+        let name = text(name);
+        sqlx::query(
+            "WITH s AS (
+                 INSERT INTO destination_state (name, paused, disabled_at, failing_since)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused,
+                     disabled_at = excluded.disabled_at, failing_since = excluded.failing_since)
+             SELECT pg_notify($5, $1)",
+        )
+        .bind(&name)
+        .bind(state.paused)
+        .bind(state.disabled_at)
+        .bind(state.failing_since)
+        .bind(listen::CHANNEL)
+        .execute(self.pool()?)
+        .await
+        .map_err(map_err)?;
+        self.inner.wakeups.wake(&name);
+        Ok(())
+    }
+
+    async fn stored_destinations(&self) -> StoreResult<Vec<StoredDestination>> {
+        let rows = sqlx::query(
+            "SELECT name, spec, created_at, updated_at FROM api_destinations ORDER BY name",
+        )
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredDestination {
+                name: r.get(0),
+                spec: serde_json::from_str(r.get::<&str, _>(1)).unwrap_or(serde_json::Value::Null),
+                created_at: r.get(2),
+                updated_at: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn put_stored_destination(&self, d: &StoredDestination, create: bool) -> StoreResult<()> {
+        let spec = text(&d.spec.to_string());
+        let n = if create {
+            sqlx::query(
+                "INSERT INTO api_destinations (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(text(&d.name))
+            .bind(spec)
+            .bind(d.created_at)
+            .bind(d.updated_at)
+            .execute(self.pool()?)
+            .await
+        } else {
+            sqlx::query("UPDATE api_destinations SET spec = $2, updated_at = $3 WHERE name = $1")
+                .bind(text(&d.name))
+                .bind(spec)
+                .bind(d.updated_at)
+                .execute(self.pool()?)
+                .await
+        }
+        .map_err(map_err)?
+        .rows_affected();
+        match (n, create) {
+            (0, true) => Err(StoreError::Conflict),
+            (0, false) => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete_stored_destination(&self, name: &str) -> StoreResult<()> {
+        let n = sqlx::query("DELETE FROM api_destinations WHERE name = $1")
+            .bind(text(name))
+            .execute(self.pool()?)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if n == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn cleanup(&self, cutoff: Millis, now: Millis, limit: usize) -> StoreResult<usize> {
+        let pool = self.pool()?;
+        // Finished messages: those with no live delivery. Rows another node is
+        // cleaning (or a replay is adding to) are skipped, never waited for, and
+        // ingest never touches old rows, so this never holds ingest up.
+        let messages: i64 = sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM messages WHERE seq IN (
+                     SELECT seq FROM messages m
+                     WHERE received_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_seq = m.seq)
+                     ORDER BY received_at LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING seq),
+             done AS (
+                 DELETE FROM deliveries_done WHERE message_seq IN (SELECT seq FROM gone)
+                 RETURNING id),
+             tried AS (
+                 DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM done))
+             SELECT count(*) FROM gone",
+        )
+        .bind(cutoff)
+        .bind(limit as i64)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?
+        .get(0);
+        let keys: i64 = sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM dedup WHERE (source, key) IN (
+                     SELECT source, key FROM dedup WHERE expires_at <= $1
+                     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING 1)
+             SELECT count(*) FROM gone",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?
+        .get(0);
+        Ok((messages + keys) as usize)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(self.pool()?)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Writers finish what is queued, then stop.
+        self.inner.tx.write().take();
+        let writers: Vec<_> = self.inner.writers.lock().drain(..).collect();
+        for w in writers {
+            let _ = w.await;
+        }
+        // Leases still held go back at once instead of at their expiry.
+        let released = sqlx::query(
+            "WITH r AS (
+                 UPDATE deliveries SET lease_until = NULL, lease_owner = NULL
+                 WHERE lease_owner = $1 RETURNING destination)
+             SELECT pg_notify($2, d) FROM (SELECT DISTINCT destination AS d FROM r) x",
+        )
+        .bind(&self.inner.node)
+        .bind(listen::CHANNEL)
+        .execute(&self.inner.pool)
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "could not release this node's leases; they end at their expiry");
+        }
+        self.inner.stop.cancel();
+        let background: Vec<_> = self.inner.background.lock().drain(..).collect();
+        for b in background {
+            let _ = b.await;
+        }
+        self.inner.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        assert_eq!(text("a\0b"), "a\u{FFFD}b");
+        assert_eq!(text("plain"), "plain");
+    }
+
+    #[test]
+    fn lock_hashes_are_stable_and_separate_parts() {
+        // Stable: nodes of different builds must agree.
+        assert_eq!(key_lock("dest", "key"), key_lock("dest", "key"));
+        assert_ne!(key_lock("ab", "c"), key_lock("a", "bc"));
+        assert_eq!(key_lock("dest", "key"), -1_989_012_925);
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        let m = migrator();
+        let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
+        let mut sorted = versions.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(versions, sorted);
+        assert_eq!(versions[0], 1);
+    }
+}

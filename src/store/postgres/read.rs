@@ -1,0 +1,289 @@
+//! Reads for the admin API: one message with its deliveries and attempts,
+//! listings, dead counts. A delivery lives in `deliveries` while it is pending
+//! or queued and in `deliveries_done` once finished; reads that span both use
+//! one statement, so a delivery moving between them is seen exactly once.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::config::Priority;
+use crate::store::{
+    decode_cursor, encode_cursor, AttemptInfo, DeliveryInfo, DeliveryQuery, DeliveryStatus,
+    MessageDetail, MessageId, MessageQuery, MessageStatus, MessageSummary, Page, ReplayFilter,
+    StoreError, StoreResult, StoredMessage,
+};
+
+use super::map_err;
+
+/// Columns of both delivery tables, in the order [`delivery_info`] reads them
+/// (the live table has no `finished_at`).
+const LIVE_COLS: &str = "id, message_seq, destination, status, attempts, due_at, created_at, NULL::int8 AS finished_at, ordering_key, priority";
+const DONE_COLS: &str = "id, message_seq, destination, status, attempts, due_at, created_at, finished_at, ordering_key, priority";
+
+fn delivery_info(r: &PgRow, message_id: MessageId) -> Result<DeliveryInfo, sqlx::Error> {
+    let status = DeliveryStatus::from_code(r.try_get::<i16, _>("status")? as i64);
+    Ok(DeliveryInfo {
+        id: r.try_get("id")?,
+        message_id,
+        destination: r.try_get("destination")?,
+        status,
+        attempts: r.try_get::<i32, _>("attempts")?.max(0) as u32,
+        next_attempt_at: if status == DeliveryStatus::Pending {
+            Some(r.try_get("due_at")?)
+        } else {
+            None
+        },
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+        ordering_key: r.try_get("ordering_key")?,
+        priority: Priority::from_rank(r.try_get::<i16, _>("priority")? as i64).as_str(),
+        attempt_log: None,
+    })
+}
+
+/// A message's status from its deliveries: any open → pending; else any dead →
+/// dead; else delivered (also with none).
+fn derive_status(open: i64, dead: i64) -> MessageStatus {
+    if open > 0 {
+        MessageStatus::Pending
+    } else if dead > 0 {
+        MessageStatus::Dead
+    } else {
+        MessageStatus::Delivered
+    }
+}
+
+pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<MessageDetail> {
+    let mut c = pool.acquire().await.map_err(map_err)?;
+    let row = sqlx::query(
+        "SELECT seq, id, source, event_type, received_at, content_type, headers, body
+         FROM messages WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(map_err)?
+    .ok_or(StoreError::NotFound)?;
+    let seq: i64 = row.get(0);
+    let message = StoredMessage {
+        id,
+        source: row.get(2),
+        event_type: row.get(3),
+        received_at: row.get(4),
+        content_type: row.get(5),
+        headers: Bytes::from(row.get::<Vec<u8>, _>(6)),
+        body: Bytes::from(row.get::<Vec<u8>, _>(7)),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {LIVE_COLS} FROM deliveries WHERE message_seq = $1
+         UNION ALL SELECT {DONE_COLS} FROM deliveries_done WHERE message_seq = $1
+         ORDER BY id"
+    ))
+    .bind(seq)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(map_err)?;
+    let mut deliveries = rows
+        .iter()
+        .map(|r| delivery_info(r, id))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err)?;
+    let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
+    let mut logs: HashMap<i64, Vec<AttemptInfo>> = HashMap::new();
+    if !ids.is_empty() {
+        let rows = sqlx::query(
+            "SELECT delivery_id, attempt, started_at, duration_us, status, response_body, error
+             FROM attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(map_err)?;
+        for r in rows {
+            let body: Option<Vec<u8>> = r.get(5);
+            logs.entry(r.get(0)).or_default().push(AttemptInfo {
+                attempt: r.get::<i32, _>(1).max(0) as u32,
+                started_at: r.get(2),
+                duration_ms: r.get::<i64, _>(3) as f64 / 1000.0,
+                response_status: r.get::<Option<i32>, _>(4).map(|s| s as u16),
+                response_body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                error: r.get(6),
+            });
+        }
+    }
+    let mut open = 0;
+    let mut dead = 0;
+    for d in &mut deliveries {
+        match d.status {
+            DeliveryStatus::Pending | DeliveryStatus::Queued => open += 1,
+            DeliveryStatus::Dead => dead += 1,
+            DeliveryStatus::Delivered => {}
+        }
+        d.attempt_log = Some(logs.remove(&d.id).unwrap_or_default());
+    }
+    Ok(MessageDetail {
+        summary: MessageSummary {
+            id,
+            source: message.source.clone(),
+            event_type: message.event_type.clone(),
+            received_at: message.received_at,
+            status: derive_status(open, dead),
+            deliveries: deliveries.len() as i64,
+        },
+        message,
+        deliveries,
+    })
+}
+
+pub(super) async fn messages(pool: &PgPool, q: &MessageQuery) -> StoreResult<Page<MessageSummary>> {
+    let limit = q.limit.clamp(1, 1000);
+    let mut before = match &q.cursor {
+        Some(cur) => decode_cursor(cur).ok_or(StoreError::NotFound)?,
+        None => i64::MAX,
+    };
+    let mut items = Vec::new();
+    // Scan backwards in chunks; the status is derived per message.
+    'outer: loop {
+        let rows = sqlx::query(
+            "SELECT m.seq, m.id, m.source, m.event_type, m.received_at,
+                 (SELECT count(*) FROM deliveries d WHERE d.message_seq = m.seq),
+                 (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq),
+                 (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq AND d.status = 3)
+             FROM messages m
+             WHERE m.seq < $1 AND ($2::text IS NULL OR m.source = $2)
+             ORDER BY m.seq DESC LIMIT 256",
+        )
+        .bind(before)
+        .bind(q.source.as_deref())
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in rows {
+            before = r.get(0);
+            let (open, done, dead): (i64, i64, i64) = (r.get(5), r.get(6), r.get(7));
+            let status = derive_status(open, dead);
+            if q.status.is_some_and(|s| s != status) {
+                continue;
+            }
+            let id: String = r.get(1);
+            items.push(MessageSummary {
+                id: id.parse().unwrap_or_default(),
+                source: r.get(2),
+                event_type: r.get(3),
+                received_at: r.get(4),
+                status,
+                deliveries: open + done,
+            });
+            if items.len() >= limit {
+                break 'outer;
+            }
+        }
+    }
+    let next_cursor = (items.len() >= limit).then(|| encode_cursor(before));
+    Ok(Page { items, next_cursor })
+}
+
+pub(super) async fn deliveries(
+    pool: &PgPool,
+    q: &DeliveryQuery,
+) -> StoreResult<Page<DeliveryInfo>> {
+    let limit = q.limit.clamp(1, 1000) as i64;
+    let before = match &q.cursor {
+        Some(cur) => decode_cursor(cur).ok_or(StoreError::NotFound)?,
+        None => i64::MAX,
+    };
+    let tables: &[(&str, &str)] = match q.status {
+        Some(DeliveryStatus::Pending | DeliveryStatus::Queued) => &[("deliveries", LIVE_COLS)],
+        Some(DeliveryStatus::Delivered | DeliveryStatus::Dead) => &[("deliveries_done", DONE_COLS)],
+        None => &[("deliveries", LIVE_COLS), ("deliveries_done", DONE_COLS)],
+    };
+    let mut b: QueryBuilder<Postgres> = QueryBuilder::new("SELECT x.*, m.id AS message_id FROM (");
+    for (i, (table, cols)) in tables.iter().enumerate() {
+        if i > 0 {
+            b.push(" UNION ALL ");
+        }
+        b.push(format!("(SELECT {cols} FROM {table} WHERE id < "));
+        b.push_bind(before);
+        if let Some(d) = &q.destination {
+            b.push(" AND destination = ").push_bind(d.clone());
+        }
+        if let Some(s) = q.status {
+            b.push(" AND status = ").push_bind(s.code() as i16);
+        }
+        b.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit)
+            .push(")");
+    }
+    b.push(") x JOIN messages m ON m.seq = x.message_seq ORDER BY x.id DESC LIMIT ")
+        .push_bind(limit);
+    let rows = b.build().fetch_all(pool).await.map_err(map_err)?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            let mid: String = r.try_get("message_id")?;
+            delivery_info(r, mid.parse().unwrap_or_default())
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(map_err)?;
+    let next_cursor = (items.len() as i64 >= limit)
+        .then(|| items.last().map(|d| encode_cursor(d.id)))
+        .flatten();
+    Ok(Page { items, next_cursor })
+}
+
+/// `status = 3` and the filter's conditions on `deliveries_done`, for a builder
+/// that has just pushed `WHERE `.
+pub(super) fn push_dead_filter(b: &mut QueryBuilder<'_, Postgres>, f: &ReplayFilter) {
+    b.push("status = 3");
+    if let Some(d) = &f.destination {
+        b.push(" AND destination = ").push_bind(d.clone());
+    }
+    if let Some(s) = f.since {
+        b.push(" AND finished_at >= ").push_bind(s);
+    }
+    if let Some(u) = f.until {
+        b.push(" AND finished_at <= ").push_bind(u);
+    }
+}
+
+pub(super) async fn count_dead(pool: &PgPool, f: &ReplayFilter) -> StoreResult<u64> {
+    let mut b: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT count(*) FROM deliveries_done WHERE ");
+    push_dead_filter(&mut b, f);
+    let n: i64 = b.build().fetch_one(pool).await.map_err(map_err)?.get(0);
+    Ok(n as u64)
+}
+
+/// Oldest open delivery per destination and dead counts.
+pub(super) async fn oldest_and_dead(
+    pool: &PgPool,
+    destinations: &[String],
+) -> StoreResult<(HashMap<String, i64>, HashMap<String, u64>)> {
+    let oldest: HashMap<String, i64> = sqlx::query(
+        "SELECT d.name, (SELECT created_at FROM deliveries WHERE destination = d.name ORDER BY id LIMIT 1)
+         FROM unnest($1::text[]) AS d(name)",
+    )
+    .bind(destinations)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?
+    .into_iter()
+    .filter_map(|r| r.get::<Option<i64>, _>(1).map(|t| (r.get(0), t)))
+    .collect();
+    let dead: HashMap<String, u64> = sqlx::query(
+        "SELECT destination, count(*) FROM deliveries_done WHERE status = 3 GROUP BY destination",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?
+    .into_iter()
+    .map(|r| (r.get(0), r.get::<i64, _>(1) as u64))
+    .collect();
+    Ok((oldest, dead))
+}

@@ -1,0 +1,215 @@
+//! Replays: a message's new deliveries, and dead deliveries brought back.
+//!
+//! Both hold the message row `FOR SHARE` while they add live work to it, so that
+//! retention (which deletes a message only when it has no live delivery, taking
+//! the row `FOR UPDATE SKIP LOCKED`) can never remove a message under a delivery
+//! that is being created for it. Keys are locked as at ingest.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use super::read::push_dead_filter;
+use super::writer::busy_keys;
+use super::{key_lock, lock_keys, notify_and_xid, text};
+use crate::config::Priority;
+use crate::store::{MessageId, Millis, ReplayFilter};
+
+/// What a replay changed, to account for after its commit.
+#[derive(Default)]
+pub(super) struct Replayed {
+    pub(super) ids: Vec<i64>,
+    pub(super) xid: Option<u64>,
+    pub(super) deltas: HashMap<String, i64>,
+    pub(super) wake: HashSet<String>,
+}
+
+/// `None` if the message does not exist.
+pub(super) async fn replay_message(
+    tx: &mut PgConnection,
+    id: MessageId,
+    destinations: &[String],
+    now: Millis,
+) -> Result<Option<Replayed>, sqlx::Error> {
+    let Some(seq) = sqlx::query("SELECT seq FROM messages WHERE id = $1 FOR SHARE")
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get::<i64, _>(0))
+    else {
+        return Ok(None);
+    };
+    // Each destination keeps the priority and key of the message's last delivery there.
+    let mut plan = Vec::new();
+    for d in destinations {
+        let d = text(d);
+        let prior = sqlx::query(
+            "SELECT priority, ordering_key FROM (
+                 SELECT id, priority, ordering_key FROM deliveries WHERE message_seq = $1 AND destination = $2
+                 UNION ALL
+                 SELECT id, priority, ordering_key FROM deliveries_done WHERE message_seq = $1 AND destination = $2
+             ) x ORDER BY id DESC LIMIT 1",
+        )
+        .bind(seq)
+        .bind(&d)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (prio, key): (i16, Option<String>) = match prior {
+            Some(r) => (r.get(0), r.get(1)),
+            None => (Priority::Normal.rank() as i16, None),
+        };
+        plan.push((d, prio, key));
+    }
+    let locks: BTreeSet<i32> = plan
+        .iter()
+        .filter_map(|(d, _, k)| k.as_ref().map(|k| key_lock(d, k)))
+        .collect();
+    lock_keys(tx, &locks).await?;
+    let mut out = Replayed::default();
+    let mut notify = HashSet::new();
+    for (d, prio, key) in plan {
+        // One at a time, so a later one sees the earlier one of the same key.
+        let pairs: BTreeSet<(String, String)> =
+            key.iter().map(|k| (d.clone(), k.clone())).collect();
+        let status: i16 = if busy_keys(tx, &pairs).await?.is_empty() {
+            0
+        } else {
+            1
+        };
+        let new_id: i64 = sqlx::query(
+            "INSERT INTO deliveries (message_seq, destination, status, priority, due_at, ordering_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $5) RETURNING id",
+        )
+        .bind(seq)
+        .bind(&d)
+        .bind(status)
+        .bind(prio)
+        .bind(now)
+        .bind(&key)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        out.ids.push(new_id);
+        *out.deltas.entry(d.clone()).or_default() += 1;
+        if status == 0 {
+            notify.insert(d.clone());
+        }
+        out.wake.insert(d);
+    }
+    out.xid = notify_and_xid(tx, &notify).await?;
+    Ok(Some(out))
+}
+
+/// A dead delivery on its way back to the queue.
+struct Revived {
+    id: i64,
+    seq: i64,
+    dest: String,
+    prio: i16,
+    key: Option<String>,
+    attempts: i32,
+    created: i64,
+}
+
+/// Moves up to `limit` matching dead deliveries back to the queue: due now,
+/// retry schedule restarted, queued behind a busy key.
+pub(super) async fn replay_dead_batch(
+    tx: &mut PgConnection,
+    f: &ReplayFilter,
+    now: Millis,
+    limit: usize,
+) -> Result<Replayed, sqlx::Error> {
+    let mut b: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT id, message_seq FROM deliveries_done WHERE ");
+    push_dead_filter(&mut b, f);
+    b.push(" ORDER BY id LIMIT ").push_bind(limit as i64);
+    let picked: Vec<(i64, i64)> = b
+        .build()
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut out = Replayed::default();
+    if picked.is_empty() {
+        return Ok(out);
+    }
+    // Messages first (the order retention locks in), then the rows.
+    let seqs: Vec<i64> = picked.iter().map(|p| p.1).collect();
+    let live: Vec<i64> =
+        sqlx::query("SELECT seq FROM messages WHERE seq = ANY($1) ORDER BY seq FOR SHARE")
+            .bind(&seqs)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+    let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
+    // Taken out of the history; another node replaying the same rows at once
+    // finds them gone and skips them.
+    let rows = sqlx::query(
+        "DELETE FROM deliveries_done WHERE id = ANY($1) AND message_seq = ANY($2) AND status = 3
+         RETURNING id, message_seq, destination, priority, ordering_key, attempts, created_at",
+    )
+    .bind(&ids)
+    .bind(&live)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut rows: Vec<Revived> = rows
+        .into_iter()
+        .map(|r| Revived {
+            id: r.get(0),
+            seq: r.get(1),
+            dest: r.get(2),
+            prio: r.get(3),
+            key: r.get(4),
+            attempts: r.get(5),
+            created: r.get(6),
+        })
+        .collect();
+    rows.sort_by_key(|r| r.id);
+    let locks: BTreeSet<i32> = rows
+        .iter()
+        .filter_map(|r| r.key.as_ref().map(|k| key_lock(&r.dest, k)))
+        .collect();
+    lock_keys(tx, &locks).await?;
+    let pairs: BTreeSet<(String, String)> = rows
+        .iter()
+        .filter_map(|r| r.key.clone().map(|k| (r.dest.clone(), k)))
+        .collect();
+    let busy = busy_keys(tx, &pairs).await?;
+    let statuses = super::writer::assign_statuses(
+        rows.iter()
+            .map(|r| r.key.as_deref().map(|k| (r.dest.as_str(), k))),
+        &busy,
+    );
+    sqlx::query(
+        "INSERT INTO deliveries (id, message_seq, destination, status, priority, due_at, ordering_key,
+             attempts, retry_base, created_at)
+         SELECT u.id, u.seq, u.dest, u.status, u.prio, $8, u.key, u.attempts, u.attempts, u.created
+         FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int2[], $5::int2[], $6::text[], $7::int4[], $9::int8[])
+             AS u(id, seq, dest, status, prio, key, attempts, created)",
+    )
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.dest.clone()).collect::<Vec<_>>())
+    .bind(&statuses)
+    .bind(rows.iter().map(|r| r.prio).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
+    .bind(now)
+    .bind(rows.iter().map(|r| r.created).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    let mut notify = HashSet::new();
+    for (r, s) in rows.iter().zip(&statuses) {
+        out.ids.push(r.id);
+        *out.deltas.entry(r.dest.clone()).or_default() += 1;
+        if *s == 0 {
+            notify.insert(r.dest.clone());
+        }
+        out.wake.insert(r.dest.clone());
+    }
+    out.xid = notify_and_xid(tx, &notify).await?;
+    Ok(out)
+}

@@ -1,0 +1,79 @@
+-- hookgate embedded store, schema version 1.
+-- Times are milliseconds since the Unix epoch.
+
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY,      -- ingest (commit) order
+    id           TEXT NOT NULL UNIQUE,     -- msg_<ULID>
+    source       TEXT NOT NULL,
+    event_type   TEXT,
+    received_at  INTEGER NOT NULL,
+    content_type TEXT,
+    headers      BLOB NOT NULL,
+    body         BLOB NOT NULL
+);
+
+-- A delivery row is the queue entry. status: 0 pending, 1 queued behind an
+-- earlier delivery of the same ordering key, 2 delivered, 3 dead.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id           INTEGER PRIMARY KEY,
+    message_seq  INTEGER NOT NULL,
+    destination  TEXT NOT NULL,
+    status       INTEGER NOT NULL,
+    priority     INTEGER NOT NULL,
+    due_at       INTEGER NOT NULL,
+    ordering_key TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    retry_base   INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    finished_at  INTEGER
+);
+-- What the dispatcher scans: due, pending work of one destination by priority.
+CREATE INDEX IF NOT EXISTS deliveries_due
+    ON deliveries (destination, priority, due_at, id) WHERE status = 0;
+-- The live deliveries of one ordering key.
+CREATE INDEX IF NOT EXISTS deliveries_key
+    ON deliveries (destination, ordering_key, id)
+    WHERE status IN (0, 1) AND ordering_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_seq);
+-- Live (pending or queued) deliveries by age, for the oldest pending age.
+-- Queries name the predicate exactly (`status IN (0, 1)`): SQLite uses a
+-- partial index only for a WHERE clause that contains the index's own terms.
+CREATE INDEX IF NOT EXISTS deliveries_live
+    ON deliveries (destination, id) WHERE status IN (0, 1);
+-- The dead-letter queue.
+CREATE INDEX IF NOT EXISTS deliveries_dead
+    ON deliveries (destination, id) WHERE status = 3;
+
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id   INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    duration_us   INTEGER NOT NULL,
+    status        INTEGER,
+    response_body BLOB,
+    error         TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS dedup (
+    source     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at);
+
+CREATE TABLE IF NOT EXISTS destination_state (
+    name          TEXT PRIMARY KEY,
+    paused        INTEGER NOT NULL DEFAULT 0,
+    disabled_at   INTEGER,
+    failing_since INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS api_destinations (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);

@@ -1,0 +1,496 @@
+//! The group-commit writer: one thread owns the writable SQLite connection and
+//! runs every write job. It takes all jobs waiting (up to a cap), runs them in
+//! one transaction, commits and syncs once, and only then lets each job answer.
+//! Under load batches grow by themselves; at low load a batch is one job and
+//! costs one sync.
+//!
+//! Jobs run without a savepoint each (a savepoint makes SQLite copy every page
+//! a job touches into a statement journal; measured, that was a tenth of the
+//! writer's time). Instead, when a job fails, the whole transaction is rolled
+//! back and run again without it: jobs are re-runnable, and failures are rare.
+//!
+//! Invariants: a job's answer (and its side effects, such as waking dispatchers)
+//! happens after the commit that made its writes durable, or reports the error
+//! that prevented it; a failed job leaves no write behind.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{StoreError, StoreResult};
+
+/// One write job of a batch.
+pub(super) trait Job: Send {
+    /// Runs the job's writes in the open transaction; false if it failed (its
+    /// error is kept for `finish`). May run again after a rollback.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers after the commit: `None` if it succeeded, else the commit's error.
+    fn finish(self: Box<Self>, commit_err: Option<StoreError>);
+    /// Whether its commit must be synced before it answers.
+    fn durable(&self) -> bool;
+}
+
+/// A job from a closure, its result, and a side effect that follows the commit.
+struct ClosureJob<T, F, A> {
+    f: F,
+    durable: bool,
+    after: Option<A>,
+    result: Option<StoreResult<T>>,
+    reply: Option<oneshot::Sender<StoreResult<T>>>,
+}
+
+impl<T, F, A> Job for ClosureJob<T, F, A>
+where
+    T: Send + 'static,
+    F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
+    A: FnOnce(&T) + Send + 'static,
+{
+    fn durable(&self) -> bool {
+        self.durable
+    }
+
+    fn run(&mut self, conn: &Connection) -> bool {
+        let r = (self.f)(conn);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(mut self: Box<Self>, commit_err: Option<StoreError>) {
+        let result = match (commit_err, self.result.take()) {
+            (_, Some(Err(e))) => Err(e),
+            (Some(e), _) => Err(e),
+            (None, Some(ok)) => ok,
+            (None, None) => Err(StoreError::Closed),
+        };
+        if let (Ok(v), Some(after)) = (&result, self.after.take()) {
+            after(v);
+        }
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Most jobs in one transaction.
+const MAX_BATCH: usize = 2048;
+
+/// The database's size bound (`storage.max_size`). SQLite enforces it as a hard
+/// limit (`max_page_count`); new messages are refused earlier, at 95%, so that
+/// the room left lets deliveries finish and be recorded while ingest is refused.
+pub(super) struct SizeLimit {
+    max_pages: i64,
+    used_pages: AtomicI64,
+}
+
+impl SizeLimit {
+    /// A bound of `max_bytes`, applied to the writer's connection.
+    pub(super) fn apply(conn: &Connection, max_bytes: u64) -> rusqlite::Result<Self> {
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let max_pages = (max_bytes as i64 / page.max(512)).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |_| {
+            Ok(())
+        })?;
+        let limit = SizeLimit {
+            max_pages,
+            used_pages: AtomicI64::new(0),
+        };
+        limit.refresh(conn);
+        Ok(limit)
+    }
+
+    /// Pages in use (allocated minus free), read after a commit.
+    fn refresh(&self, conn: &Connection) {
+        let used = conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        if let Ok(u) = used {
+            self.used_pages.store(u, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether new messages must be refused.
+    pub(super) fn refuses_appends(&self) -> bool {
+        self.used_pages.load(Ordering::Relaxed) * 100 >= self.max_pages * 95
+    }
+}
+
+pub(super) enum Op {
+    Job(Box<dyn Job>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle of the writer thread.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Writer {
+    /// Starts the writer thread on a connection. `on_commit` observes each commit's
+    /// duration and batch size (for metrics).
+    pub(super) fn start(
+        conn: Connection,
+        wal: Option<Wal>,
+        size: Option<Arc<SizeLimit>>,
+        on_commit: impl Fn(std::time::Duration, usize) + Send + 'static,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let handle = std::thread::Builder::new()
+            .name("hookgate-writer".into())
+            .spawn(move || run(conn, rx, wal, size, on_commit))
+            .expect("spawn the store writer thread");
+        (Writer { tx }, handle)
+    }
+
+    /// Runs `f` in the next batch and answers its result once the batch is
+    /// committed. `f` may run more than once (after a rollback of its batch).
+    pub(super) async fn exec<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.exec_then(f, |_| {}).await
+    }
+
+    /// Like [`Writer::exec`], and runs `after` on the writer thread with the result
+    /// once it is committed (for side effects that must follow durability).
+    pub(super) async fn exec_then<T, F, A>(&self, f: F, after: A) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.submit(f, after, true).await
+    }
+
+    /// Like [`Writer::exec_then`] for writes that may be lost in a crash without
+    /// harm (attempt records: the delivery is then simply made again). A batch
+    /// of only such writes commits without a sync; the next synced commit makes
+    /// them durable too.
+    pub(super) async fn exec_then_unsynced<T, F, A>(&self, f: F, after: A) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.submit(f, after, false).await
+    }
+
+    async fn submit<T, F, A>(&self, f: F, after: A, durable: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(ClosureJob {
+            f,
+            durable,
+            after: Some(after),
+            result: None,
+            reply: Some(reply),
+        });
+        self.tx
+            .send(Op::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Finishes queued jobs, checkpoints the WAL and stops the thread.
+    pub(super) async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Maps a SQLite error to a store error: a full disk is `Full`, the rest `Unavailable`.
+pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Runs a cached statement without results.
+fn exec_cached(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(map_err)
+}
+
+/// Runs a batch in one transaction; returns which jobs failed and the commit's
+/// error, if any. A job that fails rolls the transaction back, and the batch
+/// runs again without it.
+fn write_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    failed: &mut [bool],
+) -> Option<StoreError> {
+    'attempt: loop {
+        if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
+            return Some(e);
+        }
+        for (job, failed) in batch.iter_mut().zip(failed.iter_mut()) {
+            if *failed {
+                continue;
+            }
+            if !job.run(conn) {
+                *failed = true;
+                let _ = exec_cached(conn, "ROLLBACK");
+                continue 'attempt;
+            }
+        }
+        return match exec_cached(conn, "COMMIT") {
+            Ok(()) => None,
+            Err(e) => {
+                let _ = exec_cached(conn, "ROLLBACK");
+                tracing::error!(error = %e, "store commit failed; the batch is not acknowledged");
+                Some(e)
+            }
+        };
+    }
+}
+
+/// WAL frames (pages) above which the writer restarts the log (~16 MiB).
+const WAL_RESTART_FRAMES: i64 = 4096;
+/// How often the writer looks at the WAL size at most.
+const WAL_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// How often the copier thread checkpoints.
+const WAL_COPY_EVERY: Duration = Duration::from_millis(50);
+
+/// WAL checkpoints, split so that commits (and the acks waiting on them) never
+/// pay for copying pages:
+/// - a copier thread runs PASSIVE checkpoints beside the writer, copying frames
+///   into the database file without blocking anyone;
+/// - but only a checkpoint between two of the writer's transactions can let the
+///   log restart from its beginning, so when the WAL has grown past a bound the
+///   writer runs a RESTART checkpoint itself, at a moment the copier is idle:
+///   with nearly every frame already copied, it only waits (in steps of 50 µs,
+///   at most 2 ms) for readers on older snapshots, copies the rest and syncs.
+///
+/// The copier runs with `synchronous = OFF`: it never syncs the database file.
+/// That is safe because the log is only restarted by the writer's checkpoint,
+/// which syncs the database file (all of it, the copier's writes included)
+/// before the frames it replaces can be overwritten.
+#[derive(Clone)]
+pub(super) struct Wal {
+    /// Frames in the log, as the copier last saw them.
+    frames: Arc<AtomicI64>,
+    copying: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Wal {
+    pub(super) fn new() -> Self {
+        Wal {
+            frames: Arc::new(AtomicI64::new(0)),
+            copying: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The flag that stops the copier.
+    pub(super) fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Starts the copier thread on its own connection.
+    pub(super) fn spawn_copier(&self, conn: Connection) -> std::io::Result<JoinHandle<()>> {
+        let wal = self.clone();
+        if let Err(e) = conn.execute_batch("PRAGMA synchronous = OFF") {
+            return Err(std::io::Error::other(e.to_string()));
+        }
+        std::thread::Builder::new()
+            .name("hookgate-checkpoint".into())
+            .spawn(move || {
+                while !wal.stop.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(WAL_COPY_EVERY);
+                    wal.copying.store(true, Ordering::SeqCst);
+                    let r = conn
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                    wal.copying.store(false, Ordering::SeqCst);
+                    match r {
+                        Ok(frames) => wal.frames.store(frames, Ordering::Relaxed),
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    }
+                }
+            })
+    }
+
+    /// On the writer, between transactions: restarts the log if it is large.
+    fn restart_if_large(&self, conn: &Connection) {
+        if self.frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES
+            || self.copying.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let _ = conn.busy_handler(Some(|tries: i32| {
+            std::thread::sleep(Duration::from_micros(50));
+            tries < 40
+        }));
+        match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+            // Not busy: the log starts over at the next commit.
+            Ok(0) => self.frames.store(0, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL restart checkpoint failed"),
+        }
+        let _ = conn.busy_timeout(Duration::from_secs(5));
+    }
+}
+
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Op>,
+    wal: Option<Wal>,
+    size: Option<Arc<SizeLimit>>,
+    on_commit: impl Fn(std::time::Duration, usize),
+) {
+    let mut last_wal_check = Instant::now();
+    // The connection starts with `synchronous = FULL`.
+    let mut synced = true;
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut failed: Vec<bool> = Vec::with_capacity(MAX_BATCH);
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        match rx.blocking_recv() {
+            Some(Op::Job(j)) => batch.push(j),
+            Some(Op::Close(tx)) => closing = Some(tx),
+            None => break,
+        }
+        while batch.len() < MAX_BATCH && closing.is_none() {
+            match rx.try_recv() {
+                Ok(Op::Job(j)) => batch.push(j),
+                Ok(Op::Close(tx)) => closing = Some(tx),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let n = batch.len();
+        failed.clear();
+        failed.resize(n, false);
+        // In WAL mode, FULL syncs the log at every commit and NORMAL does not;
+        // the setting can change between transactions.
+        let want_sync = batch.iter().any(|j| j.durable());
+        if want_sync != synced {
+            let pragma = if want_sync {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if exec_cached(&conn, pragma).is_ok() {
+                synced = want_sync;
+            }
+        }
+        let err = if want_sync && !synced {
+            // Never acknowledge a durable write without the sync.
+            Some(StoreError::Unavailable(
+                "cannot turn on synchronous commits".into(),
+            ))
+        } else {
+            write_batch(&conn, &mut batch, &mut failed)
+        };
+        on_commit(started.elapsed(), n);
+        if let Some(size) = &size {
+            size.refresh(&conn);
+        }
+        for job in batch.drain(..) {
+            job.finish(err.clone());
+        }
+        if let Some(wal) = &wal {
+            if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
+                last_wal_check = Instant::now();
+                wal.restart_if_large(&conn);
+            }
+        }
+    }
+    // Answer what is still queued before closing.
+    rx.close();
+    while let Ok(op) = rx.try_recv() {
+        if let Op::Job(job) = op {
+            job.finish(Some(StoreError::Closed));
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    drop(conn);
+    if let Some(tx) = closing {
+        let _ = tx.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (Writer, JoinHandle<()>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let (w, h) = Writer::start(conn, None, None, |_, _| {});
+        (w, h, dir)
+    }
+
+    fn insert(c: &Connection, x: i64) -> StoreResult<()> {
+        c.execute("INSERT INTO t (x) VALUES (?1)", [x])
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    /// A job that fails after writing leaves nothing behind, and the jobs of its
+    /// batch still commit (they run again without it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_job_rolls_back_alone() {
+        let (w, _h, dir) = writer();
+        for round in 0..20 {
+            let base = round * 10;
+            let (a, b, c) = tokio::join!(
+                w.exec(move |c| insert(c, base + 1)),
+                w.exec(move |c| {
+                    insert(c, base + 2)?;
+                    Err::<(), _>(StoreError::Conflict)
+                }),
+                w.exec(move |c| insert(c, base + 3)),
+            );
+            assert!(a.is_ok() && c.is_ok());
+            assert_eq!(b.unwrap_err(), StoreError::Conflict);
+        }
+        let got: Vec<i64> = w
+            .exec(|c| {
+                let mut s = c.prepare("SELECT x FROM t ORDER BY x").map_err(map_err)?;
+                let rows = s.query_map([], |r| r.get(0)).map_err(map_err)?;
+                rows.collect::<Result<Vec<i64>, _>>().map_err(map_err)
+            })
+            .await
+            .unwrap();
+        let want: Vec<i64> = (0..20).flat_map(|r| [r * 10 + 1, r * 10 + 3]).collect();
+        assert_eq!(got, want);
+        w.close().await;
+        drop(dir);
+    }
+
+    /// After the writer closes, calls fail with `Closed` instead of hanging.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_after_close_fail() {
+        let (w, h, _dir) = writer();
+        w.close().await;
+        h.join().unwrap();
+        assert_eq!(
+            w.exec(|c| insert(c, 1)).await.unwrap_err(),
+            StoreError::Closed
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! Named internal events: each struct's `emit()` writes its log line and records
+//! its metrics, so what is logged and what is counted cannot drift apart.
+//!
+//! Hot-path events take pre-registered metric handles ([`SourceMetrics`],
+//! [`DestinationMetrics`]) so emitting costs no label lookup or allocation.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, Unit};
+
+use crate::store::{MessageId, Next};
+
+/// Metric descriptions, registered once with the recorder.
+pub fn describe() {
+    describe_counter!(
+        "hookgate_ingest_requests_total",
+        "Ingest requests by source and outcome (stored, duplicate, rejected, ...)."
+    );
+    describe_histogram!(
+        "hookgate_ingest_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival to its answer, by source."
+    );
+    describe_counter!(
+        "hookgate_deliveries_total",
+        "Delivery attempt results by destination: delivered, retried (will be tried again) or dead."
+    );
+    describe_histogram!(
+        "hookgate_delivery_attempt_seconds",
+        Unit::Seconds,
+        "Duration of each delivery attempt, by destination."
+    );
+    describe_histogram!(
+        "hookgate_delivery_lag_seconds",
+        Unit::Seconds,
+        "Time from ingest to a successful delivery, by destination."
+    );
+    describe_gauge!(
+        "hookgate_pending",
+        "Deliveries waiting (pending or queued behind their ordering key), by destination."
+    );
+    describe_gauge!(
+        "hookgate_oldest_pending_seconds",
+        Unit::Seconds,
+        "Age of the oldest waiting delivery, by destination."
+    );
+    describe_gauge!(
+        "hookgate_circuit_open",
+        "1 while a destination's circuit breaker is open or half-open, else 0."
+    );
+    describe_histogram!(
+        "hookgate_store_commit_seconds",
+        Unit::Seconds,
+        "Duration of each store commit (one group of writes, one sync)."
+    );
+    describe_histogram!(
+        "hookgate_store_commit_batch",
+        "Writes per store commit (the group-commit batch size)."
+    );
+    describe_gauge!(
+        "hookgate_destination_paused",
+        "1 while a destination is paused."
+    );
+    describe_gauge!(
+        "hookgate_destination_disabled",
+        "1 while a destination is disabled because every attempt failed for disable_after."
+    );
+    describe_counter!(
+        "hookgate_replayed_total",
+        "Deliveries created or revived by replay, by destination."
+    );
+}
+
+/// How an ingest request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored durably (2xx).
+    Stored,
+    /// A duplicate of a stored message (2xx, nothing new).
+    Duplicate,
+    /// A handshake the gateway answered itself.
+    Handshake,
+    /// Verification failed (401) or the handshake token was wrong (403).
+    Unauthorized,
+    /// Refused by `allow_ips` (403).
+    Forbidden,
+    /// Rate limited (429).
+    RateLimited,
+    /// Body too large (413).
+    TooLarge,
+    /// Incomplete, slow or malformed request (400/408).
+    BadRequest,
+    /// The store refused or is over `max_pending` (503).
+    Unavailable,
+}
+
+impl IngestOutcome {
+    const ALL: [IngestOutcome; 9] = [
+        IngestOutcome::Stored,
+        IngestOutcome::Duplicate,
+        IngestOutcome::Handshake,
+        IngestOutcome::Unauthorized,
+        IngestOutcome::Forbidden,
+        IngestOutcome::RateLimited,
+        IngestOutcome::TooLarge,
+        IngestOutcome::BadRequest,
+        IngestOutcome::Unavailable,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestOutcome::Stored => "stored",
+            IngestOutcome::Duplicate => "duplicate",
+            IngestOutcome::Handshake => "handshake",
+            IngestOutcome::Unauthorized => "unauthorized",
+            IngestOutcome::Forbidden => "forbidden",
+            IngestOutcome::RateLimited => "rate_limited",
+            IngestOutcome::TooLarge => "too_large",
+            IngestOutcome::BadRequest => "bad_request",
+            IngestOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Metric handles of one source.
+pub struct SourceMetrics {
+    name: String,
+    outcomes: [Counter; 9],
+    seconds: Histogram,
+}
+
+impl SourceMetrics {
+    /// Registers the handles of a source.
+    pub fn new(source: &str) -> Self {
+        SourceMetrics {
+            name: source.to_string(),
+            outcomes: IngestOutcome::ALL.map(|o| {
+                counter!("hookgate_ingest_requests_total", "source" => source.to_string(), "outcome" => o.as_str())
+            }),
+            seconds: histogram!("hookgate_ingest_seconds", "source" => source.to_string()),
+        }
+    }
+}
+
+/// An ingest request was answered.
+pub struct IngestHandled<'a> {
+    /// The source's handles.
+    pub source: &'a SourceMetrics,
+    /// How it ended.
+    pub outcome: IngestOutcome,
+    /// Handling time.
+    pub elapsed: Duration,
+    /// The message id, when one was stored or matched.
+    pub message_id: Option<MessageId>,
+}
+
+impl IngestHandled<'_> {
+    /// Logs and counts.
+    pub fn emit(self) {
+        let i = IngestOutcome::ALL
+            .iter()
+            .position(|o| *o == self.outcome)
+            .unwrap_or(0);
+        self.source.outcomes[i].increment(1);
+        self.source.seconds.record(self.elapsed.as_secs_f64());
+        match self.outcome {
+            IngestOutcome::Stored | IngestOutcome::Duplicate | IngestOutcome::Handshake => {
+                tracing::debug!(
+                    source = %self.source.name,
+                    outcome = self.outcome.as_str(),
+                    message_id = ?self.message_id,
+                    micros = self.elapsed.as_micros() as u64,
+                    "ingest"
+                );
+            }
+            IngestOutcome::Unavailable => tracing::warn!(
+                source = %self.source.name,
+                outcome = self.outcome.as_str(),
+                "ingest refused: the store is unavailable or full"
+            ),
+            _ => tracing::info!(
+                source = %self.source.name,
+                outcome = self.outcome.as_str(),
+                "ingest refused"
+            ),
+        }
+    }
+}
+
+/// Metric handles of one destination.
+pub struct DestinationMetrics {
+    name: String,
+    delivered: Counter,
+    retried: Counter,
+    dead: Counter,
+    attempt_seconds: Histogram,
+    lag_seconds: Histogram,
+    pending: Gauge,
+    oldest: Gauge,
+    circuit: Gauge,
+    paused: Gauge,
+    disabled: Gauge,
+}
+
+impl DestinationMetrics {
+    /// Registers the handles of a destination.
+    pub fn new(dest: &str) -> Self {
+        let d = || dest.to_string();
+        DestinationMetrics {
+            name: d(),
+            delivered: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "delivered"),
+            retried: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "retried"),
+            dead: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "dead"),
+            attempt_seconds: histogram!("hookgate_delivery_attempt_seconds", "destination" => d()),
+            lag_seconds: histogram!("hookgate_delivery_lag_seconds", "destination" => d()),
+            pending: gauge!("hookgate_pending", "destination" => d()),
+            oldest: gauge!("hookgate_oldest_pending_seconds", "destination" => d()),
+            circuit: gauge!("hookgate_circuit_open", "destination" => d()),
+            paused: gauge!("hookgate_destination_paused", "destination" => d()),
+            disabled: gauge!("hookgate_destination_disabled", "destination" => d()),
+        }
+    }
+
+    /// Sets the waiting-work gauges.
+    pub fn set_backlog(&self, pending: u64, oldest_age: Option<Duration>) {
+        self.pending.set(pending as f64);
+        self.oldest.set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+    }
+
+    /// Sets the state gauges.
+    pub fn set_state(&self, circuit_open: bool, paused: bool, disabled: bool) {
+        self.circuit.set(if circuit_open { 1.0 } else { 0.0 });
+        self.paused.set(if paused { 1.0 } else { 0.0 });
+        self.disabled.set(if disabled { 1.0 } else { 0.0 });
+    }
+}
+
+/// One delivery attempt finished.
+pub struct DeliveryAttempted<'a> {
+    /// The destination's handles.
+    pub dest: &'a DestinationMetrics,
+    /// The message.
+    pub message_id: MessageId,
+    /// The delivery.
+    pub delivery_id: i64,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// HTTP status, if a response came.
+    pub status: Option<u16>,
+    /// Error text, if none did.
+    pub error: Option<&'a str>,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// What follows.
+    pub next: Next,
+    /// Ingest-to-now, for successes.
+    pub lag: Duration,
+}
+
+impl DeliveryAttempted<'_> {
+    /// Logs and counts.
+    pub fn emit(self) {
+        self.dest.attempt_seconds.record(self.elapsed.as_secs_f64());
+        let ms = self.elapsed.as_secs_f64() * 1000.0;
+        match self.next {
+            Next::Delivered => {
+                self.dest.delivered.increment(1);
+                self.dest.lag_seconds.record(self.lag.as_secs_f64());
+                tracing::debug!(
+                    message_id = %self.message_id,
+                    destination = %self.dest.name,
+                    delivery_id = self.delivery_id,
+                    attempt = self.attempt,
+                    status = self.status,
+                    ms,
+                    "delivered"
+                );
+            }
+            Next::Retry(at) => {
+                self.dest.retried.increment(1);
+                tracing::info!(
+                    message_id = %self.message_id,
+                    destination = %self.dest.name,
+                    delivery_id = self.delivery_id,
+                    attempt = self.attempt,
+                    status = self.status,
+                    error = self.error,
+                    ms,
+                    retry_at_ms = at,
+                    "delivery attempt failed; will retry"
+                );
+            }
+            Next::Dead => {
+                self.dest.dead.increment(1);
+                tracing::warn!(
+                    message_id = %self.message_id,
+                    destination = %self.dest.name,
+                    delivery_id = self.delivery_id,
+                    attempt = self.attempt,
+                    status = self.status,
+                    error = self.error,
+                    ms,
+                    "delivery is dead (dead-letter queue)"
+                );
+            }
+        }
+    }
+}
+
+/// A store commit finished.
+pub struct StoreCommitted {
+    /// Its duration (writes and sync).
+    pub elapsed: Duration,
+    /// Jobs in the batch.
+    pub batch: usize,
+}
+
+impl StoreCommitted {
+    /// Records the commit.
+    pub fn emit(self) {
+        histogram!("hookgate_store_commit_seconds").record(self.elapsed.as_secs_f64());
+        histogram!("hookgate_store_commit_batch").record(self.batch as f64);
+    }
+}
+
+/// A destination's circuit changed state.
+pub struct CircuitChanged<'a> {
+    /// Destination name.
+    pub destination: &'a str,
+    /// Whether it is now open.
+    pub open: bool,
+}
+
+impl CircuitChanged<'_> {
+    /// Logs the change.
+    pub fn emit(self) {
+        if self.open {
+            tracing::warn!(
+                destination = self.destination,
+                "circuit opened: attempts stop for the cooldown"
+            );
+        } else {
+            tracing::info!(
+                destination = self.destination,
+                "circuit closed: attempts resume"
+            );
+        }
+    }
+}
+
+/// A destination was disabled by endpoint health, or enabled again.
+pub struct DestinationHealthChanged<'a> {
+    /// Destination name.
+    pub destination: &'a str,
+    /// Whether it is now disabled.
+    pub disabled: bool,
+}
+
+impl DestinationHealthChanged<'_> {
+    /// Logs the change.
+    pub fn emit(self) {
+        if self.disabled {
+            tracing::error!(
+                destination = self.destination,
+                "destination disabled: every attempt has failed for disable_after; messages keep queueing"
+            );
+        } else {
+            tracing::info!(destination = self.destination, "destination enabled");
+        }
+    }
+}
+
+/// Deliveries were created or revived by a replay.
+pub struct Replayed<'a> {
+    /// Destination name, when one.
+    pub destination: Option<&'a str>,
+    /// How many.
+    pub count: u64,
+}
+
+impl Replayed<'_> {
+    /// Logs and counts.
+    pub fn emit(self) {
+        let d = self.destination.unwrap_or("*").to_string();
+        counter!("hookgate_replayed_total", "destination" => d.clone()).increment(self.count);
+        tracing::info!(destination = %d, count = self.count, "replay");
+    }
+}

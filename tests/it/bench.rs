@@ -1,0 +1,163 @@
+//! `hookgate bench`: the JSON report has every key with a sane type, and bad
+//! flags get clear errors. Behaviour only: no figure is held to a threshold.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bench(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hookgate bench {args:?} ran over {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_short_bench_reports_every_figure_as_json() {
+    let out = bench(
+        &[
+            "--json",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--connections",
+            "8",
+            "--rate",
+            "200",
+            "--backlog",
+            "1000",
+        ],
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{stdout}"));
+    assert!(v.is_object());
+
+    for key in [
+        "baseline_rps",
+        "ingest_rps",
+        "ingest_vs_baseline",
+        "ack_p50_ms",
+        "ack_p99_ms",
+        "ack_p999_ms",
+        "delivered_per_s",
+        "lag_p99_ms",
+        "rss_mb",
+        "backlog_rss_mb",
+        "restart_to_first_delivery_ms",
+        "drain_per_s",
+        "drain_vs_baseline",
+    ] {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is not a number: {}\nstderr:\n{stderr}", v[key]));
+        assert!(x.is_finite() && x >= 0.0, "{key} = {x}");
+    }
+    for key in [
+        "baseline_rps",
+        "ingest_rps",
+        "delivered_per_s",
+        "rss_mb",
+        "drain_per_s",
+    ] {
+        assert!(
+            v[key].as_f64().unwrap() > 0.0,
+            "{key} is 0\nstderr:\n{stderr}"
+        );
+    }
+    let p = |k: &str| v[k].as_f64().unwrap();
+    assert!(p("ack_p50_ms") <= p("ack_p99_ms") && p("ack_p99_ms") <= p("ack_p999_ms"));
+    assert_eq!(
+        v["backlog_messages"], 1000,
+        "every backlog message accepted"
+    );
+    assert_eq!(
+        v["backlog_delivered"], 1000,
+        "every backlog message delivered"
+    );
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(!v["machine"]["kernel"].as_str().unwrap().is_empty());
+    assert_eq!(v["params"]["body_size"], 1024);
+    assert_eq!(v["params"]["connections"], 8);
+    assert_eq!(v["params"]["rate"], 200);
+    assert_eq!(v["params"]["backend"], "sqlite");
+    let used = v["verify_used"].as_str().unwrap();
+    assert!(used == "hmac-sha256" || used == "bearer", "{used}");
+    for phase in ["baseline", "saturation", "rate", "backlog"] {
+        let e = &v["errors"][phase];
+        assert!(
+            e["non_2xx"].is_u64() && e["errors"].is_u64(),
+            "{phase}: {e}"
+        );
+    }
+    assert!(v["notes"].is_array());
+    // The table goes to stderr with --json, and the progress lines are there too.
+    assert!(stderr.contains("target (issue 7)"), "{stderr}");
+    assert!(stderr.contains("baseline:"), "{stderr}");
+}
+
+#[test]
+fn a_skipped_phase_is_null_and_bad_flags_are_usage_errors() {
+    let out = bench(
+        &[
+            "--json",
+            "--phases",
+            "baseline",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+            "--connections",
+            "2",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["baseline_rps"].as_f64().unwrap() > 0.0);
+    assert!(v["ingest_rps"].is_null() && v["ingest_vs_baseline"].is_null());
+    assert!(v["backlog_rss_mb"].is_null());
+
+    for (args, says) in [
+        (&["--verify", "maybe"][..], "maybe"),
+        (&["--duration", "soon"][..], "duration"),
+        (&["--body-size", "3"][..], "--body-size must be at least"),
+        (&["--backend", "postgres"][..], "--pg-url"),
+        (&["--phases", "everything"][..], "everything"),
+    ] {
+        let out = bench(args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}

@@ -1,0 +1,481 @@
+//! Test harness: runs the real `hookgate` binary on free loopback ports with a
+//! temp data dir, and a real HTTP receiver whose answers a test controls.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The admin token every test gateway accepts.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running `hookgate serve`.
+pub struct Gateway {
+    child: Option<Child>,
+    /// Ingest address.
+    pub ingest: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// The data dir (kept across restarts).
+    pub dir: Arc<tempfile::TempDir>,
+    /// The config file.
+    pub config: PathBuf,
+    log: PathBuf,
+    envs: Vec<(String, String)>,
+}
+
+impl Gateway {
+    /// Writes a config (a `[server]` and `[storage]` section are prepended unless
+    /// `body` has its own) and starts the binary.
+    pub async fn start(body: &str) -> Gateway {
+        Self::start_opts(body, "", &[]).await
+    }
+
+    /// Like [`Gateway::start`] with extra environment variables.
+    pub async fn start_with_env(body: &str, envs: &[(&str, &str)]) -> Gateway {
+        Self::start_opts(body, "", envs).await
+    }
+
+    /// Like [`Gateway::start`] with extra `[server]` lines and environment variables.
+    pub async fn start_opts(body: &str, server_extra: &str, envs: &[(&str, &str)]) -> Gateway {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut text = String::new();
+        if !body.contains("[server]") {
+            text.push_str(&format!(
+                "[server]\nlisten = \"{ingest}\"\nadmin_listen = \"{admin}\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\nshutdown_grace = \"5s\"\n{server_extra}\n\n"
+            ));
+        }
+        if !body.contains("[storage]") {
+            text.push_str(&format!(
+                "[storage]\npath = \"{}\"\n\n",
+                dir.path().join("hookgate.db").display()
+            ));
+        }
+        text.push_str(body);
+        let config = dir.path().join("hookgate.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut g = Gateway {
+            child: None,
+            ingest,
+            admin,
+            log: dir.path().join("hookgate.log"),
+            dir,
+            config,
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        g.spawn().await;
+        g
+    }
+
+    async fn spawn(&mut self) {
+        // A port picked by `free_port` can be taken by someone else before the
+        // gateway binds it; then pick new ones and try again.
+        for _ in 0..5 {
+            let log_len = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&self.config)
+                .env("HOOKGATE_LOG", "info")
+                .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            match self.try_wait_healthy().await {
+                Ok(()) => return,
+                Err(early) => {
+                    let new_log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail = new_log.get(log_len as usize..).unwrap_or("");
+                    if !tail.contains("cannot listen on") {
+                        panic!("{early}:\n{new_log}");
+                    }
+                    let text = std::fs::read_to_string(&self.config).unwrap();
+                    let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+                    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+                    let text = text
+                        .replace(&self.ingest.to_string(), &ingest.to_string())
+                        .replace(&self.admin.to_string(), &admin.to_string());
+                    std::fs::write(&self.config, text).unwrap();
+                    self.ingest = ingest;
+                    self.admin = admin;
+                }
+            }
+        }
+        panic!("hookgate could not bind free ports:\n{}", self.log());
+    }
+
+    /// Waits until `/healthz` answers (panics after 20 s with the log).
+    pub async fn wait_healthy(&mut self) {
+        if let Err(e) = self.try_wait_healthy().await {
+            panic!("{e}:\n{}", self.log());
+        }
+    }
+
+    /// Waits until `/healthz` answers; an error if the process exits first.
+    async fn try_wait_healthy(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = client();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                self.child = None;
+                return Err(format!("hookgate exited early ({status})"));
+            }
+            if let Ok(r) = client
+                .get(format!("http://{}/healthz", self.admin))
+                .send()
+                .await
+            {
+                // Our own health answer, not another server that took the port.
+                let ours = r.status().is_success()
+                    && r.text().await.is_ok_and(|t| t.contains("\"status\""));
+                if ours {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("hookgate did not become healthy:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                panic!("hookgate did not exit after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the binary again on the same config, ports and data.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn().await;
+    }
+
+    /// The URL of a source.
+    pub fn ingest_url(&self, source: &str) -> String {
+        format!("http://{}/in/{source}", self.ingest)
+    }
+
+    /// An admin URL (path starts with `/`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// GET an admin API path with the token; returns status and JSON.
+    pub async fn api_get(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        let r = client()
+            .get(self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        (st, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST JSON to an admin API path with the token; returns status and JSON.
+    pub async fn api_post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let r = client()
+            .post(self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        (st, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A test HTTP client (no proxy, short timeouts).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Received {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What the receiver answers: status, extra headers, body.
+pub type Answer = (u16, Vec<(String, String)>, String);
+
+type Behaviour = Box<dyn FnMut(&Received) -> Answer + Send>;
+
+/// A real HTTP receiver on a free loopback port.
+pub struct Receiver {
+    /// Its address.
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    delay: Arc<Mutex<Duration>>,
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// A receiver answering 200 to everything.
+    pub async fn start() -> Receiver {
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// A receiver on a given address.
+    pub async fn start_at(addr: SocketAddr) -> Receiver {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let behaviour: Arc<Mutex<Behaviour>> =
+            Arc::new(Mutex::new(Box::new(|_| (200, vec![], "ok".into()))));
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let now = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let (g, b, d, n, m) = (
+            got.clone(),
+            behaviour.clone(),
+            delay.clone(),
+            now.clone(),
+            max.clone(),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let (g, b, d, n, m) = (g.clone(), b.clone(), d.clone(), n.clone(), m.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (g, b, d, n, m) =
+                            (g.clone(), b.clone(), d.clone(), n.clone(), m.clone());
+                        async move {
+                            let c = n.fetch_add(1, Ordering::SeqCst) + 1;
+                            m.fetch_max(c, Ordering::SeqCst);
+                            let at = Instant::now();
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let rec = Received {
+                                method: parts.method.to_string(),
+                                path: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                                at,
+                            };
+                            let (status, headers, text) = (b.lock())(&rec);
+                            g.lock().push(rec);
+                            let wait = *d.lock();
+                            if !wait.is_zero() {
+                                tokio::time::sleep(wait).await;
+                            }
+                            n.fetch_sub(1, Ordering::SeqCst);
+                            let mut r = Response::new(Full::new(Bytes::from(text)));
+                            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                            for (k, v) in headers {
+                                r.headers_mut().insert(
+                                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                                    v.parse().unwrap(),
+                                );
+                            }
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            got,
+            behaviour,
+            delay,
+            now,
+            max,
+            task,
+        }
+    }
+
+    /// The URL of a path on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sets how it answers from now on.
+    pub fn respond(&self, f: impl FnMut(&Received) -> Answer + Send + 'static) {
+        *self.behaviour.lock() = Box::new(f);
+    }
+
+    /// Holds every answer this long (to observe concurrency).
+    pub fn set_delay(&self, d: Duration) {
+        *self.delay.lock() = d;
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().clone()
+    }
+
+    /// How many requests so far.
+    pub fn count(&self) -> usize {
+        self.got.lock().len()
+    }
+
+    /// The most requests it ever handled at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` requests arrived (panics after `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.count();
+            if c >= n {
+                return self.received();
+            }
+            if Instant::now() > deadline {
+                panic!("receiver got {c} requests, expected {n}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops accepting connections (the port closes).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads a fixture file of `shared/fixtures` copied into `tests/fixtures`.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}

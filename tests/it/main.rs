@@ -1,0 +1,10 @@
+//! Integration tests: the real `hookgate` binary, real HTTP on 127.0.0.1.
+
+mod harness;
+
+mod bench;
+mod control;
+mod core;
+mod events;
+mod multinode;
+mod providers;

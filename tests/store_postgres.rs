@@ -1,0 +1,422 @@
+//! The store conformance suite against PostgreSQL, plus what only a shared
+//! store has: several stores (nodes) on one database, leases that expire,
+//! cluster-wide limits, wake-ups across nodes, concurrent migrations.
+//!
+//! Needs a PostgreSQL server (`HOOKGATE_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); every test creates its own
+//! database and drops it afterwards.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookgate::config::{Priority, RateLimitConfig};
+use hookgate::store::conformance::{keyed, msg, result, Made, T0};
+use hookgate::store::postgres::scratch::{self, ScratchDatabase};
+use hookgate::store::postgres::PgStore;
+use hookgate::store::{Appended, LeaseLimits, MessageId, Next, Store, StoreError};
+
+async fn scratch_db() -> ScratchDatabase {
+    ScratchDatabase::create(&scratch::server_url())
+        .await
+        .expect("a PostgreSQL server for the tests (see HOOKGATE_TEST_DATABASE_URL)")
+}
+
+async fn make() -> Made {
+    let db = scratch_db().await;
+    let store = PgStore::connect(db.url(), 8).await.unwrap();
+    (Arc::new(store), Box::new(db))
+}
+
+hookgate::store_conformance_tests!(make());
+
+/// Two stores on one fresh database, as two nodes would be.
+async fn two_nodes() -> (PgStore, PgStore, ScratchDatabase) {
+    let db = scratch_db().await;
+    let a = PgStore::connect(db.url(), 8).await.unwrap();
+    let b = PgStore::connect(db.url(), 8).await.unwrap();
+    assert_ne!(a.node_id(), b.node_id());
+    (a, b, db)
+}
+
+async fn close_all(stores: &[&PgStore]) {
+    for s in stores {
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_leased_again_and_its_old_holder_cannot_end_it() {
+    let (a, b, _db) = two_nodes().await;
+    a.append(msg("src", &["d"], None)).await.unwrap();
+    let first = a.lease("d", T0, 10, 300).await.unwrap().items;
+    assert_eq!(first.len(), 1);
+    assert!(b.lease("d", T0, 10, 30_000).await.unwrap().items.is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = b.lease("d", T0, 10, 30_000).await.unwrap().items;
+    assert_eq!(second.len(), 1, "the lease expired");
+    assert_eq!(second[0].delivery_id, first[0].delivery_id);
+    assert_eq!(second[0].attempt, 1, "no attempt was recorded");
+    // The old holder's late result does not end the new lease.
+    a.complete(vec![result(&first[0], Next::Delivered)])
+        .await
+        .unwrap();
+    assert!(a.lease("d", T0, 10, 30_000).await.unwrap().items.is_empty());
+    let d = b.message(first[0].message.id).await.unwrap();
+    assert_eq!(d.deliveries[0].attempt_log.as_ref().unwrap().len(), 0);
+    b.complete(vec![result(&second[0], Next::Delivered)])
+        .await
+        .unwrap();
+    let d = b.message(first[0].message.id).await.unwrap();
+    assert_eq!(d.deliveries[0].attempt_log.as_ref().unwrap().len(), 1);
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_leasing_at_once_never_take_the_same_delivery() {
+    let (a, b, _db) = two_nodes().await;
+    let mut msgs = Vec::new();
+    for _ in 0..400 {
+        msgs.push(a.append(msg("src", &["d"], None)));
+    }
+    for r in futures::future::join_all(msgs).await {
+        r.unwrap();
+    }
+    let drain = |s: PgStore| async move {
+        let mut got = Vec::new();
+        loop {
+            let calls = (0..4).map(|_| s.lease("d", T0, 25, 30_000));
+            let items: Vec<i64> = futures::future::join_all(calls)
+                .await
+                .into_iter()
+                .flat_map(|b| b.unwrap().items)
+                .map(|l| l.delivery_id)
+                .collect();
+            if items.is_empty() {
+                return got;
+            }
+            got.extend(items);
+        }
+    };
+    let (ga, gb) = tokio::join!(drain(a.clone()), drain(b.clone()));
+    assert!(!ga.is_empty() && !gb.is_empty(), "both nodes took work");
+    let all: Vec<i64> = ga.iter().chain(&gb).copied().collect();
+    let uniq: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(uniq.len(), all.len(), "no delivery leased twice");
+    assert_eq!(all.len(), 400, "every delivery leased");
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_on_two_nodes_store_one_message() {
+    let (a, b, _db) = two_nodes().await;
+    for round in 0..5 {
+        let key = format!("dup-{round}");
+        let calls = (0..32).map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let m = msg("src", &["d"], Some(&key));
+            async move { s.append(m).await }
+        });
+        let res = futures::future::join_all(calls).await;
+        let stored = res
+            .iter()
+            .filter(|r| matches!(r, Ok(Appended::Stored(_))))
+            .count();
+        assert_eq!(stored, 1, "round {round}");
+        let ids: HashSet<MessageId> = res.iter().map(|r| r.as_ref().unwrap().id()).collect();
+        assert_eq!(ids.len(), 1, "every copy answers with the stored id");
+    }
+    let leased = a.lease("d", T0, 100, 30_000).await.unwrap().items;
+    assert_eq!(leased.len(), 5);
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordering_key_is_never_leased_by_both_nodes_and_goes_in_order() {
+    let (a, b, _db) = two_nodes().await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let m = keyed("d", Some("k"), Priority::Normal, T0);
+        ids.push(m.id);
+        s.append(m).await.unwrap();
+    }
+    let mut delivered = Vec::new();
+    let mut rounds = 0;
+    while delivered.len() < ids.len() {
+        rounds += 1;
+        assert!(rounds < 200, "the key stopped moving");
+        let (la, lb) = tokio::join!(a.lease("d", T0, 10, 30_000), b.lease("d", T0, 10, 30_000));
+        let (la, lb) = (la.unwrap().items, lb.unwrap().items);
+        assert!(
+            la.len() + lb.len() <= 1,
+            "the key is in flight once at most"
+        );
+        for (s, l) in [(&a, la), (&b, lb)] {
+            for item in l {
+                // Also while it is held, neither node gets the next one.
+                assert!(a.lease("d", T0, 10, 30_000).await.unwrap().items.is_empty());
+                assert!(b.lease("d", T0, 10, 30_000).await.unwrap().items.is_empty());
+                delivered.push(item.message.id);
+                s.complete(vec![result(&item, Next::Delivered)])
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    assert_eq!(delivered, ids, "ingest order");
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once_without_error() {
+    let db = scratch_db().await;
+    let connects = (0..6).map(|_| PgStore::connect(db.url(), 2));
+    let stores: Vec<PgStore> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every node starts"))
+        .collect();
+    // All on one schema: what one writes the others read.
+    let m = msg("src", &["d"], None);
+    let id = m.id;
+    stores[0].append(m).await.unwrap();
+    assert_eq!(stores[5].message(id).await.unwrap().summary.id, id);
+    // And a node starting later finds nothing left to apply.
+    let late = PgStore::connect(db.url(), 2).await.unwrap();
+    assert_eq!(
+        late.lease("d", T0, 10, 30_000).await.unwrap().items.len(),
+        1
+    );
+    late.close().await;
+    for s in &stores {
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_holds_across_nodes() {
+    let (a, b, _db) = two_nodes().await;
+    for _ in 0..20 {
+        a.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let limits = LeaseLimits {
+        max_in_flight: 4,
+        rate: None,
+    };
+    let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    assert_eq!(got_a.items.len(), 4);
+    let got_b = b.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    assert!(got_b.items.is_empty(), "A holds every slot");
+    let hint = got_b.next_due.expect("told when to look again");
+    assert!(hint > T0 && hint <= T0 + 1_000, "{}", hint - T0);
+    // Two attempts end on A: two slots free up for B.
+    for l in &got_a.items[..2] {
+        a.complete(vec![result(l, Next::Delivered)]).await.unwrap();
+    }
+    let got_b = b.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    assert_eq!(got_b.items.len(), 2);
+    // Concurrent leases on both never go over the limit together.
+    let (x, y) = tokio::join!(
+        a.lease_limited("d", T0, 10, 30_000, &limits),
+        b.lease_limited("d", T0, 10, 30_000, &limits)
+    );
+    assert_eq!(x.unwrap().items.len() + y.unwrap().items.len(), 0);
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_across_nodes() {
+    let (a, b, _db) = two_nodes().await;
+    for _ in 0..20 {
+        a.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let limits = LeaseLimits {
+        max_in_flight: 100,
+        rate: Some(RateLimitConfig {
+            per_second: 4.0,
+            burst: Some(3),
+        }),
+    };
+    let started = std::time::Instant::now();
+    let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    assert_eq!(got_a.items.len(), 3, "the burst");
+    let got_b = b.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    if started.elapsed() < Duration::from_millis(200) {
+        assert!(got_b.items.is_empty(), "the bucket is shared");
+        let hint = got_b.next_due.expect("told when a token comes");
+        assert!(hint > T0 && hint <= T0 + 250, "{}", hint - T0);
+    }
+    // Over a second and a half, both nodes together get at most the burst plus
+    // four per second.
+    let mut total = got_a.items.len() + got_b.items.len();
+    while started.elapsed() < Duration::from_millis(1500) {
+        for s in [&a, &b] {
+            total += s
+                .lease_limited("d", T0, 10, 30_000, &limits)
+                .await
+                .unwrap()
+                .items
+                .len();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let allowed = 3.0 + 4.0 * started.elapsed().as_secs_f64();
+    assert!(total as f64 <= allowed + 1e-9, "{total} > {allowed}");
+    assert!(total >= 7, "tokens keep coming: {total}");
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_on_one_node_wakes_the_other() {
+    let (a, b, _db) = two_nodes().await;
+    let woken = b.wakeups().get("d");
+    let idle = b.wakeups().get("other");
+    a.append(msg("src", &["d"], None)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), woken.notified())
+        .await
+        .expect("B's dispatcher of d is woken");
+    // Only the destination that got work.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), idle.notified())
+            .await
+            .is_err()
+    );
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_node_hands_its_leases_back_at_once() {
+    let (a, b, _db) = two_nodes().await;
+    for _ in 0..5 {
+        a.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    assert_eq!(a.lease("d", T0, 10, 600_000).await.unwrap().items.len(), 5);
+    assert!(b.lease("d", T0, 10, 30_000).await.unwrap().items.is_empty());
+    a.close().await;
+    assert_eq!(
+        a.lease("d", T0, 10, 30_000).await.unwrap_err(),
+        StoreError::Closed
+    );
+    assert_eq!(b.lease("d", T0, 10, 30_000).await.unwrap().items.len(), 5);
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_sees_the_others_pending_work_soon() {
+    let (a, b, _db) = two_nodes().await;
+    for _ in 0..5 {
+        a.append(msg("src", &["d", "e"], None)).await.unwrap();
+    }
+    assert_eq!(a.pending_estimate(), 10, "exact for its own writes");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.pending_estimate() != 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never counted A's work"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // B's completions count on B at once and on A after a refresh.
+    for l in b.lease("d", T0, 10, 30_000).await.unwrap().items {
+        b.complete(vec![result(&l, Next::Delivered)]).await.unwrap();
+    }
+    assert_eq!(b.pending_estimate(), 5);
+    assert_eq!(b.destination_stats().await.unwrap()["e"].pending, 5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while a.pending_estimate() != 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never saw B's progress"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_the_database_cannot_hold_does_not_fail_the_batch() {
+    let db = scratch_db().await;
+    let s = PgStore::connect(db.url(), 4).await.unwrap();
+    let mut bad = keyed("d", Some("k\0ey"), Priority::Normal, T0);
+    bad.dedup = Some(hookgate::store::Dedup {
+        key: "nul\0key".into(),
+        until: T0 + 60_000,
+    });
+    bad.event_type = Some("type\0x".into());
+    let good = msg("src", &["d"], None);
+    let (r1, r2) = tokio::join!(s.append(bad.clone()), s.append(good));
+    assert!(matches!(r1.unwrap(), Appended::Stored(_)));
+    assert!(matches!(r2.unwrap(), Appended::Stored(_)));
+    let mut again = bad.clone();
+    again.id = MessageId::new();
+    assert_eq!(s.append(again).await.unwrap(), Appended::Duplicate(bad.id));
+    assert_eq!(s.lease("d", T0, 10, 30_000).await.unwrap().items.len(), 2);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_are_clear_and_never_show_the_password() {
+    let err = PgStore::connect("not a url", 2).await.unwrap_err();
+    assert!(
+        err.to_string().contains("not a valid PostgreSQL URL"),
+        "{err}"
+    );
+    let err = PgStore::connect("postgres://hookgate:s3cr3t-pw@127.0.0.1:1/hookgate", 2)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cannot connect"), "{text}");
+    assert!(!text.contains("s3cr3t-pw"), "{text}");
+    assert!(PgStore::connect("postgres://postgres@127.0.0.1/x", 0)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("pool_size"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_one_node_keeps_the_key_blocked_on_the_other() {
+    let (a, b, _db) = two_nodes().await;
+    let first = keyed("d", Some("k"), Priority::Normal, T0);
+    let second = keyed("d", Some("k"), Priority::Normal, T0);
+    let (fid, sid) = (first.id, second.id);
+    a.append(first).await.unwrap();
+    b.append(second).await.unwrap();
+    let head = a.lease("d", T0, 10, 30_000).await.unwrap().items;
+    assert_eq!(head.len(), 1);
+    assert_eq!(head[0].message.id, fid);
+    a.complete(vec![result(&head[0], Next::Retry(T0 + 1_000))])
+        .await
+        .unwrap();
+    assert!(b
+        .lease("d", T0 + 10, 10, 30_000)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let retry = b.lease("d", T0 + 1_000, 10, 30_000).await.unwrap().items;
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].message.id, fid);
+    assert_eq!(retry[0].attempt, 2);
+    b.complete(vec![result(&retry[0], Next::Dead)])
+        .await
+        .unwrap();
+    let next = a.lease("d", T0 + 1_000, 10, 30_000).await.unwrap().items;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].message.id, sid);
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_stored_on_one_node_is_a_duplicate_on_the_other() {
+    let (a, b, _db) = two_nodes().await;
+    let m = msg("src", &["a"], Some("k"));
+    let id = m.id;
+    a.append(m).await.unwrap();
+    assert_eq!(
+        b.append(msg("src", &["a"], Some("k"))).await.unwrap(),
+        Appended::Duplicate(id)
+    );
+    close_all(&[&a, &b]).await;
+}
