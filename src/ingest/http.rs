@@ -1,0 +1,433 @@
+//! The public ingest listener (`ANY /in/{source}[/{rest}]`), on hyper directly:
+//! the path of every webhook, so it does as little as possible per request.
+//!
+//! Order of checks: source → `allow_ips` (403) → rate limit (429) → body within
+//! `max_body` and `read_timeout` (413/408/400) → handshake or verification (401)
+//! → `max_pending` (503) → select, route, append. The 2xx is sent only after the
+//! store reports the message committed and synced.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::route::{Overrides, Routing};
+use super::select::Inbound;
+use super::source::Source;
+use super::verify;
+use crate::clock::SharedClock;
+use crate::dispatch::Dispatcher;
+use crate::store::{encode_headers, Dedup, MessageId, NewMessage, Store, StoreError};
+use crate::telemetry::events::{IngestHandled, IngestOutcome};
+
+/// Everything the ingest handler needs.
+pub struct Ingest {
+    /// Sources by name.
+    pub sources: std::collections::HashMap<String, Arc<Source>>,
+    /// Routes.
+    pub routing: Arc<Routing>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Destinations (for each one's first-attempt delay).
+    pub dispatcher: Arc<Dispatcher>,
+    /// Wall clock.
+    pub clock: SharedClock,
+    /// Largest body.
+    pub max_body: u64,
+    /// Whole-request deadline.
+    pub read_timeout: Duration,
+    /// Backpressure threshold.
+    pub max_pending: u64,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// How much of a refused request's body is read and dropped so that the client,
+/// still writing, gets to read the answer (Go's server does the same, for 256 KiB).
+const DISCARD_MAX: u64 = 4 << 20;
+
+fn plain(status: StatusCode, body: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    if !body.is_empty() {
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    r
+}
+
+fn with_retry_after(mut r: Resp, secs: u64) -> Resp {
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+/// The client address for `allow_ips`: the peer, or, when the peer is a trusted
+/// proxy, the right-most `X-Forwarded-For` entry that is not a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for v in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(s) = v.to_str() else { return client };
+        for part in s.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(&ip) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+impl Ingest {
+    /// Handles one request; never panics and always answers.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+        let t0 = Instant::now();
+        let (parts, mut body) = req.into_parts();
+        let has_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || parts
+                .headers
+                .get(CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        let mut body_read = false;
+        let mut resp = self
+            .handle_inner(&parts, &mut body, peer, t0, &mut body_read)
+            .await;
+        if has_body && !body_read {
+            // Answered without taking the body (404, 403, 429, 413, 408): the
+            // connection cannot carry another request, and the client is told so.
+            // A client still writing its body would meet a reset instead of this
+            // answer, so a bounded rest of the body is read and thrown away first.
+            self.discard(&parts, &mut body, t0).await;
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let dur = t0.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(v) = HeaderValue::from_str(&format!("hookgate;dur={dur:.3}")) {
+            resp.headers_mut().insert("server-timing", v);
+        }
+        resp
+    }
+
+    /// Reads and drops what is left of a refused request's body: at most
+    /// [`DISCARD_MAX`] bytes and never past the request's `read_timeout`. A body
+    /// declared larger than that is not read at all.
+    async fn discard(&self, parts: &http::request::Parts, body: &mut Incoming, t0: Instant) {
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > DISCARD_MAX) {
+            return;
+        }
+        let remaining = self.read_timeout.saturating_sub(t0.elapsed());
+        let _ = tokio::time::timeout(remaining, async {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(d) = frame.data_ref() {
+                    seen += d.len() as u64;
+                    if seen > DISCARD_MAX {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn handle_inner(
+        &self,
+        parts: &http::request::Parts,
+        body: &mut Incoming,
+        peer: SocketAddr,
+        t0: Instant,
+        body_read: &mut bool,
+    ) -> Resp {
+        let name = parts
+            .uri
+            .path()
+            .strip_prefix("/in/")
+            .map(|rest| rest.split('/').next().unwrap_or(""));
+        let Some(src) = name.and_then(|n| self.sources.get(n)).cloned() else {
+            return plain(StatusCode::NOT_FOUND, "unknown source\n");
+        };
+        let done = |outcome: IngestOutcome, id: Option<MessageId>| {
+            IngestHandled {
+                source: &src.metrics,
+                outcome,
+                elapsed: t0.elapsed(),
+                message_id: id,
+            }
+            .emit()
+        };
+
+        if !src.allow_ips.is_empty() {
+            let ip = client_ip(peer.ip(), &parts.headers, &self.trusted_proxies);
+            let ip = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+                v4 => v4,
+            };
+            if !src.allow_ips.iter().any(|n| n.contains(&ip)) {
+                done(IngestOutcome::Forbidden, None);
+                return plain(StatusCode::FORBIDDEN, "");
+            }
+        }
+
+        if let Some(l) = &src.limiter {
+            if let Err(nu) = l.check() {
+                use governor::clock::Clock as _;
+                let wait = nu.wait_time_from(governor::clock::DefaultClock::default().now());
+                done(IngestOutcome::RateLimited, None);
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return with_retry_after(plain(StatusCode::TOO_MANY_REQUESTS, ""), secs);
+            }
+        }
+
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            done(IngestOutcome::TooLarge, None);
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "");
+        }
+        let remaining = self.read_timeout.saturating_sub(t0.elapsed());
+        let collected = tokio::time::timeout(
+            remaining,
+            Limited::new(&mut *body, self.max_body as usize).collect(),
+        )
+        .await;
+        let body: Bytes = match collected {
+            Ok(Ok(c)) => {
+                *body_read = true;
+                c.to_bytes()
+            }
+            Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                done(IngestOutcome::TooLarge, None);
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "");
+            }
+            Ok(Err(_)) => {
+                done(IngestOutcome::BadRequest, None);
+                return plain(StatusCode::BAD_REQUEST, "");
+            }
+            Err(_) => {
+                done(IngestOutcome::BadRequest, None);
+                return plain(StatusCode::REQUEST_TIMEOUT, "");
+            }
+        };
+
+        let now_ms = self.clock.now_millis();
+        if let Some(v) = &src.verifier {
+            let vreq = verify::Request {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                body: &body,
+                now: now_ms.div_euclid(1000),
+            };
+            if let Some(hs) = v.handshake(&vreq) {
+                return match hs {
+                    Ok(h) => {
+                        done(IngestOutcome::Handshake, None);
+                        let mut r = Response::new(Full::new(h.body));
+                        *r.status_mut() = h.status;
+                        r.headers_mut()
+                            .insert(CONTENT_TYPE, HeaderValue::from_static(h.content_type));
+                        r
+                    }
+                    Err(rej) => {
+                        done(IngestOutcome::Unauthorized, None);
+                        plain(rej.0, "")
+                    }
+                };
+            }
+            if v.verify(&vreq).is_err() {
+                done(IngestOutcome::Unauthorized, None);
+                return plain(StatusCode::UNAUTHORIZED, "");
+            }
+        }
+
+        if self.store.pending_estimate() >= self.max_pending || self.store.is_full() {
+            done(IngestOutcome::Unavailable, None);
+            return with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), 5);
+        }
+
+        let inbound = Inbound::new(&parts.headers, parts.uri.query(), &body);
+        let event_type = src.event_type.iter().find_map(|s| inbound.select_key(s));
+        let dedup = src
+            .dedup
+            .iter()
+            .find_map(|s| inbound.select_key(s))
+            .map(|key| Dedup {
+                key,
+                until: now_ms.saturating_add(src.dedup_window.as_millis() as i64),
+            });
+        let table = self.routing.current();
+        let deliveries = table.deliveries(
+            &src.name,
+            event_type.as_deref(),
+            &inbound,
+            now_ms,
+            &Overrides::default(),
+            &|d| {
+                self.dispatcher
+                    .get(d)
+                    .map(|h| h.spec().retry.first_delay())
+                    .unwrap_or_default()
+            },
+        );
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let headers = encode_headers(
+            parts
+                .headers
+                .iter()
+                .filter(|(k, _)| !src.strip_headers.contains(k))
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        );
+        drop(inbound);
+        let msg = NewMessage {
+            id: MessageId::new(),
+            source: src.name.clone(),
+            event_type,
+            received_at: now_ms,
+            content_type,
+            headers,
+            body,
+            dedup,
+            deliveries,
+        };
+        match self.store.append(msg).await {
+            Ok(appended) => {
+                let outcome = match appended {
+                    crate::store::Appended::Stored(_) => IngestOutcome::Stored,
+                    crate::store::Appended::Duplicate(_) => IngestOutcome::Duplicate,
+                };
+                done(outcome, Some(appended.id()));
+                let a = &src.answer;
+                let mut r = Response::new(Full::new(a.body.clone()));
+                *r.status_mut() = a.status;
+                if let Some(ct) = &a.content_type {
+                    r.headers_mut().insert(CONTENT_TYPE, ct.clone());
+                }
+                if let Ok(v) = HeaderValue::from_str(&appended.id().to_string()) {
+                    r.headers_mut().insert("hookgate-message-id", v);
+                }
+                r
+            }
+            Err(e) => {
+                done(IngestOutcome::Unavailable, None);
+                let secs = match e {
+                    StoreError::Full => 30,
+                    _ => 1,
+                };
+                with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), secs)
+            }
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, then lets requests in progress finish.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Arc<Ingest>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let ingest = ingest.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let read_timeout = ingest.read_timeout;
+            let svc = hyper::service::service_fn(move |req| {
+                let ingest = ingest.clone();
+                async move { Ok::<_, Infallible>(ingest.handle(req, peer).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(read_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let outsider: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
+        let mut spoof = http::HeaderMap::new();
+        spoof.insert("x-forwarded-for", "garbage, 10.1.1.1".parse().unwrap());
+        assert_eq!(
+            client_ip(peer, &spoof, &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(peer, &http::HeaderMap::new(), &trusted), peer);
+    }
+}
