@@ -276,9 +276,10 @@ fn spawn_sync(
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => break,
             }
+            let read_at = tokio::time::Instant::now();
             if let Ok(states) = store.destination_states().await {
                 for (name, st) in &states {
-                    dispatcher.adopt_state(name, st);
+                    dispatcher.adopt_state(name, st, read_at);
                 }
             }
             let Ok(stored) = store.stored_destinations().await else {

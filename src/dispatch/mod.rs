@@ -75,6 +75,9 @@ struct Ctx {
 pub struct DestinationHandle {
     spec: RwLock<Arc<DestinationSpec>>,
     state: Mutex<DestinationState>,
+    /// When this node last changed `state` itself: a copy read from the shared
+    /// store before then is older than what this node holds (see `adopt_state`).
+    changed_here: Mutex<Option<Instant>>,
     circuit_open: AtomicBool,
     in_flight: AtomicU32,
     metrics: DestinationMetrics,
@@ -154,6 +157,7 @@ impl Dispatcher {
             metrics: DestinationMetrics::new(&name),
             spec: RwLock::new(Arc::new(spec)),
             state: Mutex::new(state),
+            changed_here: Mutex::new(None),
             circuit_open: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
             removed: CancellationToken::new(),
@@ -203,11 +207,17 @@ impl Dispatcher {
     }
 
     /// Takes over the pause and disable state another node saved in the shared
-    /// store (the failure clock stays this node's own). True if anything changed.
-    pub fn adopt_state(&self, name: &str, saved: &DestinationState) -> bool {
+    /// store (the failure clock stays this node's own), read from it at `read_at`.
+    /// A copy read before this node's own last change is stale and ignored, so a
+    /// resume through this node's API is not undone by a read that raced it.
+    /// True if anything changed.
+    pub fn adopt_state(&self, name: &str, saved: &DestinationState, read_at: Instant) -> bool {
         let Some(h) = self.get(name) else {
             return false;
         };
+        if h.changed_here.lock().is_some_and(|t| t >= read_at) {
+            return false;
+        }
         let changed = {
             let mut s = h.state.lock();
             let changed = s.paused != saved.paused || s.disabled_at != saved.disabled_at;
@@ -227,6 +237,7 @@ impl Dispatcher {
         let h = self.get(name)?;
         let st = {
             let mut s = h.state.lock();
+            *h.changed_here.lock() = Some(Instant::now());
             s.paused = paused;
             if !paused {
                 if s.disabled_at.take().is_some() {
@@ -365,12 +376,16 @@ impl Worker {
         // a wake-up, a timer, or a lease that came back full. A freed slot alone
         // is no reason to ask the store again.
         let mut need_lease = true;
+        // Whether the last lease was held back by a cluster-wide limit that
+        // this node's recorded results free (see `LeaseBatch::held_back`).
+        let mut lease_after_record = false;
         loop {
             while let Ok(d) = self.done_rx.try_recv() {
                 self.on_done(d);
             }
             if self.recording.as_ref().is_some_and(|r| r.is_finished()) {
                 self.recording = None;
+                need_lease |= lease_after_record;
             }
             self.record();
             if stop.is_cancelled() || removed.is_cancelled() {
@@ -399,6 +414,7 @@ impl Worker {
                     Ok(batch) => {
                         let n = batch.items.len();
                         let full = n == limit.min(LEASE_BATCH);
+                        lease_after_record = batch.held_back;
                         if !full {
                             next_due = batch.next_due.map(|t| instant_in(t - now_ms));
                         }
@@ -440,7 +456,10 @@ impl Worker {
             tokio::select! {
                 _ = wake.notified() => need_lease = true,
                 Some(d) = self.done_rx.recv() => self.on_done(d),
-                _ = recording => self.recording = None,
+                _ = recording => {
+                    self.recording = None;
+                    need_lease |= lease_after_record;
+                }
                 _ = tokio::time::sleep_until(deadline) => need_lease = true,
                 _ = stop.cancelled() => {}
                 _ = removed.cancelled() => {}
@@ -590,6 +609,7 @@ impl Worker {
                 let since = *s.failing_since.get_or_insert(now);
                 let limit = self.spec.disable_after.as_millis() as i64;
                 if s.disabled_at.is_none() && now - since >= limit {
+                    *self.h.changed_here.lock() = Some(Instant::now());
                     s.disabled_at = Some(now);
                     DestinationHealthChanged {
                         destination: &self.spec.name,
@@ -714,4 +734,55 @@ async fn attempt(
         urgent: item.ordering_key.is_some() && !matches!(next, Next::Retry(_)),
         result,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::sqlite::SqliteStore;
+
+    fn dispatcher(dir: &std::path::Path) -> (Arc<Dispatcher>, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("db")).unwrap());
+        let d = Dispatcher::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            client::DeliveryClient::new(false),
+            client::DeliveryClient::new(false),
+            false,
+        );
+        let cfg = crate::config::parse(
+            "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:9/\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let spec = DestinationSpec::from_config(&cfg.destinations[0]).unwrap();
+        let paused = DestinationState {
+            paused: true,
+            ..Default::default()
+        };
+        d.add(spec, paused);
+        (d, store)
+    }
+
+    #[tokio::test]
+    async fn a_shared_state_read_before_a_local_change_does_not_undo_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, _store) = dispatcher(dir.path());
+        let stale = DestinationState {
+            paused: true,
+            ..Default::default()
+        };
+        // Another task read "paused" from the store, then this node resumed.
+        let read_before = tokio::time::Instant::now();
+        d.set_paused("d", false).await.unwrap();
+        assert!(!d.adopt_state("d", &stale, read_before));
+        assert!(!d.get("d").unwrap().state().paused);
+        // A read made after the local change is newer: another node paused it.
+        let read_after = tokio::time::Instant::now();
+        assert!(d.adopt_state("d", &stale, read_after));
+        assert!(d.get("d").unwrap().state().paused);
+        d.shutdown(Duration::from_millis(100)).await;
+    }
 }

@@ -198,6 +198,10 @@ pub struct LeaseBatch {
     /// batch, after which the caller leases again at once; with [`LeaseLimits`], also when a
     /// cluster-wide limit that held this lease back may allow more.
     pub next_due: Option<Millis>,
+    /// The cluster-wide `max_in_flight` held this lease back: leases of this
+    /// node's finished attempts count until their results are recorded, so the
+    /// caller should lease again once it has recorded some.
+    pub held_back: bool,
 }
 
 /// A destination's limits that a store shared by several nodes enforces across

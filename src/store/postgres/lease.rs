@@ -113,11 +113,13 @@ pub(super) async fn lease(
     let mut next_due = st.next_due;
     let mut hint = |at: Millis| next_due = Some(next_due.map_or(at, |n| n.min(at)));
     let mut tokens = None;
+    let mut held_back = false;
     if let Some(l) = limits {
         let free = (l.max_in_flight as i64 - st.leased).max(0);
         if free == 0 {
             hint(now + FULL_RECHECK_MS);
         }
+        held_back = free < grant;
         grant = grant.min(free);
         if let Some(r) = &l.rate {
             let t = refill(st.tokens, st.tokens_at, st.db_now, r.per_second, r.burst());
@@ -148,6 +150,7 @@ pub(super) async fn lease(
     Ok(LeaseBatch {
         items: items.into_iter().map(|(l, _)| l).collect(),
         next_due,
+        held_back,
     })
 }
 

@@ -430,6 +430,7 @@ fn lease_query(
         return Ok(LeaseBatch {
             items,
             next_due: None,
+            held_back: false,
         });
     }
     // One index seek per priority: `deliveries_due` is ordered by (destination,
@@ -447,7 +448,11 @@ fn lease_query(
             (a, b) => a.or(b),
         };
     }
-    Ok(LeaseBatch { items, next_due })
+    Ok(LeaseBatch {
+        items,
+        next_due,
+        held_back: false,
+    })
 }
 
 fn message_summary(c: &Connection, seq: i64) -> rusqlite::Result<(i64, MessageStatus)> {
