@@ -88,10 +88,20 @@ impl Default for PgOptions {
     }
 }
 
+/// The writers' queues. Attempt results have their own writer: behind a
+/// saturating ingest they waited for thousands of appends, and the leases they
+/// end (which count against a destination's cluster-wide `max_in_flight`) stayed
+/// taken meanwhile, so delivery fell to a fraction of ingest.
+#[derive(Clone)]
+struct Queues {
+    appends: mpsc::Sender<Op>,
+    results: mpsc::Sender<Op>,
+}
+
 struct Inner {
     pool: PgPool,
     node: String,
-    tx: parking_lot::RwLock<Option<mpsc::Sender<Op>>>,
+    tx: parking_lot::RwLock<Option<Queues>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
@@ -282,7 +292,8 @@ impl PgStore {
         })?;
 
         let stop = CancellationToken::new();
-        let (tx, rx) = mpsc::channel(16 * 1024);
+        let (appends, appends_rx) = mpsc::channel(16 * 1024);
+        let (results, results_rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             pool: pool.clone(),
             node: node.clone(),
@@ -290,7 +301,13 @@ impl PgStore {
             wakeups: wakeups.clone(),
             observer: opts.observer.clone(),
         });
-        let writers = writer::spawn(shared, rx, opts.writers.clamp(1, opts.pool_size as usize));
+        let mut writers = writer::spawn(
+            shared.clone(),
+            appends_rx,
+            opts.writers.clamp(1, opts.pool_size as usize),
+        );
+        writers.extend(writer::spawn(shared, results_rx, 1));
+        let tx = Queues { appends, results };
         let background = vec![
             listen::spawn(listener, conn_opts, wakeups.clone(), stop.clone()),
             spawn_refresher(pool.clone(), pending.clone(), stop.clone()),
@@ -325,7 +342,11 @@ impl PgStore {
     }
 
     async fn send(&self, op: Op) -> StoreResult<()> {
-        let tx = self.inner.tx.read().clone().ok_or(StoreError::Closed)?;
+        let queues = self.inner.tx.read().clone().ok_or(StoreError::Closed)?;
+        let tx = match op {
+            Op::Append(..) => queues.appends,
+            Op::Complete(..) => queues.results,
+        };
         tx.send(op).await.map_err(|_| StoreError::Closed)
     }
 

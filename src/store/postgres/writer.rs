@@ -416,16 +416,19 @@ async fn owned_rows(
         return Ok(HashMap::new());
     }
     let ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
+    // By primary key only: with `status = 0` in the WHERE clause the planner
+    // could (and under load did) walk the partial queue index instead, every
+    // pending delivery of the destination, for each batch of results.
     let rows = sqlx::query(
-        "SELECT id, destination, ordering_key FROM deliveries
-         WHERE id = ANY($1) AND status = 0 AND lease_owner = $2",
+        "SELECT id, destination, ordering_key, status, lease_owner FROM deliveries
+         WHERE id = ANY($1)",
     )
     .bind(&ids)
-    .bind(node)
     .fetch_all(&mut *tx)
     .await?;
     Ok(rows
         .into_iter()
+        .filter(|r| r.get::<i16, _>(3) == 0 && r.get::<Option<&str>, _>(4) == Some(node))
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect())
 }
