@@ -301,11 +301,31 @@ async fn unknown_source_oversized_body_and_malformed_requests() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // A body to an unknown source is read and dropped too: a 404, not a reset.
+    let r = c
+        .post(gw.ingest_url("nope"))
+        .body(vec![b'd'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A body declared far larger than anything read and dropped is answered at
+    // once, without waiting for it.
+    let mut s = TcpStream::connect(gw.ingest).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /in/app HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // Malformed HTTP gets a 400 from the server, never a crash.
     let mut s = TcpStream::connect(gw.ingest).unwrap();
     s.write_all(b"POST /in/app HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
         .unwrap();
-    let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap();
     assert!(
         String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"),
