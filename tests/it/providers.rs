@@ -894,28 +894,65 @@ allow_ips = ["127.0.0.0/8", "::1/128"]
     );
 }
 
-/// Every TOML block of the README's Providers section is a config the gateway
-/// accepts, and together they show every verifier type.
+/// The fenced blocks of one language in a Markdown document.
+fn fenced_blocks<'a>(text: &'a str, lang: &str) -> Vec<&'a str> {
+    let fence = format!("```{lang}\n");
+    text.split(fence.as_str())
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap())
+        .collect()
+}
+
+/// Reads a document of the repository.
+fn repo_doc(rel: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Environment values for the `${VAR}` references of the documented configs.
+fn doc_env(name: &str) -> Option<String> {
+    Some(if name.contains("WHSEC") {
+        SW.to_string()
+    } else {
+        format!("value-of-{name}")
+    })
+}
+
+/// Every TOML block of the documentation (README and docs/) is a config the
+/// gateway accepts.
+#[test]
+fn every_documented_config_is_valid() {
+    let mut docs = vec!["README.md".to_string()];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            docs.push(format!("docs/{name}"));
+        }
+    }
+    let mut blocks = 0;
+    for doc in &docs {
+        let text = repo_doc(doc);
+        for (i, toml) in fenced_blocks(&text, "toml").into_iter().enumerate() {
+            if let Err(e) = hookgate::config::parse(toml, doc, &doc_env) {
+                panic!("TOML block {i} of {doc}:\n{toml}\n{e:?}");
+            }
+            blocks += 1;
+        }
+    }
+    assert!(blocks >= 12, "{blocks} blocks in {docs:?}");
+}
+
+/// The provider guide has a config example for every verifier type.
 #[test]
 fn the_provider_docs_configs_are_valid() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let readme = std::fs::read_to_string(path).unwrap();
-    let start = readme.find("\n## Providers").expect("a Providers section");
-    let rest = &readme[start + 1..];
-    let text = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)];
-    let env = |name: &str| {
-        Some(if name.contains("WHSEC") {
-            SW.to_string()
-        } else {
-            format!("value-of-{name}")
-        })
-    };
+    let text = repo_doc("docs/providers.md");
+    let env = doc_env;
     let mut blocks = 0;
     let mut types = String::new();
-    for (i, block) in text.split("```toml\n").skip(1).enumerate() {
-        let toml = block.split("```").next().unwrap();
-        if let Err(e) = hookgate::config::parse(toml, "README.md", &env) {
-            panic!("block {i} of the README's Providers section:\n{toml}\n{e:?}");
+    for (i, toml) in fenced_blocks(&text, "toml").into_iter().enumerate() {
+        if let Err(e) = hookgate::config::parse(toml, "docs/providers.md", &env) {
+            panic!("block {i} of docs/providers.md:\n{toml}\n{e:?}");
         }
         blocks += 1;
         types.push_str(toml);
