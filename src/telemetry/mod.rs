@@ -4,6 +4,7 @@
 //! event in [`events`].
 
 pub mod events;
+pub mod throttle;
 
 use std::sync::OnceLock;
 
