@@ -82,6 +82,16 @@ async fn readyz(State(s): State<Shared>) -> Response {
         )
             .into_response();
     }
+    if s.dispatcher.store_write_failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "reason": "the store refuses to record delivery results (disk full?): attempts wait until it recovers",
+            })),
+        )
+            .into_response();
+    }
     let pending = s.store.pending_estimate();
     if pending >= s.max_pending {
         return (

@@ -11,6 +11,13 @@
 //!   across all of them (`Store::lease_limited`).
 //! - While the circuit is open, paused or disabled, nothing is leased, and so
 //!   nothing is attempted or counted.
+//! - An attempt's result is kept until the store has recorded it. A failed
+//!   write (e.g. a full disk) is retried *as a record*, with exponential
+//!   backoff ([`RECORD_RETRY_FIRST`] doubling to [`RECORD_RETRY_MAX`]); the
+//!   delivery stays leased meanwhile, so it is neither re-sent nor is its
+//!   ordering key freed, and the worker starts no new attempt until the store
+//!   takes results again. After a restart such a delivery is due again
+//!   (at-least-once).
 //! - Shutdown: stop leasing, let attempts in flight finish within the grace
 //!   period, release the leases of the rest.
 
@@ -23,10 +30,11 @@ pub mod retry;
 pub mod ssrf;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
@@ -38,9 +46,12 @@ use self::bucket::TokenBucket;
 use self::destination::{DestinationSpec, Origin};
 use self::http::Class;
 use crate::clock::{instant_in, SharedClock};
-use crate::store::{AttemptResult, DestinationState, LeaseLimits, Leased, Next, Store};
+use crate::store::{
+    AttemptResult, DestinationState, LeaseLimits, Leased, Next, Store, StoreError,
+};
 use crate::telemetry::events::{
     CircuitChanged, DeliveryAttempted, DestinationHealthChanged, DestinationMetrics,
+    ResultsUnrecorded, StoreWriteHealthChanged,
 };
 
 /// Most deliveries leased in one call.
@@ -56,6 +67,11 @@ const MAX_UNRECORDED: usize = 4096;
 /// writes rarely queue behind them.
 const RECORD_BATCH: usize = 64;
 const RECORD_DELAY: Duration = Duration::from_millis(5);
+/// After a failed write of results, the first retry waits this long; each
+/// further failure doubles the wait, up to [`RECORD_RETRY_MAX`].
+pub const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between retries of a failed write of results.
+pub const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 /// A worker re-checks the store at least this often (work created by other
 /// nodes, leases expired elsewhere).
 const IDLE_TICK: Duration = Duration::from_secs(2);
@@ -69,6 +85,25 @@ struct Ctx {
     /// Whether API destinations must point at public addresses.
     guard: bool,
     stop: CancellationToken,
+    /// Workers whose last write of results failed.
+    write_failing: AtomicUsize,
+}
+
+impl Ctx {
+    /// A worker's results could (`ok`) or could not be written, after the
+    /// opposite before: keeps the shared count and the gauge.
+    fn write_health_changed(&self, ok: bool) {
+        let before = if ok {
+            self.write_failing.fetch_sub(1, Ordering::Relaxed)
+        } else {
+            self.write_failing.fetch_add(1, Ordering::Relaxed)
+        };
+        // The gauge changes only when the first worker starts failing or the
+        // last one recovers.
+        if (ok && before == 1) || (!ok && before == 0) {
+            StoreWriteHealthChanged { failing: !ok }.emit();
+        }
+    }
 }
 
 /// A destination's live state, shared by its worker and the admin API.
@@ -144,6 +179,7 @@ impl Dispatcher {
                 guarded,
                 guard,
                 stop: CancellationToken::new(),
+                write_failing: AtomicUsize::new(0),
             }),
             handles: RwLock::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -277,6 +313,12 @@ impl Dispatcher {
         }
     }
 
+    /// Whether the store currently refuses to record delivery results (for
+    /// `/readyz`): true from a failed write until a later one succeeds.
+    pub fn store_write_failing(&self) -> bool {
+        self.ctx.write_failing.load(Ordering::Relaxed) > 0
+    }
+
     /// Refreshes the backlog and state gauges of every destination.
     pub async fn refresh_gauges(&self) {
         let stats = self.ctx.store.destination_stats().await.unwrap_or_default();
@@ -314,8 +356,26 @@ struct Worker {
     /// One of them must be written at once.
     urgent: bool,
     /// The store write of the previous results, while it runs (one at a time,
-    /// so results group into few writes under load).
-    recording: Option<tokio::task::JoinHandle<()>>,
+    /// so results group into few writes under load). It hands back the results
+    /// it could not write.
+    recording: Option<tokio::task::JoinHandle<Recorded>>,
+    /// Failed writes in a row; while above 0, no new attempt starts.
+    record_failures: u32,
+    /// When to write again after a failed write.
+    record_retry_at: Option<Instant>,
+}
+
+/// The outcome of one write of results: the results back, with the error, if
+/// the store refused them.
+type Recorded = Result<(), (StoreError, Vec<AttemptResult>)>;
+
+/// How long to wait before writing results again after `failures` failed
+/// writes in a row: [`RECORD_RETRY_FIRST`] doubling to [`RECORD_RETRY_MAX`].
+fn record_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RECORD_RETRY_FIRST
+        .saturating_mul(1 << doublings)
+        .min(RECORD_RETRY_MAX)
 }
 
 impl Worker {
@@ -340,6 +400,8 @@ impl Worker {
             unrecorded_since: None,
             urgent: false,
             recording: None,
+            record_failures: 0,
+            record_retry_at: None,
         }
     }
 
@@ -384,7 +446,9 @@ impl Worker {
                 self.on_done(d);
             }
             if self.recording.as_ref().is_some_and(|r| r.is_finished()) {
-                self.recording = None;
+                if let Some(out) = self.recording.take().and_then(|r| r.now_or_never()) {
+                    self.on_recorded(out);
+                }
                 need_lease |= lease_after_record;
             }
             self.record();
@@ -434,7 +498,10 @@ impl Worker {
                 }
             }
             let mut deadline = Instant::now() + IDLE_TICK;
-            let record_at = self.unrecorded_since.map(|t| t + RECORD_DELAY);
+            let record_at = match self.record_retry_at {
+                Some(t) => Some(t),
+                None => self.unrecorded_since.map(|t| t + RECORD_DELAY),
+            };
             for t in [
                 wait_until,
                 if limit > 0 { next_due } else { None },
@@ -447,17 +514,16 @@ impl Worker {
             }
             let recording = async {
                 match self.recording.as_mut() {
-                    Some(r) => {
-                        let _ = r.await;
-                    }
+                    Some(r) => r.await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = wake.notified() => need_lease = true,
                 Some(d) = self.done_rx.recv() => self.on_done(d),
-                _ = recording => {
+                out = recording => {
                     self.recording = None;
+                    self.on_recorded(out);
                     need_lease |= lease_after_record;
                 }
                 _ = tokio::time::sleep_until(deadline) => need_lease = true,
@@ -468,12 +534,19 @@ impl Worker {
         self.drain().await;
     }
 
-    /// Hands the waiting attempt results to the store, unless a write is running.
+    /// Hands the waiting attempt results to the store, unless a write is running
+    /// or a failed one waits for its retry time.
     fn record(&mut self) {
         if self.recording.is_some() || self.unrecorded.is_empty() {
             return;
         }
-        let due = self.urgent
+        if let Some(at) = self.record_retry_at {
+            if Instant::now() < at {
+                return;
+            }
+        }
+        let due = self.record_retry_at.is_some()
+            || self.urgent
             || self.unrecorded.len() >= RECORD_BATCH
             || self
                 .unrecorded_since
@@ -483,20 +556,53 @@ impl Worker {
         }
         self.urgent = false;
         self.unrecorded_since = None;
+        self.record_retry_at = None;
         let results = std::mem::take(&mut self.unrecorded);
         let store = self.ctx.store.clone();
-        let name = self.spec.name.clone();
         self.recording = Some(tokio::spawn(async move {
-            let n = results.len();
-            if let Err(e) = store.complete(results).await {
-                tracing::error!(
-                    destination = %name,
-                    attempts = n,
-                    error = %e,
-                    "could not record attempts; those deliveries will be attempted again"
-                );
-            }
+            // `complete` consumes its argument; the copy comes back on failure
+            // (bodies are `Bytes`, so it shares them).
+            let kept = results.clone();
+            store.complete(results).await.map_err(|e| (e, kept))
         }));
+    }
+
+    /// A write of results ended. A failed one puts its results back in front of
+    /// the waiting ones, to be written again after a backoff: the deliveries
+    /// stay leased, so none of them is sent again meanwhile.
+    fn on_recorded(&mut self, out: Result<Recorded, tokio::task::JoinError>) {
+        let (e, mut results) = match out {
+            Ok(Ok(())) => {
+                if self.record_failures > 0 {
+                    self.record_failures = 0;
+                    self.ctx.write_health_changed(true);
+                }
+                return;
+            }
+            Ok(Err(failed)) => failed,
+            // The write task panicked: its results are lost to this worker (their
+            // leases end with the process); nothing to put back.
+            Err(e) => {
+                tracing::error!(destination = %self.spec.name, error = %e, "the write of delivery results failed");
+                return;
+            }
+        };
+        self.record_failures += 1;
+        if self.record_failures == 1 {
+            self.ctx.write_health_changed(false);
+        }
+        let wait = record_backoff(self.record_failures);
+        ResultsUnrecorded {
+            destination: &self.spec.name,
+            attempts: results.len(),
+            error: &e,
+            retry_in: wait,
+        }
+        .emit();
+        results.append(&mut self.unrecorded);
+        self.unrecorded = results;
+        self.unrecorded_since.get_or_insert_with(Instant::now);
+        self.record_retry_at = Some(Instant::now() + wait);
     }
 
     /// How many deliveries may start now, and until when to wait if none.
@@ -505,7 +611,9 @@ impl Worker {
         if st.paused || st.disabled_at.is_some() {
             return (0, None);
         }
-        if self.unrecorded.len() >= MAX_UNRECORDED {
+        // A store that cannot take results gets no more of them: the attempts
+        // in flight finish, and nothing new starts until it recovers.
+        if self.unrecorded.len() >= MAX_UNRECORDED || self.record_failures > 0 {
             return (0, None);
         }
         let free = self
@@ -645,13 +753,21 @@ impl Worker {
             self.unrecorded.push(d.result);
         }
         if let Some(r) = self.recording.take() {
-            let _ = r.await;
+            if let Ok(Err((_, mut failed))) = r.await {
+                failed.append(&mut self.unrecorded);
+                self.unrecorded = failed;
+            }
         }
         if !self.unrecorded.is_empty() {
             let results = std::mem::take(&mut self.unrecorded);
+            let n = results.len();
             if let Err(e) = self.ctx.store.complete(results).await {
-                tracing::error!(destination = %self.spec.name, error = %e, "could not record attempts at shutdown");
+                // Their deliveries are due again after the restart (at-least-once).
+                tracing::error!(destination = %self.spec.name, attempts = n, error = %e, "could not record attempts at shutdown");
             }
+        }
+        if self.record_failures > 0 {
+            self.ctx.write_failing.fetch_sub(1, Ordering::Relaxed);
         }
         let left: Vec<i64> = ids
             .into_iter()
@@ -764,6 +880,206 @@ mod tests {
         };
         d.add(spec, paused);
         (d, store)
+    }
+
+    /// A store whose `complete` fails while `fail` is set (like a full disk),
+    /// counting its calls; everything else goes to a real embedded store.
+    struct FailingRecords {
+        inner: SqliteStore,
+        fail: AtomicBool,
+        calls: AtomicU32,
+        first_failure: Mutex<Option<std::time::Instant>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for FailingRecords {
+        async fn append(&self, m: crate::store::NewMessage) -> crate::store::StoreResult<crate::store::Appended> {
+            self.inner.append(m).await
+        }
+        async fn lease(&self, d: &str, now: i64, limit: usize, ms: i64) -> crate::store::StoreResult<crate::store::LeaseBatch> {
+            self.inner.lease(d, now, limit, ms).await
+        }
+        async fn complete(&self, results: Vec<AttemptResult>) -> crate::store::StoreResult<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                self.first_failure.lock().get_or_insert_with(std::time::Instant::now);
+                return Err(StoreError::Full);
+            }
+            self.inner.complete(results).await
+        }
+        async fn release(&self, ids: Vec<i64>) -> crate::store::StoreResult<()> {
+            self.inner.release(ids).await
+        }
+        fn pending_estimate(&self) -> u64 {
+            self.inner.pending_estimate()
+        }
+        fn wakeups(&self) -> Arc<crate::store::Wakeups> {
+            self.inner.wakeups()
+        }
+        async fn message(&self, id: crate::store::MessageId) -> crate::store::StoreResult<crate::store::MessageDetail> {
+            self.inner.message(id).await
+        }
+        async fn messages(&self, q: &crate::store::MessageQuery) -> crate::store::StoreResult<crate::store::Page<crate::store::MessageSummary>> {
+            self.inner.messages(q).await
+        }
+        async fn deliveries(&self, q: &crate::store::DeliveryQuery) -> crate::store::StoreResult<crate::store::Page<crate::store::DeliveryInfo>> {
+            self.inner.deliveries(q).await
+        }
+        async fn replay_message(&self, id: crate::store::MessageId, d: &[String], now: i64) -> crate::store::StoreResult<Vec<i64>> {
+            self.inner.replay_message(id, d, now).await
+        }
+        async fn message_destinations(&self, id: crate::store::MessageId) -> crate::store::StoreResult<Vec<String>> {
+            self.inner.message_destinations(id).await
+        }
+        async fn count_dead(&self, f: &crate::store::ReplayFilter) -> crate::store::StoreResult<u64> {
+            self.inner.count_dead(f).await
+        }
+        async fn replay_dead_batch(&self, f: &crate::store::ReplayFilter, now: i64, limit: usize) -> crate::store::StoreResult<usize> {
+            self.inner.replay_dead_batch(f, now, limit).await
+        }
+        async fn destination_stats(&self) -> crate::store::StoreResult<HashMap<String, crate::store::DestinationStats>> {
+            self.inner.destination_stats().await
+        }
+        async fn destination_states(&self) -> crate::store::StoreResult<HashMap<String, DestinationState>> {
+            self.inner.destination_states().await
+        }
+        async fn put_destination_state(&self, n: &str, st: &DestinationState) -> crate::store::StoreResult<()> {
+            self.inner.put_destination_state(n, st).await
+        }
+        async fn stored_destinations(&self) -> crate::store::StoreResult<Vec<crate::store::StoredDestination>> {
+            self.inner.stored_destinations().await
+        }
+        async fn put_stored_destination(&self, d: &crate::store::StoredDestination, create: bool) -> crate::store::StoreResult<()> {
+            self.inner.put_stored_destination(d, create).await
+        }
+        async fn delete_stored_destination(&self, n: &str) -> crate::store::StoreResult<()> {
+            self.inner.delete_stored_destination(n).await
+        }
+        async fn cleanup(&self, cutoff: i64, now: i64, limit: usize) -> crate::store::StoreResult<usize> {
+            self.inner.cleanup(cutoff, now, limit).await
+        }
+        async fn ping(&self) -> crate::store::StoreResult<()> {
+            self.inner.ping().await
+        }
+        async fn close(&self) {
+            self.inner.close().await
+        }
+    }
+
+    /// A receiver on loopback that answers 200 and counts requests.
+    async fn counting_receiver() -> (String, Arc<AtomicU32>) {
+        let hits = Arc::new(AtomicU32::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, hits)
+    }
+
+    /// Polls `f` until it holds, failing after a generous deadline.
+    async fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[test]
+    fn record_backoff_doubles_and_is_bounded() {
+        assert_eq!(record_backoff(1), RECORD_RETRY_FIRST);
+        assert_eq!(record_backoff(2), RECORD_RETRY_FIRST * 2);
+        assert_eq!(record_backoff(4), RECORD_RETRY_FIRST * 8);
+        assert_eq!(record_backoff(30), RECORD_RETRY_MAX);
+        assert_eq!(record_backoff(u32::MAX), RECORD_RETRY_MAX);
+    }
+
+    /// The receiver answered 200 but the store could not record it: the result
+    /// is written again (with backoff) until it lands, and the message is not
+    /// sent a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_that_fails_to_record_is_recorded_again_not_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FailingRecords {
+            inner: SqliteStore::open(dir.path().join("db")).unwrap(),
+            fail: AtomicBool::new(true),
+            calls: AtomicU32::new(0),
+            first_failure: Mutex::new(None),
+        });
+        let (url, hits) = counting_receiver().await;
+        let d = Dispatcher::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            client::DeliveryClient::new(false),
+            client::DeliveryClient::new(false),
+            false,
+        );
+        let cfg = crate::config::parse(
+            &format!("[[destinations]]\nname = \"d\"\nurl = \"{url}\"\n"),
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        d.add(
+            DestinationSpec::from_config(&cfg.destinations[0]).unwrap(),
+            DestinationState::default(),
+        );
+        let now = crate::store::now_millis();
+        let id = store
+            .append(crate::store::NewMessage {
+                id: crate::store::MessageId::new(),
+                source: "s".into(),
+                event_type: None,
+                received_at: now,
+                content_type: None,
+                headers: bytes::Bytes::new(),
+                body: bytes::Bytes::from_static(b"{}"),
+                dedup: None,
+                deliveries: vec![crate::store::NewDelivery {
+                    destination: "d".into(),
+                    due_at: now,
+                    priority: crate::config::Priority::Normal,
+                    ordering_key: None,
+                }],
+            })
+            .await
+            .unwrap()
+            .id();
+
+        // Four failed writes: after the first, waits of 50, 100 and 200 ms.
+        wait_until("four failed writes", || store.calls.load(Ordering::SeqCst) >= 4).await;
+        let first = store.first_failure.lock().unwrap();
+        assert!(
+            first.elapsed() >= RECORD_RETRY_FIRST * 7,
+            "writes were retried without backoff: {} in {:?}",
+            store.calls.load(Ordering::SeqCst),
+            first.elapsed()
+        );
+        assert!(d.store_write_failing());
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "the message was sent again");
+
+        // The store takes writes again: the held result lands.
+        store.fail.store(false, Ordering::SeqCst);
+        let mut delivered = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !delivered {
+            assert!(std::time::Instant::now() < deadline, "the result was never recorded");
+            let m = store.message(id).await.unwrap();
+            delivered = m.deliveries[0].status == crate::store::DeliveryStatus::Delivered;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let m = store.message(id).await.unwrap();
+        assert_eq!(m.deliveries[0].attempts, 1);
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "the message was sent again");
+        wait_until("the failing state to clear", || !d.store_write_failing()).await;
+        d.shutdown(Duration::from_millis(100)).await;
     }
 
     #[tokio::test]

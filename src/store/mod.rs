@@ -7,7 +7,8 @@
 //! - `append` returns only after the message and all its deliveries are committed
 //!   and synced, in one transaction, with the dedup check inside it.
 //! - A delivery is handed out by `lease` to one holder at a time; a lease ends with
-//!   `complete` (an attempt was made), `release` (none was), or its expiry.
+//!   a `complete` that succeeded (an attempt was recorded), `release` (none was made),
+//!   or its expiry. A failed `complete` leaves the lease held.
 //! - Of the pending deliveries of one (destination, ordering key), only the oldest
 //!   can be leased, and not while it is leased.
 //! - Time is passed in by the caller (`now`), so tests control it.
@@ -594,7 +595,10 @@ pub trait Store: Send + Sync + 'static {
         self.lease(destination, now, limit, lease_ms).await
     }
 
-    /// Records attempts and ends their leases.
+    /// Records attempts and ends their leases. On an error nothing is recorded
+    /// and the leases stay held (until they expire, in a shared store): the
+    /// caller keeps the results and records them again, so an attempt whose
+    /// result could not be written is not made again before its time.
     async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()>;
 
     /// Ends leases without an attempt; the deliveries are due again as they were.

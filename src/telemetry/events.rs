@@ -54,6 +54,14 @@ pub fn describe() {
         Unit::Seconds,
         "Duration of each store commit (one group of writes, one sync)."
     );
+    describe_gauge!(
+        "hookgate_store_write_failing",
+        "1 while the store refuses to record delivery results (e.g. a full disk), else 0."
+    );
+    describe_counter!(
+        "hookgate_store_write_failures_total",
+        "Store writes of delivery results that failed (each is retried, with backoff)."
+    );
     describe_histogram!(
         "hookgate_store_commit_batch",
         "Writes per store commit (the group-commit batch size)."
@@ -175,11 +183,21 @@ impl IngestHandled<'_> {
                     "ingest"
                 );
             }
-            IngestOutcome::Unavailable => tracing::warn!(
-                source = %self.source.name,
-                outcome = self.outcome.as_str(),
-                "ingest refused: the store is unavailable or full"
-            ),
+            IngestOutcome::Unavailable => {
+                // A full store refuses every request: one line per interval.
+                static LOG: crate::telemetry::throttle::Throttle =
+                    crate::telemetry::throttle::Throttle::new(
+                        crate::telemetry::throttle::LOG_EVERY,
+                    );
+                if let Some(suppressed) = LOG.check() {
+                    tracing::warn!(
+                        source = %self.source.name,
+                        outcome = self.outcome.as_str(),
+                        suppressed,
+                        "ingest refused: the store is unavailable or full"
+                    );
+                }
+            }
             _ => tracing::info!(
                 source = %self.source.name,
                 outcome = self.outcome.as_str(),
@@ -386,5 +404,56 @@ impl Replayed<'_> {
         let d = self.destination.unwrap_or("*").to_string();
         counter!("hookgate_replayed_total", "destination" => d.clone()).increment(self.count);
         tracing::info!(destination = %d, count = self.count, "replay");
+    }
+}
+
+/// A store write of attempt results failed; the results are kept and written
+/// again after `retry_in`. Counted every time, logged at most once per
+/// [`throttle::LOG_EVERY`](crate::telemetry::throttle::LOG_EVERY).
+pub struct ResultsUnrecorded<'a> {
+    /// Destination name.
+    pub destination: &'a str,
+    /// Results in the failed write.
+    pub attempts: usize,
+    /// Why it failed.
+    pub error: &'a crate::store::StoreError,
+    /// When the write is tried again.
+    pub retry_in: Duration,
+}
+
+impl ResultsUnrecorded<'_> {
+    /// Counts, and logs unless a line was written recently.
+    pub fn emit(self) {
+        static LOG: crate::telemetry::throttle::Throttle =
+            crate::telemetry::throttle::Throttle::new(crate::telemetry::throttle::LOG_EVERY);
+        counter!("hookgate_store_write_failures_total").increment(1);
+        if let Some(suppressed) = LOG.check() {
+            tracing::error!(
+                destination = self.destination,
+                attempts = self.attempts,
+                error = %self.error,
+                retry_in_ms = self.retry_in.as_millis() as u64,
+                suppressed,
+                "could not record delivery results; holding them (not re-sending) and retrying the write"
+            );
+        }
+    }
+}
+
+/// Whether writes of delivery results are failing changed (any destination).
+pub struct StoreWriteHealthChanged {
+    /// True when writes started failing, false when they work again.
+    pub failing: bool,
+}
+
+impl StoreWriteHealthChanged {
+    /// Sets the gauge and logs the change.
+    pub fn emit(self) {
+        gauge!("hookgate_store_write_failing").set(if self.failing { 1.0 } else { 0.0 });
+        if self.failing {
+            tracing::error!("the store refuses to record delivery results: new attempts wait until it recovers");
+        } else {
+            tracing::info!("the store records delivery results again");
+        }
     }
 }

@@ -463,18 +463,13 @@ impl Store for PgStore {
         if results.is_empty() {
             return Ok(());
         }
-        let ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
         let (reply, rx) = oneshot::channel();
-        let r = match self.send(Op::Complete(results, reply)).await {
+        // On failure the leases stay held (until their expiry): the caller
+        // records the results again rather than having the deliveries re-sent.
+        match self.send(Op::Complete(results, reply)).await {
             Ok(()) => rx.await.map_err(|_| StoreError::Closed)?,
             Err(e) => Err(e),
-        };
-        if r.is_err() {
-            // Nothing was recorded: the delivery is due as before and will be
-            // attempted again (at-least-once), so its lease ends now if it can.
-            let _ = self.release(ids).await;
         }
-        r
     }
 
     async fn release(&self, delivery_ids: Vec<i64>) -> StoreResult<()> {

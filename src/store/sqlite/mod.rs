@@ -86,8 +86,8 @@ struct Inner {
     stop_checkpointer: Arc<std::sync::atomic::AtomicBool>,
     /// Where the retention walk continues (a message sequence number).
     cleanup_from: Arc<AtomicI64>,
-    /// `storage.max_size`, if set.
-    size: Option<Arc<writer::SizeLimit>>,
+    /// Room for new messages (`storage.max_size`, free space on the filesystem).
+    room: Arc<writer::Room>,
     _lock: File,
 }
 
@@ -105,8 +105,9 @@ pub type CommitObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
 pub struct SqliteOptions {
     /// Observes each commit (for metrics).
     pub observer: CommitObserver,
-    /// The database's size bound in bytes: new messages are refused (503) at 95%
-    /// of it, and SQLite never grows the file past it.
+    /// The bound in bytes of the database and its WAL together: new messages
+    /// are refused (503) once less than a tenth of it is left (see
+    /// `writer::Room` for the exact rule).
     pub max_size: Option<u64>,
 }
 
@@ -225,20 +226,17 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?,
             );
         }
-        let wal = writer::Wal::new();
+        let room = Arc::new(writer::Room::apply(&conn, path, max_size).map_err(map_err)?);
+        let wal = writer::Wal::new(room.wal_restart_frames());
         let cp = open_conn(path, false, COPIER_CACHE_KIB).map_err(map_err)?;
         threads.push(
             wal.spawn_copier(cp)
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?,
         );
         let stop_checkpointer = wal.stop_handle();
-        let size = match max_size {
-            Some(bytes) => Some(Arc::new(
-                writer::SizeLimit::apply(&conn, bytes).map_err(map_err)?,
-            )),
-            None => None,
-        };
-        let (writer, wh) = Writer::start(conn, Some(wal), size.clone(), move |d, n| observer(d, n));
+        let (writer, wh) = Writer::start(conn, Some(wal), Some(room.clone()), move |d, n| {
+            observer(d, n)
+        });
         threads.push(wh);
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -250,7 +248,7 @@ impl SqliteStore {
                 threads: Mutex::new(threads),
                 stop_checkpointer,
                 cleanup_from: Arc::new(AtomicI64::new(0)),
-                size,
+                room,
                 _lock: lock,
             }),
         })
@@ -518,12 +516,7 @@ fn replay_filter_sql(f: &ReplayFilter) -> (String, Vec<rusqlite::types::Value>) 
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
-        if self
-            .inner
-            .size
-            .as_ref()
-            .is_some_and(|l| l.refuses_appends())
-        {
+        if self.inner.room.refuses_appends() {
             return Err(StoreError::Full);
         }
         let inner = self.inner.clone();
@@ -584,8 +577,7 @@ impl Store for SqliteStore {
 
     async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()> {
         let inner = self.inner.clone();
-        let ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
-        let ended = ids.clone();
+        let ended: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
         let r = self
             .inner
             .writer
@@ -660,11 +652,10 @@ impl Store for SqliteStore {
                 },
             )
             .await;
-        if r.is_err() {
-            // Nothing was recorded: the delivery is pending as before and will be
-            // attempted again (at-least-once), so its lease ends now.
-            self.release(ids).await?;
-        }
+        // On failure nothing was recorded, and the leases stay held: the caller
+        // records the results again later. Releasing them would hand the
+        // deliveries out again at once, ignoring the retry schedule and answers
+        // already received (a full disk would turn into a storm of re-sends).
         r.map(|_| ())
     }
 
@@ -688,10 +679,7 @@ impl Store for SqliteStore {
     }
 
     fn is_full(&self) -> bool {
-        self.inner
-            .size
-            .as_ref()
-            .is_some_and(|l| l.refuses_appends())
+        self.inner.room.refuses_appends()
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<MessageDetail> {

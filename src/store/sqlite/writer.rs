@@ -22,6 +22,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{StoreError, StoreResult};
+use crate::telemetry::throttle::{Throttle, LOG_EVERY};
 
 /// One write job of a batch.
 pub(super) trait Job: Send {
@@ -79,31 +80,104 @@ where
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 2048;
 
-/// The database's size bound (`storage.max_size`). SQLite enforces it as a hard
-/// limit (`max_page_count`); new messages are refused earlier, at 95%, so that
-/// the room left lets deliveries finish and be recorded while ingest is refused.
-pub(super) struct SizeLimit {
-    max_pages: i64,
-    used_pages: AtomicI64,
+/// The WAL's share of `storage.max_size`: a quarter of it, at most 16 MiB.
+/// The log restarts from its beginning once it holds half of this, and is
+/// truncated back to half of it after a restart (`journal_size_limit`).
+pub(super) fn wal_budget(max_bytes: u64) -> u64 {
+    (max_bytes / 4).min(16 << 20)
 }
 
-impl SizeLimit {
-    /// A bound of `max_bytes`, applied to the writer's connection.
-    pub(super) fn apply(conn: &Connection, max_bytes: u64) -> rusqlite::Result<Self> {
+/// The part of `storage.max_size` kept free for result records and retention
+/// deletes: new messages are refused once less than this is left.
+pub(super) fn reserve(max_bytes: u64) -> u64 {
+    max_bytes / 10
+}
+
+/// Free space kept on the database's filesystem (with or without
+/// `storage.max_size`): new messages are refused while less is free. A twentieth
+/// of the filesystem, at least 1 MiB and at most 64 MiB.
+pub(super) fn fs_reserve(fs_total: u64) -> u64 {
+    (fs_total / 20).clamp(1 << 20, 64 << 20)
+}
+
+/// How often the filesystem's free space is read at most.
+const FS_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Room for new messages, so that results can still be recorded and old rows
+/// deleted once ingest is refused (refusing at the last byte would leave the
+/// dispatcher unable to record anything).
+///
+/// - With `storage.max_size` = M: the database file is bounded at
+///   M − [`wal_budget`] by SQLite itself (`max_page_count`), the WAL by its
+///   restart point and `journal_size_limit`; new messages are refused when
+///   pages in use plus the WAL file come within [`reserve`] of M, or pages in
+///   use within it of the database's own bound.
+/// - Always: new messages are refused while the filesystem has less than
+///   [`fs_reserve`] free.
+pub(super) struct Room {
+    max_bytes: Option<u64>,
+    page: u64,
+    wal_path: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    /// Bytes of database pages in use (allocated minus free).
+    used_db: AtomicI64,
+    /// Bytes of the WAL file.
+    wal_len: AtomicI64,
+    /// Whether the filesystem is below its reserve.
+    fs_low: AtomicBool,
+    last_fs_check: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl Room {
+    /// Applies `max_bytes` (if any) to the writer's connection, for the
+    /// database at `path`.
+    pub(super) fn apply(
+        conn: &Connection,
+        path: &std::path::Path,
+        max_bytes: Option<u64>,
+    ) -> rusqlite::Result<Self> {
         let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let max_pages = (max_bytes as i64 / page.max(512)).max(1);
-        conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |_| {
-            Ok(())
-        })?;
-        let limit = SizeLimit {
-            max_pages,
-            used_pages: AtomicI64::new(0),
+        let page = page.max(512) as u64;
+        if let Some(max) = max_bytes {
+            let db_pages = ((max - wal_budget(max)) / page).max(1);
+            conn.query_row(&format!("PRAGMA max_page_count = {db_pages}"), [], |_| {
+                Ok(())
+            })?;
+            conn.query_row(
+                &format!("PRAGMA journal_size_limit = {}", wal_budget(max) / 2),
+                [],
+                |_| Ok(()),
+            )?;
+        }
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
         };
-        limit.refresh(conn);
-        Ok(limit)
+        let room = Room {
+            max_bytes,
+            page,
+            wal_path: wal.into(),
+            dir,
+            used_db: AtomicI64::new(0),
+            wal_len: AtomicI64::new(0),
+            fs_low: AtomicBool::new(false),
+            last_fs_check: parking_lot::Mutex::new(None),
+        };
+        room.refresh(conn);
+        Ok(room)
     }
 
-    /// Pages in use (allocated minus free), read after a commit.
+    /// WAL frames after which the writer restarts the log.
+    pub(super) fn wal_restart_frames(&self) -> i64 {
+        match self.max_bytes {
+            Some(max) => ((wal_budget(max) / 2) / (self.page + 24)).max(16) as i64,
+            None => WAL_RESTART_FRAMES,
+        }
+    }
+
+    /// Reads the sizes after a commit.
     fn refresh(&self, conn: &Connection) {
         let used = conn.query_row(
             "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
@@ -111,13 +185,45 @@ impl SizeLimit {
             |r| r.get::<_, i64>(0),
         );
         if let Ok(u) = used {
-            self.used_pages.store(u, Ordering::Relaxed);
+            self.used_db.store(u * self.page as i64, Ordering::Relaxed);
+        }
+        let wal = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        self.wal_len.store(wal as i64, Ordering::Relaxed);
+        self.check_fs(true);
+    }
+
+    /// Reads the filesystem's free space, at most every [`FS_CHECK_EVERY`]
+    /// unless `force`d. A filesystem that cannot be read counts as having room
+    /// (SQLite's own errors still refuse writes that do not fit).
+    fn check_fs(&self, force: bool) {
+        {
+            let mut last = self.last_fs_check.lock();
+            if !force && last.is_some_and(|t| t.elapsed() < FS_CHECK_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        if let Ok(st) = rustix::fs::statvfs(&self.dir) {
+            let total = st.f_blocks.saturating_mul(st.f_frsize);
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            self.fs_low.store(free < fs_reserve(total), Ordering::Relaxed);
         }
     }
 
     /// Whether new messages must be refused.
     pub(super) fn refuses_appends(&self) -> bool {
-        self.used_pages.load(Ordering::Relaxed) * 100 >= self.max_pages * 95
+        // Space freed by someone else (no commit here) must be noticed too.
+        self.check_fs(false);
+        if self.fs_low.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(max) = self.max_bytes else {
+            return false;
+        };
+        let used = self.used_db.load(Ordering::Relaxed).max(0) as u64;
+        let wal = self.wal_len.load(Ordering::Relaxed).max(0) as u64;
+        let keep = reserve(max);
+        used + keep >= max - wal_budget(max) || used + wal + keep >= max
     }
 }
 
@@ -137,13 +243,13 @@ impl Writer {
     pub(super) fn start(
         conn: Connection,
         wal: Option<Wal>,
-        size: Option<Arc<SizeLimit>>,
+        room: Option<Arc<Room>>,
         on_commit: impl Fn(std::time::Duration, usize) + Send + 'static,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let handle = std::thread::Builder::new()
             .name("hookgate-writer".into())
-            .spawn(move || run(conn, rx, wal, size, on_commit))
+            .spawn(move || run(conn, rx, wal, room, on_commit))
             .expect("spawn the store writer thread");
         (Writer { tx }, handle)
     }
@@ -262,7 +368,12 @@ fn write_batch(
     }
 }
 
-/// WAL frames (pages) above which the writer restarts the log (~16 MiB).
+/// Checkpoint failures repeat every few milliseconds while the disk is full:
+/// one line per interval.
+static CHECKPOINT_LOG: Throttle = Throttle::new(LOG_EVERY);
+
+/// WAL frames (pages) above which the writer restarts the log (~16 MiB), unless
+/// `storage.max_size` asks for less (see [`Room`]).
 const WAL_RESTART_FRAMES: i64 = 4096;
 /// How often the writer looks at the WAL size at most.
 const WAL_CHECK_EVERY: Duration = Duration::from_millis(50);
@@ -287,14 +398,18 @@ const WAL_COPY_EVERY: Duration = Duration::from_millis(50);
 pub(super) struct Wal {
     /// Frames in the log, as the copier last saw them.
     frames: Arc<AtomicI64>,
+    /// Frames after which the writer restarts the log.
+    restart_frames: i64,
     copying: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
 impl Wal {
-    pub(super) fn new() -> Self {
+    /// Restarts the log after `restart_frames` frames.
+    pub(super) fn new(restart_frames: i64) -> Self {
         Wal {
             frames: Arc::new(AtomicI64::new(0)),
+            restart_frames,
             copying: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -322,7 +437,11 @@ impl Wal {
                     wal.copying.store(false, Ordering::SeqCst);
                     match r {
                         Ok(frames) => wal.frames.store(frames, Ordering::Relaxed),
-                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                        Err(e) => {
+                            if let Some(suppressed) = CHECKPOINT_LOG.check() {
+                                tracing::warn!(error = %e, suppressed, "WAL checkpoint failed");
+                            }
+                        }
                     }
                 }
             })
@@ -330,7 +449,7 @@ impl Wal {
 
     /// On the writer, between transactions: restarts the log if it is large.
     fn restart_if_large(&self, conn: &Connection) {
-        if self.frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES
+        if self.frames.load(Ordering::Relaxed) < self.restart_frames
             || self.copying.load(Ordering::SeqCst)
         {
             return;
@@ -343,7 +462,11 @@ impl Wal {
             // Not busy: the log starts over at the next commit.
             Ok(0) => self.frames.store(0, Ordering::Relaxed),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL restart checkpoint failed"),
+            Err(e) => {
+                if let Some(suppressed) = CHECKPOINT_LOG.check() {
+                    tracing::warn!(error = %e, suppressed, "WAL restart checkpoint failed");
+                }
+            }
         }
         let _ = conn.busy_timeout(Duration::from_secs(5));
     }
@@ -353,7 +476,7 @@ fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<Op>,
     wal: Option<Wal>,
-    size: Option<Arc<SizeLimit>>,
+    room: Option<Arc<Room>>,
     on_commit: impl Fn(std::time::Duration, usize),
 ) {
     let mut last_wal_check = Instant::now();
@@ -404,8 +527,8 @@ fn run(
             write_batch(&conn, &mut batch, &mut failed)
         };
         on_commit(started.elapsed(), n);
-        if let Some(size) = &size {
-            size.refresh(&conn);
+        if let Some(room) = &room {
+            room.refresh(&conn);
         }
         for job in batch.drain(..) {
             job.finish(err.clone());
