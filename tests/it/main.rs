@@ -5,6 +5,7 @@ mod harness;
 mod bench;
 mod control;
 mod core;
+mod diskfull;
 mod events;
 mod multinode;
 mod providers;

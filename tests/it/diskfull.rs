@@ -1,0 +1,207 @@
+//! A full disk under the embedded store (on a small tmpfs, mounted when the
+//! tests run as root): ingest is refused with room to spare, results that
+//! cannot be written are held rather than re-sent, and nothing acknowledged is
+//! lost or delivered more than twice.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::harness::{client, eventually, Gateway, Receiver};
+
+/// A tmpfs mounted on a temp dir, unmounted on drop (also when a test fails).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `20m`), or says why it cannot.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("not running as root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("mount failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the gateway (killed just before) may still hold files open.
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Writes a file until the filesystem is full; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    // What is left is smaller than a chunk: take it too.
+    while f.write_all(&chunk[..512]).is_ok() {}
+    let _ = f.sync_all();
+    p
+}
+
+/// A metric's value summed over its label sets, from `/metrics`.
+async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_delivers_each_message_at_most_twice() {
+    let fs = match Tmpfs::mount("20m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED a_full_disk_delivers_each_message_at_most_twice: cannot mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let rx = Receiver::start().await;
+    // 200s per message id, counted as they are answered.
+    let ok: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    rx.respond(|_| (503, vec![], String::new()));
+    let text = format!(
+        r#"
+[storage]
+path = "{}"
+
+[[sources]]
+name = "app"
+
+[[destinations]]
+name = "svc"
+url = "{}"
+timeout = "5s"
+retry = {{ max_attempts = 1000, initial = "200ms", max = "1s" }}
+
+[[routes]]
+source = "app"
+to = "svc"
+"#,
+        fs.path().join("hookgate.db").display(),
+        rx.url("/hook")
+    );
+    let gw = Gateway::start(&text).await;
+
+    // Fill the volume by ingest while the destination answers 503, until the
+    // gateway refuses (it must, with room left for its own bookkeeping).
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (acked, refused, url) = (acked.clone(), refused.clone(), gw.ingest_url("app"));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let body = "x".repeat(4096);
+            for _ in 0..5000 {
+                if refused.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let r = c.post(&url).body(body.clone()).send().await.unwrap();
+                match r.status().as_u16() {
+                    200 => acked
+                        .lock()
+                        .push(r.headers()["hookgate-message-id"].to_str().unwrap().to_string()),
+                    503 => {
+                        assert!(r.headers().contains_key("retry-after"));
+                        refused.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    s => panic!("unexpected ingest status {s}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst), "ingest never refused");
+    let acked = acked.lock().clone();
+    assert!(acked.len() > 100, "only {} messages fit", acked.len());
+
+    // Something else takes the rest of the disk; then the destination comes back.
+    let filler = fill(fs.path());
+    let seen = ok.clone();
+    rx.respond(move |r| {
+        if let Some(id) = r.header("webhook-id") {
+            *seen.lock().entry(id.to_string()).or_default() += 1;
+        }
+        (200, vec![], "ok".into())
+    });
+    // Let it run against the full disk: until results fail to be written, or
+    // (if the reserve absorbed them) everything is delivered.
+    eventually(Duration::from_secs(120), "write failures or all delivered", || async {
+        let failures = metric(&gw, "hookgate_store_write_failures_total").await;
+        (failures >= 3.0 || ok.lock().len() >= acked.len()).then_some(())
+    })
+    .await;
+    let during = ok.lock().clone();
+    let failures = metric(&gw, "hookgate_store_write_failures_total").await;
+    eprintln!(
+        "with the disk full: {} messages answered 200, {} failed result writes",
+        during.len(),
+        failures
+    );
+    if failures > 0.0 {
+        let r = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+    }
+
+    // Space comes back: everything acknowledged is delivered and recorded.
+    std::fs::remove_file(&filler).unwrap();
+    eventually(Duration::from_secs(120), "every message recorded as delivered", || async {
+        let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
+        let pending = v["items"].as_array().map_or(usize::MAX, |a| a.len());
+        (pending == 0).then_some(())
+    })
+    .await;
+    let got = ok.lock().clone();
+    for id in &acked {
+        let n = got.get(id).copied().unwrap_or(0);
+        assert!(n >= 1, "{id} was acknowledged but never delivered");
+        assert!(n <= 2, "{id} was delivered {n} times");
+    }
+    let total: usize = got.values().sum();
+    eprintln!("{} messages, {} successful deliveries", acked.len(), total);
+
+    // Repeated failures are logged once per interval, not per event.
+    let secs = started.elapsed().as_secs() as usize;
+    let log = gw.log();
+    for line in ["WAL checkpoint failed", "ingest refused", "could not record delivery results"] {
+        let n = log.lines().filter(|l| l.contains(line)).count();
+        assert!(n <= secs / 10 + 2, "{n} lines of {line:?} in {secs} s");
+    }
+    drop(gw);
+    drop(fs);
+}
