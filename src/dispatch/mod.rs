@@ -46,9 +46,7 @@ use self::bucket::TokenBucket;
 use self::destination::{DestinationSpec, Origin};
 use self::http::Class;
 use crate::clock::{instant_in, SharedClock};
-use crate::store::{
-    AttemptResult, DestinationState, LeaseLimits, Leased, Next, Store, StoreError,
-};
+use crate::store::{AttemptResult, DestinationState, LeaseLimits, Leased, Next, Store, StoreError};
 use crate::telemetry::events::{
     CircuitChanged, DeliveryAttempted, DestinationHealthChanged, DestinationMetrics,
     ResultsUnrecorded, StoreWriteHealthChanged,
@@ -893,16 +891,27 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Store for FailingRecords {
-        async fn append(&self, m: crate::store::NewMessage) -> crate::store::StoreResult<crate::store::Appended> {
+        async fn append(
+            &self,
+            m: crate::store::NewMessage,
+        ) -> crate::store::StoreResult<crate::store::Appended> {
             self.inner.append(m).await
         }
-        async fn lease(&self, d: &str, now: i64, limit: usize, ms: i64) -> crate::store::StoreResult<crate::store::LeaseBatch> {
+        async fn lease(
+            &self,
+            d: &str,
+            now: i64,
+            limit: usize,
+            ms: i64,
+        ) -> crate::store::StoreResult<crate::store::LeaseBatch> {
             self.inner.lease(d, now, limit, ms).await
         }
         async fn complete(&self, results: Vec<AttemptResult>) -> crate::store::StoreResult<()> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.fail.load(Ordering::SeqCst) {
-                self.first_failure.lock().get_or_insert_with(std::time::Instant::now);
+                self.first_failure
+                    .lock()
+                    .get_or_insert_with(std::time::Instant::now);
                 return Err(StoreError::Full);
             }
             self.inner.complete(results).await
@@ -916,46 +925,90 @@ mod tests {
         fn wakeups(&self) -> Arc<crate::store::Wakeups> {
             self.inner.wakeups()
         }
-        async fn message(&self, id: crate::store::MessageId) -> crate::store::StoreResult<crate::store::MessageDetail> {
+        async fn message(
+            &self,
+            id: crate::store::MessageId,
+        ) -> crate::store::StoreResult<crate::store::MessageDetail> {
             self.inner.message(id).await
         }
-        async fn messages(&self, q: &crate::store::MessageQuery) -> crate::store::StoreResult<crate::store::Page<crate::store::MessageSummary>> {
+        async fn messages(
+            &self,
+            q: &crate::store::MessageQuery,
+        ) -> crate::store::StoreResult<crate::store::Page<crate::store::MessageSummary>> {
             self.inner.messages(q).await
         }
-        async fn deliveries(&self, q: &crate::store::DeliveryQuery) -> crate::store::StoreResult<crate::store::Page<crate::store::DeliveryInfo>> {
+        async fn deliveries(
+            &self,
+            q: &crate::store::DeliveryQuery,
+        ) -> crate::store::StoreResult<crate::store::Page<crate::store::DeliveryInfo>> {
             self.inner.deliveries(q).await
         }
-        async fn replay_message(&self, id: crate::store::MessageId, d: &[String], now: i64) -> crate::store::StoreResult<Vec<i64>> {
+        async fn replay_message(
+            &self,
+            id: crate::store::MessageId,
+            d: &[String],
+            now: i64,
+        ) -> crate::store::StoreResult<Vec<i64>> {
             self.inner.replay_message(id, d, now).await
         }
-        async fn message_destinations(&self, id: crate::store::MessageId) -> crate::store::StoreResult<Vec<String>> {
+        async fn message_destinations(
+            &self,
+            id: crate::store::MessageId,
+        ) -> crate::store::StoreResult<Vec<String>> {
             self.inner.message_destinations(id).await
         }
-        async fn count_dead(&self, f: &crate::store::ReplayFilter) -> crate::store::StoreResult<u64> {
+        async fn count_dead(
+            &self,
+            f: &crate::store::ReplayFilter,
+        ) -> crate::store::StoreResult<u64> {
             self.inner.count_dead(f).await
         }
-        async fn replay_dead_batch(&self, f: &crate::store::ReplayFilter, now: i64, limit: usize) -> crate::store::StoreResult<usize> {
+        async fn replay_dead_batch(
+            &self,
+            f: &crate::store::ReplayFilter,
+            now: i64,
+            limit: usize,
+        ) -> crate::store::StoreResult<usize> {
             self.inner.replay_dead_batch(f, now, limit).await
         }
-        async fn destination_stats(&self) -> crate::store::StoreResult<HashMap<String, crate::store::DestinationStats>> {
+        async fn destination_stats(
+            &self,
+        ) -> crate::store::StoreResult<HashMap<String, crate::store::DestinationStats>> {
             self.inner.destination_stats().await
         }
-        async fn destination_states(&self) -> crate::store::StoreResult<HashMap<String, DestinationState>> {
+        async fn destination_states(
+            &self,
+        ) -> crate::store::StoreResult<HashMap<String, DestinationState>> {
             self.inner.destination_states().await
         }
-        async fn put_destination_state(&self, n: &str, st: &DestinationState) -> crate::store::StoreResult<()> {
+        async fn put_destination_state(
+            &self,
+            n: &str,
+            st: &DestinationState,
+        ) -> crate::store::StoreResult<()> {
             self.inner.put_destination_state(n, st).await
         }
-        async fn stored_destinations(&self) -> crate::store::StoreResult<Vec<crate::store::StoredDestination>> {
+        async fn stored_destinations(
+            &self,
+        ) -> crate::store::StoreResult<Vec<crate::store::StoredDestination>> {
             self.inner.stored_destinations().await
         }
-        async fn put_stored_destination(&self, d: &crate::store::StoredDestination, create: bool) -> crate::store::StoreResult<()> {
+        async fn put_stored_destination(
+            &self,
+            d: &crate::store::StoredDestination,
+            create: bool,
+        ) -> crate::store::StoreResult<()> {
             self.inner.put_stored_destination(d, create).await
         }
         async fn delete_stored_destination(&self, n: &str) -> crate::store::StoreResult<()> {
             self.inner.delete_stored_destination(n).await
         }
-        async fn cleanup(&self, cutoff: i64, now: i64, limit: usize) -> crate::store::StoreResult<usize> {
+        async fn cleanup(
+            &self,
+            cutoff: i64,
+            now: i64,
+            limit: usize,
+        ) -> crate::store::StoreResult<usize> {
             self.inner.cleanup(cutoff, now, limit).await
         }
         async fn ping(&self) -> crate::store::StoreResult<()> {
@@ -987,7 +1040,10 @@ mod tests {
     async fn wait_until(what: &str, f: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !f() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -1054,7 +1110,10 @@ mod tests {
             .id();
 
         // Four failed writes: after the first, waits of 50, 100 and 200 ms.
-        wait_until("four failed writes", || store.calls.load(Ordering::SeqCst) >= 4).await;
+        wait_until("four failed writes", || {
+            store.calls.load(Ordering::SeqCst) >= 4
+        })
+        .await;
         let first = store.first_failure.lock().unwrap();
         assert!(
             first.elapsed() >= RECORD_RETRY_FIRST * 7,
@@ -1070,7 +1129,10 @@ mod tests {
         let mut delivered = false;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !delivered {
-            assert!(std::time::Instant::now() < deadline, "the result was never recorded");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the result was never recorded"
+            );
             let m = store.message(id).await.unwrap();
             delivered = m.deliveries[0].status == crate::store::DeliveryStatus::Delivered;
             tokio::time::sleep(Duration::from_millis(10)).await;

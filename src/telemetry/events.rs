@@ -451,7 +451,9 @@ impl StoreWriteHealthChanged {
     pub fn emit(self) {
         gauge!("hookgate_store_write_failing").set(if self.failing { 1.0 } else { 0.0 });
         if self.failing {
-            tracing::error!("the store refuses to record delivery results: new attempts wait until it recovers");
+            tracing::error!(
+                "the store refuses to record delivery results: new attempts wait until it recovers"
+            );
         } else {
             tracing::info!("the store records delivery results again");
         }

@@ -22,7 +22,10 @@ struct Tmpfs {
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `20m`), or says why it cannot.
     fn mount(size: &str) -> Result<Tmpfs, String> {
-        let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
         if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
             return Err("not running as root".into());
         }
@@ -33,7 +36,10 @@ impl Tmpfs {
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("mount failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "mount failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         Ok(Tmpfs { dir })
     }
@@ -46,7 +52,10 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         // Lazy: the gateway (killed just before) may still hold files open.
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -131,9 +140,12 @@ to = "svc"
                 }
                 let r = c.post(&url).body(body.clone()).send().await.unwrap();
                 match r.status().as_u16() {
-                    200 => acked
-                        .lock()
-                        .push(r.headers()["hookgate-message-id"].to_str().unwrap().to_string()),
+                    200 => acked.lock().push(
+                        r.headers()["hookgate-message-id"]
+                            .to_str()
+                            .unwrap()
+                            .to_string(),
+                    ),
                     503 => {
                         assert!(r.headers().contains_key("retry-after"));
                         refused.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -146,7 +158,10 @@ to = "svc"
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(refused.load(std::sync::atomic::Ordering::SeqCst), "ingest never refused");
+    assert!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        "ingest never refused"
+    );
     let acked = acked.lock().clone();
     assert!(acked.len() > 100, "only {} messages fit", acked.len());
 
@@ -161,10 +176,14 @@ to = "svc"
     });
     // Let it run against the full disk: until results fail to be written, or
     // (if the reserve absorbed them) everything is delivered.
-    eventually(Duration::from_secs(120), "write failures or all delivered", || async {
-        let failures = metric(&gw, "hookgate_store_write_failures_total").await;
-        (failures >= 3.0 || ok.lock().len() >= acked.len()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(120),
+        "write failures or all delivered",
+        || async {
+            let failures = metric(&gw, "hookgate_store_write_failures_total").await;
+            (failures >= 3.0 || ok.lock().len() >= acked.len()).then_some(())
+        },
+    )
     .await;
     let during = ok.lock().clone();
     let failures = metric(&gw, "hookgate_store_write_failures_total").await;
@@ -180,11 +199,15 @@ to = "svc"
 
     // Space comes back: everything acknowledged is delivered and recorded.
     std::fs::remove_file(&filler).unwrap();
-    eventually(Duration::from_secs(120), "every message recorded as delivered", || async {
-        let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
-        let pending = v["items"].as_array().map_or(usize::MAX, |a| a.len());
-        (pending == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(120),
+        "every message recorded as delivered",
+        || async {
+            let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
+            let pending = v["items"].as_array().map_or(usize::MAX, |a| a.len());
+            (pending == 0).then_some(())
+        },
+    )
     .await;
     let got = ok.lock().clone();
     for id in &acked {
@@ -198,7 +221,11 @@ to = "svc"
     // Repeated failures are logged once per interval, not per event.
     let secs = started.elapsed().as_secs() as usize;
     let log = gw.log();
-    for line in ["WAL checkpoint failed", "ingest refused", "could not record delivery results"] {
+    for line in [
+        "WAL checkpoint failed",
+        "ingest refused",
+        "could not record delivery results",
+    ] {
         let n = log.lines().filter(|l| l.contains(line)).count();
         assert!(n <= secs / 10 + 2, "{n} lines of {line:?} in {secs} s");
     }

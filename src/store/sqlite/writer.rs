@@ -206,7 +206,8 @@ impl Room {
         if let Ok(st) = rustix::fs::statvfs(&self.dir) {
             let total = st.f_blocks.saturating_mul(st.f_frsize);
             let free = st.f_bavail.saturating_mul(st.f_frsize);
-            self.fs_low.store(free < fs_reserve(total), Ordering::Relaxed);
+            self.fs_low
+                .store(free < fs_reserve(total), Ordering::Relaxed);
         }
     }
 
