@@ -73,15 +73,9 @@ fn fill(dir: &Path) -> PathBuf {
 
 /// A metric's value summed over its label sets, from `/metrics`.
 async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
+    gw.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -192,11 +186,6 @@ to = "svc"
         during.len(),
         failures
     );
-    if failures > 0.0 {
-        let r = client().get(gw.admin_url("/readyz")).send().await.unwrap();
-        assert_eq!(r.status(), 503);
-    }
-
     // Space comes back: everything acknowledged is delivered and recorded.
     std::fs::remove_file(&filler).unwrap();
     eventually(
@@ -204,7 +193,7 @@ to = "svc"
         "every message recorded as delivered",
         || async {
             let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
-            let pending = v["items"].as_array().map_or(usize::MAX, |a| a.len());
+            let pending = v["data"].as_array().map_or(usize::MAX, |a| a.len());
             (pending == 0).then_some(())
         },
     )
