@@ -107,7 +107,7 @@ name = "app"
 name = "svc"
 url = "{}"
 timeout = "5s"
-retry = {{ max_attempts = 1000, initial = "200ms", max = "1s" }}
+retry = {{ max_attempts = 100, initial = "200ms", max = "1s" }}
 
 [[routes]]
 source = "app"
