@@ -90,6 +90,8 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
                 PgOptions {
                     pool_size: cfg.storage.pool_size,
                     observer,
+                    connect_timeout: cfg.storage.connect_timeout.0,
+                    query_timeout: cfg.storage.query_timeout.0,
                     ..Default::default()
                 },
             )
@@ -180,6 +182,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         max_body: cfg.server.max_body.0,
         read_timeout: cfg.server.read_timeout.0,
         max_pending: cfg.storage.max_pending,
+        waiting: tokio::sync::Semaphore::new(cfg.storage.max_waiting as usize),
         trusted_proxies: cfg.server.trusted_proxies.iter().map(|n| n.0).collect(),
     });
 
@@ -192,6 +195,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         max_pending: cfg.storage.max_pending,
         metrics: metrics.clone(),
         config: Arc::new(cfg.clone()),
+        draining: shutdown.clone(),
     });
 
     let stop_ingest = CancellationToken::new();

@@ -5,11 +5,11 @@
 pub mod api;
 pub mod destinations;
 pub mod events;
+pub mod ready;
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -42,6 +42,8 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// The config the gateway runs with.
     pub config: Arc<Config>,
+    /// Cancelled when shutdown starts: from then on the node is not ready.
+    pub draining: CancellationToken,
 }
 
 /// Shared admin state.
@@ -64,48 +66,24 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// Readiness, bounded by [`ready::READY_DEADLINE`] as a last guard.
 async fn readyz(State(s): State<Shared>) -> Response {
-    if let Err(e) = s.store.ping().await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": format!("store: {e}")})),
+    let check = async {
+        ready::Readiness::check(
+            s.store.as_ref(),
+            s.draining.is_cancelled(),
+            s.dispatcher.store_write_failing(),
+            s.max_pending,
         )
-            .into_response();
+    };
+    match tokio::time::timeout(ready::READY_DEADLINE, check).await {
+        Ok(r) => r.into_response(),
+        Err(_) => ready::Readiness {
+            reasons: vec![ready::NotReady::TimedOut],
+            pending: s.store.pending_estimate(),
+        }
+        .into_response(),
     }
-    if s.store.is_full() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "reason": "the store is full (storage.max_size): ingest answers 503 until retention frees room",
-            })),
-        )
-            .into_response();
-    }
-    if s.dispatcher.store_write_failing() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "reason": "the store refuses to record delivery results (disk full?): attempts wait until it recovers",
-            })),
-        )
-            .into_response();
-    }
-    let pending = s.store.pending_estimate();
-    if pending >= s.max_pending {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "reason": "max_pending reached: ingest answers 503 until deliveries drain",
-                "pending": pending,
-                "max_pending": s.max_pending,
-            })),
-        )
-            .into_response();
-    }
-    Json(json!({"status": "ready", "pending": pending})).into_response()
 }
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {

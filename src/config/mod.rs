@@ -103,6 +103,15 @@ pub struct StorageConfig {
     pub pool_size: u32,
     /// Embedded store: the database's size bound; at 95% of it ingest answers 503.
     pub max_size: Option<Size>,
+    /// PostgreSQL: the longest wait for a connection (including connecting). Short,
+    /// so that an unreachable database costs a request this long, not minutes.
+    pub connect_timeout: Dur,
+    /// PostgreSQL: the longest one store operation (a batch commit, a lease) may
+    /// take before the database is taken as unreachable; bounds a silent network.
+    pub query_timeout: Dur,
+    /// Ingest requests waiting for the store at once; more are answered 503 at
+    /// once, so a slow or unreachable store cannot pile up requests and memory.
+    pub max_waiting: u32,
 }
 
 impl Default for StorageConfig {
@@ -115,6 +124,9 @@ impl Default for StorageConfig {
             max_pending: 10_000_000,
             pool_size: 16,
             max_size: None,
+            connect_timeout: Dur::secs(2),
+            query_timeout: Dur::secs(5),
+            max_waiting: 1024,
         }
     }
 }

@@ -45,6 +45,15 @@ pub(super) fn validate(cfg: &Config, errs: &mut Errors<'_>) {
     if cfg.storage.max_pending == 0 {
         errs.at(None, "storage.max_pending must be more than 0");
     }
+    if cfg.storage.connect_timeout.0.is_zero() {
+        errs.at(None, "storage.connect_timeout must be more than 0");
+    }
+    if cfg.storage.query_timeout.0.is_zero() {
+        errs.at(None, "storage.query_timeout must be more than 0");
+    }
+    if cfg.storage.max_waiting == 0 {
+        errs.at(None, "storage.max_waiting must be more than 0");
+    }
     if cfg.server.listen.0 == cfg.server.admin_listen.0 && cfg.server.listen.0.port() != 0 {
         errs.at(None, "server.listen and server.admin_listen must differ");
     }

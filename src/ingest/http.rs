@@ -3,7 +3,8 @@
 //!
 //! Order of checks: source → `allow_ips` (403) → rate limit (429) → body within
 //! `max_body` and `read_timeout` (413/408/400) → handshake or verification (401)
-//! → `max_pending` (503) → select, route, append. The 2xx is sent only after the
+//! → `max_pending` (503) → a free place among `storage.max_waiting` requests
+//! waiting for the store (503) → select, route, append. The 2xx is sent only after the
 //! store reports the message committed and synced.
 
 use std::convert::Infallible;
@@ -50,6 +51,9 @@ pub struct Ingest {
     pub read_timeout: Duration,
     /// Backpressure threshold.
     pub max_pending: u64,
+    /// Requests waiting for the store (`storage.max_waiting` permits): when none
+    /// is left the answer is 503 at once instead of one more request held.
+    pub waiting: tokio::sync::Semaphore,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -277,6 +281,11 @@ impl Ingest {
             done(IngestOutcome::Unavailable, None);
             return with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), 5);
         }
+        // Held until the store answers; none left means the store is not keeping up.
+        let Ok(_waiting) = self.waiting.try_acquire() else {
+            done(IngestOutcome::Unavailable, None);
+            return with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), 1);
+        };
 
         let inbound = Inbound::new(&parts.headers, parts.uri.query(), &body);
         let event_type = src.event_type.iter().find_map(|s| inbound.select_key(s));

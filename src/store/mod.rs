@@ -615,6 +615,18 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Whether a write would succeed now, as far as the store knows without
+    /// asking the disk or the network (readiness asks this on every probe, so it
+    /// must be cheap): `Full` when out of room, `Unavailable` with the reason
+    /// when the last write failed or the database is unreachable.
+    fn writable(&self) -> StoreResult<()> {
+        if self.is_full() {
+            Err(StoreError::Full)
+        } else {
+            Ok(())
+        }
+    }
+
     /// One message with its deliveries and attempts.
     async fn message(&self, id: MessageId) -> StoreResult<MessageDetail>;
 

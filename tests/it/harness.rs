@@ -207,6 +207,31 @@ impl Gateway {
         }
     }
 
+    /// Sends SIGTERM and returns at once (to watch the drain from outside).
+    pub fn signal_term(&self) {
+        let c = self.child.as_ref().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory of the process in bytes (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
+    }
+
     /// Starts the binary again on the same config, ports and data.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop it first");
@@ -490,4 +515,85 @@ pub fn fixture(name: &str) -> serde_json::Value {
         .join("tests/fixtures")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// What a [`TcpProxy`] does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Relays bytes both ways.
+    Forward,
+    /// Resets every connection, open ones included (a server that is down).
+    Refuse,
+    /// Accepts and keeps connections but relays nothing, open ones included (a
+    /// network that drops packets); they are closed when the mode changes.
+    Blackhole,
+}
+
+/// A TCP proxy on a free loopback port in front of a real server, to cut the
+/// way to it without stopping it (other tests share the server).
+pub struct TcpProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mode, watch) = tokio::sync::watch::channel(ProxyMode::Forward);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Self::relay(client, upstream, watch.clone()));
+            }
+        });
+        TcpProxy { addr, mode, task }
+    }
+
+    async fn relay(
+        mut client: tokio::net::TcpStream,
+        upstream: SocketAddr,
+        mut watch: tokio::sync::watch::Receiver<ProxyMode>,
+    ) {
+        let mut server = None;
+        let mut current = *watch.borrow_and_update();
+        if current == ProxyMode::Forward {
+            match tokio::net::TcpStream::connect(upstream).await {
+                Ok(mut s) => {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut s) => return,
+                        r = watch.wait_for(|m| *m != ProxyMode::Forward) => {
+                            current = r.map(|m| *m).unwrap_or(ProxyMode::Refuse);
+                        }
+                    }
+                    server = Some(s);
+                }
+                Err(_) => current = ProxyMode::Refuse,
+            }
+        }
+        if current == ProxyMode::Blackhole {
+            // Hold both ends, relay nothing.
+            let _ = watch.wait_for(|m| *m != ProxyMode::Blackhole).await;
+            drop(server);
+            return;
+        }
+        // A zero linger resets at once; it never blocks.
+        #[allow(deprecated)]
+        let _ = client.set_linger(Some(Duration::ZERO));
+        drop(server);
+    }
+
+    /// Changes what it does, for open connections too.
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.mode.send_replace(ProxyMode::Refuse);
+    }
 }

@@ -8,4 +8,6 @@ mod core;
 mod diskfull;
 mod events;
 mod multinode;
+mod outage;
 mod providers;
+mod readiness;

@@ -8,6 +8,7 @@
 //!   expire by the database clock, and the cluster-wide limits.
 //! - [`listen`]: `LISTEN`/`NOTIFY` wake-ups between nodes.
 //! - [`pending`]: the cheap pending estimate behind `max_pending`.
+//! - [`health`]: whether the database is reachable; fail fast while it is not.
 //! - [`read`], [`replay`]: the admin API's reads and replays.
 //! - [`scratch`]: throwaway databases for tests and benchmarks.
 //!
@@ -22,6 +23,7 @@
 //! - Text the database cannot hold (NUL characters) is stored with U+FFFD in
 //!   their place instead of failing the request.
 
+mod health;
 mod lease;
 mod listen;
 mod pending;
@@ -76,6 +78,11 @@ pub struct PgOptions {
     pub writers: usize,
     /// Observes each commit's duration and batch size.
     pub observer: CommitObserver,
+    /// The longest wait for a connection, connecting included.
+    pub connect_timeout: Duration,
+    /// The longest a batch commit or a lease may take before the database is
+    /// taken as unreachable.
+    pub query_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -84,6 +91,8 @@ impl Default for PgOptions {
             pool_size: 16,
             writers: 2,
             observer: Arc::new(|_, _| {}),
+            connect_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -108,6 +117,8 @@ struct Inner {
     closed: AtomicBool,
     pending: Arc<PendingCounts>,
     wakeups: Arc<Wakeups>,
+    health: Arc<health::Health>,
+    query_timeout: Duration,
 }
 
 /// The PostgreSQL store.
@@ -265,13 +276,25 @@ impl PgStore {
             // 4-36 ms per lease and per record); a plain index scan marks them
             // and the next one skips them (0.05 ms).
             .options([("enable_bitmapscan", "off")]);
+        let health = Arc::new(health::Health::new());
+        let (h_acquire, h_release) = (health.clone(), health.clone());
         let pool = PgPoolOptions::new()
             .max_connections(opts.pool_size)
             .min_connections(1.min(opts.pool_size))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(opts.connect_timeout)
             // Connections are checked when they come back to the pool; checking
             // again on the way out would cost a round trip per request.
             .test_before_acquire(false)
+            // A connection from before an outage may be a dead socket that a
+            // silent network never closes: it is dropped, not used or pinged.
+            .before_acquire(move |_, meta| {
+                let fresh = !h_acquire.predates_outage(meta.age);
+                Box::pin(async move { Ok(fresh) })
+            })
+            .after_release(move |_, meta| {
+                let keep = h_release.is_up() && !h_release.predates_outage(meta.age);
+                Box::pin(async move { Ok(keep) })
+            })
             .connect_with(conn_opts.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
@@ -300,6 +323,8 @@ impl PgStore {
             pending: pending.clone(),
             wakeups: wakeups.clone(),
             observer: opts.observer.clone(),
+            health: health.clone(),
+            query_timeout: opts.query_timeout,
         });
         let mut writers = writer::spawn(
             shared.clone(),
@@ -309,8 +334,20 @@ impl PgStore {
         writers.extend(writer::spawn(shared, results_rx, 1));
         let tx = Queues { appends, results };
         let background = vec![
-            listen::spawn(listener, conn_opts, wakeups.clone(), stop.clone()),
-            spawn_refresher(pool.clone(), pending.clone(), stop.clone()),
+            listen::spawn(listener, conn_opts.clone(), wakeups.clone(), stop.clone()),
+            spawn_refresher(
+                pool.clone(),
+                pending.clone(),
+                health.clone(),
+                opts.query_timeout,
+                stop.clone(),
+            ),
+            health::spawn_probe(
+                health.clone(),
+                conn_opts.clone(),
+                opts.connect_timeout,
+                stop.clone(),
+            ),
         ];
         tracing::info!(node = %node, pool_size = opts.pool_size, "PostgreSQL store ready");
         Ok(PgStore {
@@ -324,6 +361,8 @@ impl PgStore {
                 closed: AtomicBool::new(false),
                 pending,
                 wakeups,
+                health,
+                query_timeout: opts.query_timeout,
             }),
         })
     }
@@ -368,20 +407,28 @@ impl PgStore {
         lease_ms: i64,
         limits: Option<&LeaseLimits>,
     ) -> StoreResult<LeaseBatch> {
-        let mut tx = self.pool()?.begin().await.map_err(map_err)?;
-        let batch = lease::lease(
-            &mut tx,
-            &self.inner.node,
-            destination,
-            now,
-            limit,
-            lease_ms,
-            limits,
-        )
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(batch)
+        self.inner.health.check()?;
+        let pool = self.pool()?;
+        let work = async {
+            let mut tx = pool.begin().await?;
+            let batch = lease::lease(
+                &mut tx,
+                &self.inner.node,
+                destination,
+                now,
+                limit,
+                lease_ms,
+                limits,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(batch)
+        };
+        self.inner
+            .health
+            .guard(self.inner.query_timeout, work)
+            .await
+            .map_err(map_err)
     }
 }
 
@@ -406,6 +453,8 @@ async fn refresh_pending(pool: &PgPool, pending: &PendingCounts) -> Result<(), s
 fn spawn_refresher(
     pool: PgPool,
     pending: Arc<PendingCounts>,
+    health: Arc<health::Health>,
+    query_timeout: Duration,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -415,8 +464,14 @@ fn spawn_refresher(
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.cancelled() => return,
             }
+            if !health.is_up() {
+                continue;
+            }
             let t = Instant::now();
-            match refresh_pending(&pool, &pending).await {
+            match health
+                .guard(query_timeout, refresh_pending(&pool, &pending))
+                .await
+            {
                 Ok(()) => {
                     pause = REFRESH_EVERY
                         .max(t.elapsed() * 50)
@@ -431,6 +486,8 @@ fn spawn_refresher(
 #[async_trait]
 impl Store for PgStore {
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
+        // Known down: answer now rather than wait for a connection.
+        self.inner.health.check()?;
         let (reply, rx) = oneshot::channel();
         self.send(Op::Append(msg, reply)).await?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -476,6 +533,7 @@ impl Store for PgStore {
         if delivery_ids.is_empty() {
             return Ok(());
         }
+        self.inner.health.check()?;
         sqlx::query(
             "WITH r AS (
                  UPDATE deliveries SET lease_until = NULL, lease_owner = NULL
@@ -735,11 +793,19 @@ impl Store for PgStore {
         Ok((messages + keys) as usize)
     }
 
+    fn writable(&self) -> StoreResult<()> {
+        self.inner.health.check()
+    }
+
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(self.pool()?)
+        self.inner.health.check()?;
+        let pool = self.pool()?;
+        self.inner
+            .health
+            .guard(self.inner.query_timeout, async {
+                sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+            })
             .await
-            .map(|_| ())
             .map_err(map_err)
     }
 

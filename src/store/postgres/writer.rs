@@ -64,6 +64,9 @@ pub(super) struct Shared {
     pub(super) pending: Arc<PendingCounts>,
     pub(super) wakeups: Arc<Wakeups>,
     pub(super) observer: CommitObserver,
+    pub(super) health: Arc<super::health::Health>,
+    /// The longest one commit may take (`storage.query_timeout`).
+    pub(super) query_timeout: std::time::Duration,
 }
 
 /// Starts `writers` tasks that serve `rx` until every sender is gone and the
@@ -116,6 +119,12 @@ struct Outcome {
 }
 
 async fn commit_batch(shared: &Shared, ops: Vec<Op>) {
+    // Queued before the database was known down: answered now, not after a
+    // connection wait each.
+    if let Err(e) = shared.health.check() {
+        fail(ops, e);
+        return;
+    }
     let started = Instant::now();
     match commit_with_retries(shared, &ops).await {
         Ok(out) => {
@@ -192,7 +201,11 @@ fn is_retryable(e: &sqlx::Error) -> bool {
 async fn commit_with_retries(shared: &Shared, ops: &[Op]) -> Result<Outcome, sqlx::Error> {
     let mut tries = 0;
     loop {
-        match commit(shared, ops).await {
+        match shared
+            .health
+            .guard(shared.query_timeout, commit(shared, ops))
+            .await
+        {
             Err(e) if is_retryable(&e) && tries < RETRIES => {
                 tries += 1;
                 tracing::debug!(error = %e, tries, "store batch retried");

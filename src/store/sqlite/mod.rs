@@ -88,6 +88,10 @@ struct Inner {
     cleanup_from: Arc<AtomicI64>,
     /// Room for new messages (`storage.max_size`, free space on the filesystem).
     room: Arc<writer::Room>,
+    /// Why the last append failed in the database (a corrupt page, a table of
+    /// another shape, a full disk), until an append succeeds again: readiness
+    /// says so instead of answering ready while every write fails.
+    write_error: Mutex<Option<String>>,
     _lock: File,
 }
 
@@ -249,9 +253,30 @@ impl SqliteStore {
                 stop_checkpointer,
                 cleanup_from: Arc::new(AtomicI64::new(0)),
                 room,
+                write_error: Mutex::new(None),
                 _lock: lock,
             }),
         })
+    }
+
+    /// Keeps the outcome of an append for [`Store::writable`]: a failure of the
+    /// database (not a refusal by `max_size`, nor a shutdown) is remembered until
+    /// the next append succeeds.
+    fn note_write<T>(&self, res: &StoreResult<T>) {
+        match res {
+            Ok(_) => {
+                if self.inner.write_error.lock().is_some() {
+                    *self.inner.write_error.lock() = None;
+                }
+            }
+            Err(StoreError::Unavailable(why)) => {
+                *self.inner.write_error.lock() = Some(why.clone());
+            }
+            Err(StoreError::Full) => {
+                *self.inner.write_error.lock() = Some("the disk is full".into());
+            }
+            Err(_) => {}
+        }
     }
 
     /// Runs a read on the reader pool.
@@ -558,8 +583,9 @@ impl Store for SqliteStore {
                     }
                 },
             )
-            .await?;
-        Ok(res.0)
+            .await;
+        self.note_write(&res);
+        Ok(res?.0)
     }
 
     async fn lease(
@@ -680,6 +706,18 @@ impl Store for SqliteStore {
 
     fn is_full(&self) -> bool {
         self.inner.room.refuses_appends()
+    }
+
+    fn writable(&self) -> StoreResult<()> {
+        if self.is_full() {
+            return Err(StoreError::Full);
+        }
+        match self.inner.write_error.lock().as_ref() {
+            Some(why) => Err(StoreError::Unavailable(format!(
+                "the last write failed: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<MessageDetail> {

@@ -1,0 +1,199 @@
+//! Whether PostgreSQL is reachable, as this node last saw it, so that an outage
+//! costs each request nothing instead of a connection wait.
+//!
+//! Connection-level failures (no connection within `storage.connect_timeout`, a
+//! broken socket, no answer within `storage.query_timeout`) mark the database
+//! down; while it is down, appends and leases fail at once and a probe task
+//! tries a fresh connection every [`PROBE_EVERY`] until one answers. Connections
+//! opened before the last outage are never used again (they may be dead sockets
+//! that a silent network would keep hanging).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::sqlstate;
+use crate::store::{StoreError, StoreResult};
+
+/// How often the probe tries while the database is down.
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// The shared up/down state.
+pub(super) struct Health {
+    up: AtomicBool,
+    /// Why it is down, and when the last outage began.
+    state: Mutex<(String, Option<Instant>)>,
+    went_down: Notify,
+}
+
+impl Health {
+    /// Up, with no outage seen.
+    pub(super) fn new() -> Self {
+        Health {
+            up: AtomicBool::new(true),
+            state: Mutex::new((String::new(), None)),
+            went_down: Notify::new(),
+        }
+    }
+
+    /// Whether the database answered last time it was asked.
+    pub(super) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// `Ok` while up; the reason while down.
+    pub(super) fn check(&self) -> StoreResult<()> {
+        if self.is_up() {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "PostgreSQL is unreachable ({})",
+            self.state.lock().0
+        )))
+    }
+
+    /// Marks the database down and wakes the probe.
+    pub(super) fn mark_down(&self, why: &str) {
+        {
+            let mut st = self.state.lock();
+            st.0 = why.to_string();
+            st.1 = Some(Instant::now());
+        }
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(reason = %why, "PostgreSQL is unreachable: ingest answers 503 until it is back");
+            self.went_down.notify_one();
+        }
+    }
+
+    fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            tracing::info!("PostgreSQL is reachable again");
+        }
+    }
+
+    /// Marks the database down if `e` says it cannot be reached.
+    pub(super) fn observe(&self, e: &sqlx::Error) {
+        if is_connection_error(e) {
+            self.mark_down(&e.to_string());
+        }
+    }
+
+    /// Whether a connection `age` old was opened before the last outage began.
+    pub(super) fn predates_outage(&self, age: Duration) -> bool {
+        self.state
+            .lock()
+            .1
+            .is_some_and(|since| age > since.elapsed())
+    }
+
+    /// Runs `fut`, giving up after `limit` (then the database is marked down
+    /// before `fut`, and the connection it holds, is dropped), and notes a
+    /// connection-level failure.
+    pub(super) async fn guard<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        tokio::pin!(fut);
+        let r = tokio::select! {
+            r = &mut fut => r,
+            _ = tokio::time::sleep(limit) => {
+                let why = format!("no answer within {} ms (storage.query_timeout)", limit.as_millis());
+                self.mark_down(&why);
+                Err(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why)))
+            }
+        };
+        if let Err(e) = &r {
+            self.observe(e);
+        }
+        r
+    }
+}
+
+/// A failure of the connection rather than of a statement: the database (or
+/// the way to it) is not there.
+pub(super) fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        _ => sqlstate(e).is_some_and(|c| {
+            // 08: connection exception; 57P01-03: shutting down, or not accepting.
+            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
+        }),
+    }
+}
+
+/// Starts the probe: while the database is down, a fresh connection and a
+/// `SELECT 1` every [`PROBE_EVERY`], each within `connect_timeout`.
+pub(super) fn spawn_probe(
+    health: Arc<Health>,
+    opts: PgConnectOptions,
+    connect_timeout: Duration,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if health.is_up() {
+                tokio::select! {
+                    _ = health.went_down.notified() => {}
+                    _ = stop.cancelled() => return,
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            let probe = tokio::time::timeout(connect_timeout, async {
+                let mut c = opts.connect().await?;
+                sqlx::query("SELECT 1").execute(&mut c).await?;
+                c.close().await
+            })
+            .await;
+            match probe {
+                Ok(Ok(())) => health.mark_up(),
+                Ok(Err(e)) => tracing::debug!(error = %e, "PostgreSQL probe failed"),
+                Err(_) => tracing::debug!("PostgreSQL probe timed out"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_database_is_marked_down_at_the_deadline() {
+        let h = Health::new();
+        assert!(h.check().is_ok());
+        let r: Result<(), _> = h
+            .guard(Duration::from_secs(5), std::future::pending())
+            .await;
+        assert!(r.is_err());
+        assert!(!h.is_up());
+        let e = h.check().unwrap_err();
+        assert!(e.to_string().contains("query_timeout"), "{e}");
+        // A connection opened before the outage is not used again; one after is.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(h.predates_outage(Duration::from_secs(2)));
+        assert!(!h.predates_outage(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn statement_errors_do_not_mark_the_database_down() {
+        let h = Health::new();
+        h.observe(&sqlx::Error::RowNotFound);
+        assert!(h.is_up());
+        h.observe(&sqlx::Error::PoolTimedOut);
+        assert!(!h.is_up());
+    }
+}
