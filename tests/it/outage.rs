@@ -100,7 +100,7 @@ async fn outage(gw: &Gateway, proxy: &TcpProxy, mode: ProxyMode) -> Vec<String> 
     proxy.set(mode);
     // The first requests may wait for the failure to show (at most
     // connect_timeout or query_timeout); once it has, refusals come at once.
-    let fast = eventually(
+    eventually(
         Duration::from_secs(30),
         "a prompt 503 during the outage",
         || {
@@ -114,7 +114,6 @@ async fn outage(gw: &Gateway, proxy: &TcpProxy, mode: ProxyMode) -> Vec<String> 
         },
     )
     .await;
-    let _ = fast;
     for _ in 0..20 {
         let (st, ra, _, took) = post(&c, &url, body.clone()).await.unwrap();
         assert_eq!((st, ra), (503, true));
