@@ -5,118 +5,20 @@
 //! not change the file's structure). Each section and each array element is then
 //! deserialized on its own, so one bad entry does not hide the errors of the others.
 
-use std::fmt;
-use std::ops::Range;
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde_spanned::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeTable, DeValue};
 
-use super::validate::validate;
+use super::lenient;
+use super::report::{unknown, ConfigError, ConfigErrors, Errors, FieldSpans};
+use super::validate::{validate, Defined};
 use super::Config;
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file name as given.
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub col: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.col) {
-            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
-            _ => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-/// All problems found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// Collects errors against one source text.
-pub(super) struct Errors<'a> {
-    file: &'a str,
-    text: &'a str,
-    list: Vec<ConfigError>,
-}
-
-impl<'a> Errors<'a> {
-    pub(super) fn new(file: &'a str, text: &'a str) -> Self {
-        Errors {
-            file,
-            text,
-            list: Vec::new(),
-        }
-    }
-
-    /// Records an error at a byte span (or without a position).
-    pub(super) fn at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
-        let (line, col) = match span {
-            Some(s) => {
-                let (l, c) = line_col(self.text, s.start);
-                (Some(l), Some(c))
-            }
-            None => (None, None),
-        };
-        self.list.push(ConfigError {
-            file: self.file.to_string(),
-            line,
-            col,
-            message: message.into(),
-        });
-    }
-
-    fn toml(&mut self, e: &toml::de::Error) {
-        self.at(e.span(), e.message().trim().to_string());
-    }
-
-    pub(super) fn into_result<T>(mut self, value: T) -> Result<T, ConfigErrors> {
-        if self.list.is_empty() {
-            Ok(value)
-        } else {
-            self.list.sort_by_key(|e| (e.line, e.col));
-            self.list.dedup();
-            Err(ConfigErrors(self.list))
-        }
-    }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let mut start = offset;
-    while !text.is_char_boundary(start) {
-        start -= 1;
-    }
-    let before = &text[..start];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let col = before[line_start..].chars().count() + 1;
-    (line, col)
-}
+/// The top-level sections of a config file.
+const SECTIONS: &[&str] = &["server", "storage", "sources", "destinations", "routes"];
 
 /// Reads and checks a config file. `env` looks up `${VAR}` references.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -148,53 +50,87 @@ pub fn parse(
         return errs.into_result(Config::default());
     }
     let mut cfg = Config::default();
+    let mut defined = Defined::default();
     for (key, mut value) in root.into_inner() {
         substitute_env(&mut value, env, &mut errs);
         let key_span = key.span();
         match key.get_ref().as_ref() {
             "server" => {
-                if let Some(v) = one(value, &mut errs) {
+                cfg.spans.add("server", &value);
+                if let Some(v) = lenient::table(value, &mut errs) {
                     cfg.server = v;
                 }
             }
             "storage" => {
-                if let Some(v) = one(value, &mut errs) {
+                cfg.spans.add("storage", &value);
+                if let Some(v) = lenient::table(value, &mut errs) {
                     cfg.storage = v;
                 }
             }
-            "sources" => cfg.sources = many(value, "sources", &mut errs),
-            "destinations" => cfg.destinations = many(value, "destinations", &mut errs),
-            "routes" => cfg.routes = many(value, "routes", &mut errs),
-            other => errs.at(
-                Some(key_span),
-                format!(
-                    "unknown section `{other}`; expected one of `server`, `storage`, `sources`, `destinations`, `routes`"
-                ),
-            ),
+            "sources" => {
+                for (mut s, spans) in
+                    many::<super::SourceConfig>(value, "sources", &mut defined.sources, &mut errs)
+                {
+                    s.spans = spans;
+                    cfg.sources.push(s);
+                }
+            }
+            "destinations" => {
+                for (mut d, spans) in many::<super::DestinationConfig>(
+                    value,
+                    "destinations",
+                    &mut defined.destinations,
+                    &mut errs,
+                ) {
+                    d.spans = spans;
+                    cfg.destinations.push(d);
+                }
+            }
+            "routes" => {
+                for (mut r, spans) in
+                    many::<super::RouteConfig>(value, "routes", &mut HashSet::new(), &mut errs)
+                {
+                    r.spans = spans;
+                    cfg.routes.push(r);
+                }
+            }
+            other => errs.at(Some(key_span), unknown("section", other, SECTIONS)),
         }
     }
-    validate(&cfg, &mut errs);
+    validate(&cfg, &defined, &mut errs);
     errs.into_result(cfg)
 }
 
-fn one<T: DeserializeOwned>(value: Spanned<DeValue<'_>>, errs: &mut Errors<'_>) -> Option<T> {
-    T::deserialize(ValueDeserializer::from(value))
-        .map_err(|e| errs.toml(&e))
-        .ok()
-}
-
+/// Deserializes each table of an array of tables on its own, with its field spans.
+/// The `name` of every table goes into `names`, even of one that cannot be built,
+/// so references to it are not reported as well.
 fn many<T: DeserializeOwned>(
     value: Spanned<DeValue<'_>>,
-    name: &str,
+    section: &str,
+    names: &mut HashSet<String>,
     errs: &mut Errors<'_>,
-) -> Vec<T> {
+) -> Vec<(T, FieldSpans)> {
     let span = value.span();
     match value.into_inner() {
-        DeValue::Array(items) => items.into_iter().filter_map(|v| one(v, errs)).collect(),
+        DeValue::Array(items) => items
+            .iter()
+            .filter_map(|item| {
+                if let DeValue::Table(t) = item.get_ref() {
+                    let name = t.iter().find(|(k, _)| k.get_ref() == "name");
+                    if let Some((_, n)) = name {
+                        if let DeValue::String(n) = n.get_ref() {
+                            names.insert(n.to_string());
+                        }
+                    }
+                }
+                let spans = FieldSpans::of(item);
+                lenient::table(item.clone(), errs).map(|v| (v, spans))
+            })
+            .collect(),
         _ => {
             errs.at(
                 Some(span),
-                format!("`{name}` must be an array of tables: write [[{name}]]"),
+                format!("`{section}` must be an array of tables: write [[{section}]]"),
             );
             Vec::new()
         }
@@ -285,15 +221,6 @@ mod tests {
         assert!(expand("${TOKEN", &env).is_err());
         assert!(expand("${}", &env).is_err());
         assert!(expand("${A-B}", &env).is_err());
-    }
-
-    #[test]
-    fn line_and_column() {
-        let t = "a\nbc\n\u{e9}xyz";
-        assert_eq!(line_col(t, 0), (1, 1));
-        assert_eq!(line_col(t, 3), (2, 2));
-        assert_eq!(line_col(t, 7), (3, 2));
-        assert_eq!(line_col(t, 999), (3, 5));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! *every* problem at once with `FILE:line:col`; nothing here opens a socket or a file
 //! other than the config itself.
 
+mod lenient;
 mod load;
+mod report;
 mod units;
 mod validate;
 
@@ -16,7 +18,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-pub use load::{load, parse, ConfigError, ConfigErrors};
+pub use load::{load, parse};
+pub use report::{ConfigError, ConfigErrors, FieldSpans};
 pub use units::{Dur, Parsed, Secret, Size};
 pub use validate::{check_retry, check_url, valid_name, verify_problems, API_SOURCE};
 
@@ -35,6 +38,8 @@ pub struct Config {
     pub destinations: Vec<DestinationConfig>,
     /// `[[routes]]`: which source's messages go to which destination.
     pub routes: Vec<RouteConfig>,
+    /// Where the `server.*` and `storage.*` fields are in the file.
+    pub spans: FieldSpans,
 }
 
 /// `[server]`
@@ -155,6 +160,9 @@ pub struct SourceConfig {
     /// The answer to an accepted request (overrides the provider's preset).
     #[serde(default)]
     pub response: Option<ResponseConfig>,
+    /// Where each field is in the file, for errors.
+    #[serde(skip)]
+    pub spans: FieldSpans,
 }
 
 /// `verify = { type = "...", ... }`: how a source authenticates requests.
@@ -362,6 +370,9 @@ pub struct DestinationConfig {
     /// Which of the original request's headers are passed on.
     #[serde(default)]
     pub forward_headers: ForwardHeaders,
+    /// Where each field is in the file, for errors.
+    #[serde(skip)]
+    pub spans: FieldSpans,
 }
 
 fn default_timeout() -> Dur {
@@ -521,6 +532,9 @@ pub struct RouteConfig {
     /// Hold each delivery this long first.
     #[serde(default)]
     pub delay: Dur,
+    /// Where each field is in the file, for errors.
+    #[serde(skip)]
+    pub spans: FieldSpans,
 }
 
 fn default_event_types() -> Vec<String> {

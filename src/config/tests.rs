@@ -269,11 +269,13 @@ fn retry_forms() {
 #[test]
 fn filters_need_one_test() {
     let text = "[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"d\"\nurl = \"http://x/\"\n[[routes]]\nsource = \"s\"\nto = \"d\"\nfilter = [ { field = \"body:/x\" }, { field = \"nope:/x\", eq = 1 } ]\n";
-    // A filter that does not deserialize hides the route's other checks.
+    // A filter that does not deserialize does not hide the route's other checks.
     let errs = errors(text);
-    assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].message.contains("nope:/x"));
-    assert_eq!((errs[0].line, errs[0].col), (Some(9), Some(45)));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].message.contains("needs one test"));
+    assert_eq!((errs[0].line, errs[0].col), (Some(9), Some(12)));
+    assert!(errs[1].message.contains("nope:/x"));
+    assert_eq!((errs[1].line, errs[1].col), (Some(9), Some(45)));
     let errs = errors(&text.replace(", { field = \"nope:/x\", eq = 1 }", ""));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].message.contains("needs one test"));
@@ -331,5 +333,134 @@ proptest! {
         } else {
             prop_assert_eq!(cfg.unwrap().server.read_timeout, Dur::millis(ms));
         }
+    }
+}
+
+/// A config with a mistake of each kind, one per line noted below.
+const MANY_MISTAKES: &str = r#"[server]
+listen = "not-an-address"
+max_body = "lots"
+admin_tokns = ["t"]
+
+[storage]
+retension = "7d"
+
+[[sources]]
+name = "demo"
+verfy = { type = "github", secret = "s" }
+rate_limit = { per_second = 0 }
+
+[[destinations]]
+name = "bot"
+url = "ftp://example.com"
+max_inflight = 3
+timeout = "soon"
+signing_secret = "not-whsec"
+retry = { max_attempts = 0 }
+
+[[routes]]
+source = "demo"
+to = ["bot", "nowhere"]
+priority = "urgent"
+"#;
+
+#[test]
+fn one_run_reports_every_mistake_at_its_key_or_value() {
+    let errs = errors(MANY_MISTAKES);
+    let expected: &[(&str, usize, usize)] = &[
+        ("not-an-address", 2, 10),
+        ("lots", 3, 12),
+        (
+            "unknown key \"admin_tokns\", did you mean \"admin_tokens\"?",
+            4,
+            1,
+        ),
+        (
+            "unknown key \"retension\", did you mean \"retention\"?",
+            7,
+            1,
+        ),
+        ("unknown key \"verfy\", did you mean \"verify\"?", 11, 1),
+        ("per_second", 12, 29),
+        ("ftp://example.com", 16, 7),
+        (
+            "unknown key \"max_inflight\", did you mean \"max_in_flight\"?",
+            17,
+            1,
+        ),
+        ("soon", 18, 11),
+        ("signing_secret", 19, 18),
+        ("max_attempts", 20, 26),
+        ("`nowhere`", 24, 14),
+        ("urgent", 25, 12),
+    ];
+    for (needle, line, col) in expected {
+        let e = errs
+            .iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("no error mentions {needle:?}: {errs:#?}"));
+        assert_eq!(
+            (e.line, e.col),
+            (Some(*line), Some(*col)),
+            "position of {needle:?}: {e}"
+        );
+    }
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+}
+
+#[test]
+fn a_misspelt_key_does_not_hide_its_table_from_references() {
+    let text = "[[sources]]\nname = \"demo\"\nverfy = { type = \"github\", secret = \"s\" }\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nmax_inflight = 3\n\n[[routes]]\nsource = \"demo\"\nto = \"d\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].message.contains("did you mean \"verify\"?"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].message.contains("did you mean \"max_in_flight\"?"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn a_table_without_its_name_still_defines_the_name_for_references() {
+    // `url` has the wrong type, so the destination cannot be built; routes to it
+    // must not also be told that `d` does not exist.
+    let text = "[[destinations]]\nname = \"d\"\nurl = 5\n\n[[sources]]\nname = \"s\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!((errs[0].line, errs[0].col), (Some(3), Some(7)));
+}
+
+#[test]
+fn an_unknown_key_far_from_any_known_one_lists_the_known_keys() {
+    let errs = errors("[storage]\nzzzzzz = 1\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].message.starts_with("unknown key \"zzzzzz\""),
+        "{errs:#?}"
+    );
+    assert!(errs[0].message.contains("retention"), "{errs:#?}");
+    let errs = errors("[servr]\n");
+    assert!(
+        errs[0].message.contains("did you mean \"server\"?"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn errors_about_secrets_do_not_echo_them() {
+    for text in [
+        "[server]\nadmin_tokens = \"tok-hunter2\"\n",
+        "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nsigning_secret = \"hunter2-not-whsec\"\n",
+        "[[sources]]\nname = \"s\"\nverify = { type = \"github\", secret = [\"hunter2\"] }\n",
+        "[[sources]]\nname = \"s\"\nverify = { type = \"github\", secrets = \"hunter2\" }\n",
+    ] {
+        let errs = errors(text);
+        assert!(
+            errs.iter().all(|e| !e.to_string().contains("hunter2")),
+            "{text}: {errs:#?}"
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! Checks that need the whole config: names, references between routes,
 //! sources and destinations, and the fields each verifier type takes.
-//! Pure: it only reads the config and records errors.
+//! Pure: it only reads the config and records errors, each at the field it is about.
 
 use std::collections::HashSet;
 
 use serde_spanned::Spanned;
 
-use super::load::Errors;
-use super::{Config, DestinationConfig, RetryConfig, SourceConfig, VerifyConfig, VerifyKind};
+use super::report::Errors;
+use super::{
+    Config, DestinationConfig, OneOrMany, RetryConfig, SourceConfig, VerifyConfig, VerifyKind,
+};
 use crate::ingest::select::Condition;
 
 /// The source name of events published through the API.
@@ -22,28 +24,60 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-pub(super) fn validate(cfg: &Config, errs: &mut Errors<'_>) {
+/// The names the file defines, including those of tables that could not be built:
+/// references are checked against these, so one bad field does not also make every
+/// route that names its table wrong.
+#[derive(Debug, Default)]
+pub(super) struct Defined {
+    /// `[[sources]]` names.
+    pub sources: HashSet<String>,
+    /// `[[destinations]]` names.
+    pub destinations: HashSet<String>,
+}
+
+pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
+    let at = &cfg.spans;
     if cfg.storage.backend == super::Backend::Postgres && cfg.storage.url.is_none() {
-        errs.at(None, "storage.backend = \"postgres\" needs storage.url");
+        errs.field(
+            at,
+            "storage.backend",
+            "storage.backend = \"postgres\" needs storage.url",
+        );
     }
     if cfg.storage.backend == super::Backend::Sqlite && cfg.storage.path.trim().is_empty() {
-        errs.at(None, "storage.path must not be empty");
+        errs.field(at, "storage.path", "storage.path must not be empty");
     }
     if cfg.server.max_body.0 == 0 {
-        errs.at(None, "server.max_body must be more than 0");
+        errs.field(at, "server.max_body", "server.max_body must be more than 0");
     }
     if cfg.server.read_timeout.0.is_zero() {
-        errs.at(None, "server.read_timeout must be more than 0");
+        errs.field(
+            at,
+            "server.read_timeout",
+            "server.read_timeout must be more than 0",
+        );
     }
     if let Some(max) = cfg.storage.max_size {
         if cfg.storage.backend == super::Backend::Postgres {
-            errs.at(None, "storage.max_size applies to the embedded store only");
+            errs.field(
+                at,
+                "storage.max_size",
+                "storage.max_size applies to the embedded store only",
+            );
         } else if max.0 < (1 << 20) {
-            errs.at(None, "storage.max_size must be at least 1MiB");
+            errs.field(
+                at,
+                "storage.max_size",
+                "storage.max_size must be at least 1MiB",
+            );
         }
     }
     if cfg.storage.max_pending == 0 {
-        errs.at(None, "storage.max_pending must be more than 0");
+        errs.field(
+            at,
+            "storage.max_pending",
+            "storage.max_pending must be more than 0",
+        );
     }
     if cfg.storage.connect_timeout.0.is_zero() {
         errs.at(None, "storage.connect_timeout must be more than 0");
@@ -55,7 +89,11 @@ pub(super) fn validate(cfg: &Config, errs: &mut Errors<'_>) {
         errs.at(None, "storage.max_waiting must be more than 0");
     }
     if cfg.server.listen.0 == cfg.server.admin_listen.0 && cfg.server.listen.0.port() != 0 {
-        errs.at(None, "server.listen and server.admin_listen must differ");
+        errs.field(
+            at,
+            "server.admin_listen",
+            "server.listen and server.admin_listen must differ",
+        );
     }
 
     let mut sources = HashSet::new();
@@ -78,7 +116,7 @@ pub(super) fn validate(cfg: &Config, errs: &mut Errors<'_>) {
 
     for r in &cfg.routes {
         let src = r.source.get_ref();
-        if src != API_SOURCE && !sources.contains(src.as_str()) {
+        if src != API_SOURCE && !defined.sources.contains(src.as_str()) {
             errs.at(
                 Some(r.source.span()),
                 format!("route source `{src}` is not a defined source (nor `api`)"),
@@ -88,17 +126,21 @@ pub(super) fn validate(cfg: &Config, errs: &mut Errors<'_>) {
         if names.is_empty() {
             errs.at(Some(r.to.span()), "route `to` names no destination");
         }
-        for to in names {
-            if !dests.contains(to) {
-                errs.at(
-                    Some(r.to.span()),
+        let many = matches!(r.to.get_ref(), OneOrMany::Many(_));
+        for (i, to) in names.into_iter().enumerate() {
+            if !defined.destinations.contains(to) {
+                let path = if many { format!("to.{i}") } else { "to".into() };
+                errs.field(
+                    &r.spans,
+                    &path,
                     format!("route destination `{to}` is not a defined destination"),
                 );
             }
         }
         if r.event_types.is_empty() || r.event_types.iter().any(|p| p.is_empty()) {
-            errs.at(
-                Some(r.source.span()),
+            errs.field(
+                &r.spans,
+                "event_types",
                 "route event_types must hold non-empty patterns (use [\"*\"] for all)",
             );
         }
@@ -130,41 +172,37 @@ fn check_name<'a>(
 
 fn check_source(s: &SourceConfig, errs: &mut Errors<'_>) {
     if let Some(v) = &s.verify {
-        for msg in verify_problems(v.get_ref()) {
-            errs.at(Some(v.span()), msg);
+        for (field, msg) in verify_problems_at(v.get_ref()) {
+            let path = field.map_or("verify".to_string(), |f| format!("verify.{f}"));
+            errs.field(&s.spans, &path, msg);
         }
     }
+    let name = s.name.get_ref();
+    let mut bad = |path: &str, msg: String| {
+        errs.field(&s.spans, path, format!("source `{name}`: {msg}"));
+    };
     if let Some(rl) = &s.rate_limit {
         if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
-            errs.at(
-                Some(s.name.span()),
-                format!(
-                    "source `{}`: rate_limit.per_second must be more than 0",
-                    s.name.get_ref()
-                ),
+            bad(
+                "rate_limit.per_second",
+                "rate_limit.per_second must be more than 0".into(),
             );
         }
     }
     if let Some(r) = &s.response {
         if let Some(st) = r.status {
             if !(200..=299).contains(&st) {
-                errs.at(
-                    Some(s.name.span()),
-                    format!(
-                        "source `{}`: response.status must be a 2xx status, not {st}",
-                        s.name.get_ref()
-                    ),
+                bad(
+                    "response.status",
+                    format!("response.status must be a 2xx status, not {st}"),
                 );
             }
         }
         if let Some(ct) = &r.content_type {
             if http::HeaderValue::from_str(ct).is_err() {
-                errs.at(
-                    Some(s.name.span()),
-                    format!(
-                        "source `{}`: response.content_type is not a valid header value",
-                        s.name.get_ref()
-                    ),
+                bad(
+                    "response.content_type",
+                    "response.content_type is not a valid header value".into(),
                 );
             }
         }
@@ -173,21 +211,39 @@ fn check_source(s: &SourceConfig, errs: &mut Errors<'_>) {
 
 /// The problems of one `verify` table; empty when it is right.
 pub fn verify_problems(v: &VerifyConfig) -> Vec<String> {
+    verify_problems_at(v).into_iter().map(|(_, m)| m).collect()
+}
+
+/// The problems of one `verify` table, each with the field it is about (`None`:
+/// the table as a whole).
+fn verify_problems_at(v: &VerifyConfig) -> Vec<(Option<&'static str>, String)> {
     use VerifyKind::*;
     let kind = v.kind.as_str();
     let mut out = Vec::new();
     let keys = v.keys();
     if keys.is_empty() {
-        out.push(format!(
-            "verify type `{kind}` needs `secret` (or `secrets`)"
+        out.push((
+            None,
+            format!("verify type `{kind}` needs `secret` (or `secrets`)"),
         ));
     }
     if keys.iter().any(|k| k.expose().is_empty()) {
-        out.push(format!("verify type `{kind}`: a secret is empty"));
+        let field = if v.secret.as_ref().is_some_and(|k| k.expose().is_empty()) {
+            "secret"
+        } else {
+            "secrets"
+        };
+        out.push((
+            Some(field),
+            format!("verify type `{kind}`: a secret is empty"),
+        ));
     }
-    let mut not_for = |field: &str, set: bool, allowed: &[VerifyKind]| {
+    let mut not_for = |field: &'static str, set: bool, allowed: &[VerifyKind]| {
         if set && !allowed.contains(&v.kind) {
-            out.push(format!("`{field}` does not apply to verify type `{kind}`"));
+            out.push((
+                Some(field),
+                format!("`{field}` does not apply to verify type `{kind}`"),
+            ));
         }
     };
     not_for("url", v.url.is_some(), &[Twilio]);
@@ -203,10 +259,11 @@ pub fn verify_problems(v: &VerifyConfig) -> Vec<String> {
     not_for("verify_token", v.verify_token.is_some(), &[Meta]);
     if matches!(v.kind, Hmac | Header) {
         match &v.header {
-            None => out.push(format!("verify type `{kind}` needs `header`")),
-            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
-                out.push(format!("`header` {h:?} is not a valid header name"))
-            }
+            None => out.push((None, format!("verify type `{kind}` needs `header`"))),
+            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => out.push((
+                Some("header"),
+                format!("`header` {h:?} is not a valid header name"),
+            )),
             _ => {}
         }
     }
@@ -214,33 +271,43 @@ pub fn verify_problems(v: &VerifyConfig) -> Vec<String> {
         match reqwest::Url::parse(u) {
             Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => {
                 if p.query().is_some() || p.fragment().is_some() {
-                    out.push(format!(
+                    out.push((Some("url"), format!(
                         "`url` {u:?} must not have a query or fragment: the request's own query string is appended to it"
-                    ));
+                    )));
                 }
             }
-            _ => out.push(format!("`url` {u:?} must be an absolute http(s) URL")),
+            _ => out.push((
+                Some("url"),
+                format!("`url` {u:?} must be an absolute http(s) URL"),
+            )),
         }
     }
     if v.tolerance.is_some_and(|t| t.0.is_zero()) {
-        out.push("`tolerance` must be more than 0".into());
+        out.push((Some("tolerance"), "`tolerance` must be more than 0".into()));
     }
     if v.verify_token
         .as_ref()
         .is_some_and(|t| t.expose().is_empty())
     {
-        out.push("`verify_token` must not be empty".into());
+        out.push((
+            Some("verify_token"),
+            "`verify_token` must not be empty".into(),
+        ));
     }
     if v.kind == Basic && keys.iter().any(|k| !k.expose().contains(':')) {
-        out.push("verify type `basic` takes `secret = \"user:password\"`".into());
+        out.push((
+            Some("secret"),
+            "verify type `basic` takes `secret = \"user:password\"`".into(),
+        ));
     }
     if v.kind == StandardWebhooks {
         for k in &keys {
             if crate::signing::decode_secret(k.expose()).is_none() {
-                out.push(
+                out.push((
+                    Some("secret"),
                     "a standard-webhooks secret is `whsec_` followed by base64 (or plain base64)"
                         .into(),
-                );
+                ));
                 break;
             }
         }
@@ -253,40 +320,52 @@ fn check_destination(d: &DestinationConfig, errs: &mut Errors<'_>) {
     if let Err(msg) = check_url(d.url.get_ref()) {
         errs.at(Some(d.url.span()), msg);
     }
-    let mut bad =
-        |msg: String| errs.at(Some(d.name.span()), format!("destination `{name}`: {msg}"));
+    let mut bad = |path: &str, msg: String| {
+        errs.field(&d.spans, path, format!("destination `{name}`: {msg}"));
+    };
     if d.timeout.0.is_zero() {
-        bad("timeout must be more than 0".into());
+        bad("timeout", "timeout must be more than 0".into());
     }
     if d.max_in_flight == 0 {
-        bad("max_in_flight must be at least 1".into());
+        bad("max_in_flight", "max_in_flight must be at least 1".into());
     }
     if let Some(rl) = &d.rate_limit {
         if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
-            bad("rate_limit.per_second must be more than 0".into());
+            bad(
+                "rate_limit.per_second",
+                "rate_limit.per_second must be more than 0".into(),
+            );
         }
     }
-    if let Err(msg) = check_retry(&d.retry) {
-        bad(msg);
+    if let Err((field, msg)) = retry_problem(&d.retry) {
+        bad(&format!("retry.{field}"), msg);
     }
     if let Some(b) = &d.circuit_breaker {
         if b.failures == 0 {
-            bad("circuit_breaker.failures must be at least 1".into());
+            bad(
+                "circuit_breaker.failures",
+                "circuit_breaker.failures must be at least 1".into(),
+            );
         }
     }
     if let Some(s) = &d.signing_secret {
         if !crate::signing::valid_signing_secret(s.expose()) {
-            bad("signing_secret must be `whsec_` followed by base64".into());
+            bad(
+                "signing_secret",
+                "signing_secret must be `whsec_` followed by base64".into(),
+            );
         }
     }
     for (k, v) in &d.headers {
+        let path = format!("headers.{k}");
         if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            bad(format!("header name {k:?} is not valid"));
+            bad(&path, format!("header name {k:?} is not valid"));
         }
         if http::HeaderValue::from_str(v).is_err() {
-            bad(format!(
-                "the value of header {k:?} is not a valid header value"
-            ));
+            bad(
+                &path,
+                format!("the value of header {k:?} is not a valid header value"),
+            );
         }
     }
 }
@@ -304,23 +383,40 @@ pub fn check_url(u: &str) -> Result<(), String> {
 
 /// Checks a retry table: one form, sane numbers.
 pub fn check_retry(r: &RetryConfig) -> Result<(), String> {
+    retry_problem(r).map_err(|(_, msg)| msg)
+}
+
+/// [`check_retry`] with the field the problem is about.
+fn retry_problem(r: &RetryConfig) -> Result<(), (&'static str, String)> {
     let exp = r.max_attempts.is_some() || r.initial.is_some() || r.max.is_some();
     match (&r.schedule, exp) {
-        (Some(_), true) => {
-            Err("retry takes either `schedule` or `max_attempts`/`initial`/`max`, not both".into())
+        (Some(_), true) => Err((
+            "schedule",
+            "retry takes either `schedule` or `max_attempts`/`initial`/`max`, not both".into(),
+        )),
+        (Some(s), false) if s.is_empty() => {
+            Err(("schedule", "retry.schedule must not be empty".into()))
         }
-        (Some(s), false) if s.is_empty() => Err("retry.schedule must not be empty".into()),
-        (Some(s), false) if s.len() > 100 => Err("retry.schedule has more than 100 entries".into()),
+        (Some(s), false) if s.len() > 100 => Err((
+            "schedule",
+            "retry.schedule has more than 100 entries".into(),
+        )),
         (None, true) => {
             if r.max_attempts == Some(0) {
-                return Err("retry.max_attempts must be at least 1".into());
+                return Err((
+                    "max_attempts",
+                    "retry.max_attempts must be at least 1".into(),
+                ));
             }
             if r.max_attempts.unwrap_or(0) > 100 {
-                return Err("retry.max_attempts must be at most 100".into());
+                return Err((
+                    "max_attempts",
+                    "retry.max_attempts must be at most 100".into(),
+                ));
             }
             if let (Some(i), Some(m)) = (r.initial, r.max) {
                 if i > m {
-                    return Err("retry.initial must not exceed retry.max".into());
+                    return Err(("initial", "retry.initial must not exceed retry.max".into()));
                 }
             }
             Ok(())

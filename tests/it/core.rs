@@ -643,3 +643,36 @@ async fn https_destinations_verify_the_certificate() {
     );
     assert!(handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+/// `check` reports every mistake of a file in one run, each at its key or value,
+/// with a suggestion for a misspelt key and no false "not a defined source".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_error_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.toml");
+    std::fs::write(
+        &path,
+        "[server]\nmax_body = \"lots\"\nadmin_tokns = [\"t\"]\n\n[[sources]]\nname = \"demo\"\nverfy = { type = \"github\", secret = \"s\" }\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nmax_inflight = 3\nsigning_secret = \"hunter2\"\n\n[[routes]]\nsource = \"demo\"\nto = \"d\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "many.toml:2:12: ",
+        "many.toml:3:1: unknown key \"admin_tokns\", did you mean \"admin_tokens\"?",
+        "many.toml:7:1: unknown key \"verfy\", did you mean \"verify\"?",
+        "many.toml:12:1: unknown key \"max_inflight\", did you mean \"max_in_flight\"?",
+        "many.toml:13:18: destination `d`: signing_secret must be",
+        "5 errors found",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in:\n{err}");
+    }
+    assert!(!err.contains("not a defined"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(out.stdout.is_empty(), "no summary for a bad config");
+}
