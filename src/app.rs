@@ -105,6 +105,9 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let metrics = crate::telemetry::metrics_handle();
     let clock: SharedClock = Arc::new(SystemClock);
+    for w in crate::config::warnings(&cfg) {
+        tracing::warn!("{w}");
+    }
 
     // Bind first: a port in use is reported before anything is opened.
     let ingest_listener = TcpListener::bind(cfg.server.listen.0)
@@ -165,12 +168,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let mut sources = HashMap::new();
     for s in &cfg.sources {
         let src = Source::build(s, cfg.storage.retention.0).map_err(StartError::Build)?;
-        if src.verifier.is_none() {
-            tracing::warn!(
-                source = %src.name,
-                "source has no `verify`: anyone who knows its URL can send to it"
-            );
-        }
         sources.insert(src.name.clone(), Arc::new(src));
     }
     let ingest = Arc::new(Ingest {

@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct ConfigArg {
-    /// The config file (default: $HOOKGATE_CONFIG, then ./hookgate.toml).
+    /// The config file.
     #[arg(
         long,
         short = 'c',
@@ -106,6 +106,9 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for w in hookgate::config::warnings(&cfg) {
+        eprintln!("{}: warning: {w}", path.display());
+    }
     print!("{}", hookgate::summary::render(&cfg));
     println!("{}: OK", path.display());
     ExitCode::SUCCESS

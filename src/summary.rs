@@ -1,8 +1,10 @@
-//! The summary `hookgate check` prints of a valid config.
+//! The summary `hookgate check` prints of a valid config: one line per source,
+//! destination and route, each with what sets it apart from the others.
 
 use std::fmt::Write as _;
 
-use crate::config::Config;
+use crate::config::{Config, Priority, RouteConfig};
+use crate::ingest::select::FilterSpec;
 
 /// A human-readable summary: listeners, store, sources, destinations, routes.
 pub fn render(cfg: &Config) -> String {
@@ -34,13 +36,97 @@ pub fn render(cfg: &Config) -> String {
     }
     let _ = writeln!(s, "routes       {}", cfg.routes.len());
     for r in &cfg.routes {
-        let _ = writeln!(
-            s,
-            "  {} [{}] -> {}",
-            r.source.get_ref(),
-            r.event_types.join(", "),
-            r.to.get_ref().names().join(", ")
-        );
+        let _ = writeln!(s, "  {}", route_line(r));
     }
     s
+}
+
+/// `source [event types] -> destinations`, then whatever the route sets beyond
+/// that: filters, ordering key, priority, delay.
+fn route_line(r: &RouteConfig) -> String {
+    let mut line = format!(
+        "{} [{}] -> {}",
+        r.source.get_ref(),
+        r.event_types.join(", "),
+        r.to.get_ref().names().join(", ")
+    );
+    if !r.filter.is_empty() {
+        let tests: Vec<String> = r.filter.iter().map(|f| filter_text(f.get_ref())).collect();
+        let _ = write!(line, " if {}", tests.join(" and "));
+    }
+    if let Some(k) = &r.ordering_key {
+        let _ = write!(line, " ordered by {k}");
+    }
+    if r.priority != Priority::Normal {
+        let _ = write!(line, " priority {}", r.priority.as_str());
+    }
+    if !r.delay.0.is_zero() {
+        let _ = write!(line, " delay {}", r.delay);
+    }
+    line
+}
+
+/// One filter condition as written: `body:/a eq 1`, `header:X exists`.
+fn filter_text(f: &FilterSpec) -> String {
+    let mut tests = Vec::new();
+    if let Some(v) = &f.eq {
+        tests.push(format!("eq {v}"));
+    }
+    if let Some(v) = &f.ne {
+        tests.push(format!("ne {v}"));
+    }
+    if let Some(v) = &f.in_ {
+        let vs: Vec<String> = v.iter().map(ToString::to_string).collect();
+        tests.push(format!("in [{}]", vs.join(", ")));
+    }
+    match f.exists {
+        Some(true) => tests.push("exists".into()),
+        Some(false) => tests.push("does not exist".into()),
+        None => {}
+    }
+    if let Some(p) = &f.prefix {
+        tests.push(format!("prefix {p:?}"));
+    }
+    format!("{} {}", f.field, tests.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(extra: &[&str]) -> Vec<String> {
+        let mut text = String::from(
+            "[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n",
+        );
+        for e in extra {
+            text.push_str(&format!("[[routes]]\nsource = \"s\"\nto = \"d\"\n{e}\n"));
+        }
+        let cfg = crate::config::parse(&text, "t.toml", &|_| None).unwrap();
+        cfg.routes.iter().map(route_line).collect()
+    }
+
+    #[test]
+    fn route_lines_tell_routes_apart() {
+        let lines = routes(&[
+            "",
+            "filter = [ { field = \"body:/type\", eq = \"paid\" }, { field = \"header:X-Test\", exists = false } ]",
+            "filter = [ { field = \"body:/n\", in = [1, 2] }, { field = \"query:q\", prefix = \"a\" } ]",
+            "ordering_key = \"body:/customer\"",
+            "priority = \"high\"",
+            "priority = \"low\"",
+            "delay = \"5s\"",
+        ]);
+        assert_eq!(
+            lines,
+            vec![
+                "s [*] -> d",
+                "s [*] -> d if body:/type eq \"paid\" and header:x-test does not exist",
+                "s [*] -> d if body:/n in [1, 2] and query:q prefix \"a\"",
+                "s [*] -> d ordered by body:/customer",
+                "s [*] -> d priority high",
+                "s [*] -> d priority low",
+                "s [*] -> d delay 5s",
+            ]
+        );
+    }
 }

@@ -21,7 +21,7 @@ use serde_spanned::Spanned;
 pub use load::{load, parse};
 pub use report::{ConfigError, ConfigErrors, FieldSpans};
 pub use units::{Dur, Parsed, Secret, Size};
-pub use validate::{check_retry, check_url, valid_name, verify_problems, API_SOURCE};
+pub use validate::{check_retry, check_url, valid_name, verify_problems, warnings, API_SOURCE};
 
 use crate::ingest::select::{FilterSpec, Selector};
 

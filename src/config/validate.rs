@@ -152,6 +152,26 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
     }
 }
 
+/// What the config leaves open that is allowed but rarely meant; `check` prints
+/// these and `serve` logs them.
+pub fn warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.server.admin_tokens.is_empty() {
+        out.push(
+            "server.admin_tokens is empty: the admin API (/api/*) refuses every call".to_string(),
+        );
+    }
+    for s in &cfg.sources {
+        if s.verify.is_none() {
+            out.push(format!(
+                "source `{}` has no `verify`: anyone who knows its URL can send to it",
+                s.name.get_ref()
+            ));
+        }
+    }
+    out
+}
+
 fn check_name<'a>(
     name: &'a Spanned<String>,
     what: &str,

@@ -676,3 +676,48 @@ async fn check_reports_every_error_in_one_run() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(out.stdout.is_empty(), "no summary for a bad config");
 }
+
+/// The summary tells routes apart by filter, ordering key and priority, and a
+/// config without admin tokens passes with a warning that the API refuses all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_summary_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(
+        &path,
+        "[[sources]]\nname = \"s\"\nverify = { type = \"bearer\", secret = \"x\" }\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\nfilter = [ { field = \"body:/type\", eq = \"paid\" } ]\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\nordering_key = \"body:/customer\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\npriority = \"high\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: server.admin_tokens is empty"),
+        "{err}"
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let routes: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.trim_start().starts_with("s [*] -> d"))
+        .collect();
+    assert_eq!(routes.len(), 4, "{summary}");
+    let distinct: std::collections::HashSet<&str> = routes.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "every route has its own line:\n{summary}"
+    );
+
+    // The help names the default once, the way clap shows defaults.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(help.matches("hookgate.toml").count(), 1, "{help}");
+    assert_eq!(help.matches("HOOKGATE_CONFIG").count(), 1, "{help}");
+}
