@@ -4,8 +4,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let env = |name: &str| (name == "SECRET").then(|| "s3cret".to_string());
-        let _ = hookgate::config::parse(text, "fuzz.toml", &env);
+    // Bytes that are not UTF-8 become U+FFFD, so every input reaches the parser.
+    let text = String::from_utf8_lossy(data);
+    let env = |name: &str| (name == "SECRET").then(|| "s3cret".to_string());
+    if let Err(errs) = hookgate::config::parse(&text, "fuzz.toml", &env) {
+        assert!(!errs.0.is_empty(), "an error result lists at least one error");
     }
 });

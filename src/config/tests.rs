@@ -464,3 +464,111 @@ fn errors_about_secrets_do_not_echo_them() {
         );
     }
 }
+
+#[test]
+fn hostile_documents_get_errors_not_panics() {
+    for depth in [64, 5_000] {
+        let arrays = format!(
+            "[server]\nlisten = {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        assert!(!errors(&arrays).is_empty());
+        let tables = format!(
+            "[[sources]]\nname = \"s\"\nverify = {}1{}\n",
+            "{ a = ".repeat(depth),
+            " }".repeat(depth)
+        );
+        assert!(!errors(&tables).is_empty());
+        let dotted = format!("[server]\n{} = 1\n", vec!["k"; depth].join("."));
+        assert!(!errors(&dotted).is_empty());
+    }
+    let huge = "x".repeat(4 << 20);
+    let errs = errors(&format!(
+        "[server]\nlisten = \"{huge}\"\n[[sources]]\nname = \"{huge}\"\n"
+    ));
+    assert_eq!(errs.len(), 2, "{}", errs.len());
+    // Many bad entries in one table: reported up to a bound, in bounded time.
+    let many: String = (0..10_000).map(|i| format!("k{i} = {i}\n")).collect();
+    let errs = errors(&format!("[storage]\n{many}"));
+    assert!(errs.len() <= 65, "{}", errs.len());
+    // A file that is not UTF-8 is a clear error.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bin.toml");
+    std::fs::write(&path, b"[server]\nlisten = \"\xff\xfe\"\n").unwrap();
+    let errs = load(&path).unwrap_err().0;
+    assert!(errs[0].message.contains("cannot read"), "{errs:?}");
+}
+
+/// A line of a generated config: a table header or a key with a value, each
+/// right, misspelt or of the wrong type.
+fn config_line() -> impl Strategy<Value = String> {
+    let header = prop::sample::select(vec![
+        "[server]",
+        "[storage]",
+        "[[sources]]",
+        "[[destinations]]",
+        "[[routes]]",
+        "[sources]",
+        "[server.listen]",
+    ]);
+    let key = prop::sample::select(vec![
+        "name",
+        "url",
+        "verify",
+        "verfy",
+        "to",
+        "source",
+        "listen",
+        "max_body",
+        "retry",
+        "filter",
+        "max_inflight",
+        "max_in_flight",
+        "timeout",
+        "signing_secret",
+        "admin_tokens",
+        "priority",
+        "rate_limit",
+        "x.y",
+    ]);
+    let value = prop::sample::select(vec![
+        "\"a\"",
+        "1",
+        "-1",
+        "true",
+        "1.5",
+        "\"5s\"",
+        "[]",
+        "[1, \"b\"]",
+        "{ type = \"github\" }",
+        "{ type = \"github\", secret = \"s\", nope = 1 }",
+        "{ per_second = 0 }",
+        "{ a = { b = 1 } }",
+        "\"http://127.0.0.1:1/\"",
+        "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+        "[ { field = \"body:/x\", eq = 1 }, { field = 2 } ]",
+        "{ max_attempts = 0, schedule = [\"1s\"] }",
+        "\"${MISSING}\"",
+    ]);
+    prop_oneof![
+        header.prop_map(String::from),
+        (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn generated_configs_parse_or_report_errors_inside_the_text(
+        lines in prop::collection::vec(config_line(), 0..40)
+    ) {
+        let text = lines.join("\n");
+        if let Err(errs) = parse(&text, "gen.toml", &env) {
+            prop_assert!(!errs.0.is_empty());
+            for e in &errs.0 {
+                prop_assert!(!e.message.is_empty());
+                prop_assert!(e.line.unwrap_or(1) <= lines.len().max(1), "{}", e);
+            }
+        }
+    }
+}
