@@ -415,20 +415,26 @@ async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
     assert_eq!(rx.count(), 1);
 }
 
+/// Writes a config file into a fresh temporary directory (kept while the guard lives).
+fn config_file(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// Runs the real binary to completion.
+fn hookgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_bad_config_with_key_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[sources]]\nname = \"a\"\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nmax_inflight = 3\n\n[[routes]]\nsource = \"a\"\nto = \"nowhere\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, path) = config_file("bad.toml", "[[sources]]\nname = \"a\"\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nmax_inflight = 3\n\n[[routes]]\nsource = \"a\"\nto = \"nowhere\"\n");
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:7:1"), "{err}");
@@ -436,19 +442,11 @@ async fn check_reports_bad_config_with_key_and_line() {
     assert!(err.contains("bad.toml:11:"), "{err}");
     assert!(err.contains("nowhere"), "{err}");
     // serve refuses it too, before binding anything.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = hookgate(&["serve", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     // A good one passes with a summary.
     let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = hookgate(&["check", "--config", good.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -459,10 +457,7 @@ async fn check_reports_bad_config_with_key_and_line() {
     assert!(summary.contains("/in/demo"));
     assert!(summary.contains("OK"));
     // A missing file is a clear error.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--config", "/nonexistent/hookgate.toml"])
-        .output()
-        .unwrap();
+    let out = hookgate(&["check", "--config", "/nonexistent/hookgate.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
@@ -648,18 +643,8 @@ async fn https_destinations_verify_the_certificate() {
 /// with a suggestion for a misspelt key and no false "not a defined source".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_error_in_one_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("many.toml");
-    std::fs::write(
-        &path,
-        "[server]\nmax_body = \"lots\"\nadmin_tokns = [\"t\"]\n\n[[sources]]\nname = \"demo\"\nverfy = { type = \"github\", secret = \"s\" }\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nmax_inflight = 3\nsigning_secret = \"hunter2\"\n\n[[routes]]\nsource = \"demo\"\nto = \"d\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, path) = config_file("many.toml", "[server]\nmax_body = \"lots\"\nadmin_tokns = [\"t\"]\n\n[[sources]]\nname = \"demo\"\nverfy = { type = \"github\", secret = \"s\" }\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nmax_inflight = 3\nsigning_secret = \"hunter2\"\n\n[[routes]]\nsource = \"demo\"\nto = \"d\"\n");
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -681,18 +666,8 @@ async fn check_reports_every_error_in_one_run() {
 /// config without admin tokens passes with a warning that the API refuses all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_summary_and_warnings() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ok.toml");
-    std::fs::write(
-        &path,
-        "[[sources]]\nname = \"s\"\nverify = { type = \"bearer\", secret = \"x\" }\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\nfilter = [ { field = \"body:/type\", eq = \"paid\" } ]\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\nordering_key = \"body:/customer\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\npriority = \"high\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, path) = config_file("ok.toml", "[[sources]]\nname = \"s\"\nverify = { type = \"bearer\", secret = \"x\" }\n\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\nfilter = [ { field = \"body:/type\", eq = \"paid\" } ]\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\nordering_key = \"body:/customer\"\n\n[[routes]]\nsource = \"s\"\nto = \"d\"\npriority = \"high\"\n");
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
@@ -713,10 +688,7 @@ async fn check_summary_and_warnings() {
     );
 
     // The help names the default once, the way clap shows defaults.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--help"])
-        .output()
-        .unwrap();
+    let out = hookgate(&["check", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
     assert_eq!(help.matches("hookgate.toml").count(), 1, "{help}");
     assert_eq!(help.matches("HOOKGATE_CONFIG").count(), 1, "{help}");
