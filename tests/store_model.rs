@@ -1,8 +1,9 @@
-//! A model check of the embedded store's queue: random sequences of appends,
-//! leases, completions, releases and time steps, compared with a plain
-//! in-memory model after every step.
+//! A model check of the queue of the embedded store and of the in-memory store
+//! the dispatcher tests use: random sequences of appends, leases, completions,
+//! releases and time steps, compared with a plain model after every step.
 
 use hookgate::store::conformance::{model_check, ModelOp};
+use hookgate::store::memory::MemoryStore;
 use hookgate::store::sqlite::SqliteStore;
 use hookgate::store::Store;
 use proptest::prelude::*;
@@ -27,6 +28,16 @@ proptest! {
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(dir.path().join("m.db")).unwrap();
+            model_check(&store, &ops).await;
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn the_memory_queue_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = MemoryStore::new();
             model_check(&store, &ops).await;
             store.close().await;
         });

@@ -1,7 +1,8 @@
 //! The store: messages, their deliveries (which *are* the queue), attempts, dedup
 //! keys and destination state, behind one [`Store`] trait with two backends:
 //! [`sqlite::SqliteStore`] (embedded, one process) and [`postgres::PgStore`]
-//! (several nodes sharing one database).
+//! (several nodes sharing one database). [`memory::MemoryStore`] keeps the same
+//! semantics in memory for tests; it is not durable and no config selects it.
 //!
 //! Invariants every backend keeps (checked by [`conformance`]):
 //! - `append` returns only after the message and all its deliveries are committed
@@ -14,6 +15,7 @@
 //! - Time is passed in by the caller (`now`), so tests control it.
 
 pub mod conformance;
+pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
