@@ -144,6 +144,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         crate::dispatch::client::DeliveryClient::new(false),
         guarded,
         !allow_private,
+        cfg.storage.lease_margin.0,
     );
     let states = store.destination_states().await?;
     let mut config_names = Vec::new();

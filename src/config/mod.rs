@@ -117,6 +117,9 @@ pub struct StorageConfig {
     /// Ingest requests waiting for the store at once; more are answered 503 at
     /// once, so a slow or unreachable store cannot pile up requests and memory.
     pub max_waiting: u32,
+    /// How much longer than the destination `timeout` a lease lasts: a node
+    /// that dies holding leases delays that work by `timeout` plus this.
+    pub lease_margin: Dur,
 }
 
 impl Default for StorageConfig {
@@ -132,6 +135,7 @@ impl Default for StorageConfig {
             connect_timeout: Dur::secs(2),
             query_timeout: Dur::secs(5),
             max_waiting: 1024,
+            lease_margin: Dur::secs(30),
         }
     }
 }

@@ -99,6 +99,23 @@ fn an_empty_file_is_all_defaults() {
 }
 
 #[test]
+fn the_lease_margin_defaults_to_thirty_seconds_and_must_be_positive() {
+    let cfg = parse("", "hg.toml", &env).unwrap();
+    assert_eq!(cfg.storage.lease_margin, Dur::secs(30));
+    let cfg = parse("[storage]\nlease_margin = \"2s\"\n", "hg.toml", &env).unwrap();
+    assert_eq!(cfg.storage.lease_margin, Dur::secs(2));
+    let errs = errors("[storage]\nlease_margin = \"0s\"\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .message
+            .contains("storage.lease_margin must be more than 0"),
+        "{}",
+        errs[0].message
+    );
+}
+
+#[test]
 fn unknown_keys_are_errors_with_line_and_column() {
     let text =
         "[[destinations]]\nname = \"bot\"\nurl = \"http://127.0.0.1:9/x\"\ntimout = \"5s\"\n";

@@ -88,6 +88,9 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
     if cfg.storage.max_waiting == 0 {
         errs.at(None, "storage.max_waiting must be more than 0");
     }
+    if cfg.storage.lease_margin.0.is_zero() {
+        errs.at(None, "storage.lease_margin must be more than 0");
+    }
     if cfg.server.listen.0 == cfg.server.admin_listen.0 && cfg.server.listen.0.port() != 0 {
         errs.field(
             at,

@@ -119,9 +119,10 @@ impl DestinationSpec {
         })
     }
 
-    /// How long a lease lasts: longer than any attempt can take.
-    pub fn lease_ms(&self) -> i64 {
-        (self.timeout + Duration::from_secs(30)).as_millis() as i64
+    /// How long a lease lasts: longer than any attempt can take, by `margin`
+    /// (`storage.lease_margin`) for the time around the HTTP exchange.
+    pub fn lease_ms(&self, margin: Duration) -> i64 {
+        (self.timeout + margin).as_millis() as i64
     }
 
     /// The keys that sign at `now` (expired rotation keys dropped).

@@ -82,6 +82,8 @@ struct Ctx {
     guarded: client::DeliveryClient,
     /// Whether API destinations must point at public addresses.
     guard: bool,
+    /// How much longer than a destination's timeout its leases last.
+    lease_margin: Duration,
     stop: CancellationToken,
     /// Workers whose last write of results failed.
     write_failing: AtomicUsize,
@@ -161,13 +163,15 @@ impl Dispatcher {
     /// A dispatcher with no destinations yet. `trusted` sends to config-file
     /// destinations, `guarded` to API-made ones; with `guard`, API destinations
     /// whose URL is a non-public address literal are refused at every attempt
-    /// (`guarded` must then resolve names to public addresses only).
+    /// (`guarded` must then resolve names to public addresses only). Leases last
+    /// a destination's timeout plus `lease_margin`.
     pub fn new(
         store: Arc<dyn Store>,
         clock: SharedClock,
         trusted: client::DeliveryClient,
         guarded: client::DeliveryClient,
         guard: bool,
+        lease_margin: Duration,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
             ctx: Arc::new(Ctx {
@@ -176,6 +180,7 @@ impl Dispatcher {
                 trusted,
                 guarded,
                 guard,
+                lease_margin,
                 stop: CancellationToken::new(),
                 write_failing: AtomicUsize::new(0),
             }),
@@ -465,7 +470,7 @@ impl Worker {
                         &self.spec.name,
                         now_ms,
                         limit.min(LEASE_BATCH),
-                        self.spec.lease_ms(),
+                        self.spec.lease_ms(self.ctx.lease_margin),
                         &LeaseLimits {
                             max_in_flight: self.spec.max_in_flight,
                             rate: self.spec.rate_limit,
@@ -864,6 +869,7 @@ mod tests {
             client::DeliveryClient::new(false),
             client::DeliveryClient::new(false),
             false,
+            Duration::from_secs(30),
         );
         let cfg = crate::config::parse(
             "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:9/\"\n",
@@ -1076,6 +1082,7 @@ mod tests {
             client::DeliveryClient::new(false),
             client::DeliveryClient::new(false),
             false,
+            Duration::from_secs(30),
         );
         let cfg = crate::config::parse(
             &format!("[[destinations]]\nname = \"d\"\nurl = \"{url}\"\n"),

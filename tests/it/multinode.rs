@@ -19,11 +19,12 @@ async fn scratch_db() -> ScratchDatabase {
         .expect("a PostgreSQL server for the tests (see HOOKGATE_TEST_DATABASE_URL)")
 }
 
-/// A config for one node on `db`; `dest` and `route` are extra lines of the
-/// destination and the route.
+/// A config for one node on `db`; `storage`, `source`, `dest` and `route` are
+/// extra lines of the storage section, the source, the destination and the route.
 fn node_config(
     db: &ScratchDatabase,
     rx: &Receiver,
+    storage: &str,
     source: &str,
     dest: &str,
     route: &str,
@@ -34,6 +35,7 @@ fn node_config(
 backend = "postgres"
 url = "{url}"
 pool_size = 8
+{storage}
 
 [[sources]]
 name = "app"
@@ -123,10 +125,12 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
     let rx = Receiver::start().await;
     // Slow enough that deliveries are in flight when the node dies.
     rx.set_delay(Duration::from_millis(5));
-    // A short timeout makes a short lease: timeout + 30 s.
+    // A short timeout and lease margin make a short lease (1 s + 2 s), so the
+    // work the killed node held is due again soon.
     let cfg = node_config(
         &db,
         &rx,
+        "lease_margin = \"2s\"",
         "",
         "timeout = \"1s\"\nmax_in_flight = 8\nretry = { schedule = [\"0s\", \"200ms\", \"1s\"] }",
         "",
@@ -184,7 +188,7 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
     let acked: HashSet<String> = acked.lock().clone();
 
     // The survivor delivers every acknowledged message, the ones the dead node
-    // had leased once their leases (1 s + 30 s) run out.
+    // had leased once their leases (1 s + 2 s) run out.
     let delivered = eventually(
         Duration::from_secs(120),
         "every acked message delivered",
@@ -199,6 +203,10 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
     )
     .await;
     let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the dead node's work waited {took:?}: longer than its leases (timeout + storage.lease_margin)"
+    );
     // Work the dead node held is live until its lease ends and the survivor
     // finishes it; only then is every duplicate in.
     eventually(Duration::from_secs(120), "nothing left pending", || async {
@@ -242,6 +250,7 @@ async fn the_same_dedup_key_on_both_nodes_is_delivered_once() {
     let cfg = node_config(
         &db,
         &rx,
+        "",
         "dedup = { key = \"header:X-Key\", window = \"1h\" }",
         "timeout = \"5s\"",
         "",
@@ -285,6 +294,7 @@ async fn one_ordering_key_sent_alternately_to_both_nodes_arrives_in_order() {
         &db,
         &rx,
         "",
+        "",
         "timeout = \"5s\"\nmax_in_flight = 16",
         "ordering_key = \"body:/k\"",
     );
@@ -320,7 +330,7 @@ async fn max_in_flight_holds_across_both_nodes() {
     let db = scratch_db().await;
     let rx = Receiver::start().await;
     rx.set_delay(Duration::from_millis(50));
-    let cfg = node_config(&db, &rx, "", "timeout = \"5s\"\nmax_in_flight = 3", "");
+    let cfg = node_config(&db, &rx, "", "", "timeout = \"5s\"\nmax_in_flight = 3", "");
     let a = Gateway::start(&cfg).await;
     let b = Gateway::start(&cfg).await;
     let c = client();
@@ -348,7 +358,7 @@ async fn max_in_flight_holds_across_both_nodes() {
 async fn pause_and_api_destinations_made_on_one_node_reach_the_other() {
     let db = scratch_db().await;
     let rx = Receiver::start().await;
-    let cfg = node_config(&db, &rx, "", "timeout = \"5s\"", "");
+    let cfg = node_config(&db, &rx, "", "", "timeout = \"5s\"", "");
     let a = Gateway::start_opts(&cfg, "allow_private_destinations = true", &[]).await;
     let b = Gateway::start_opts(&cfg, "allow_private_destinations = true", &[]).await;
     let (st, _) = a
