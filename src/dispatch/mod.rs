@@ -29,6 +29,9 @@ pub mod http;
 pub mod retry;
 pub mod ssrf;
 
+#[cfg(test)]
+mod paused_time_tests;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
