@@ -182,14 +182,7 @@ impl Tables {
             live += d.is_live() as i64;
             dead += (d.status == DeliveryStatus::Dead) as i64;
         }
-        let status = if live > 0 {
-            MessageStatus::Pending
-        } else if dead > 0 {
-            MessageStatus::Dead
-        } else {
-            MessageStatus::Delivered
-        };
-        (n, status)
+        (n, MessageStatus::from_counts(live, dead))
     }
 
     fn summary(&self, m: &StoredMessage, seq: i64) -> MessageSummary {
@@ -435,11 +428,7 @@ impl Store for MemoryStore {
 
     async fn messages(&self, q: &MessageQuery) -> StoreResult<Page<MessageSummary>> {
         let t = self.open()?;
-        let limit = q.limit.clamp(1, 1000);
-        let before = match &q.cursor {
-            Some(c) => decode_cursor(c).ok_or(StoreError::NotFound)?,
-            None => i64::MAX,
-        };
+        let (limit, before) = page_bounds(q.limit, q.cursor.as_deref())?;
         let mut items = Vec::new();
         let mut last = before;
         for (seq, m) in t.messages.range(..before).rev() {
@@ -462,11 +451,7 @@ impl Store for MemoryStore {
 
     async fn deliveries(&self, q: &DeliveryQuery) -> StoreResult<Page<DeliveryInfo>> {
         let t = self.open()?;
-        let limit = q.limit.clamp(1, 1000);
-        let before = match &q.cursor {
-            Some(c) => decode_cursor(c).ok_or(StoreError::NotFound)?,
-            None => i64::MAX,
-        };
+        let (limit, before) = page_bounds(q.limit, q.cursor.as_deref())?;
         let items: Vec<DeliveryInfo> = t
             .deliveries
             .range(..before)

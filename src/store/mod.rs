@@ -318,6 +318,20 @@ pub enum MessageStatus {
     Dead,
 }
 
+impl MessageStatus {
+    /// A message's status from its deliveries: any open (pending or queued) →
+    /// pending; else any dead → dead; else delivered (also with none).
+    pub fn from_counts(open: i64, dead: i64) -> Self {
+        if open > 0 {
+            MessageStatus::Pending
+        } else if dead > 0 {
+            MessageStatus::Dead
+        } else {
+            MessageStatus::Delivered
+        }
+    }
+}
+
 impl FromStr for MessageStatus {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
@@ -734,6 +748,17 @@ pub fn encode_cursor(seq: i64) -> String {
 /// Decodes a listing cursor.
 pub fn decode_cursor(c: &str) -> Option<i64> {
     c.strip_prefix('c')?.parse().ok()
+}
+
+/// A listing's page size (1 to 1000) and the sequence number its items lie
+/// below (from the cursor; unbounded without one). A cursor that does not
+/// decode is `NotFound`.
+pub fn page_bounds(limit: usize, cursor: Option<&str>) -> StoreResult<(usize, i64)> {
+    let before = match cursor {
+        Some(c) => decode_cursor(c).ok_or(StoreError::NotFound)?,
+        None => i64::MAX,
+    };
+    Ok((limit.clamp(1, 1000), before))
 }
 
 #[cfg(test)]

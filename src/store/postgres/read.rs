@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use crate::config::Priority;
 use crate::store::{
-    decode_cursor, encode_cursor, AttemptInfo, DeliveryInfo, DeliveryQuery, DeliveryStatus,
+    encode_cursor, page_bounds, AttemptInfo, DeliveryInfo, DeliveryQuery, DeliveryStatus,
     MessageDetail, MessageId, MessageQuery, MessageStatus, MessageSummary, Page, ReplayFilter,
     StoreError, StoreResult, StoredMessage,
 };
@@ -42,18 +42,6 @@ fn delivery_info(r: &PgRow, message_id: MessageId) -> Result<DeliveryInfo, sqlx:
         priority: Priority::from_rank(r.try_get::<i16, _>("priority")? as i64).as_str(),
         attempt_log: None,
     })
-}
-
-/// A message's status from its deliveries: any open → pending; else any dead →
-/// dead; else delivered (also with none).
-fn derive_status(open: i64, dead: i64) -> MessageStatus {
-    if open > 0 {
-        MessageStatus::Pending
-    } else if dead > 0 {
-        MessageStatus::Dead
-    } else {
-        MessageStatus::Delivered
-    }
 }
 
 pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<MessageDetail> {
@@ -130,7 +118,7 @@ pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<Message
             source: message.source.clone(),
             event_type: message.event_type.clone(),
             received_at: message.received_at,
-            status: derive_status(open, dead),
+            status: MessageStatus::from_counts(open, dead),
             deliveries: deliveries.len() as i64,
         },
         message,
@@ -139,11 +127,7 @@ pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<Message
 }
 
 pub(super) async fn messages(pool: &PgPool, q: &MessageQuery) -> StoreResult<Page<MessageSummary>> {
-    let limit = q.limit.clamp(1, 1000);
-    let mut before = match &q.cursor {
-        Some(cur) => decode_cursor(cur).ok_or(StoreError::NotFound)?,
-        None => i64::MAX,
-    };
+    let (limit, mut before) = page_bounds(q.limit, q.cursor.as_deref())?;
     let mut items = Vec::new();
     // Scan backwards in chunks; the status is derived per message.
     'outer: loop {
@@ -167,7 +151,7 @@ pub(super) async fn messages(pool: &PgPool, q: &MessageQuery) -> StoreResult<Pag
         for r in rows {
             before = r.get(0);
             let (open, done, dead): (i64, i64, i64) = (r.get(5), r.get(6), r.get(7));
-            let status = derive_status(open, dead);
+            let status = MessageStatus::from_counts(open, dead);
             if q.status.is_some_and(|s| s != status) {
                 continue;
             }
@@ -193,11 +177,8 @@ pub(super) async fn deliveries(
     pool: &PgPool,
     q: &DeliveryQuery,
 ) -> StoreResult<Page<DeliveryInfo>> {
-    let limit = q.limit.clamp(1, 1000) as i64;
-    let before = match &q.cursor {
-        Some(cur) => decode_cursor(cur).ok_or(StoreError::NotFound)?,
-        None => i64::MAX,
-    };
+    let (limit, before) = page_bounds(q.limit, q.cursor.as_deref())?;
+    let limit = limit as i64;
     let tables: &[(&str, &str)] = match q.status {
         Some(DeliveryStatus::Pending | DeliveryStatus::Queued) => &[("deliveries", LIVE_COLS)],
         Some(DeliveryStatus::Delivered | DeliveryStatus::Dead) => &[("deliveries_done", DONE_COLS)],

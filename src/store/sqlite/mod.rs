@@ -485,14 +485,7 @@ fn message_summary(c: &Connection, seq: i64) -> rusqlite::Result<(i64, MessageSt
              FROM deliveries WHERE message_seq = ?1",
         )?
         .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let status = if open > 0 {
-        MessageStatus::Pending
-    } else if dead > 0 {
-        MessageStatus::Dead
-    } else {
-        MessageStatus::Delivered
-    };
-    Ok((n, status))
+    Ok((n, MessageStatus::from_counts(open, dead)))
 }
 
 fn delivery_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryInfo> {
@@ -785,11 +778,7 @@ impl Store for SqliteStore {
     async fn messages(&self, q: &MessageQuery) -> StoreResult<Page<MessageSummary>> {
         let q = q.clone();
         self.read(move |c| {
-            let limit = q.limit.clamp(1, 1000);
-            let mut before = match &q.cursor {
-                Some(cur) => decode_cursor(cur).ok_or(StoreError::NotFound)?,
-                None => i64::MAX,
-            };
+            let (limit, mut before) = page_bounds(q.limit, q.cursor.as_deref())?;
             let mut items = Vec::new();
             let mut stmt = c
                 .prepare_cached(
@@ -845,11 +834,7 @@ impl Store for SqliteStore {
     async fn deliveries(&self, q: &DeliveryQuery) -> StoreResult<Page<DeliveryInfo>> {
         let q = q.clone();
         self.read(move |c| {
-            let limit = q.limit.clamp(1, 1000);
-            let before = match &q.cursor {
-                Some(cur) => decode_cursor(cur).ok_or(StoreError::NotFound)?,
-                None => i64::MAX,
-            };
+            let (limit, before) = page_bounds(q.limit, q.cursor.as_deref())?;
             // The status is written as a literal matching a partial index
             // (dead, live), so a listing of the dead-letter queue is a seek.
             let status = match q.status {
