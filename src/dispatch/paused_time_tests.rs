@@ -356,7 +356,12 @@ impl Rig {
 
 /// The answer for everything: 200 at once.
 fn always_ok() -> Script {
-    Box::new(|_, _| Reply::status(200))
+    ok_after(Duration::ZERO)
+}
+
+/// The answer for everything: 200 after `delay`.
+fn ok_after(delay: Duration) -> Script {
+    Box::new(move |_, _| Reply { status: 200, delay })
 }
 
 /// The (body, arrival) pairs of what the receiver got.
@@ -494,11 +499,7 @@ async fn the_breaker_opens_probes_reopens_and_closes() {
 /// at a time until the backlog is through.
 #[tokio::test(start_paused = true)]
 async fn max_in_flight_is_never_exceeded() {
-    let mut rig = Rig::new(Box::new(|_, _| Reply {
-        status: 200,
-        delay: Duration::from_secs(1),
-    }))
-    .await;
+    let mut rig = Rig::new(ok_after(Duration::from_secs(1))).await;
     for i in 0..10 {
         rig.append(&format!("m{i}"), None, Priority::Normal, 0)
             .await;
@@ -632,11 +633,7 @@ async fn retries_follow_the_schedule_to_the_millisecond() {
 /// records them; deliveries not started stay pending and unleased.
 #[tokio::test(start_paused = true)]
 async fn shutdown_finishes_in_flight_attempts_and_leaves_the_rest_pending() {
-    let mut rig = Rig::new(Box::new(|_, _| Reply {
-        status: 200,
-        delay: Duration::from_secs(5),
-    }))
-    .await;
+    let mut rig = Rig::new(ok_after(Duration::from_secs(5))).await;
     for body in ["m1", "m2", "m3", "m4"] {
         rig.append(body, None, Priority::Normal, 0).await;
     }
@@ -678,11 +675,7 @@ async fn shutdown_finishes_in_flight_attempts_and_leaves_the_rest_pending() {
 /// it, so the delivery is still pending with no attempt counted.
 #[tokio::test(start_paused = true)]
 async fn shutdown_gives_up_on_attempts_that_outlast_the_grace() {
-    let mut rig = Rig::new(Box::new(|_, _| Reply {
-        status: 200,
-        delay: Duration::from_secs(60),
-    }))
-    .await;
+    let mut rig = Rig::new(ok_after(Duration::from_secs(60))).await;
     rig.append("slow", None, Priority::Normal, 0).await;
     let h = rig.add_destination("");
     until!(
