@@ -37,10 +37,14 @@ const V6_BLOCKED: &[&str] = &[
     "100::/64",      // discard
     "2001::/23",     // IETF protocol assignments
     "2001:db8::/32", // documentation
-    "fc00::/7",      // unique local
-    "fe80::/10",     // link-local
-    "fec0::/10",     // site-local (deprecated)
-    "ff00::/8",      // multicast
+    // Local-use NAT64 (RFC 8215): translates to whatever IPv4 network the local
+    // operator chose, and its embedded address sits at a place that depends on
+    // the prefix length, so the whole range is refused (IANA: not global).
+    "64:ff9b:1::/48",
+    "fc00::/7",  // unique local
+    "fe80::/10", // link-local
+    "fec0::/10", // site-local (deprecated)
+    "ff00::/8",  // multicast
 ];
 
 fn v4_public(ip: Ipv4Addr) -> bool {
@@ -50,12 +54,17 @@ fn v4_public(ip: Ipv4Addr) -> bool {
 }
 
 fn v6_public(ip: Ipv6Addr) -> bool {
-    // IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
-    // carry an IPv4 address that decides.
+    // IPv4-mapped (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d, RFC
+    // 2765), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address
+    // that decides.
     if let Some(v4) = ip.to_ipv4_mapped() {
         return v4_public(v4);
     }
     let seg = ip.segments();
+    if seg[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        let o = ip.octets();
+        return v4_public(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
         let o = ip.octets();
         return v4_public(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
@@ -167,6 +176,14 @@ mod tests {
             "2001:db8::1",
             "::127.0.0.1",
             "fec0::1",
+            // Local-use NAT64 (RFC 8215) and IPv4-translated (RFC 2765) forms.
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:7f00:0:100::",
+            "64:ff9b:1::808:808",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "::ffff:0:a9fe:a9fe",
         ] {
             assert!(!is_public(ip(bad)), "{bad} must be refused");
         }
@@ -180,6 +197,7 @@ mod tests {
             "2a00:1450:4001::200e",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "::ffff:0:808:808",
         ] {
             assert!(is_public(ip(good)), "{good} is public");
         }
