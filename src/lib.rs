@@ -12,6 +12,7 @@ pub mod config;
 pub mod dispatch;
 pub mod echo;
 pub mod ingest;
+pub mod listener;
 pub mod signing;
 pub mod store;
 pub mod summary;

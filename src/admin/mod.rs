@@ -17,11 +17,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_service::Service;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, Secret};
 use crate::dispatch::Dispatcher;
 use crate::ingest::route::Routing;
+use crate::listener::Limits;
 use crate::store::Store;
 
 /// What the admin handlers share.
@@ -96,13 +98,24 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     )
 }
 
-/// Serves the admin router until `shutdown`.
+/// Serves the admin router until `shutdown`, with the same header and idle
+/// timeout as ingest (`read_timeout`) and at most `admin_max_connections`
+/// connections (see [`crate::listener`]).
 pub async fn serve(listener: TcpListener, state: Shared, shutdown: CancellationToken) {
+    let limits = Limits {
+        header_timeout: state.config.server.read_timeout.0,
+        max_connections: state.config.server.admin_max_connections.max(1),
+    };
     let app = router(state);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "admin listener failed");
-    }
+    crate::listener::serve(listener, limits, shutdown, move |req, _peer| {
+        // A router is always ready, so `call` needs no `poll_ready` first.
+        let call = app.clone().call(req.map(axum::body::Body::new));
+        async move {
+            match call.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    })
+    .await;
 }

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub read_timeout: Dur,
     /// How long a shutdown waits for in-flight deliveries.
     pub shutdown_grace: Dur,
+    /// Connections the admin listener holds open at once; more are closed as
+    /// soon as they are accepted (the API is for operators, not for crowds).
+    pub admin_max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             max_body: Size(1 << 20),
             read_timeout: Dur::secs(10),
             shutdown_grace: Dur::secs(30),
+            admin_max_connections: 256,
         }
     }
 }

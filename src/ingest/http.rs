@@ -7,7 +7,6 @@
 //! waiting for the store (503) → select, route, append. The 2xx is sent only after the
 //! store reports the message committed and synced.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,13 +15,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::route::{Overrides, Routing};
 use super::select::Inbound;
@@ -30,8 +25,9 @@ use super::source::Source;
 use super::verify;
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
+use crate::listener::{Limits, RequestBody};
 use crate::store::{encode_headers, Dedup, MessageId, NewMessage, Store, StoreError};
-use crate::telemetry::events::{IngestHandled, IngestOutcome};
+use crate::telemetry::events::{IngestHandled, IngestOutcome, MessageUnrouted};
 
 /// Everything the ingest handler needs.
 pub struct Ingest {
@@ -109,7 +105,7 @@ pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
 
 impl Ingest {
     /// Handles one request; never panics and always answers.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    pub async fn handle(&self, req: Request<RequestBody>, peer: SocketAddr) -> Resp {
         let t0 = Instant::now();
         let (parts, mut body) = req.into_parts();
         let has_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
@@ -140,7 +136,7 @@ impl Ingest {
     /// Reads and drops what is left of a refused request's body: at most
     /// [`DISCARD_MAX`] bytes and never past the request's `read_timeout`. A body
     /// declared larger than that is not read at all.
-    async fn discard(&self, parts: &http::request::Parts, body: &mut Incoming, t0: Instant) {
+    async fn discard(&self, parts: &http::request::Parts, body: &mut RequestBody, t0: Instant) {
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -167,7 +163,7 @@ impl Ingest {
     async fn handle_inner(
         &self,
         parts: &http::request::Parts,
-        body: &mut Incoming,
+        body: &mut RequestBody,
         peer: SocketAddr,
         t0: Instant,
         body_read: &mut bool,
@@ -324,6 +320,12 @@ impl Ingest {
                 .map(|(k, v)| (k.as_str(), v.as_bytes())),
         );
         drop(inbound);
+        let routed = deliveries.len();
+        let event_type_log = if routed == 0 {
+            event_type.clone()
+        } else {
+            None
+        };
         let msg = NewMessage {
             id: MessageId::new(),
             source: src.name.clone(),
@@ -338,7 +340,17 @@ impl Ingest {
         match self.store.append(msg).await {
             Ok(appended) => {
                 let outcome = match appended {
-                    crate::store::Appended::Stored(_) => IngestOutcome::Stored,
+                    crate::store::Appended::Stored(id) => {
+                        if routed == 0 {
+                            MessageUnrouted {
+                                source: &src.name,
+                                event_type: event_type_log.as_deref(),
+                                message_id: id,
+                            }
+                            .emit();
+                        }
+                        IngestOutcome::Stored
+                    }
                     crate::store::Appended::Duplicate(_) => IngestOutcome::Duplicate,
                 };
                 done(outcome, Some(appended.id()));
@@ -366,53 +378,18 @@ impl Ingest {
 }
 
 /// Accepts connections until `shutdown`, then lets requests in progress finish.
-pub async fn serve(
-    listener: TcpListener,
-    ingest: Arc<Ingest>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
+/// The head of every request is held to [`crate::listener`]'s limits, with
+/// `read_timeout` as the header and idle timeout.
+pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: CancellationToken) {
+    let limits = Limits {
+        header_timeout: ingest.read_timeout,
+        max_connections: usize::MAX,
+    };
+    crate::listener::serve(listener, limits, shutdown, move |req, peer| {
         let ingest = ingest.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let read_timeout = ingest.read_timeout;
-            let svc = hyper::service::service_fn(move |req| {
-                let ingest = ingest.clone();
-                async move { Ok::<_, Infallible>(ingest.handle(req, peer).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(read_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
-    Ok(())
+        async move { ingest.handle(req, peer).await }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 mod harness;
 
 mod bench;
+mod cli;
 mod control;
 mod core;
 mod diskfull;
 mod events;
+mod listener;
 mod multinode;
 mod outage;
 mod providers;

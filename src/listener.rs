@@ -1,0 +1,304 @@
+//! The HTTP/1 connection loop both listeners (ingest and admin) run on, with
+//! the limits every connection gets:
+//!
+//! - the request head (request line and headers) may be at most
+//!   [`MAX_HEADER_BYTES`]; a larger one is answered 431;
+//! - the head must arrive within the header timeout, which also closes a
+//!   keep-alive connection idle that long (hyper starts it whenever it waits
+//!   for a head), so slowloris and idle connections cannot pile up;
+//! - at most `max_connections` at once: a connection over the limit is closed
+//!   at once, so it never holds a socket or a task;
+//! - framing as RFC 9112 asks: an HTTP/1.1 request without exactly one `Host`
+//!   header, or whose head ends a line with a bare LF instead of CRLF, is
+//!   answered 400 and the connection closed (a lenient parser in front of a
+//!   strict one is how requests get smuggled).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Largest request head (request line plus headers), like common servers'
+/// defaults (nginx allows 4 × 8 KiB, Node 16 KiB, Go 1 MiB).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Most headers in one request.
+pub const MAX_HEADERS: usize = 100;
+
+/// The limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The request head must arrive within this; also the keep-alive idle timeout.
+    pub header_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+}
+
+/// The body of a request on a checked connection: hyper's body, which re-arms
+/// the bare-LF check for the next request once it has been read to its end.
+pub struct RequestBody {
+    inner: Incoming,
+    lines: Arc<LineCheck>,
+}
+
+impl RequestBody {
+    fn end(&self) {
+        self.lines.rearm.store(true, Ordering::Release);
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.end();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the connection's reader and its requests share about line endings.
+#[derive(Default)]
+struct LineCheck {
+    /// A line of a request head ended in a bare LF.
+    bare_lf: AtomicBool,
+    /// The previous request is over: scan the bytes that follow as a head.
+    rearm: AtomicBool,
+}
+
+/// The socket, scanning each request head for bare LFs as hyper reads it.
+/// Only heads are scanned (from the connection's start, and again once a
+/// request's body has been read to its end), never bodies.
+struct Scanned {
+    io: TcpStream,
+    shared: Arc<LineCheck>,
+    scanning: bool,
+    prev: u8,
+    line_len: usize,
+    lines: usize,
+}
+
+impl Scanned {
+    fn new(io: TcpStream, shared: Arc<LineCheck>) -> Self {
+        Scanned {
+            io,
+            shared,
+            scanning: true,
+            prev: 0,
+            line_len: 0,
+            lines: 0,
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        if self.shared.rearm.swap(false, Ordering::AcqRel) {
+            self.scanning = true;
+            self.prev = 0;
+            self.line_len = 0;
+            self.lines = 0;
+        }
+        for &b in bytes {
+            if !self.scanning {
+                return;
+            }
+            match b {
+                b'\n' => {
+                    if self.prev != b'\r' {
+                        self.shared.bare_lf.store(true, Ordering::Release);
+                    }
+                    if self.line_len == 0 && self.lines > 0 {
+                        // The empty line that ends the head: a body follows.
+                        self.scanning = false;
+                    } else if self.line_len > 0 {
+                        self.lines += 1;
+                    }
+                    self.line_len = 0;
+                }
+                b'\r' => {}
+                _ => self.line_len += 1,
+            }
+            self.prev = b;
+        }
+    }
+}
+
+impl AsyncRead for Scanned {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if r.is_ready() {
+            this.scan(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Scanned {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Why a request is refused before its handler sees it, if it is.
+fn framing_error(req: &Request<Incoming>, lines: &LineCheck) -> Option<&'static str> {
+    if lines.bare_lf.load(Ordering::Acquire) {
+        return Some("bad request: lines must end with CRLF\n");
+    }
+    if req.version() == Version::HTTP_11 && req.headers().get_all(HOST).iter().count() != 1 {
+        return Some("bad request: HTTP/1.1 needs exactly one Host header\n");
+    }
+    None
+}
+
+fn bad_request<B>(text: &'static str) -> Response<Either<Full<Bytes>, B>> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(text.as_bytes()))));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Accepts connections until `shutdown`, serving each with `handler(request,
+/// peer)`; then lets requests in progress finish and returns.
+pub async fn serve<H, Fut, B>(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, limit = limits.max_connections, "connection limit reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            let lines = Arc::new(LineCheck::default());
+            let io = Scanned::new(stream, lines.clone());
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                let lines = lines.clone();
+                async move {
+                    if let Some(why) = framing_error(&req, &lines) {
+                        return Ok::<_, Infallible>(bad_request(why));
+                    }
+                    if req.body().is_end_stream() {
+                        lines.rearm.store(true, Ordering::Release);
+                    }
+                    let req = req.map(|inner| RequestBody { inner, lines });
+                    Ok(handler(req, peer).await.map(Either::Right))
+                }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_header_size(MAX_HEADER_BYTES)
+                .max_headers(MAX_HEADERS)
+                // A head that has not ended within this much is too large too,
+                // without waiting for hyper's default 400 KiB to fill.
+                .max_buf_size(2 * MAX_HEADER_BYTES)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
