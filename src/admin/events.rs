@@ -18,6 +18,7 @@ use crate::config::{Dur, Priority, API_SOURCE};
 use crate::ingest::route::Overrides;
 use crate::ingest::select::Inbound;
 use crate::store::{encode_headers, Appended, Dedup, MessageId, NewMessage, StoreError};
+use crate::telemetry::events::MessageUnrouted;
 
 /// The body of `POST /api/v1/events`.
 #[derive(Debug, Deserialize)]
@@ -113,10 +114,11 @@ pub async fn publish(
         },
     );
     let routed = deliveries.len();
+    let event_type = p.event_type.clone();
     let msg = NewMessage {
         id: MessageId::new(),
         source: API_SOURCE.to_string(),
-        event_type: Some(p.event_type),
+        event_type: Some(p.event_type.clone()),
         received_at: now,
         content_type: Some("application/json".into()),
         headers: encode_headers(std::iter::empty()),
@@ -139,12 +141,19 @@ pub async fn publish(
         Appended::Stored(id) => (id, false),
         Appended::Duplicate(id) => (id, true),
     };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(
-            json!({"id": id, "duplicate": duplicate, "destinations": if duplicate { 0 } else { routed }}),
-        ),
-    ))
+    let mut answer = json!({"id": id, "duplicate": duplicate, "destinations": if duplicate { 0 } else { routed }});
+    if routed == 0 && !duplicate {
+        MessageUnrouted {
+            source: API_SOURCE,
+            event_type: Some(&event_type),
+            message_id: id,
+        }
+        .emit();
+        answer["warning"] = json!(format!(
+            "no destination takes events of type \"{event_type}\": the event is stored but delivered nowhere (check the event_types of the routes and destinations)"
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 #[cfg(test)]

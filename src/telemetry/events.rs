@@ -49,6 +49,10 @@ pub fn describe() {
         "hookgate_circuit_open",
         "1 while a destination's circuit breaker is open or half-open, else 0."
     );
+    describe_counter!(
+        "hookgate_unrouted_total",
+        "Messages stored that no route takes (delivered nowhere), by source."
+    );
     describe_histogram!(
         "hookgate_store_commit_seconds",
         Unit::Seconds,
@@ -281,7 +285,7 @@ impl DeliveryAttempted<'_> {
     /// Logs and counts.
     pub fn emit(self) {
         self.dest.attempt_seconds.record(self.elapsed.as_secs_f64());
-        let ms = self.elapsed.as_secs_f64() * 1000.0;
+        let ms = millis(self.elapsed);
         match self.next {
             Next::Delivered => {
                 self.dest.delivered.increment(1);
@@ -324,6 +328,39 @@ impl DeliveryAttempted<'_> {
                 );
             }
         }
+    }
+}
+
+/// A duration in milliseconds for a log line, to the microsecond: `0.175`,
+/// never `0.17501999999999998` (which `as_secs_f64() * 1000.0` gives).
+pub fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+/// A message was stored that no route takes: it is kept (and can be replayed
+/// once a route exists) but delivered nowhere, which is usually a mistake in
+/// the event type or the routes.
+pub struct MessageUnrouted<'a> {
+    /// The source (`api` for published events).
+    pub source: &'a str,
+    /// Its event type, when known.
+    pub event_type: Option<&'a str>,
+    /// The message.
+    pub message_id: MessageId,
+}
+
+impl MessageUnrouted<'_> {
+    /// Counts (`hookgate_unrouted_total{source}`) and logs at debug: a source
+    /// kept only for storage would otherwise log every message. The API's
+    /// answer carries the warning to whoever published the event.
+    pub fn emit(self) {
+        counter!("hookgate_unrouted_total", "source" => self.source.to_string()).increment(1);
+        tracing::debug!(
+            source = self.source,
+            event_type = self.event_type,
+            message_id = %self.message_id,
+            "message stored but no route takes it: delivered nowhere"
+        );
     }
 }
 
@@ -457,5 +494,23 @@ impl StoreWriteHealthChanged {
         } else {
             tracing::info!("the store records delivery results again");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_millis_are_rounded_to_the_microsecond() {
+        let d = Duration::from_nanos(175_020);
+        assert_eq!(
+            format!("{}", d.as_secs_f64() * 1000.0),
+            "0.17501999999999998",
+            "the naive conversion this replaces"
+        );
+        assert_eq!(format!("{}", millis(d)), "0.175");
+        assert_eq!(format!("{}", millis(Duration::from_millis(1250))), "1250");
+        assert_eq!(format!("{}", millis(Duration::from_micros(1))), "0.001");
     }
 }

@@ -454,3 +454,38 @@ async fn a_destination_failing_for_disable_after_is_disabled_and_reported() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_no_route_takes_is_answered_with_a_warning_and_counted() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start(&format!("[[sources]]\nname = \"app\"\n{}", config(&rx))).await;
+    let (st, v) = publish(&gw, json!({"type": "invoice.paid", "payload": {}})).await;
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v["destinations"], 0);
+    let warning = v["warning"].as_str().unwrap_or_default();
+    assert!(warning.contains("invoice.paid"), "{v}");
+    // A routed event carries no warning.
+    let (_, v) = publish(&gw, json!({"type": "lead.created", "payload": {}})).await;
+    assert_eq!(v["destinations"], 1);
+    assert!(v.get("warning").is_none(), "{v}");
+    // Ingest on a source without routes is counted too.
+    let r = client()
+        .post(gw.ingest_url("app"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for source in ["api", "app"] {
+        let line = format!("hookgate_unrouted_total{{source=\"{source}\"}} 1");
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+}
