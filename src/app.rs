@@ -65,6 +65,19 @@ impl Running {
     }
 }
 
+/// How long admin requests still running at the end of a shutdown may take.
+const ADMIN_CLOSE: Duration = Duration::from_millis(150);
+
+/// How much longer than `server.shutdown_grace` a shutdown may take: the
+/// dispatcher's wrap-up (recording cut-off attempts, releasing their leases),
+/// closing the admin listener, and flushing the store.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_millis(500);
+const _: () = assert!(
+    crate::dispatch::SHUTDOWN_WRAP_UP.as_millis() + ADMIN_CLOSE.as_millis()
+        < SHUTDOWN_BOUND.as_millis(),
+    "the parts of the shutdown after the grace fit in its bound, with room for the store"
+);
+
 /// Opens the configured store.
 pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
     match cfg.storage.backend {
@@ -239,14 +252,20 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         token.cancelled().await;
+        // One clock for the whole drain: requests being received and attempts
+        // in flight both get until the grace ends, so the shutdown takes at
+        // most `shutdown_grace` + `SHUTDOWN_BOUND`.
+        let grace_ends = tokio::time::Instant::now() + grace;
         tracing::info!("shutting down: no new requests");
         stop_ingest.cancel();
-        let _ = ingest_task.await;
+        let _ = tokio::time::timeout_at(grace_ends, ingest_task).await;
         tracing::info!("finishing deliveries in flight");
-        dispatcher.shutdown(grace).await;
+        dispatcher
+            .shutdown(grace_ends.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
         background.cancel();
         stop_admin.cancel();
-        let _ = admin_task.await;
+        let _ = tokio::time::timeout(ADMIN_CLOSE, admin_task).await;
         store.close().await;
         tracing::info!("stopped");
     });

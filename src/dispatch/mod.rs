@@ -77,6 +77,11 @@ pub const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 /// nodes, leases expired elsewhere).
 const IDLE_TICK: Duration = Duration::from_secs(2);
 
+/// How long, after the shutdown grace, cut-off attempts get to be recorded and
+/// their leases released before the workers are stopped regardless. A shutdown
+/// of the dispatcher takes at most `shutdown_grace` plus this.
+pub const SHUTDOWN_WRAP_UP: Duration = Duration::from_millis(250);
+
 /// Shared parts of every worker.
 struct Ctx {
     store: Arc<dyn Store>,
@@ -90,6 +95,9 @@ struct Ctx {
     stop: CancellationToken,
     /// Workers whose last write of results failed.
     write_failing: AtomicUsize,
+    /// Fired when the shutdown grace has elapsed: attempts still in flight are
+    /// cut off and their leases released.
+    cut_off: CancellationToken,
 }
 
 impl Ctx {
@@ -134,7 +142,7 @@ impl DestinationHandle {
     }
     /// Whether the circuit is open or half-open.
     pub fn circuit_open(&self) -> bool {
-        self.circuit_open.load(Ordering::Relaxed)
+        self.circuit_open.load(Ordering::Acquire)
     }
     /// Attempts in flight.
     pub fn in_flight(&self) -> u32 {
@@ -143,6 +151,25 @@ impl DestinationHandle {
     /// The metric handles.
     pub fn metrics(&self) -> &DestinationMetrics {
         &self.metrics
+    }
+
+    /// Opens or closes the circuit as the API and metrics see it. The gauge is
+    /// set first, so once the API reports a state a scrape reports it too.
+    fn set_circuit_open(&self, open: bool) {
+        self.set_state_gauges(open);
+        self.circuit_open.store(open, Ordering::Release);
+    }
+
+    /// Sets the state gauges (circuit, paused, disabled) from the current state.
+    /// Called on every change of either, never on a timer.
+    fn mirror_state(&self) {
+        self.set_state_gauges(self.circuit_open());
+    }
+
+    fn set_state_gauges(&self, circuit_open: bool) {
+        let st = self.state.lock();
+        self.metrics
+            .set_state(circuit_open, st.paused, st.disabled_at.is_some());
     }
 }
 
@@ -186,6 +213,7 @@ impl Dispatcher {
                 lease_margin,
                 stop: CancellationToken::new(),
                 write_failing: AtomicUsize::new(0),
+                cut_off: CancellationToken::new(),
             }),
             handles: RwLock::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -205,6 +233,7 @@ impl Dispatcher {
             removed: CancellationToken::new(),
             wake: self.ctx.store.wakeups().get(&name),
         });
+        handle.mirror_state();
         if let Some(old) = self.handles.write().insert(name, handle.clone()) {
             old.removed.cancel();
         }
@@ -268,6 +297,7 @@ impl Dispatcher {
             changed
         };
         if changed {
+            h.mirror_state();
             h.wake.notify_one();
         }
         changed
@@ -293,6 +323,7 @@ impl Dispatcher {
             }
             s.clone()
         };
+        h.mirror_state();
         if let Err(e) = self.ctx.store.put_destination_state(name, &st).await {
             tracing::error!(destination = name, error = %e, "could not save the destination state");
         }
@@ -300,18 +331,23 @@ impl Dispatcher {
         Some(st)
     }
 
-    /// Stops leasing, waits up to `grace` for attempts in flight, then releases
-    /// the leases of those still running.
+    /// Stops leasing, waits up to `grace` for attempts in flight, then cuts off
+    /// those still running and releases their leases (so they are due again at
+    /// once on the next start). Returns within `grace` + [`SHUTDOWN_WRAP_UP`].
     pub async fn shutdown(&self, grace: Duration) {
         self.ctx.stop.cancel();
         let mut tasks = std::mem::take(&mut *self.tasks.lock());
-        let deadline = Instant::now() + grace + Duration::from_millis(500);
+        let cut_at = Instant::now() + grace;
+        let give_up_at = cut_at + SHUTDOWN_WRAP_UP;
         while !tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!("shutdown grace elapsed; stopping the remaining workers");
+            tokio::select! {
+                r = tasks.join_next() => if r.is_none() { break },
+                _ = tokio::time::sleep_until(cut_at), if !self.ctx.cut_off.is_cancelled() => {
+                    tracing::warn!("shutdown grace elapsed; cutting off the attempts still in flight");
+                    self.ctx.cut_off.cancel();
+                }
+                _ = tokio::time::sleep_until(give_up_at) => {
+                    tracing::warn!("attempts could not be recorded in time; their leases expire by themselves");
                     tasks.shutdown().await;
                     break;
                 }
@@ -325,7 +361,8 @@ impl Dispatcher {
         self.ctx.write_failing.load(Ordering::Relaxed) > 0
     }
 
-    /// Refreshes the backlog and state gauges of every destination.
+    /// Refreshes the backlog gauges of every destination (the state gauges
+    /// change with the state itself).
     pub async fn refresh_gauges(&self) {
         let stats = self.ctx.store.destination_stats().await.unwrap_or_default();
         let now = self.ctx.clock.now_millis();
@@ -336,9 +373,6 @@ impl Dispatcher {
                 .oldest_pending_at
                 .map(|t| Duration::from_millis((now - t).max(0) as u64));
             h.metrics.set_backlog(s.pending, age);
-            let st = h.state();
-            h.metrics
-                .set_state(h.circuit_open(), st.paused, st.disabled_at.is_some());
         }
     }
 }
@@ -640,7 +674,9 @@ impl Worker {
                     limit = 1;
                 }
                 Permit::Wait(until) => {
-                    self.h.circuit_open.store(true, Ordering::Relaxed);
+                    if !self.h.circuit_open() {
+                        self.h.set_circuit_open(true);
+                    }
                     return (0, until);
                 }
             }
@@ -701,7 +737,7 @@ impl Worker {
                 self.probe = None;
             }
             let open = b.is_open();
-            self.h.circuit_open.store(open, Ordering::Relaxed);
+            self.h.set_circuit_open(open);
             if open != was_open {
                 CircuitChanged {
                     destination: &self.spec.name,
@@ -737,6 +773,7 @@ impl Worker {
             (*s != before).then(|| s.clone())
         };
         if let Some(st) = changed {
+            self.h.mirror_state();
             let store = self.ctx.store.clone();
             let name = self.spec.name.clone();
             tokio::spawn(async move {
@@ -751,8 +788,17 @@ impl Worker {
     /// record their results, and release the leases of any that were cancelled.
     async fn drain(mut self) {
         let ids: Vec<i64> = self.in_flight.iter().copied().collect();
-        while let Some(r) = self.attempts.join_next().await {
-            let _ = r;
+        let cut_off = self.ctx.cut_off.clone();
+        loop {
+            tokio::select! {
+                r = self.attempts.join_next() => if r.is_none() { break },
+                _ = cut_off.cancelled() => {
+                    // Cut-off attempts send no result: they stay in `in_flight`
+                    // and their leases are released below.
+                    self.attempts.shutdown().await;
+                    break;
+                }
+            }
         }
         while let Ok(d) = self.done_rx.try_recv() {
             self.in_flight.remove(&d.delivery_id);

@@ -299,6 +299,60 @@ async fn an_open_circuit_makes_no_attempts_during_cooldown_and_closes_after_a_go
     assert_eq!(v["data"][0]["circuit"], "closed");
 }
 
+/// The `hookgate_circuit_open` gauge as `/metrics` shows it now.
+async fn circuit_gauge(gw: &Gateway) -> f64 {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric(
+        &scrape(&text),
+        "hookgate_circuit_open",
+        &[("destination", "svc")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_circuit_gauge_changes_with_the_circuit() {
+    let rx = Receiver::start().await;
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    rx.respond(move |_| {
+        if h.load(std::sync::atomic::Ordering::SeqCst) {
+            (200, vec![], String::new())
+        } else {
+            (500, vec![], String::new())
+        }
+    });
+    let gw = Gateway::start(&config(
+        &rx,
+        "circuit_breaker = { failures = 1, cooldown = \"1s\" }\nretry = { schedule = [\"0s\", \"50ms\", \"50ms\"] }",
+        "",
+    ))
+    .await;
+    assert_eq!(circuit_gauge(&gw).await, 0.0);
+    send(&gw, "app", "{}").await;
+    // Each time the API reports a new circuit state, the very next scrape
+    // reports the same: no refresh interval in between.
+    for (state, gauge) in [("open", 1.0), ("closed", 0.0)] {
+        eventually(Duration::from_secs(20), state, || async {
+            let (_, v) = gw.api_get("/api/v1/destinations").await;
+            (v["data"][0]["circuit"] == state).then_some(())
+        })
+        .await;
+        assert_eq!(
+            circuit_gauge(&gw).await,
+            gauge,
+            "the API says the circuit is {state}"
+        );
+        healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn max_in_flight_two_never_sees_a_third_concurrent_request() {
     let rx = Receiver::start().await;

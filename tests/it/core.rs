@@ -429,6 +429,51 @@ fn hookgate(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_with_a_stuck_delivery_ends_within_the_grace_and_its_bound() {
+    // Documented in docs/operations.md: at most `shutdown_grace` + 0.5 s.
+    const GRACE: Duration = Duration::from_secs(2);
+    const BOUND: Duration = Duration::from_millis(500);
+    let rx = Receiver::start().await;
+    rx.set_delay(Duration::from_secs(120));
+    let cfg = format!(
+        "[[sources]]\nname = \"app\"\n\n[[destinations]]\nname = \"svc\"\nurl = \"{}\"\ntimeout = \"300s\"\n\n[[routes]]\nsource = \"app\"\nto = \"svc\"\n",
+        rx.url("/hook")
+    );
+    let mut gw = Gateway::start_opts(&cfg, "shutdown_grace = \"2s\"", &[]).await;
+    let r = client()
+        .post(gw.ingest_url("app"))
+        .body("stuck")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["hookgate-message-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    let (code, took, mut gw) = tokio::task::spawn_blocking(move || {
+        let t0 = std::time::Instant::now();
+        let c = gw.terminate();
+        (c, t0.elapsed(), gw)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+    eprintln!("shutdown with a {GRACE:?} grace took {took:?}");
+    assert!(
+        took <= GRACE + BOUND,
+        "shutdown took {took:?}, more than the grace {GRACE:?} + {BOUND:?}"
+    );
+    // The cut-off attempt's lease was released: due again at once on restart.
+    rx.set_delay(Duration::ZERO);
+    gw.restart().await;
+    eventually(Duration::from_secs(20), "redelivered", || async {
+        let (_, v) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
+        (v["status"] == "delivered").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,8 +66,13 @@ impl Gateway {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut text = String::new();
         if !body.contains("[server]") {
+            let grace = if server_extra.contains("shutdown_grace") {
+                ""
+            } else {
+                "shutdown_grace = \"5s\"\n"
+            };
             text.push_str(&format!(
-                "[server]\nlisten = \"{ingest}\"\nadmin_listen = \"{admin}\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\nshutdown_grace = \"5s\"\n{server_extra}\n\n"
+                "[server]\nlisten = \"{ingest}\"\nadmin_listen = \"{admin}\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{grace}{server_extra}\n\n"
             ));
         }
         if !body.contains("[storage]") {
