@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,20 +37,48 @@ pub fn signature_verdict(key: &[u8], headers: &http::HeaderMap, body: &[u8], now
     }
 }
 
-/// Runs the echo receiver until the process is stopped.
-pub async fn run(listen: SocketAddr, secret: Option<String>) -> std::io::Result<()> {
-    let key = match secret {
-        Some(s) => Some(Arc::new(crate::signing::decode_secret(&s).ok_or_else(
-            || {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "--secret must be whsec_ followed by base64",
-                )
-            },
-        )?)),
-        None => None,
-    };
-    let listener = TcpListener::bind(listen).await?;
+/// Why the echo receiver could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EchoError {
+    /// `--secret` is not a Standard Webhooks secret (the value is not repeated).
+    #[error("--secret must be a Standard Webhooks secret: whsec_ followed by base64 (as `signing_secret` shows it)")]
+    Secret,
+    /// The address would not bind (or its host name would not resolve).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Accepting connections failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The key of an echo `--secret`: only the `whsec_` form, so that a secret
+/// pasted from somewhere else is refused rather than silently mis-decoded.
+pub fn parse_secret(secret: &str) -> Result<Vec<u8>, EchoError> {
+    if !secret.starts_with("whsec_") {
+        return Err(EchoError::Secret);
+    }
+    crate::signing::decode_secret(secret).ok_or(EchoError::Secret)
+}
+
+/// Runs the echo receiver until the process is stopped. `listen` is
+/// `host:port`, where the host may be a name (`localhost:9000`).
+pub async fn run(listen: &str, secret: Option<String>) -> Result<(), EchoError> {
+    let key = secret
+        .as_deref()
+        .map(parse_secret)
+        .transpose()?
+        .map(Arc::new);
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| EchoError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
     eprintln!(
         "hookgate echo listening on http://{}",
         listener.local_addr()?
@@ -98,6 +125,21 @@ pub async fn run(listen: SocketAddr, secret: Option<String>) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_must_have_the_whsec_form() {
+        assert!(parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        for bad in [
+            "notwhsec",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_",
+            "whsec_!!",
+        ] {
+            let e = parse_secret(bad).unwrap_err().to_string();
+            assert!(e.contains("whsec_"), "{e}");
+            assert!(!e.contains(bad), "the secret is never echoed: {e}");
+        }
+    }
 
     #[test]
     fn verdicts() {

@@ -1,6 +1,5 @@
 //! The `hookgate` command: `serve`, `check`, `echo` and `bench`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,14 +43,14 @@ enum Command {
     Check(ConfigArg),
     /// Run a receiver that prints every request and answers 200.
     Echo {
-        /// Address to listen on.
+        /// Address to listen on: HOST:PORT, where HOST may be a name (localhost:9000).
         #[arg(long, default_value = "127.0.0.1:9000")]
-        listen: SocketAddr,
+        listen: String,
         /// A whsec_ secret: also check each request's Standard Webhooks signature.
         #[arg(long)]
         secret: Option<String>,
     },
-    /// Benchmark the gateway against a bare HTTP server on this machine (SPEC §8).
+    /// Benchmark the gateway against a bare HTTP server on this machine.
     Bench(hookgate::bench::BenchArgs),
 }
 
@@ -70,7 +69,7 @@ fn main() -> ExitCode {
         Command::Serve(c) => serve(&c.config),
         Command::Echo { listen, secret } => {
             let rt = runtime();
-            match rt.block_on(hookgate::echo::run(listen, secret)) {
+            match rt.block_on(hookgate::echo::run(&listen, secret)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -125,7 +124,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         let running = match hookgate::app::start(cfg, shutdown.clone()).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("{e}");
+                // Once, on stderr, whatever the log filter and format.
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }

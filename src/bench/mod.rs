@@ -1,4 +1,4 @@
-//! `hookgate bench` (SPEC §8): the built-in benchmark.
+//! `hookgate bench`: the built-in benchmark (docs/performance.md).
 //!
 //! It starts, on loopback, a sink answering 200 ([`sink`]), a bare hyper server
 //! as the baseline ([`baseline`]) and the gateway as a child process on a store

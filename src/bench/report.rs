@@ -1,5 +1,6 @@
 //! What `hookgate bench` prints: one JSON object (`--json`) whose key names are
-//! part of SPEC §8 and must never change, and the same figures as a table.
+//! a fixed interface (docs/performance.md) and must never change, and the same
+//! figures as a table.
 //!
 //! A figure whose phase did not run (or produced nothing to measure) is `null`,
 //! never a made-up number.
