@@ -301,14 +301,7 @@ async fn an_open_circuit_makes_no_attempts_during_cooldown_and_closes_after_a_go
 
 /// The `hookgate_circuit_open` gauge as `/metrics` shows it now.
 async fn circuit_gauge(gw: &Gateway) -> f64 {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     metric(
         &scrape(&text),
         "hookgate_circuit_open",

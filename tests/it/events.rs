@@ -476,14 +476,7 @@ async fn an_event_no_route_takes_is_answered_with_a_warning_and_counted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     for source in ["api", "app"] {
         let line = format!("hookgate_unrouted_total{{source=\"{source}\"}} 1");
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
