@@ -429,9 +429,11 @@ fn hookgate(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_with_a_stuck_delivery_ends_within_the_grace_and_its_bound() {
-    // Documented in docs/operations.md: at most `shutdown_grace` + 0.5 s.
+    // Documented in docs/configuration.md: at most `shutdown_grace` + 0.5 s.
     const GRACE: Duration = Duration::from_secs(2);
     const BOUND: Duration = Duration::from_millis(500);
     let rx = Receiver::start().await;
