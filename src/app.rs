@@ -87,6 +87,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
             let opts = crate::store::sqlite::SqliteOptions {
                 observer,
                 max_size: cfg.storage.max_size.map(|s| s.0),
+                adopt: cfg.storage.adopt,
             };
             let store = tokio::task::spawn_blocking(move || SqliteStore::open_opts(path, opts))
                 .await

@@ -35,10 +35,20 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Use an embedded database file that holds another program's tables,
+    /// adding hookgate's beside them (without it such a file is refused).
+    #[arg(long)]
+    adopt: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway until SIGINT or SIGTERM, then drain and exit.
-    Serve(ConfigArg),
+    Serve(ServeArgs),
     /// Check a config file and print a summary of it.
     Check(ConfigArg),
     /// Run a receiver that prints every request and answers 200.
@@ -66,7 +76,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(c) => check(&c.config),
-        Command::Serve(c) => serve(&c.config),
+        Command::Serve(s) => serve(&s.config.config, s.adopt),
         Command::Echo { listen, secret } => {
             let rt = runtime();
             match rt.block_on(hookgate::echo::run(&listen, secret)) {
@@ -113,11 +123,12 @@ fn check(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
-    let cfg = match load(path) {
+fn serve(path: &std::path::Path, adopt: bool) -> ExitCode {
+    let mut cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    cfg.storage.adopt = adopt;
     let rt = runtime();
     rt.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -420,3 +420,74 @@ async fn a_key_stored_on_one_node_is_a_duplicate_on_the_other() {
     );
     close_all(&[&a, &b]).await;
 }
+
+/// A database migrated only to schema 1 (before deliveries could be
+/// `replayed`) upgrades: a dead delivery that a replay already sent again
+/// becomes replayed, linked to the replay; other dead ones stay dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones() {
+    use hookgate::store::{DeliveryQuery, DeliveryStatus, MessageStatus, ReplayFilter};
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let db = scratch_db().await;
+    let (replayed, dead) = (MessageId::new(), MessageId::new());
+    {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        let v1 = Migrator {
+            migrations: vec![Migration::new(
+                1,
+                "schema".into(),
+                MigrationType::Simple,
+                include_str!("../src/store/postgres/migrations/0001_schema.sql").into(),
+                false,
+            )]
+            .into(),
+            ..Migrator::DEFAULT
+        };
+        v1.run(&pool).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO messages (id, source, received_at, headers, body) VALUES
+                 ('{replayed}', 'src', {T0}, '', '{{}}'), ('{dead}', 'src', {T0}, '', '{{}}');
+             -- 1 died, 2 is its replay (delivered); 3 died and was never replayed.
+             INSERT INTO deliveries_done (id, message_seq, destination, status, priority, due_at, attempts, retry_base, created_at, finished_at) VALUES
+                 (1, 1, 'a', 3, 1, {T0}, 1, 0, {T0}, {T0}),
+                 (2, 1, 'a', 2, 1, {T0}, 1, 0, {T0}, {T0}),
+                 (3, 2, 'a', 3, 1, {T0}, 1, 0, {T0}, {T0});"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = PgStore::connect(db.url(), 4).await.unwrap();
+    let all = ReplayFilter::default();
+    assert_eq!(store.count_dead(&all).await.unwrap(), 1);
+    assert_eq!(store.destination_stats().await.unwrap()["a"].dead, 1);
+    let q = DeliveryQuery {
+        status: Some(DeliveryStatus::Dead),
+        limit: 10,
+        ..Default::default()
+    };
+    let listed: Vec<i64> = store
+        .deliveries(&q)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, vec![3]);
+    let m = store.message(replayed).await.unwrap();
+    assert_eq!(m.summary.status, MessageStatus::Delivered);
+    assert_eq!(m.deliveries[0].status, DeliveryStatus::Replayed);
+    assert_eq!(m.deliveries[0].replayed_by, Some(2));
+    assert_eq!(
+        store.message(dead).await.unwrap().summary.status,
+        MessageStatus::Dead
+    );
+    assert_eq!(store.replay_dead_batch(&all, T0, 10).await.unwrap(), 1);
+    assert_eq!(store.replay_dead_batch(&all, T0, 10).await.unwrap(), 0);
+    let leased = store.lease("a", T0, 10, 30_000).await.unwrap().items;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].message.id, dead);
+    store.close().await;
+}

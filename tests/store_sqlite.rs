@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use hookgate::store::conformance::{self, Made, T0};
 use hookgate::store::sqlite::SqliteStore;
-use hookgate::store::{Appended, Store};
+use hookgate::store::{Appended, Store, StoreError};
 
 async fn make() -> Made {
     let dir = tempfile::tempdir().unwrap();
@@ -176,4 +176,171 @@ async fn a_full_store_refuses_new_messages_and_keeps_delivering_the_old() {
         assert!(store.message(*id).await.is_ok());
     }
     store.close().await;
+}
+
+/// A database of schema 1 (before deliveries could be `replayed`) opens: a dead
+/// delivery that a replay already sent again becomes replayed, linked to the
+/// replay, and leaves the dead-letter queue; other dead ones stay dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones() {
+    use hookgate::store::{DeliveryQuery, DeliveryStatus, MessageId, MessageStatus, ReplayFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hg.db");
+    let (replayed, dead) = (MessageId::new(), MessageId::new());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("fixtures/sqlite_schema_v1.sql"))
+            .unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA user_version = 1;
+             INSERT INTO messages (seq, id, source, received_at, headers, body) VALUES
+                 (1, '{replayed}', 'src', {T0}, x'', x'7b7d'), (2, '{dead}', 'src', {T0}, x'', x'7b7d');
+             -- 1 died, 2 is its replay (delivered); 3 died and was never replayed.
+             INSERT INTO deliveries (id, message_seq, destination, status, priority, due_at, attempts, created_at, finished_at) VALUES
+                 (1, 1, 'a', 3, 1, {T0}, 1, {T0}, {T0}),
+                 (2, 1, 'a', 2, 1, {T0}, 1, {T0}, {T0}),
+                 (3, 2, 'a', 3, 1, {T0}, 1, {T0}, {T0});"
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let all = ReplayFilter::default();
+    assert_eq!(store.count_dead(&all).await.unwrap(), 1);
+    assert_eq!(store.destination_stats().await.unwrap()["a"].dead, 1);
+    let q = DeliveryQuery {
+        status: Some(DeliveryStatus::Dead),
+        limit: 10,
+        ..Default::default()
+    };
+    let listed: Vec<i64> = store
+        .deliveries(&q)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, vec![3]);
+    let m = store.message(replayed).await.unwrap();
+    assert_eq!(m.summary.status, MessageStatus::Delivered);
+    assert_eq!(m.deliveries[0].status, DeliveryStatus::Replayed);
+    assert_eq!(m.deliveries[0].replayed_by, Some(2));
+    assert_eq!(
+        store.message(dead).await.unwrap().summary.status,
+        MessageStatus::Dead
+    );
+    // Bulk replay revives the dead one only.
+    assert_eq!(store.replay_dead_batch(&all, T0, 10).await.unwrap(), 1);
+    assert_eq!(store.replay_dead_batch(&all, T0, 10).await.unwrap(), 0);
+    let leased = store.lease("a", T0, 10, 1000).await.unwrap().items;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].message.id, dead);
+    store.close().await;
+}
+
+/// A file of another program is refused and left as it was; `adopt` opens it,
+/// and from then on it is hookgate's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_another_program_is_refused_unless_adopted() {
+    use hookgate::store::sqlite::SqliteOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let state = |p: &std::path::Path| {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
+        (
+            q("SELECT group_concat(name) FROM (SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name)"),
+            q("SELECT CAST(user_version AS TEXT) FROM pragma_user_version"),
+            q("PRAGMA journal_mode"),
+        )
+    };
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE notes (text TEXT); PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    let before = state(&path);
+    let err = SqliteStore::open(&path).err().expect("refused");
+    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("--adopt") && text.contains("notes"), "{text}");
+    assert_eq!(state(&path), before, "nothing was written");
+
+    // A file marked as another application's is refused too, even with no tables.
+    let marked = dir.path().join("marked.db");
+    rusqlite::Connection::open(&marked)
+        .unwrap()
+        .execute_batch("PRAGMA application_id = 42;")
+        .unwrap();
+    let err = SqliteStore::open(&marked).err().expect("refused");
+    assert!(err.to_string().contains("application_id"), "{err}");
+
+    let adopt = SqliteOptions {
+        adopt: true,
+        ..Default::default()
+    };
+    let store = SqliteStore::open_opts(&path, adopt).unwrap();
+    let m = conformance::msg("src", &["a"], None);
+    let id = m.id;
+    assert_eq!(store.append(m).await.unwrap(), Appended::Stored(id));
+    store.close().await;
+    drop(store);
+    // Now it is hookgate's: no --adopt needed, and the other tables are kept.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.pending_estimate(), 1);
+    store.close().await;
+    drop(store);
+    assert!(state(&path).0.contains("notes"));
+}
+
+/// After a clean close the next open trusts the file; after an unclean shutdown
+/// (no marker) it runs `PRAGMA quick_check` and refuses a damaged database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_is_refused_after_an_unclean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hg.db");
+    let marker = path.with_extension("clean");
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(!marker.exists());
+    for i in 0..50 {
+        let k = format!("k{i}");
+        store
+            .append(conformance::msg("src", &["a"], Some(&k)))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    drop(store);
+    assert!(marker.exists(), "a clean close leaves the marker");
+
+    // Damage the page of an index that opening does not read.
+    let (root, page_size): (i64, i64) = {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let root = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = 'dedup_expiry'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let size = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (root, size)
+    };
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(((root - 1) * page_size) as u64))
+            .unwrap();
+        f.write_all(&[0x42; 16]).unwrap();
+        f.sync_all().unwrap();
+    }
+    // Clean marker: not checked (the check costs time at every start otherwise).
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(!marker.exists(), "opening clears the marker");
+    drop(store); // no close: as if killed
+    let err = SqliteStore::open(&path)
+        .err()
+        .expect("a damaged file is refused");
+    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    assert!(err.to_string().contains("integrity check"), "{err}");
 }

@@ -77,7 +77,7 @@ impl From<StoreError> for ApiError {
                 "store_full",
                 "the store is full",
             ),
-            StoreError::Unavailable(_) | StoreError::Closed => {
+            StoreError::Unavailable(_) | StoreError::Closed | StoreError::Refused(_) => {
                 tracing::error!(error = %e, "store call failed in the admin API");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -384,7 +384,7 @@ async fn list_deliveries(
         destination: given(p.destination),
         status: parse_status::<DeliveryStatus>(
             p.status.as_deref(),
-            "pending, queued, delivered, dead",
+            "pending, queued, delivered, dead, replayed",
         )?,
         limit: limit(p.limit)?,
         cursor: given(p.cursor),

@@ -124,6 +124,10 @@ pub struct StorageConfig {
     /// How much longer than the destination `timeout` a lease lasts: a node
     /// that dies holding leases delays that work by `timeout` plus this.
     pub lease_margin: Dur,
+    /// Embedded store: open a database that holds another program's tables
+    /// (`serve --adopt`); set from the command line, never from the file.
+    #[serde(skip)]
+    pub adopt: bool,
 }
 
 impl Default for StorageConfig {
@@ -140,6 +144,7 @@ impl Default for StorageConfig {
             query_timeout: Dur::secs(5),
             max_waiting: 1024,
             lease_margin: Dur::secs(30),
+            adopt: false,
         }
     }
 }

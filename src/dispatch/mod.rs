@@ -372,7 +372,7 @@ impl Dispatcher {
             let age = s
                 .oldest_pending_at
                 .map(|t| Duration::from_millis((now - t).max(0) as u64));
-            h.metrics.set_backlog(s.pending, age);
+            h.metrics.set_backlog(s.pending, age, s.dead);
         }
     }
 }

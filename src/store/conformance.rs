@@ -26,7 +26,8 @@ macro_rules! store_conformance_tests {
             concurrent_duplicates_store_one, retry_reschedules, dead_then_bulk_replay,
             ordering_key_one_at_a_time, ordering_head_dead_moves_key_on, priority_overtakes,
             delayed_until_due, release_makes_due_again, pending_counts,
-            replay_message_creates_deliveries, message_listing_pages, delivery_listing_filters,
+            replay_message_creates_deliveries, replayed_dead_delivery_leaves_the_dead_letter_queue,
+            message_listing_pages, delivery_listing_filters,
             destination_state_round_trip, stored_destinations_crud, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
             message_with_no_deliveries
@@ -388,6 +389,129 @@ pub async fn replay_message_creates_deliveries(s: &dyn Store) {
             .await
             .unwrap_err(),
         StoreError::NotFound
+    );
+}
+
+/// The deliveries of a status, at most 100.
+async fn with_status(s: &dyn Store, status: DeliveryStatus) -> Vec<DeliveryInfo> {
+    let q = DeliveryQuery {
+        status: Some(status),
+        limit: 100,
+        ..Default::default()
+    };
+    s.deliveries(&q).await.unwrap().items
+}
+
+/// The message's derived status, in its detail and in the listing.
+async fn status_of(s: &dyn Store, id: MessageId) -> MessageStatus {
+    let detail = s.message(id).await.unwrap().summary.status;
+    let q = MessageQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let listed = s.messages(&q).await.unwrap().items;
+    let listed = listed.iter().find(|m| m.id == id).unwrap().status;
+    assert_eq!(detail, listed, "the detail and the listing agree");
+    detail
+}
+
+/// Replaying a dead message marks its dead delivery replayed (linked to the new
+/// one): it leaves the dead listing, counts and bulk replay, and the message's
+/// status follows its newest deliveries.
+pub async fn replayed_dead_delivery_leaves_the_dead_letter_queue(s: &dyn Store) {
+    let m = msg("src", &["a", "b"], None);
+    let id = m.id;
+    s.append(m).await.unwrap();
+    for d in ["a", "b"] {
+        for l in lease(s, d, T0, 10).await {
+            s.complete(vec![result(&l, Next::Dead)]).await.unwrap();
+        }
+    }
+    assert_eq!(status_of(s, id).await, MessageStatus::Dead);
+    let old_a = with_status(s, DeliveryStatus::Dead)
+        .await
+        .into_iter()
+        .find(|d| d.destination == "a")
+        .unwrap()
+        .id;
+
+    let new_a = s.replay_message(id, &["a".into()], T0 + 5).await.unwrap()[0];
+    let replayed = with_status(s, DeliveryStatus::Replayed).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(
+        (replayed[0].id, replayed[0].replayed_by),
+        (old_a, Some(new_a))
+    );
+    let dead = with_status(s, DeliveryStatus::Dead).await;
+    assert_eq!(
+        dead.iter()
+            .map(|d| d.destination.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"]
+    );
+    let only_a = ReplayFilter {
+        destination: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.count_dead(&only_a).await.unwrap(), 0);
+    assert_eq!(s.count_dead(&ReplayFilter::default()).await.unwrap(), 1);
+    let stats = s.destination_stats().await.unwrap();
+    assert_eq!(stats.get("a").map_or(0, |x| x.dead), 0);
+    assert_eq!(stats["b"].dead, 1);
+    assert_eq!(status_of(s, id).await, MessageStatus::Pending);
+    let detail = s.message(id).await.unwrap();
+    let old = detail.deliveries.iter().find(|d| d.id == old_a).unwrap();
+    assert_eq!(old.status, DeliveryStatus::Replayed);
+    assert_eq!(old.replayed_by, Some(new_a));
+
+    let l = lease(s, "a", T0 + 5, 10).await;
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].delivery_id, new_a);
+    s.complete(vec![result(&l[0], Next::Delivered)])
+        .await
+        .unwrap();
+    // `a` delivered at last; `b` is still dead.
+    assert_eq!(status_of(s, id).await, MessageStatus::Dead);
+
+    // Bulk replay revives b's dead delivery and never a's replayed one, however
+    // often it runs.
+    assert_eq!(
+        s.replay_dead_batch(&ReplayFilter::default(), T0 + 10, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.replay_dead_batch(&ReplayFilter::default(), T0 + 10, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(lease(s, "a", T0 + 10, 10).await.is_empty());
+    let l = lease(s, "b", T0 + 10, 10).await;
+    assert_eq!(l.len(), 1);
+    s.complete(vec![result(&l[0], Next::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(status_of(s, id).await, MessageStatus::Delivered);
+    assert_eq!(s.pending_estimate(), 0);
+
+    // A replay of a delivered message that dies makes the message dead again;
+    // the delivered one stays delivered.
+    let again = s.replay_message(id, &["a".into()], T0 + 20).await.unwrap()[0];
+    let l = lease(s, "a", T0 + 20, 10).await;
+    assert_eq!(l[0].delivery_id, again);
+    s.complete(vec![result(&l[0], Next::Dead)]).await.unwrap();
+    assert_eq!(status_of(s, id).await, MessageStatus::Dead);
+    let dead = with_status(s, DeliveryStatus::Dead).await;
+    assert_eq!(dead.iter().map(|d| d.id).collect::<Vec<_>>(), vec![again]);
+    assert_eq!(
+        with_status(s, DeliveryStatus::Delivered)
+            .await
+            .iter()
+            .filter(|d| d.id == new_a)
+            .count(),
+        1
     );
 }
 

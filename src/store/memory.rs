@@ -43,6 +43,8 @@ struct Delivery {
     retry_base: u32,
     created_at: Millis,
     finished_at: Option<Millis>,
+    /// The delivery a replay made in place of this dead one.
+    replayed_by: Option<i64>,
     /// When the current lease ends, while leased.
     lease_until: Option<Millis>,
     /// Recorded attempts by number (a number recorded twice keeps the last).
@@ -73,6 +75,7 @@ impl Delivery {
             finished_at: self.finished_at,
             ordering_key: self.ordering_key.clone(),
             priority: self.priority.as_str(),
+            replayed_by: self.replayed_by,
             attempt_log: with_log.then(|| self.log.values().cloned().collect()),
         }
     }
@@ -167,6 +170,7 @@ impl Tables {
                 retry_base: 0,
                 created_at,
                 finished_at: None,
+                replayed_by: None,
                 lease_until: None,
                 log: BTreeMap::new(),
             },
@@ -174,15 +178,14 @@ impl Tables {
         (id, status)
     }
 
-    /// Count and derived status of a message's deliveries.
+    /// Count and derived status ([`MessageStatus::derive`]) of a message's deliveries.
     fn message_summary(&self, seq: i64) -> (i64, MessageStatus) {
-        let (mut n, mut live, mut dead) = (0, 0, 0);
-        for d in self.deliveries.values().filter(|d| d.seq == seq) {
-            n += 1;
-            live += d.is_live() as i64;
-            dead += (d.status == DeliveryStatus::Dead) as i64;
-        }
-        (n, MessageStatus::from_counts(live, dead))
+        let mine: Vec<&Delivery> = self.deliveries.values().filter(|d| d.seq == seq).collect();
+        let status = MessageStatus::derive(
+            mine.iter()
+                .map(|d| (d.id, d.destination.as_str(), d.status)),
+        );
+        (mine.len() as i64, status)
     }
 
     fn summary(&self, m: &StoredMessage, seq: i64) -> MessageSummary {
@@ -490,7 +493,15 @@ impl Store for MemoryStore {
                 priority: prior.map_or(Priority::Normal, |d| d.priority),
                 ordering_key: prior.and_then(|d| d.ordering_key.clone()),
             };
-            ids.push(t.insert_delivery(seq, &new, now).0);
+            let new_id = t.insert_delivery(seq, &new, now).0;
+            // The dead ones it replaces leave the dead-letter queue.
+            for d in t.deliveries.values_mut() {
+                if d.seq == seq && d.destination == *dest && d.status == DeliveryStatus::Dead {
+                    d.status = DeliveryStatus::Replayed;
+                    d.replayed_by = Some(new_id);
+                }
+            }
+            ids.push(new_id);
         }
         drop(t);
         for dest in destinations {

@@ -261,6 +261,9 @@ pub enum DeliveryStatus {
     Delivered,
     /// Dead-lettered.
     Dead,
+    /// Was dead, and a replay of its message made a new delivery in its place
+    /// (`replayed_by`): out of the dead-letter queue, never revived again.
+    Replayed,
 }
 
 impl DeliveryStatus {
@@ -271,6 +274,7 @@ impl DeliveryStatus {
             DeliveryStatus::Queued => 1,
             DeliveryStatus::Delivered => 2,
             DeliveryStatus::Dead => 3,
+            DeliveryStatus::Replayed => 4,
         }
     }
     /// Inverse of [`DeliveryStatus::code`].
@@ -279,6 +283,7 @@ impl DeliveryStatus {
             1 => DeliveryStatus::Queued,
             2 => DeliveryStatus::Delivered,
             3 => DeliveryStatus::Dead,
+            4 => DeliveryStatus::Replayed,
             _ => DeliveryStatus::Pending,
         }
     }
@@ -289,6 +294,7 @@ impl DeliveryStatus {
             DeliveryStatus::Queued => "queued",
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Replayed => "replayed",
         }
     }
 }
@@ -301,30 +307,57 @@ impl FromStr for DeliveryStatus {
             "queued" => DeliveryStatus::Queued,
             "delivered" => DeliveryStatus::Delivered,
             "dead" => DeliveryStatus::Dead,
+            "replayed" => DeliveryStatus::Replayed,
             _ => return Err(()),
         })
     }
 }
 
-/// Status of a message, derived from its deliveries.
+/// Status of a message, derived from its deliveries: a replay supersedes what
+/// went before, so only the newest delivery to each destination decides between
+/// delivered and dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     /// Some delivery is still pending or queued.
     Pending,
-    /// Every delivery succeeded (or there were none).
+    /// The newest delivery to every destination succeeded (or there were none).
     Delivered,
-    /// None pending, at least one dead.
+    /// None pending, and the newest delivery to some destination is dead.
     Dead,
 }
 
 impl MessageStatus {
-    /// A message's status from its deliveries: any open (pending or queued) →
-    /// pending; else any dead → dead; else delivered (also with none).
+    /// A message's status from counts of its deliveries: any open (pending or
+    /// queued) → pending; else any dead that is the newest delivery to its
+    /// destination → dead; else delivered (also with none). The listings' form
+    /// of [`MessageStatus::derive`].
     pub fn from_counts(open: i64, dead: i64) -> Self {
         if open > 0 {
             MessageStatus::Pending
         } else if dead > 0 {
+            MessageStatus::Dead
+        } else {
+            MessageStatus::Delivered
+        }
+    }
+
+    /// Derives the status from a message's deliveries as `(id, destination,
+    /// status)`, in any order.
+    pub fn derive<'a>(
+        deliveries: impl IntoIterator<Item = (i64, &'a str, DeliveryStatus)>,
+    ) -> Self {
+        let mut newest: HashMap<&str, (i64, DeliveryStatus)> = HashMap::new();
+        for (id, dest, status) in deliveries {
+            if matches!(status, DeliveryStatus::Pending | DeliveryStatus::Queued) {
+                return MessageStatus::Pending;
+            }
+            let e = newest.entry(dest).or_insert((id, status));
+            if id > e.0 {
+                *e = (id, status);
+            }
+        }
+        if newest.values().any(|(_, s)| *s == DeliveryStatus::Dead) {
             MessageStatus::Dead
         } else {
             MessageStatus::Delivered
@@ -436,6 +469,8 @@ pub struct DeliveryInfo {
     pub ordering_key: Option<String>,
     /// Priority.
     pub priority: &'static str,
+    /// The delivery a replay made in place of this dead one (status `replayed`).
+    pub replayed_by: Option<i64>,
     /// Each attempt (only in message detail).
     #[serde(skip_serializing_if = "Option::is_none", rename = "attempts")]
     pub attempt_log: Option<Vec<AttemptInfo>>,
@@ -496,7 +531,7 @@ pub struct DestinationStats {
     pub pending: u64,
     /// Creation time of the oldest of them.
     pub oldest_pending_at: Option<Millis>,
-    /// Dead deliveries.
+    /// Dead deliveries (the dead-letter queue; replayed ones are not counted).
     pub dead: u64,
 }
 
@@ -542,6 +577,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// The store will not open the database as it is (someone else's, or
+    /// damaged); trying again will not help.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Result of a store call.
@@ -653,7 +692,9 @@ pub trait Store: Send + Sync + 'static {
     async fn deliveries(&self, q: &DeliveryQuery) -> StoreResult<Page<DeliveryInfo>>;
 
     /// New deliveries of a message to these destinations (each with the ordering key
-    /// and priority of the message's earlier delivery there, if any). Returns their ids.
+    /// and priority of the message's earlier delivery there, if any). The message's
+    /// dead deliveries to those destinations become `replayed`, linked to the new
+    /// one, and leave the dead-letter queue. Returns the new ids.
     async fn replay_message(
         &self,
         id: MessageId,
@@ -664,11 +705,12 @@ pub trait Store: Send + Sync + 'static {
     /// The destinations a message had deliveries to.
     async fn message_destinations(&self, id: MessageId) -> StoreResult<Vec<String>>;
 
-    /// How many dead deliveries match.
+    /// How many dead deliveries match (replayed ones are not dead).
     async fn count_dead(&self, f: &ReplayFilter) -> StoreResult<u64>;
 
     /// Revives up to `limit` matching dead deliveries (pending, due now, schedule
-    /// restarted); returns how many. Call until it returns 0.
+    /// restarted; never a `replayed` one, which was sent again already); returns
+    /// how many. Call until it returns 0.
     async fn replay_dead_batch(
         &self,
         f: &ReplayFilter,
@@ -774,6 +816,57 @@ mod tests {
         assert_eq!(s.parse::<MessageId>().unwrap(), id);
         assert!("msg_nope".parse::<MessageId>().is_err());
         assert!("01ARZ3NDEKTSV4RRFFQ69G5FAV".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn message_status_follows_the_newest_delivery_per_destination() {
+        use DeliveryStatus::*;
+        let derive =
+            |d: &[(i64, &'static str, DeliveryStatus)]| MessageStatus::derive(d.iter().copied());
+        assert_eq!(derive(&[]), MessageStatus::Delivered);
+        // Dead, then replayed and delivered.
+        assert_eq!(
+            derive(&[(2, "a", Delivered), (1, "a", Replayed)]),
+            MessageStatus::Delivered
+        );
+        // A dead delivery not (yet) marked, with a newer one delivered.
+        assert_eq!(
+            derive(&[(1, "a", Dead), (2, "a", Delivered)]),
+            MessageStatus::Delivered
+        );
+        // Delivered, then a replay that died.
+        assert_eq!(
+            derive(&[(1, "a", Delivered), (2, "a", Dead)]),
+            MessageStatus::Dead
+        );
+        // Another destination still dead.
+        assert_eq!(
+            derive(&[(1, "a", Delivered), (2, "b", Dead)]),
+            MessageStatus::Dead
+        );
+        // Anything live keeps the message pending.
+        assert_eq!(
+            derive(&[(1, "a", Queued), (2, "a", Dead)]),
+            MessageStatus::Pending
+        );
+        assert_eq!(
+            derive(&[(1, "a", Replayed), (2, "a", Pending)]),
+            MessageStatus::Pending
+        );
+    }
+
+    #[test]
+    fn delivery_statuses_round_trip() {
+        for s in [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Queued,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Dead,
+            DeliveryStatus::Replayed,
+        ] {
+            assert_eq!(DeliveryStatus::from_code(s.code()), s);
+            assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
+        }
     }
 
     proptest! {

@@ -46,6 +46,10 @@ pub fn describe() {
         "Age of the oldest waiting delivery, by destination."
     );
     describe_gauge!(
+        "hookgate_dead",
+        "Dead deliveries waiting in the dead-letter queue (replayed ones left it), by destination."
+    );
+    describe_gauge!(
         "hookgate_circuit_open",
         "1 while a destination's circuit breaker is open or half-open, else 0."
     );
@@ -221,6 +225,7 @@ pub struct DestinationMetrics {
     lag_seconds: Histogram,
     pending: Gauge,
     oldest: Gauge,
+    dead_letters: Gauge,
     circuit: Gauge,
     paused: Gauge,
     disabled: Gauge,
@@ -239,6 +244,7 @@ impl DestinationMetrics {
             lag_seconds: histogram!("hookgate_delivery_lag_seconds", "destination" => d()),
             pending: gauge!("hookgate_pending", "destination" => d()),
             oldest: gauge!("hookgate_oldest_pending_seconds", "destination" => d()),
+            dead_letters: gauge!("hookgate_dead", "destination" => d()),
             circuit: gauge!("hookgate_circuit_open", "destination" => d()),
             paused: gauge!("hookgate_destination_paused", "destination" => d()),
             disabled: gauge!("hookgate_destination_disabled", "destination" => d()),
@@ -246,9 +252,10 @@ impl DestinationMetrics {
     }
 
     /// Sets the waiting-work gauges.
-    pub fn set_backlog(&self, pending: u64, oldest_age: Option<Duration>) {
+    pub fn set_backlog(&self, pending: u64, oldest_age: Option<Duration>, dead: u64) {
         self.pending.set(pending as f64);
         self.oldest.set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+        self.dead_letters.set(dead as f64);
     }
 
     /// Sets the state gauges.

@@ -262,6 +262,94 @@ async fn single_message_replay_creates_a_new_delivery() {
     assert_eq!(st, 404);
 }
 
+/// `hookgate_dead{destination="svc"}`, if exported.
+async fn dead_gauge(gw: &Gateway) -> Option<f64> {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("hookgate_dead{") && l.contains("destination=\"svc\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A dead message replayed on its own leaves the dead-letter queue: it reads
+/// delivered, its dead delivery is marked replayed (linked to the new one), the
+/// destination counts no dead, and a bulk replay afterwards sends nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replaying_a_dead_message_takes_it_out_of_the_dead_letter_queue() {
+    let rx = Receiver::start().await;
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    rx.respond(move |_| {
+        if h.load(std::sync::atomic::Ordering::SeqCst) {
+            (200, vec![], String::new())
+        } else {
+            (500, vec![], String::new())
+        }
+    });
+    let gw = Gateway::start(&config(&rx, r#"retry = { schedule = ["0s"] }"#, "")).await;
+    let id = send(&gw, "app", "{\"first\":1}").await;
+    eventually(Duration::from_secs(10), "dead", || async {
+        (message_status(&gw, &id).await == "dead").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the dead gauge at 1", || async {
+        (dead_gauge(&gw).await == Some(1.0)).then_some(())
+    })
+    .await;
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let (st, v) = gw
+        .api_post(&format!("/api/v1/messages/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let new_id = v["deliveries"][0].as_i64().unwrap();
+    rx.wait_for(2, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "delivered", || async {
+        (message_status(&gw, &id).await == "delivered").then_some(())
+    })
+    .await;
+    let (_, d) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
+    let deliveries = d["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2, "{d}");
+    assert_eq!(deliveries[0]["status"], "replayed", "{d}");
+    assert_eq!(deliveries[0]["replayed_by"], new_id, "{d}");
+    assert_eq!(deliveries[1]["status"], "delivered", "{d}");
+
+    let (_, dead) = gw.api_get("/api/v1/deliveries?status=dead").await;
+    assert_eq!(dead["data"].as_array().unwrap().len(), 0, "{dead}");
+    let (_, dests) = gw.api_get("/api/v1/destinations").await;
+    assert_eq!(dests["data"][0]["dead"], 0, "{dests}");
+    let (_, msgs) = gw.api_get("/api/v1/messages?status=dead").await;
+    assert_eq!(msgs["data"].as_array().unwrap().len(), 0, "{msgs}");
+    eventually(Duration::from_secs(10), "the dead gauge at 0", || async {
+        (dead_gauge(&gw).await == Some(0.0)).then_some(())
+    })
+    .await;
+
+    let (st, v) = gw
+        .api_post("/api/v1/deliveries/replay", json!({"status": "dead"}))
+        .await;
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v["count"], 0, "nothing is dead any more: {v}");
+    // A later message goes through; the replayed one was not sent a third time.
+    send(&gw, "app", "{\"second\":1}").await;
+    let got = rx.wait_for(3, Duration::from_secs(10)).await;
+    let firsts = got
+        .iter()
+        .filter(|r| r.body.starts_with(b"{\"first\""))
+        .count();
+    assert_eq!(firsts, 2, "one failed attempt and one replay");
+    let (_, d) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
+    assert_eq!(d["deliveries"][0]["status"], "replayed", "{d}");
+    assert_eq!(d["deliveries"][0]["attempt_count"], 1, "{d}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_circuit_makes_no_attempts_during_cooldown_and_closes_after_a_good_probe() {
     let rx = Receiver::start().await;

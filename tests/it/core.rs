@@ -740,3 +740,73 @@ async fn check_summary_and_warnings() {
     assert_eq!(help.matches("hookgate.toml").count(), 1, "{help}");
     assert_eq!(help.matches("HOOKGATE_CONFIG").count(), 1, "{help}");
 }
+
+/// The embedded database of another program is refused untouched unless
+/// `serve --adopt` asks for it; an unclean shutdown is followed by an integrity
+/// check at the next start, a clean one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_foreign_database_needs_adopt_and_an_unclean_shutdown_is_checked() {
+    let rx = Receiver::start().await;
+    let mut gw = Gateway::start(&basic_config(&rx, r#"{ schedule = ["0s"] }"#)).await;
+    let checked = "PRAGMA quick_check";
+    assert!(!gw.log().contains(checked), "a new database is not checked");
+    assert_eq!(gw.terminate(), Some(0));
+    gw.restart().await;
+    assert!(
+        !gw.log().contains(checked),
+        "not after a clean shutdown:\n{}",
+        gw.log()
+    );
+    gw.kill9();
+    gw.restart().await;
+    assert!(gw.log().contains(checked), "after kill -9:\n{}", gw.log());
+    assert_eq!(gw.terminate(), Some(0));
+
+    // Replace the database with another program's.
+    let db = gw.data_dir().join("hookgate.db");
+    for ext in ["db", "db-wal", "db-shm", "clean"] {
+        let _ = std::fs::remove_file(db.with_extension(ext));
+    }
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);
+             INSERT INTO notes (text) VALUES ('keep me');
+             PRAGMA user_version = 7;",
+        )
+        .unwrap();
+    }
+    let (code, err) = gw.start_fails();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--adopt") && err.contains("notes"), "{err}");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        let tables: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((version, tables), (7, 1), "the file was left as it was");
+    }
+
+    gw.restart_with(&["--adopt"]).await;
+    let r = client()
+        .post(gw.ingest_url("app"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(gw.terminate(), Some(0));
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let note: String = c
+        .query_row("SELECT text FROM notes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(note, "keep me");
+}

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub config: PathBuf,
     log: PathBuf,
     envs: Vec<(String, String)>,
+    /// Extra arguments of `serve`.
+    args: Vec<String>,
 }
 
 impl Gateway {
@@ -95,6 +97,7 @@ impl Gateway {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: Vec::new(),
         };
         g.spawn().await;
         g
@@ -114,6 +117,7 @@ impl Gateway {
                 .arg("serve")
                 .arg("--config")
                 .arg(&self.config)
+                .args(&self.args)
                 .env("HOOKGATE_LOG", "info")
                 .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::null())
@@ -241,6 +245,37 @@ impl Gateway {
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop it first");
         self.spawn().await;
+    }
+
+    /// Like [`Gateway::restart`] with extra arguments of `serve` (kept for later restarts).
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.restart().await;
+    }
+
+    /// Runs `serve` on the same config and data, expecting it to fail at start;
+    /// returns its exit code and what it printed to stderr.
+    pub fn start_fails(&self) -> (Option<i32>, String) {
+        assert!(self.child.is_none(), "stop it first");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("hookgate kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (child.wait().unwrap().code(), err)
     }
 
     /// The URL of a source.

@@ -54,8 +54,10 @@ use super::*;
 use crate::store::sqlite::CommitObserver;
 
 /// The schema, one file per version. Never edit a released file: add one.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "schema", include_str!("migrations/0001_schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "schema", include_str!("migrations/0001_schema.sql")),
+    (2, "replayed", include_str!("migrations/0002_replayed.sql")),
+];
 
 /// Advisory lock class of ordering keys (`pg_advisory_xact_lock(class, hash)`;
 /// the two-key form keeps hookgate's locks apart from single-key users such as

@@ -19,9 +19,9 @@ use crate::store::{
 use super::map_err;
 
 /// Columns of both delivery tables, in the order [`delivery_info`] reads them
-/// (the live table has no `finished_at`).
-const LIVE_COLS: &str = "id, message_seq, destination, status, attempts, due_at, created_at, NULL::int8 AS finished_at, ordering_key, priority";
-const DONE_COLS: &str = "id, message_seq, destination, status, attempts, due_at, created_at, finished_at, ordering_key, priority";
+/// (the live table has no `finished_at` or `replayed_by`).
+const LIVE_COLS: &str = "id, message_seq, destination, status, attempts, due_at, created_at, NULL::int8 AS finished_at, ordering_key, priority, NULL::int8 AS replayed_by";
+const DONE_COLS: &str = "id, message_seq, destination, status, attempts, due_at, created_at, finished_at, ordering_key, priority, replayed_by";
 
 fn delivery_info(r: &PgRow, message_id: MessageId) -> Result<DeliveryInfo, sqlx::Error> {
     let status = DeliveryStatus::from_code(r.try_get::<i16, _>("status")? as i64);
@@ -40,6 +40,7 @@ fn delivery_info(r: &PgRow, message_id: MessageId) -> Result<DeliveryInfo, sqlx:
         finished_at: r.try_get("finished_at")?,
         ordering_key: r.try_get("ordering_key")?,
         priority: Priority::from_rank(r.try_get::<i16, _>("priority")? as i64).as_str(),
+        replayed_by: r.try_get("replayed_by")?,
         attempt_log: None,
     })
 }
@@ -102,23 +103,21 @@ pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<Message
             });
         }
     }
-    let mut open = 0;
-    let mut dead = 0;
     for d in &mut deliveries {
-        match d.status {
-            DeliveryStatus::Pending | DeliveryStatus::Queued => open += 1,
-            DeliveryStatus::Dead => dead += 1,
-            DeliveryStatus::Delivered => {}
-        }
         d.attempt_log = Some(logs.remove(&d.id).unwrap_or_default());
     }
+    let status = MessageStatus::derive(
+        deliveries
+            .iter()
+            .map(|d| (d.id, d.destination.as_str(), d.status)),
+    );
     Ok(MessageDetail {
         summary: MessageSummary {
             id,
             source: message.source.clone(),
             event_type: message.event_type.clone(),
             received_at: message.received_at,
-            status: MessageStatus::from_counts(open, dead),
+            status,
             deliveries: deliveries.len() as i64,
         },
         message,
@@ -135,7 +134,9 @@ pub(super) async fn messages(pool: &PgPool, q: &MessageQuery) -> StoreResult<Pag
             "SELECT m.seq, m.id, m.source, m.event_type, m.received_at,
                  (SELECT count(*) FROM deliveries d WHERE d.message_seq = m.seq),
                  (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq),
-                 (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq AND d.status = 3)
+                 (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq AND d.status = 3
+                      AND NOT EXISTS (SELECT 1 FROM deliveries_done n WHERE n.message_seq = m.seq
+                                      AND n.destination = d.destination AND n.id > d.id))
              FROM messages m
              WHERE m.seq < $1 AND ($2::text IS NULL OR m.source = $2)
              ORDER BY m.seq DESC LIMIT 256",
@@ -181,7 +182,9 @@ pub(super) async fn deliveries(
     let limit = limit as i64;
     let tables: &[(&str, &str)] = match q.status {
         Some(DeliveryStatus::Pending | DeliveryStatus::Queued) => &[("deliveries", LIVE_COLS)],
-        Some(DeliveryStatus::Delivered | DeliveryStatus::Dead) => &[("deliveries_done", DONE_COLS)],
+        Some(DeliveryStatus::Delivered | DeliveryStatus::Dead | DeliveryStatus::Replayed) => {
+            &[("deliveries_done", DONE_COLS)]
+        }
         None => &[("deliveries", LIVE_COLS), ("deliveries_done", DONE_COLS)],
     };
     let mut b: QueryBuilder<Postgres> = QueryBuilder::new("SELECT x.*, m.id AS message_id FROM (");

@@ -89,6 +89,18 @@ pub(super) async fn replay_message(
         .fetch_one(&mut *tx)
         .await?
         .get(0);
+        // The dead ones it replaces leave the dead-letter queue. A bulk replay
+        // revives a row only while it is dead (`DELETE … AND status = 3`), so
+        // the two never both send the same one.
+        sqlx::query(
+            "UPDATE deliveries_done SET status = 4, replayed_by = $3
+             WHERE message_seq = $1 AND destination = $2 AND status = 3",
+        )
+        .bind(seq)
+        .bind(&d)
+        .bind(new_id)
+        .execute(&mut *tx)
+        .await?;
         out.ids.push(new_id);
         *out.deltas.entry(d.clone()).or_default() += 1;
         if status == 0 {

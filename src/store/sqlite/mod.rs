@@ -10,6 +10,11 @@
 //!   later ones are queued (status 1) and promoted in id order when it finishes.
 //! - A delivery id is in the lease set from `lease` until the commit that records
 //!   its attempt (or its `release`) has been observed by the next lease call.
+//! - A database is ours (`application_id`) or empty before anything is written
+//!   to it; someone else's is opened only when asked (`--adopt`).
+//! - A file beside the database (`<name>.clean`) exists only between a clean
+//!   close and the next open; without it the database is checked
+//!   (`PRAGMA quick_check`) before it is used.
 
 mod writer;
 
@@ -31,7 +36,20 @@ use super::*;
 use crate::config::Priority;
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+/// `PRAGMA application_id` of hookgate's databases ("hgat"): what tells our
+/// file from another program's.
+const APPLICATION_ID: i64 = 0x6867_6174;
+/// The tables of [`SCHEMA`]: a database with only these (and no
+/// `application_id`) was made by an earlier hookgate.
+const TABLES: &[&str] = &[
+    "messages",
+    "deliveries",
+    "attempts",
+    "dedup",
+    "destination_state",
+    "api_destinations",
+];
 const READERS: usize = 3;
 /// Messages a filtered listing looks at per call at most.
 const SCAN_BUDGET: usize = 10_000;
@@ -92,6 +110,8 @@ struct Inner {
     /// another shape, a full disk), until an append succeeds again: readiness
     /// says so instead of answering ready while every write fails.
     write_error: Mutex<Option<String>>,
+    /// The database file.
+    path: std::path::PathBuf,
     _lock: File,
 }
 
@@ -113,6 +133,9 @@ pub struct SqliteOptions {
     /// are refused (503) once less than a tenth of it is left (see
     /// `writer::Room` for the exact rule).
     pub max_size: Option<u64>,
+    /// Add hookgate's tables to a database that holds another program's
+    /// (`serve --adopt`); without it such a database is refused untouched.
+    pub adopt: bool,
 }
 
 impl Default for SqliteOptions {
@@ -120,6 +143,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             observer: Arc::new(|_, _| {}),
             max_size: None,
+            adopt: false,
         }
     }
 }
@@ -160,14 +184,18 @@ impl SqliteStore {
             path,
             SqliteOptions {
                 observer,
-                max_size: None,
+                ..Default::default()
             },
         )
     }
 
     /// Opens the database with options.
     pub fn open_opts(path: impl AsRef<Path>, opts: SqliteOptions) -> Result<Self, StoreError> {
-        let SqliteOptions { observer, max_size } = opts;
+        let SqliteOptions {
+            observer,
+            max_size,
+            adopt,
+        } = opts;
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -186,6 +214,24 @@ impl SqliteStore {
         })?;
 
         let conn = open_conn(path, false, WRITER_CACHE_KIB).map_err(map_err)?;
+        // Nothing is written (not even the journal mode) before we know the file
+        // is ours, empty, or adopted on purpose.
+        let owner = ownership(&conn).map_err(map_err)?;
+        if let Ownership::Foreign(why) = &owner {
+            if !adopt {
+                return Err(StoreError::Refused(format!(
+                    "{} is not a hookgate database ({why}); point storage.path at a new file, \
+                     or start with `hookgate serve --adopt` to add hookgate's tables to it",
+                    path.display(),
+                )));
+            }
+            tracing::warn!(path = %path.display(), "adopting a database of another program (--adopt)");
+        }
+        let marker = clean_marker(path);
+        let clean = marker.exists();
+        if owner != Ownership::Empty && !clean {
+            check_integrity(&conn, path)?;
+        }
         // WAL with a sync at every commit. Checkpoints run on their own thread
         // (see `checkpointer`), never inside a commit that an ack waits for.
         conn.execute_batch(
@@ -196,15 +242,22 @@ impl SqliteStore {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(map_err)?;
-        if version > SCHEMA_VERSION {
+        if version > SCHEMA_VERSION && owner == Ownership::Ours {
             return Err(StoreError::Unavailable(format!(
                 "{} was written by a newer hookgate (schema {version})",
                 path.display()
             )));
         }
-        conn.execute_batch(SCHEMA).map_err(map_err)?;
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(map_err)?;
+        migrate(&conn).map_err(map_err)?;
+        // From here on writes happen: until the next clean close, a crash is an
+        // unclean shutdown.
+        if clean {
+            std::fs::remove_file(&marker)
+                .and_then(|()| sync_dir(path))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot remove {}: {e}", marker.display()))
+                })?;
+        }
 
         let pending = Pending::default();
         for (d, n) in count_by_destination(&conn, "status IN (0, 1)").map_err(map_err)? {
@@ -254,6 +307,7 @@ impl SqliteStore {
                 cleanup_from: Arc::new(AtomicI64::new(0)),
                 room,
                 write_error: Mutex::new(None),
+                path: path.to_path_buf(),
                 _lock: lock,
             }),
         })
@@ -299,6 +353,135 @@ impl SqliteStore {
     pub fn pending_by_destination(&self) -> HashMap<String, i64> {
         self.inner.pending.by_destination.lock().clone()
     }
+}
+
+/// Whose database a file is, as found at open.
+#[derive(Debug, PartialEq, Eq)]
+enum Ownership {
+    /// No tables: a new file.
+    Empty,
+    /// hookgate's (by `application_id`, or only hookgate's tables).
+    Ours,
+    /// Another program's: what shows it.
+    Foreign(String),
+}
+
+fn ownership(c: &Connection) -> rusqlite::Result<Ownership> {
+    let app: i64 = c.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    if app == APPLICATION_ID {
+        return Ok(Ownership::Ours);
+    }
+    let tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(if app != 0 {
+        Ownership::Foreign(format!("its application_id is {app:#x}, not hookgate's"))
+    } else if tables.is_empty() {
+        Ownership::Empty
+    } else if tables.iter().all(|t| TABLES.contains(&t.as_str())) {
+        Ownership::Ours
+    } else {
+        Ownership::Foreign(format!(
+            "it holds tables that are not hookgate's: {}",
+            tables
+                .iter()
+                .filter(|t| !TABLES.contains(&t.as_str()))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+/// Creates or upgrades the schema, all in one transaction, and marks the file
+/// as hookgate's.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        let has_deliveries: bool = c.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'deliveries'",
+            [],
+            |r| r.get(0),
+        )?;
+        let has_replayed_by: bool = c.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('deliveries') WHERE name = 'replayed_by'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_deliveries && !has_replayed_by {
+            // Schema 2. A dead delivery with a later delivery of its message to
+            // the same destination was replayed already: mark it so, so that a
+            // bulk replay does not send it again.
+            c.execute_batch(
+                "ALTER TABLE deliveries ADD COLUMN replayed_by INTEGER;
+                 UPDATE deliveries SET status = 4, replayed_by = (
+                     SELECT min(n.id) FROM deliveries n WHERE n.message_seq = deliveries.message_seq
+                         AND n.destination = deliveries.destination AND n.id > deliveries.id)
+                 WHERE status = 3 AND EXISTS (
+                     SELECT 1 FROM deliveries n WHERE n.message_seq = deliveries.message_seq
+                         AND n.destination = deliveries.destination AND n.id > deliveries.id);",
+            )?;
+        }
+        c.execute_batch(SCHEMA)?;
+        c.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
+    })();
+    match r {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The file whose presence says the last close was clean.
+fn clean_marker(db: &Path) -> std::path::PathBuf {
+    db.with_extension("clean")
+}
+
+/// Syncs the directory of `db`, so that a file created or removed there stays so.
+fn sync_dir(db: &Path) -> std::io::Result<()> {
+    let dir = match db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d,
+        None => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// `PRAGMA quick_check` after an unclean shutdown: a damaged database is refused
+/// before anything is written to it or delivered from it.
+fn check_integrity(c: &Connection, path: &Path) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let problems: Vec<String> = c
+        .prepare("PRAGMA quick_check(20)")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| {
+            StoreError::Refused(format!(
+                "{} failed its integrity check after an unclean shutdown: {e}",
+                path.display()
+            ))
+        })?;
+    tracing::info!(
+        path = %path.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "the last shutdown was not clean: checked the database (PRAGMA quick_check)"
+    );
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Refused(format!(
+        "{} failed its integrity check after an unclean shutdown ({}); \
+         restore it from a backup or recover it with `sqlite3 {} .recover`",
+        path.display(),
+        problems.join("; "),
+        path.display()
+    )))
 }
 
 /// Deliveries per destination that match a condition (run once, at start).
@@ -478,14 +661,17 @@ fn lease_query(
     })
 }
 
+/// A message's delivery count and derived status ([`MessageStatus::derive`]).
 fn message_summary(c: &Connection, seq: i64) -> rusqlite::Result<(i64, MessageStatus)> {
-    let (n, open, dead): (i64, i64, i64) = c
-        .prepare_cached(
-            "SELECT count(*), coalesce(sum(status IN (0, 1)), 0), coalesce(sum(status = 3), 0)
-             FROM deliveries WHERE message_seq = ?1",
-        )?
-        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok((n, MessageStatus::from_counts(open, dead)))
+    let rows: Vec<(i64, String, i64)> = c
+        .prepare_cached("SELECT id, destination, status FROM deliveries WHERE message_seq = ?1")?
+        .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let status = MessageStatus::derive(
+        rows.iter()
+            .map(|(id, d, s)| (*id, d.as_str(), DeliveryStatus::from_code(*s))),
+    );
+    Ok((rows.len() as i64, status))
 }
 
 fn delivery_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryInfo> {
@@ -506,11 +692,12 @@ fn delivery_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryInfo> {
         finished_at: r.get(7)?,
         ordering_key: r.get(8)?,
         priority: Priority::from_rank(r.get(9)?).as_str(),
+        replayed_by: r.get(10)?,
         attempt_log: None,
     })
 }
 
-const DELIVERY_COLS: &str = "d.id, m.id, d.destination, d.status, d.attempts, d.due_at, d.created_at, d.finished_at, d.ordering_key, d.priority";
+const DELIVERY_COLS: &str = "d.id, m.id, d.destination, d.status, d.attempts, d.due_at, d.created_at, d.finished_at, d.ordering_key, d.priority, d.replayed_by";
 
 fn replay_filter_sql(f: &ReplayFilter) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
@@ -843,6 +1030,7 @@ impl Store for SqliteStore {
                 Some(DeliveryStatus::Pending) => "AND d.status IN (0, 1) AND d.status = 0",
                 Some(DeliveryStatus::Queued) => "AND d.status IN (0, 1) AND d.status = 1",
                 Some(DeliveryStatus::Delivered) => "AND d.status = 2",
+                Some(DeliveryStatus::Replayed) => "AND d.status = 4",
             };
             let dest = if q.destination.is_some() {
                 "AND d.destination = ?2"
@@ -907,14 +1095,24 @@ impl Store for SqliteStore {
                         )
                         .and_then(|mut s| s.execute(params![seq, d, status, prio, now, key]))
                         .map_err(map_err)?;
-                        ids.push(c.last_insert_rowid());
-                        created.push(d.clone());
+                        let new_id = c.last_insert_rowid();
+                        // The dead ones it replaces leave the dead-letter queue.
+                        let superseded = c
+                            .prepare_cached(
+                                "UPDATE deliveries SET status = 4, replayed_by = ?3
+                                 WHERE message_seq = ?1 AND destination = ?2 AND status = 3",
+                            )
+                            .and_then(|mut s| s.execute(params![seq, d, new_id]))
+                            .map_err(map_err)?;
+                        ids.push(new_id);
+                        created.push((d.clone(), superseded as i64));
                     }
                     Ok((ids, created))
                 },
                 move |(_, created)| {
-                    for d in created {
+                    for (d, superseded) in created {
                         inner.pending.add(d, 1);
+                        inner.pending.add_dead(d, -superseded);
                         inner.wakeups.wake(d);
                     }
                 },
@@ -1239,7 +1437,17 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.inner.stop_checkpointer.store(true, Ordering::Relaxed);
-        self.inner.writer.close().await;
+        if self.inner.writer.close().await {
+            // Everything is committed and checkpointed: the next open need not
+            // check the file.
+            let marker = clean_marker(&self.inner.path);
+            let marked = File::create(&marker)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| sync_dir(&self.inner.path));
+            if let Err(e) = marked {
+                tracing::warn!(error = %e, "cannot mark the database as closed cleanly; the next start checks it");
+            }
+        }
         // Reader threads end when the store (and its channel) is dropped.
         let threads: Vec<_> = self.inner.threads.lock().drain(..).collect();
         drop(threads);

@@ -1,4 +1,4 @@
--- hookgate embedded store, schema version 1.
+-- hookgate embedded store, schema version 2 (2 added `deliveries.replayed_by`).
 -- Times are milliseconds since the Unix epoch.
 
 CREATE TABLE IF NOT EXISTS messages (
@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 
 -- A delivery row is the queue entry. status: 0 pending, 1 queued behind an
--- earlier delivery of the same ordering key, 2 delivered, 3 dead.
+-- earlier delivery of the same ordering key, 2 delivered, 3 dead, 4 replayed
+-- (was dead; `replayed_by` is the delivery a replay made in its place).
 CREATE TABLE IF NOT EXISTS deliveries (
     id           INTEGER PRIMARY KEY,
     message_seq  INTEGER NOT NULL,
@@ -25,7 +26,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts     INTEGER NOT NULL DEFAULT 0,
     retry_base   INTEGER NOT NULL DEFAULT 0,
     created_at   INTEGER NOT NULL,
-    finished_at  INTEGER
+    finished_at  INTEGER,
+    replayed_by  INTEGER
 );
 -- What the dispatcher scans: due, pending work of one destination by priority.
 CREATE INDEX IF NOT EXISTS deliveries_due

@@ -310,12 +310,11 @@ impl Writer {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Finishes queued jobs, checkpoints the WAL and stops the thread.
-    pub(super) async fn close(&self) {
+    /// Finishes queued jobs, checkpoints the WAL and stops the thread; true when
+    /// the thread confirmed it (false if it had stopped already).
+    pub(super) async fn close(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Close(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.tx.send(Op::Close(tx)).await.is_ok() && rx.await.is_ok()
     }
 }
 
