@@ -34,7 +34,7 @@ async fn main() {
         let body = vec![b'x'; 1024];
         let headers = vec![0u8; 120];
         let t0: i64 = 1_700_000_000_000;
-        for chunk in 0..n.div_ceil(100_000) {
+        for chunk in 0..(n + 99_999) / 100_000 {
             c.execute_batch("BEGIN").unwrap();
             for i in chunk * 100_000..((chunk + 1) * 100_000).min(n) {
                 let t = t0 + i;

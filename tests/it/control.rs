@@ -264,15 +264,9 @@ async fn single_message_replay_creates_a_new_delivery() {
 
 /// `hookgate_dead{destination="svc"}`, if exported.
 async fn dead_gauge(gw: &Gateway) -> Option<f64> {
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
+    gw.metrics_text()
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
+        .lines()
         .find(|l| l.starts_with("hookgate_dead{") && l.contains("destination=\"svc\""))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
