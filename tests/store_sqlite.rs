@@ -183,7 +183,7 @@ async fn a_full_store_refuses_new_messages_and_keeps_delivering_the_old() {
 /// replay, and leaves the dead-letter queue; other dead ones stay dead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones() {
-    use hookgate::store::{DeliveryQuery, DeliveryStatus, MessageId, MessageStatus, ReplayFilter};
+    use hookgate::store::MessageId;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hg.db");
     let (replayed, dead) = (MessageId::new(), MessageId::new());
@@ -204,37 +204,7 @@ async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones(
         .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    let all = ReplayFilter::default();
-    assert_eq!(store.count_dead(&all).await.unwrap(), 1);
-    assert_eq!(store.destination_stats().await.unwrap()["a"].dead, 1);
-    let q = DeliveryQuery {
-        status: Some(DeliveryStatus::Dead),
-        limit: 10,
-        ..Default::default()
-    };
-    let listed: Vec<i64> = store
-        .deliveries(&q)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|d| d.id)
-        .collect();
-    assert_eq!(listed, vec![3]);
-    let m = store.message(replayed).await.unwrap();
-    assert_eq!(m.summary.status, MessageStatus::Delivered);
-    assert_eq!(m.deliveries[0].status, DeliveryStatus::Replayed);
-    assert_eq!(m.deliveries[0].replayed_by, Some(2));
-    assert_eq!(
-        store.message(dead).await.unwrap().summary.status,
-        MessageStatus::Dead
-    );
-    // Bulk replay revives the dead one only.
-    assert_eq!(store.replay_dead_batch(&all, T0, 10).await.unwrap(), 1);
-    assert_eq!(store.replay_dead_batch(&all, T0, 10).await.unwrap(), 0);
-    let leased = store.lease("a", T0, 10, 1000).await.unwrap().items;
-    assert_eq!(leased.len(), 1);
-    assert_eq!(leased[0].message.id, dead);
+    hookgate::store::conformance::upgraded_replays_are_replayed(&store, replayed, dead).await;
     store.close().await;
 }
 

@@ -515,6 +515,36 @@ pub async fn replayed_dead_delivery_leaves_the_dead_letter_queue(s: &dyn Store) 
     );
 }
 
+/// After an upgrade from before deliveries could be `replayed`, given a store
+/// whose destination `a` had message `replayed` die (delivery 1) and be
+/// replayed and delivered (delivery 2), and message `dead` die (delivery 3):
+/// 1 is now replayed by 2 and out of the dead-letter queue, 3 is still dead.
+pub async fn upgraded_replays_are_replayed(s: &dyn Store, replayed: MessageId, dead: MessageId) {
+    let all = ReplayFilter::default();
+    assert_eq!(s.count_dead(&all).await.unwrap(), 1);
+    assert_eq!(s.destination_stats().await.unwrap()["a"].dead, 1);
+    let listed: Vec<i64> = with_status(s, DeliveryStatus::Dead)
+        .await
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, vec![3]);
+    let m = s.message(replayed).await.unwrap();
+    assert_eq!(m.summary.status, MessageStatus::Delivered);
+    assert_eq!(m.deliveries[0].status, DeliveryStatus::Replayed);
+    assert_eq!(m.deliveries[0].replayed_by, Some(2));
+    assert_eq!(
+        s.message(dead).await.unwrap().summary.status,
+        MessageStatus::Dead
+    );
+    // Bulk replay revives the dead one only.
+    assert_eq!(s.replay_dead_batch(&all, T0, 10).await.unwrap(), 1);
+    assert_eq!(s.replay_dead_batch(&all, T0, 10).await.unwrap(), 0);
+    let leased = lease(s, "a", T0, 10).await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].message.id, dead);
+}
+
 /// Listings are newest first and paginate with a cursor; filters apply.
 pub async fn message_listing_pages(s: &dyn Store) {
     let mut ids = Vec::new();

@@ -262,6 +262,20 @@ async fn single_message_replay_creates_a_new_delivery() {
     assert_eq!(st, 404);
 }
 
+/// Makes the receiver answer 500 until the returned flag is set, then 200.
+fn fails_until_healthy(rx: &Receiver) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    rx.respond(move |_| {
+        if h.load(std::sync::atomic::Ordering::SeqCst) {
+            (200, vec![], String::new())
+        } else {
+            (500, vec![], String::new())
+        }
+    });
+    healthy
+}
+
 /// `hookgate_dead{destination="svc"}`, if exported.
 async fn dead_gauge(gw: &Gateway) -> Option<f64> {
     gw.metrics_text()
@@ -277,15 +291,7 @@ async fn dead_gauge(gw: &Gateway) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replaying_a_dead_message_takes_it_out_of_the_dead_letter_queue() {
     let rx = Receiver::start().await;
-    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let h = healthy.clone();
-    rx.respond(move |_| {
-        if h.load(std::sync::atomic::Ordering::SeqCst) {
-            (200, vec![], String::new())
-        } else {
-            (500, vec![], String::new())
-        }
-    });
+    let healthy = fails_until_healthy(&rx);
     let gw = Gateway::start(&config(&rx, r#"retry = { schedule = ["0s"] }"#, "")).await;
     let id = send(&gw, "app", "{\"first\":1}").await;
     eventually(Duration::from_secs(10), "dead", || async {
@@ -347,15 +353,7 @@ async fn replaying_a_dead_message_takes_it_out_of_the_dead_letter_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_circuit_makes_no_attempts_during_cooldown_and_closes_after_a_good_probe() {
     let rx = Receiver::start().await;
-    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let h = healthy.clone();
-    rx.respond(move |_| {
-        if h.load(std::sync::atomic::Ordering::SeqCst) {
-            (200, vec![], String::new())
-        } else {
-            (500, vec![], String::new())
-        }
-    });
+    let healthy = fails_until_healthy(&rx);
     let gw = Gateway::start(&config(
         &rx,
         "max_in_flight = 1\ncircuit_breaker = { failures = 3, cooldown = \"2s\" }\nretry = { schedule = [\"0s\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"] }",
