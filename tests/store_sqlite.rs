@@ -148,7 +148,13 @@ async fn a_full_store_refuses_new_messages_and_keeps_delivering_the_old() {
         assert!(accepted.len() < 10_000, "the bound never took effect");
     };
     assert_eq!(refused, StoreError::Full);
-    assert!(accepted.len() > 50, "{} accepted", accepted.len());
+    let wal = std::fs::metadata(dir.path().join("hg.db-wal")).map_or(0, |m| m.len());
+    let db = std::fs::metadata(dir.path().join("hg.db")).map_or(0, |m| m.len());
+    assert!(
+        accepted.len() > 50,
+        "{} accepted wal={wal} db={db}",
+        accepted.len()
+    );
     // Refused again while full.
     assert_eq!(
         store
