@@ -155,6 +155,8 @@ async fn a_full_store_refuses_new_messages_and_keeps_delivering_the_old() {
         "{} accepted wal={wal} db={db}",
         accepted.len()
     );
+    // The WAL stays within its share of max_size (a quarter).
+    assert!(wal <= (1 << 20) / 4, "wal={wal}");
     // Refused again while full.
     assert_eq!(
         store

@@ -211,6 +211,16 @@ impl Room {
         }
     }
 
+    /// Whether the WAL file has grown past its restart point (only with
+    /// `storage.max_size`, where `journal_size_limit` truncates a restarted log
+    /// back to that point, so a longer file means more frames than that since
+    /// the last restart).
+    fn wal_over(&self) -> bool {
+        self.max_bytes.is_some_and(|max| {
+            self.wal_len.load(Ordering::Relaxed).max(0) as u64 > wal_budget(max) / 2
+        })
+    }
+
     /// Whether new messages must be refused.
     pub(super) fn refuses_appends(&self) -> bool {
         // Space freed by someone else (no commit here) must be noticed too.
@@ -454,17 +464,30 @@ impl Wal {
         {
             return;
         }
+        self.checkpoint(conn, "PRAGMA wal_checkpoint(RESTART)");
+    }
+
+    /// On the writer, between transactions, when the WAL file has outgrown its
+    /// share of `storage.max_size` because the copier lagged (or could not run):
+    /// copies every frame itself and truncates the file, whether or not the
+    /// copier is busy (the busy handler waits for it briefly; a busy log is
+    /// tried again after the next commit).
+    fn truncate(&self, conn: &Connection) {
+        self.checkpoint(conn, "PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+
+    fn checkpoint(&self, conn: &Connection, pragma: &str) {
         let _ = conn.busy_handler(Some(|tries: i32| {
             std::thread::sleep(Duration::from_micros(50));
             tries < 40
         }));
-        match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+        match conn.query_row(pragma, [], |r| r.get::<_, i64>(0)) {
             // Not busy: the log starts over at the next commit.
             Ok(0) => self.frames.store(0, Ordering::Relaxed),
             Ok(_) => {}
             Err(e) => {
                 if let Some(suppressed) = CHECKPOINT_LOG.check() {
-                    tracing::warn!(error = %e, suppressed, "WAL restart checkpoint failed");
+                    tracing::warn!(error = %e, suppressed, pragma, "WAL checkpoint failed");
                 }
             }
         }
@@ -532,6 +555,13 @@ fn run(
         }
         for job in batch.drain(..) {
             job.finish(err.clone());
+        }
+        // The bound on the WAL must not depend on the copier keeping up.
+        if let (Some(wal), Some(room)) = (&wal, &room) {
+            if room.wal_over() {
+                wal.truncate(&conn);
+                room.refresh(&conn);
+            }
         }
         if let Some(wal) = &wal {
             if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
@@ -615,5 +645,49 @@ mod tests {
             w.exec(|c| insert(c, 1)).await.unwrap_err(),
             StoreError::Closed
         );
+    }
+
+    /// With `storage.max_size`, the WAL stays within its share even when no
+    /// copier runs at all: the writer checkpoints once the file outgrows its
+    /// restart point, instead of the log growing until ingest is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_bounded_without_the_copier() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (x INTEGER, body BLOB)",
+        )
+        .unwrap();
+        let max: u64 = 1 << 20;
+        let room = Arc::new(Room::apply(&conn, &path, Some(max)).unwrap());
+        let wal = Wal::new(room.wal_restart_frames());
+        let (w, _h) = Writer::start(conn, Some(wal), Some(room.clone()), |_, _| {});
+        let mut largest = 0;
+        for x in 0..200 {
+            w.exec(move |c| {
+                c.execute("DELETE FROM t WHERE x < ?1", [x - 8])
+                    .and_then(|_| {
+                        c.execute("INSERT INTO t (x, body) VALUES (?1, zeroblob(8192))", [x])
+                    })
+                    .map(|_| ())
+                    .map_err(map_err)
+            })
+            .await
+            .unwrap();
+            let len = std::fs::metadata(dir.path().join("w.db-wal")).map_or(0, |m| m.len());
+            largest = largest.max(len);
+            assert!(
+                !room.refuses_appends(),
+                "refused at row {x}, WAL {len} bytes"
+            );
+        }
+        // The restart point plus one transaction (a few pages).
+        assert!(
+            largest <= wal_budget(max) / 2 + 16 * 4120,
+            "the WAL reached {largest} bytes"
+        );
+        w.close().await;
     }
 }
