@@ -194,7 +194,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         max_body: cfg.server.max_body.0,
         read_timeout: cfg.server.read_timeout.0,
         max_pending: cfg.storage.max_pending,
-        waiting: tokio::sync::Semaphore::new(cfg.storage.max_waiting as usize),
+        waiting: crate::ingest::http::Waiting::new(
+            cfg.storage.max_waiting,
+            cfg.storage.max_waiting_bytes.0,
+        ),
         trusted_proxies: cfg.server.trusted_proxies.iter().map(|n| n.0).collect(),
     });
 

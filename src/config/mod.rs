@@ -121,6 +121,9 @@ pub struct StorageConfig {
     /// Ingest requests waiting for the store at once; more are answered 503 at
     /// once, so a slow or unreachable store cannot pile up requests and memory.
     pub max_waiting: u32,
+    /// Bytes of body that ingest requests waiting for the store may hold at
+    /// once; more are answered 503 at once.
+    pub max_waiting_bytes: Size,
     /// How much longer than the destination `timeout` a lease lasts: a node
     /// that dies holding leases delays that work by `timeout` plus this.
     pub lease_margin: Dur,
@@ -143,6 +146,7 @@ impl Default for StorageConfig {
             connect_timeout: Dur::secs(2),
             query_timeout: Dur::secs(5),
             max_waiting: 1024,
+            max_waiting_bytes: Size(32 << 20),
             lease_margin: Dur::secs(30),
             adopt: false,
         }

@@ -116,6 +116,20 @@ fn the_lease_margin_defaults_to_thirty_seconds_and_must_be_positive() {
 }
 
 #[test]
+fn waiting_requests_are_bounded_by_count_and_bytes() {
+    let cfg = parse("", "hg.toml", &env).unwrap();
+    assert_eq!(cfg.storage.max_waiting, 1024);
+    assert_eq!(cfg.storage.max_waiting_bytes.0, 32 << 20);
+    let cfg = parse("[storage]\nmax_waiting_bytes = \"8MiB\"\n", "hg.toml", &env).unwrap();
+    assert_eq!(cfg.storage.max_waiting_bytes.0, 8 << 20);
+    let errs = errors("[storage]\nmax_waiting = 0\nmax_waiting_bytes = \"10B\"\n");
+    let text: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(errs.len(), 2, "{text:?}");
+    assert!(text[0].contains("storage.max_waiting must be more than 0"));
+    assert!(text[1].contains("storage.max_waiting_bytes must be at least 1KiB"));
+}
+
+#[test]
 fn unknown_keys_are_errors_with_line_and_column() {
     let text =
         "[[destinations]]\nname = \"bot\"\nurl = \"http://127.0.0.1:9/x\"\ntimout = \"5s\"\n";

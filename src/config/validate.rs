@@ -86,7 +86,18 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
         errs.at(None, "storage.query_timeout must be more than 0");
     }
     if cfg.storage.max_waiting == 0 {
-        errs.at(None, "storage.max_waiting must be more than 0");
+        errs.field(
+            at,
+            "storage.max_waiting",
+            "storage.max_waiting must be more than 0",
+        );
+    }
+    if cfg.storage.max_waiting_bytes.0 < 1024 {
+        errs.field(
+            at,
+            "storage.max_waiting_bytes",
+            "storage.max_waiting_bytes must be at least 1KiB",
+        );
     }
     if cfg.storage.lease_margin.0.is_zero() {
         errs.at(None, "storage.lease_margin must be more than 0");

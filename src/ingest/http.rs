@@ -47,14 +47,55 @@ pub struct Ingest {
     pub read_timeout: Duration,
     /// Backpressure threshold.
     pub max_pending: u64,
-    /// Requests waiting for the store (`storage.max_waiting` permits): when none
-    /// is left the answer is 503 at once instead of one more request held.
-    pub waiting: tokio::sync::Semaphore,
+    /// Requests waiting for the store (`storage.max_waiting`,
+    /// `storage.max_waiting_bytes`): when either is used up the answer is 503
+    /// at once instead of one more request held.
+    pub waiting: Waiting,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
 
 type Resp = Response<Full<Bytes>>;
+
+/// The bound on ingest requests waiting for the store: how many, and how many
+/// bytes of body they hold. Requests are answered 503 at once beyond either, so
+/// memory stays flat while the store is slow or unreachable.
+pub struct Waiting {
+    requests: tokio::sync::Semaphore,
+    /// One permit per KiB.
+    kib: tokio::sync::Semaphore,
+    kib_total: u32,
+}
+
+impl Waiting {
+    /// At most `requests` requests holding at most `bytes` of body.
+    pub fn new(requests: u32, bytes: u64) -> Self {
+        let kib_total = (bytes / 1024).clamp(1, u64::from(u32::MAX >> 4)) as u32;
+        Waiting {
+            requests: tokio::sync::Semaphore::new(requests as usize),
+            kib: tokio::sync::Semaphore::new(kib_total as usize),
+            kib_total,
+        }
+    }
+
+    /// A place for a request with a body of `len` bytes, if there is one. A body
+    /// larger than the whole byte bound waits alone.
+    pub fn try_hold(&self, len: usize) -> Option<WaitingPlace<'_>> {
+        let kib = (len.div_ceil(1024).max(1) as u64).min(u64::from(self.kib_total)) as u32;
+        let request = self.requests.try_acquire().ok()?;
+        let bytes = self.kib.try_acquire_many(kib).ok()?;
+        Some(WaitingPlace {
+            _request: request,
+            _bytes: bytes,
+        })
+    }
+}
+
+/// A request's place among those waiting for the store; freed on drop.
+pub struct WaitingPlace<'a> {
+    _request: tokio::sync::SemaphorePermit<'a>,
+    _bytes: tokio::sync::SemaphorePermit<'a>,
+}
 
 /// How much of a refused request's body is read and dropped so that the client,
 /// still writing, gets to read the answer (Go's server does the same, for 256 KiB).
@@ -278,7 +319,7 @@ impl Ingest {
             return with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), 5);
         }
         // Held until the store answers; none left means the store is not keeping up.
-        let Ok(_waiting) = self.waiting.try_acquire() else {
+        let Some(_waiting) = self.waiting.try_hold(body.len()) else {
             done(IngestOutcome::Unavailable, None);
             return with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), 1);
         };
@@ -395,6 +436,25 @@ pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: Cancell
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Places are bounded by count and by bytes; a body larger than the byte
+    /// bound still gets a place when nothing else waits; places come back on drop.
+    #[test]
+    fn waiting_is_bounded_by_count_and_bytes() {
+        let w = Waiting::new(3, 100 * 1024);
+        let a = w.try_hold(60 * 1024).unwrap();
+        assert!(w.try_hold(50 * 1024).is_none(), "over the byte bound");
+        let b = w.try_hold(40 * 1024).unwrap();
+        assert!(w.try_hold(0).is_none(), "no byte left");
+        drop((a, b));
+        let big = w.try_hold(10 << 20).expect("alone, a large body waits");
+        assert!(w.try_hold(1).is_none());
+        drop(big);
+        let held: Vec<_> = (0..3).map(|_| w.try_hold(1).unwrap()).collect();
+        assert!(w.try_hold(1).is_none(), "over the count bound");
+        drop(held);
+        assert!(w.try_hold(1).is_some());
+    }
 
     #[test]
     fn client_ip_believes_only_trusted_proxies() {

@@ -178,7 +178,7 @@ async fn postgres_out_of_reach_fails_fast_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "on a shared 2-core host the debug build does not keep up with 300 x 64 KiB/s even before the outage (client timeouts from the first second); run alone with --ignored on a quiet machine"]
+#[ignore = "19 MB/s of load for 35 s disturbs the tests beside it: .ci/run runs it alone, after the suite"]
 async fn memory_stays_flat_through_a_postgres_outage_under_load() {
     const RATE: u64 = 300;
     const WARM: Duration = Duration::from_secs(3);
