@@ -27,6 +27,7 @@ macro_rules! store_conformance_tests {
             ordering_key_one_at_a_time, ordering_head_dead_moves_key_on, priority_overtakes,
             delayed_until_due, release_makes_due_again, pending_counts,
             replay_message_creates_deliveries, replayed_dead_delivery_leaves_the_dead_letter_queue,
+            a_delivery_that_dies_after_its_replay_is_replayed,
             message_listing_pages, delivery_listing_filters,
             destination_state_round_trip, stored_destinations_crud, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
@@ -513,6 +514,50 @@ pub async fn replayed_dead_delivery_leaves_the_dead_letter_queue(s: &dyn Store) 
             .count(),
         1
     );
+}
+
+/// A message replayed while its delivery is still in flight: when that
+/// delivery dies afterwards, it is replayed (by the newer one), not dead, so it
+/// never enters the dead-letter queue and a bulk replay cannot send it again.
+pub async fn a_delivery_that_dies_after_its_replay_is_replayed(s: &dyn Store) {
+    let m = msg("src", &["a"], None);
+    let id = m.id;
+    s.append(m).await.unwrap();
+    let first = lease(s, "a", T0, 10).await;
+    assert_eq!(first.len(), 1);
+    let new_a = s.replay_message(id, &["a".into()], T0 + 5).await.unwrap()[0];
+    s.complete(vec![result(&first[0], Next::Dead)])
+        .await
+        .unwrap();
+    assert!(with_status(s, DeliveryStatus::Dead).await.is_empty());
+    let replayed = with_status(s, DeliveryStatus::Replayed).await;
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|d| (d.id, d.replayed_by))
+            .collect::<Vec<_>>(),
+        vec![(first[0].delivery_id, Some(new_a))]
+    );
+    assert_eq!(s.count_dead(&ReplayFilter::default()).await.unwrap(), 0);
+    let stats = s.destination_stats().await.unwrap();
+    assert_eq!(stats.get("a").map_or(0, |x| x.dead), 0);
+    assert_eq!(status_of(s, id).await, MessageStatus::Pending);
+    assert_eq!(
+        s.replay_dead_batch(&ReplayFilter::default(), T0 + 10, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    let l = lease(s, "a", T0 + 10, 10).await;
+    assert_eq!(
+        l.iter().map(|l| l.delivery_id).collect::<Vec<_>>(),
+        vec![new_a]
+    );
+    s.complete(vec![result(&l[0], Next::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(status_of(s, id).await, MessageStatus::Delivered);
+    assert_eq!(s.pending_estimate(), 0);
 }
 
 /// After an upgrade from before deliveries could be `replayed`, given a store

@@ -375,7 +375,21 @@ impl Store for MemoryStore {
                         DeliveryStatus::Dead
                     };
                     d.finished_at = Some(r.started_at);
-                    let (dest, key) = (d.destination.clone(), d.ordering_key.clone());
+                    let (dest, key, seq) = (d.destination.clone(), d.ordering_key.clone(), d.seq);
+                    if r.next == Next::Dead {
+                        // Replayed while in flight: the replay stands for it.
+                        let newest = t
+                            .deliveries
+                            .range(r.delivery_id + 1..)
+                            .rev()
+                            .find(|(_, n)| n.seq == seq && n.destination == dest)
+                            .map(|(id, _)| *id);
+                        if let Some(newer) = newest {
+                            let d = t.deliveries.get_mut(&r.delivery_id).expect("just read");
+                            d.status = DeliveryStatus::Replayed;
+                            d.replayed_by = Some(newer);
+                        }
+                    }
                     if let Some(k) = key {
                         if t.promote(&dest, &k) {
                             woken.insert(dest);

@@ -542,6 +542,30 @@ async fn record_results(
             }
         }
     }
+    // Dead, but replayed while in flight: the replay stands for it, and it
+    // never enters the dead-letter queue.
+    let dead: Vec<i64> = mine
+        .iter()
+        .filter(|r| r.next == Next::Dead && applied.contains(&r.delivery_id))
+        .map(|r| r.delivery_id)
+        .collect();
+    if !dead.is_empty() {
+        sqlx::query(
+            "WITH newer AS (
+                 SELECT o.id, greatest(
+                     (SELECT max(n.id) FROM deliveries n
+                      WHERE n.message_seq = o.message_seq AND n.destination = o.destination AND n.id > o.id),
+                     (SELECT max(n.id) FROM deliveries_done n
+                      WHERE n.message_seq = o.message_seq AND n.destination = o.destination AND n.id > o.id)
+                 ) AS by
+                 FROM deliveries_done o WHERE o.id = ANY($1) AND o.status = 3)
+             UPDATE deliveries_done o SET status = 4, replayed_by = newer.by
+             FROM newer WHERE o.id = newer.id AND newer.by IS NOT NULL",
+        )
+        .bind(&dead)
+        .execute(&mut *tx)
+        .await?;
+    }
 
     // The attempt log of every result that applied.
     let recorded: Vec<&&&AttemptResult> = mine

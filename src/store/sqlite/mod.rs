@@ -812,6 +812,26 @@ impl Store for SqliteStore {
                             })
                             .map_err(map_err)?;
                         let Some((dest, key)) = row else { continue };
+                        // Replayed while in flight: the replay stands for it, and
+                        // it never enters the dead-letter queue.
+                        let status = if status == 3 {
+                            let replaced = c
+                                .prepare_cached(
+                                    "UPDATE deliveries SET status = 4, replayed_by = (
+                                         SELECT max(n.id) FROM deliveries n
+                                         WHERE n.message_seq = deliveries.message_seq
+                                             AND n.destination = deliveries.destination AND n.id > deliveries.id)
+                                     WHERE id = ?1 AND EXISTS (
+                                         SELECT 1 FROM deliveries n
+                                         WHERE n.message_seq = deliveries.message_seq
+                                             AND n.destination = deliveries.destination AND n.id > deliveries.id)",
+                                )
+                                .and_then(|mut s| s.execute([r.delivery_id]))
+                                .map_err(map_err)?;
+                            if replaced > 0 { 4 } else { 3 }
+                        } else {
+                            status
+                        };
                         c.prepare_cached(
                             "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
