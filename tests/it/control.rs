@@ -292,7 +292,7 @@ async fn dead_gauge(gw: &Gateway) -> Option<f64> {
 async fn replaying_a_dead_message_takes_it_out_of_the_dead_letter_queue() {
     let rx = Receiver::start().await;
     let healthy = fails_until_healthy(&rx);
-    let gw = Gateway::start(&config(&rx, r#"retry = { schedule = ["0s"] }"#, "")).await;
+    let gw = Gateway::binary(&config(&rx, r#"retry = { schedule = ["0s"] }"#, "")).await;
     let id = send(&gw, "app", "{\"first\":1}").await;
     eventually(Duration::from_secs(10), "dead", || async {
         (message_status(&gw, &id).await == "dead").then_some(())
@@ -401,7 +401,7 @@ async fn the_circuit_gauge_changes_with_the_circuit() {
             (500, vec![], String::new())
         }
     });
-    let gw = Gateway::start(&config(
+    let gw = Gateway::binary(&config(
         &rx,
         "circuit_breaker = { failures = 1, cooldown = \"1s\" }\nretry = { schedule = [\"0s\", \"50ms\", \"50ms\"] }",
         "",
@@ -628,7 +628,7 @@ priority = "high"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_destination_receives_nothing_until_resumed_even_across_restart() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start(&config(&rx, "", "")).await;
+    let mut gw = Gateway::binary(&config(&rx, "", "")).await;
     let (st, v) = gw
         .api_post("/api/v1/destinations/svc/pause", json!({}))
         .await;
@@ -858,7 +858,7 @@ async fn metrics_count_what_was_sent_and_delivered() {
             (200, vec![], String::new())
         }
     });
-    let gw = Gateway::start(&config(
+    let gw = Gateway::binary(&config(
         &rx,
         r#"retry = { schedule = ["0s", "20ms", "20ms", "20ms", "20ms", "20ms", "20ms", "20ms", "20ms", "20ms", "20ms", "20ms"] }"#,
         "",
@@ -972,7 +972,7 @@ async fn metrics_count_what_was_sent_and_delivered() {
 async fn json_logs_carry_message_destination_and_attempt() {
     let rx = Receiver::start().await;
     rx.respond(|_| (500, vec![], String::new()));
-    let gw = Gateway::start_opts(
+    let gw = Gateway::binary_opts(
         &config(&rx, r#"retry = { schedule = ["0s", "50ms"] }"#, ""),
         "",
         &[("HOOKGATE_LOG_FORMAT", "json")],

@@ -192,7 +192,7 @@ async fn after_the_last_attempt_the_delivery_is_dead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start(&basic_config(
+    let mut gw = Gateway::binary(&basic_config(
         &rx,
         r#"{ schedule = ["0s", "200ms", "500ms", "1s", "2s"] }"#,
     ))
@@ -386,7 +386,7 @@ async fn slow_and_incomplete_requests_are_cut_off() {
 async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
     let rx = Receiver::start().await;
     rx.set_delay(Duration::from_millis(800));
-    let mut gw = Gateway::start(&basic_config(&rx, r#"{ schedule = ["0s", "10s"] }"#)).await;
+    let mut gw = Gateway::binary(&basic_config(&rx, r#"{ schedule = ["0s", "10s"] }"#)).await;
     let r = client()
         .post(gw.ingest_url("app"))
         .body("slow")
@@ -442,7 +442,7 @@ async fn shutdown_with_a_stuck_delivery_ends_within_the_grace_and_its_bound() {
         "[[sources]]\nname = \"app\"\n\n[[destinations]]\nname = \"svc\"\nurl = \"{}\"\ntimeout = \"300s\"\n\n[[routes]]\nsource = \"app\"\nto = \"svc\"\n",
         rx.url("/hook")
     );
-    let mut gw = Gateway::start_opts(&cfg, "shutdown_grace = \"2s\"", &[]).await;
+    let mut gw = Gateway::binary_opts(&cfg, "shutdown_grace = \"2s\"", &[]).await;
     let r = client()
         .post(gw.ingest_url("app"))
         .body("stuck")
@@ -747,7 +747,7 @@ async fn check_summary_and_warnings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_foreign_database_needs_adopt_and_an_unclean_shutdown_is_checked() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start(&basic_config(&rx, r#"{ schedule = ["0s"] }"#)).await;
+    let mut gw = Gateway::binary(&basic_config(&rx, r#"{ schedule = ["0s"] }"#)).await;
     let checked = "PRAGMA quick_check";
     assert!(!gw.log().contains(checked), "a new database is not checked");
     assert_eq!(gw.terminate(), Some(0));

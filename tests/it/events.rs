@@ -144,7 +144,7 @@ async fn the_same_idempotency_key_gives_the_same_id_and_delivers_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delay_and_deliver_at_survive_kill_nine() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start(&config(&rx)).await;
+    let mut gw = Gateway::binary(&config(&rx)).await;
     let t0 = Instant::now();
     let (_, a) = publish(
         &gw,
@@ -311,7 +311,7 @@ async fn run_time_destinations_crud_and_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_time_destinations_survive_a_restart() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
+    let mut gw = Gateway::binary_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
     let (st, created) = gw
         .api_post(
             "/api/v1/destinations",
@@ -399,7 +399,7 @@ async fn a_destination_failing_for_disable_after_is_disabled_and_reported() {
             (500, vec![], String::new())
         }
     });
-    let gw = Gateway::start_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
+    let gw = Gateway::binary_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
     let (st, _) = gw
         .api_post(
             "/api/v1/destinations",
@@ -458,7 +458,7 @@ async fn a_destination_failing_for_disable_after_is_disabled_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_no_route_takes_is_answered_with_a_warning_and_counted() {
     let rx = Receiver::start().await;
-    let gw = Gateway::start(&format!("[[sources]]\nname = \"app\"\n{}", config(&rx))).await;
+    let gw = Gateway::binary(&format!("[[sources]]\nname = \"app\"\n{}", config(&rx))).await;
     let (st, v) = publish(&gw, json!({"type": "invoice.paid", "payload": {}})).await;
     assert_eq!(st, 202, "{v}");
     assert_eq!(v["destinations"], 0);

@@ -358,7 +358,7 @@ const FIXTURES: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_provider_fixture_is_accepted_signed_and_refused_tampered() {
     let rx = Receiver::start().await;
-    let gw = Gateway::start(&providers_config(&rx, "")).await;
+    let gw = Gateway::binary(&providers_config(&rx, "")).await;
     // What should arrive: message id -> (source, body, event type).
     let mut expected: HashMap<String, (String, Vec<u8>, Option<String>)> = HashMap::new();
     let mut first_of_key: HashMap<(String, String), String> = HashMap::new();
