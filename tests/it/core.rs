@@ -64,7 +64,7 @@ async fn three_hundred_concurrent_messages_are_each_delivered_once_with_headers(
     }
     assert_eq!(sent.len(), 300, "300 distinct message ids");
     let got = rx.wait_for(300, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     let got = if rx.count() > got.len() {
         rx.received()
     } else {
@@ -159,7 +159,7 @@ async fn a_receiver_failing_twice_gets_the_message_on_attempt_three() {
     assert_eq!(log[0]["response_body"], "boom");
     assert_eq!(log[2]["response_code"], 200);
     assert_eq!(log[2]["status"], "succeeded");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.settled(&id).await;
     assert_eq!(rx.count(), 3, "no attempt after the success");
 }
 
@@ -185,7 +185,7 @@ async fn after_the_last_attempt_the_delivery_is_dead() {
     })
     .await;
     assert_eq!(v["deliveries"][0]["status"], "dead");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    gw.settled(&id).await;
     assert_eq!(rx.count(), 2);
 }
 
@@ -346,7 +346,9 @@ async fn unknown_source_oversized_body_and_malformed_requests() {
         .unwrap();
     assert_eq!(r.status(), 200);
     rx.wait_for(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.nothing_pending().await;
+    let (_, v) = gw.api_get("/api/v1/messages?limit=10").await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(rx.count(), 2);
 }
 
@@ -378,7 +380,8 @@ async fn slow_and_incomplete_requests_are_cut_off() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(start.elapsed() < Duration::from_secs(4));
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, v) = gw.api_get("/api/v1/messages?limit=10").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(0), "{v}");
     assert_eq!(rx.count(), 0, "nothing incomplete is stored");
 }
 
@@ -411,7 +414,7 @@ async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
     gw.restart().await;
     let (_, v) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
     assert_eq!(v["status"], "delivered", "{v}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.settled(&id).await;
     assert_eq!(rx.count(), 1);
 }
 

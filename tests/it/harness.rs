@@ -476,6 +476,35 @@ impl Gateway {
         (st, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Waits until the store holds a final status (`delivered` or `dead`)
+    /// for every delivery of message `id`, and returns the message as the API
+    /// shows it. From then on the dispatcher has nothing of it left to send,
+    /// so what the receiver got is final: tests assert on that instead of
+    /// sleeping and checking that nothing more arrived.
+    pub async fn settled(&self, id: &str) -> serde_json::Value {
+        eventually(Duration::from_secs(20), "the message settled", || async {
+            let (_, v) = self.api_get(&format!("/api/v1/messages/{id}")).await;
+            let ds = v["deliveries"].as_array()?;
+            let done = !ds.is_empty()
+                && ds
+                    .iter()
+                    .all(|d| d["status"] == "delivered" || d["status"] == "dead");
+            done.then_some(v)
+        })
+        .await
+    }
+
+    /// Waits until the store lists no pending message (see [`Gateway::settled`]).
+    pub async fn nothing_pending(&self) {
+        eventually(Duration::from_secs(20), "nothing pending", || async {
+            let (_, v) = self
+                .api_get("/api/v1/messages?status=pending&limit=1")
+                .await;
+            v["data"].as_array()?.is_empty().then_some(())
+        })
+        .await
+    }
+
     /// The Prometheus text of `/metrics` (of the binary only: see the
     /// module's header for why).
     pub async fn metrics_text(&self) -> String {

@@ -189,7 +189,7 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
     // Both nodes deliver before one of them dies.
     eventually(Duration::from_secs(60), "load on both nodes", || async {
         let (a, b) = (delivered_by(&first).await, delivered_by(&second).await);
-        (acked.lock().len() >= 2500 && a >= 100 && b >= 100).then_some(())
+        (acked.lock().len() >= 1500 && a >= 100 && b >= 100).then_some(())
     })
     .await;
     let before = (delivered_by(&first).await, delivered_by(&second).await);
@@ -202,7 +202,12 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
         longest <= 3_000,
         "a lease had {longest} ms left, more than timeout + storage.lease_margin"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ingest goes on at the survivor for a while after the kill.
+    let acked_at_kill = acked.lock().len();
+    eventually(Duration::from_secs(30), "acks after the kill", || async {
+        (acked.lock().len() >= acked_at_kill + 50).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     for s in senders {
         s.await.unwrap();
@@ -238,7 +243,8 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
         "the survivor counts none pending"
     );
     let drained = killed_at.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No live delivery is left in the database, so none is in flight: what
+    // the receiver has is final.
     let received = rx.received();
     let missing = acked.difference(&delivered).count();
     assert_eq!(missing, 0, "{missing} acknowledged messages were lost");
@@ -293,7 +299,7 @@ async fn the_same_dedup_key_on_both_nodes_is_delivered_once() {
     }
     assert_eq!(ids.len(), 20);
     let got = rx.wait_for(20, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    a.nothing_pending().await;
     let got = if rx.count() > got.len() {
         rx.received()
     } else {
@@ -406,7 +412,12 @@ async fn pause_and_api_destinations_made_on_one_node_reach_the_other() {
             .await
             .expect("acked");
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for gw in [&a, &b] {
+        let (_, v) = gw.api_get("/api/v1/destinations").await;
+        assert_eq!(v["data"][0]["paused"], true, "{v}");
+    }
+    let (_, v) = b.api_get("/api/v1/messages?status=pending&limit=10").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(6), "{v}");
     assert_eq!(rx.count(), 0, "neither node delivers while paused");
     b.api_post("/api/v1/destinations/svc/resume", serde_json::json!({}))
         .await;
