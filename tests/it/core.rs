@@ -199,11 +199,13 @@ async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
     .await;
     let acked = std::sync::Arc::new(parking_lot::Mutex::new(HashSet::<String>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for w in 0..16 {
         let url = gw.ingest_url("app");
         let acked = acked.clone();
         let stop = stop.clone();
+        let failed = failed.clone();
         senders.push(tokio::spawn(async move {
             let c = client();
             let mut i = 0;
@@ -223,7 +225,10 @@ async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
                         acked.lock().insert(id);
                     }
                     // Connection refused or reset once it is killed.
-                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    _ => {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
                 }
             }
         }));
@@ -234,7 +239,11 @@ async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
     })
     .await;
     gw.kill9();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The senders keep going until they have met the dead process.
+    eventually(Duration::from_secs(10), "sends failing", || async {
+        (failed.load(std::sync::atomic::Ordering::SeqCst) >= 16).then_some(())
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in senders {
         s.await.unwrap();
