@@ -12,31 +12,31 @@ use std::time::Duration;
 
 use hookgate::config::{Priority, RateLimitConfig};
 use hookgate::store::conformance::{keyed, msg, result, Made, T0};
-use hookgate::store::postgres::scratch::{self, ScratchDatabase};
+use hookgate::store::postgres::scratch::ScratchDatabase;
 use hookgate::store::postgres::PgStore;
 use hookgate::store::{Appended, LeaseLimits, MessageId, Next, Store, StoreError};
 
-async fn scratch_db() -> ScratchDatabase {
-    ScratchDatabase::create(&scratch::server_url())
-        .await
-        .expect("a PostgreSQL server for the tests (see HOOKGATE_TEST_DATABASE_URL)")
+/// A fresh database for `test`, or `None` (the test is skipped, with one line
+/// saying so) when no PostgreSQL server answers; see `ScratchDatabase::for_test`.
+async fn scratch_db(test: &str) -> Option<ScratchDatabase> {
+    ScratchDatabase::for_test(test).await
 }
 
-async fn make() -> Made {
-    let db = scratch_db().await;
+async fn make() -> Option<Made> {
+    let db = scratch_db("a store_postgres conformance check").await?;
     let store = PgStore::connect(db.url(), 8).await.unwrap();
-    (Arc::new(store), Box::new(db))
+    Some((Arc::new(store), Box::new(db)))
 }
 
 hookgate::store_conformance_tests!(make());
 
 /// Two stores on one fresh database, as two nodes would be.
-async fn two_nodes() -> (PgStore, PgStore, ScratchDatabase) {
-    let db = scratch_db().await;
+async fn two_nodes(test: &str) -> Option<(PgStore, PgStore, ScratchDatabase)> {
+    let db = scratch_db(test).await?;
     let a = PgStore::connect(db.url(), 8).await.unwrap();
     let b = PgStore::connect(db.url(), 8).await.unwrap();
     assert_ne!(a.node_id(), b.node_id());
-    (a, b, db)
+    Some((a, b, db))
 }
 
 async fn close_all(stores: &[&PgStore]) {
@@ -47,7 +47,11 @@ async fn close_all(stores: &[&PgStore]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_is_leased_again_and_its_old_holder_cannot_end_it() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) =
+        two_nodes("an_expired_lease_is_leased_again_and_its_old_holder_cannot_end_it").await
+    else {
+        return;
+    };
     a.append(msg("src", &["d"], None)).await.unwrap();
     let first = a.lease("d", T0, 10, 300).await.unwrap().items;
     assert_eq!(first.len(), 1);
@@ -74,7 +78,11 @@ async fn an_expired_lease_is_leased_again_and_its_old_holder_cannot_end_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_leasing_at_once_never_take_the_same_delivery() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) =
+        two_nodes("two_nodes_leasing_at_once_never_take_the_same_delivery").await
+    else {
+        return;
+    };
     let mut msgs = Vec::new();
     for _ in 0..400 {
         msgs.push(a.append(msg("src", &["d"], None)));
@@ -109,7 +117,10 @@ async fn two_nodes_leasing_at_once_never_take_the_same_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_on_two_nodes_store_one_message() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) = two_nodes("concurrent_duplicates_on_two_nodes_store_one_message").await
+    else {
+        return;
+    };
     for round in 0..5 {
         let key = format!("dup-{round}");
         let calls = (0..32).map(|i| {
@@ -133,7 +144,11 @@ async fn concurrent_duplicates_on_two_nodes_store_one_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ordering_key_is_never_leased_by_both_nodes_and_goes_in_order() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) =
+        two_nodes("an_ordering_key_is_never_leased_by_both_nodes_and_goes_in_order").await
+    else {
+        return;
+    };
     let mut ids = Vec::new();
     for i in 0..20 {
         let s = if i % 2 == 0 { &a } else { &b };
@@ -170,7 +185,9 @@ async fn an_ordering_key_is_never_leased_by_both_nodes_and_goes_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_starting_together_migrate_once_without_error() {
-    let db = scratch_db().await;
+    let Some(db) = scratch_db("nodes_starting_together_migrate_once_without_error").await else {
+        return;
+    };
     let connects = (0..6).map(|_| PgStore::connect(db.url(), 2));
     let stores: Vec<PgStore> = futures::future::join_all(connects)
         .await
@@ -196,7 +213,9 @@ async fn nodes_starting_together_migrate_once_without_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_in_flight_holds_across_nodes() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) = two_nodes("max_in_flight_holds_across_nodes").await else {
+        return;
+    };
     for _ in 0..20 {
         a.append(msg("src", &["d"], None)).await.unwrap();
     }
@@ -227,7 +246,9 @@ async fn max_in_flight_holds_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_across_nodes() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) = two_nodes("rate_limit_holds_across_nodes").await else {
+        return;
+    };
     for _ in 0..20 {
         a.append(msg("src", &["d"], None)).await.unwrap();
     }
@@ -269,7 +290,9 @@ async fn rate_limit_holds_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_on_one_node_wakes_the_other() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) = two_nodes("a_commit_on_one_node_wakes_the_other").await else {
+        return;
+    };
     let woken = b.wakeups().get("d");
     let idle = b.wakeups().get("other");
     a.append(msg("src", &["d"], None)).await.unwrap();
@@ -287,7 +310,9 @@ async fn a_commit_on_one_node_wakes_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_node_hands_its_leases_back_at_once() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) = two_nodes("closing_a_node_hands_its_leases_back_at_once").await else {
+        return;
+    };
     for _ in 0..5 {
         a.append(msg("src", &["d"], None)).await.unwrap();
     }
@@ -304,7 +329,9 @@ async fn closing_a_node_hands_its_leases_back_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_sees_the_others_pending_work_soon() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) = two_nodes("each_node_sees_the_others_pending_work_soon").await else {
+        return;
+    };
     for _ in 0..5 {
         a.append(msg("src", &["d", "e"], None)).await.unwrap();
     }
@@ -336,7 +363,9 @@ async fn each_node_sees_the_others_pending_work_soon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_the_database_cannot_hold_does_not_fail_the_batch() {
-    let db = scratch_db().await;
+    let Some(db) = scratch_db("text_the_database_cannot_hold_does_not_fail_the_batch").await else {
+        return;
+    };
     let s = PgStore::connect(db.url(), 4).await.unwrap();
     let mut bad = keyed("d", Some("k\0ey"), Priority::Normal, T0);
     bad.dedup = Some(hookgate::store::Dedup {
@@ -377,7 +406,11 @@ async fn connection_errors_are_clear_and_never_show_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_on_one_node_keeps_the_key_blocked_on_the_other() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) =
+        two_nodes("a_retry_on_one_node_keeps_the_key_blocked_on_the_other").await
+    else {
+        return;
+    };
     let first = keyed("d", Some("k"), Priority::Normal, T0);
     let second = keyed("d", Some("k"), Priority::Normal, T0);
     let (fid, sid) = (first.id, second.id);
@@ -410,7 +443,10 @@ async fn a_retry_on_one_node_keeps_the_key_blocked_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_stored_on_one_node_is_a_duplicate_on_the_other() {
-    let (a, b, _db) = two_nodes().await;
+    let Some((a, b, _db)) = two_nodes("a_key_stored_on_one_node_is_a_duplicate_on_the_other").await
+    else {
+        return;
+    };
     let m = msg("src", &["a"], Some("k"));
     let id = m.id;
     a.append(m).await.unwrap();
@@ -427,7 +463,11 @@ async fn a_key_stored_on_one_node_is_a_duplicate_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones() {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    let db = scratch_db().await;
+    let Some(db) =
+        scratch_db("a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones").await
+    else {
+        return;
+    };
     let (replayed, dead) = (MessageId::new(), MessageId::new());
     {
         let pool = sqlx::PgPool::connect(db.url()).await.unwrap();

@@ -94,7 +94,7 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        crate::telemetry::render(&s.metrics),
     )
 }
 

@@ -253,9 +253,11 @@ impl DestinationMetrics {
 
     /// Sets the waiting-work gauges.
     pub fn set_backlog(&self, pending: u64, oldest_age: Option<Duration>, dead: u64) {
-        self.pending.set(pending as f64);
-        self.oldest.set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
-        self.dead_letters.set(dead as f64);
+        super::together(|| {
+            self.pending.set(pending as f64);
+            self.oldest.set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+            self.dead_letters.set(dead as f64);
+        });
     }
 
     /// Sets the state gauges.
@@ -519,5 +521,49 @@ mod tests {
         assert_eq!(format!("{}", millis(d)), "0.175");
         assert_eq!(format!("{}", millis(Duration::from_millis(1250))), "1250");
         assert_eq!(format!("{}", millis(Duration::from_micros(1))), "0.001");
+    }
+
+    /// A destination's value of a gauge in Prometheus text.
+    fn gauge_value(text: &str, name: &str, dest: &str) -> f64 {
+        let prefix = format!("{name}{{destination=\"{dest}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    }
+
+    /// `hookgate_oldest_pending_seconds` is 0 in every scrape that shows
+    /// `hookgate_pending` 0, and only then, however the scrape falls between
+    /// backlog updates. (Without `together`, a scrape preempted between the
+    /// two gauges showed pending 0 beside the previous age.)
+    #[test]
+    fn a_scrape_never_shows_half_a_backlog_update() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let handle = crate::telemetry::metrics_handle();
+        let dest = "backlog-consistency-check";
+        let m = Arc::new(DestinationMetrics::new(dest));
+        m.set_backlog(0, None, 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    m.set_backlog(3, Some(Duration::from_secs(7)), 0);
+                    m.set_backlog(0, None, 0);
+                }
+            })
+        };
+        for _ in 0..500 {
+            let text = crate::telemetry::render(&handle);
+            let pending = gauge_value(&text, "hookgate_pending", dest);
+            let oldest = gauge_value(&text, "hookgate_oldest_pending_seconds", dest);
+            assert_eq!(
+                pending == 0.0,
+                oldest == 0.0,
+                "pending {pending} beside oldest {oldest}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
     }
 }

@@ -11,6 +11,27 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+/// Held (shared) while `/metrics` is rendered and (exclusively) while gauges
+/// that must agree are set together, so that a scrape never shows half of
+/// such an update: say a destination's `hookgate_pending` already 0 beside its
+/// previous `hookgate_oldest_pending_seconds`. A render reads the gauges one
+/// after another, and a scraper preempted in the middle would otherwise mix
+/// two updates.
+static TOGETHER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs `f`, which sets several metrics, so that no render sees part of it.
+pub(crate) fn together<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = TOGETHER.write().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// The Prometheus text of every metric (`/metrics`), never in the middle of an
+/// update made [`together`].
+pub fn render(handle: &PrometheusHandle) -> String {
+    let _guard = TOGETHER.read().unwrap_or_else(|e| e.into_inner());
+    handle.render()
+}
+
 /// Installs the log subscriber once; later calls do nothing.
 pub fn init_logging() {
     static ONCE: OnceLock<()> = OnceLock::new();

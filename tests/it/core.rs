@@ -64,7 +64,7 @@ async fn three_hundred_concurrent_messages_are_each_delivered_once_with_headers(
     }
     assert_eq!(sent.len(), 300, "300 distinct message ids");
     let got = rx.wait_for(300, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     let got = if rx.count() > got.len() {
         rx.received()
     } else {
@@ -159,7 +159,7 @@ async fn a_receiver_failing_twice_gets_the_message_on_attempt_three() {
     assert_eq!(log[0]["response_body"], "boom");
     assert_eq!(log[2]["response_code"], 200);
     assert_eq!(log[2]["status"], "succeeded");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.settled(&id).await;
     assert_eq!(rx.count(), 3, "no attempt after the success");
 }
 
@@ -185,25 +185,27 @@ async fn after_the_last_attempt_the_delivery_is_dead() {
     })
     .await;
     assert_eq!(v["deliveries"][0]["status"], "dead");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    gw.settled(&id).await;
     assert_eq!(rx.count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start(&basic_config(
+    let mut gw = Gateway::binary(&basic_config(
         &rx,
         r#"{ schedule = ["0s", "200ms", "500ms", "1s", "2s"] }"#,
     ))
     .await;
     let acked = std::sync::Arc::new(parking_lot::Mutex::new(HashSet::<String>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for w in 0..16 {
         let url = gw.ingest_url("app");
         let acked = acked.clone();
         let stop = stop.clone();
+        let failed = failed.clone();
         senders.push(tokio::spawn(async move {
             let c = client();
             let mut i = 0;
@@ -223,7 +225,10 @@ async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
                         acked.lock().insert(id);
                     }
                     // Connection refused or reset once it is killed.
-                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    _ => {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
                 }
             }
         }));
@@ -234,7 +239,11 @@ async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
     })
     .await;
     gw.kill9();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The senders keep going until they have met the dead process.
+    eventually(Duration::from_secs(10), "sends failing", || async {
+        (failed.load(std::sync::atomic::Ordering::SeqCst) >= 16).then_some(())
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in senders {
         s.await.unwrap();
@@ -346,7 +355,9 @@ async fn unknown_source_oversized_body_and_malformed_requests() {
         .unwrap();
     assert_eq!(r.status(), 200);
     rx.wait_for(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.nothing_pending().await;
+    let (_, v) = gw.api_get("/api/v1/messages?limit=10").await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(rx.count(), 2);
 }
 
@@ -378,7 +389,8 @@ async fn slow_and_incomplete_requests_are_cut_off() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(start.elapsed() < Duration::from_secs(4));
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, v) = gw.api_get("/api/v1/messages?limit=10").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(0), "{v}");
     assert_eq!(rx.count(), 0, "nothing incomplete is stored");
 }
 
@@ -386,7 +398,7 @@ async fn slow_and_incomplete_requests_are_cut_off() {
 async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
     let rx = Receiver::start().await;
     rx.set_delay(Duration::from_millis(800));
-    let mut gw = Gateway::start(&basic_config(&rx, r#"{ schedule = ["0s", "10s"] }"#)).await;
+    let mut gw = Gateway::binary(&basic_config(&rx, r#"{ schedule = ["0s", "10s"] }"#)).await;
     let r = client()
         .post(gw.ingest_url("app"))
         .body("slow")
@@ -411,7 +423,7 @@ async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
     gw.restart().await;
     let (_, v) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
     assert_eq!(v["status"], "delivered", "{v}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.settled(&id).await;
     assert_eq!(rx.count(), 1);
 }
 
@@ -442,7 +454,7 @@ async fn shutdown_with_a_stuck_delivery_ends_within_the_grace_and_its_bound() {
         "[[sources]]\nname = \"app\"\n\n[[destinations]]\nname = \"svc\"\nurl = \"{}\"\ntimeout = \"300s\"\n\n[[routes]]\nsource = \"app\"\nto = \"svc\"\n",
         rx.url("/hook")
     );
-    let mut gw = Gateway::start_opts(&cfg, "shutdown_grace = \"2s\"", &[]).await;
+    let mut gw = Gateway::binary_opts(&cfg, "shutdown_grace = \"2s\"", &[]).await;
     let r = client()
         .post(gw.ingest_url("app"))
         .body("stuck")
@@ -747,7 +759,7 @@ async fn check_summary_and_warnings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_foreign_database_needs_adopt_and_an_unclean_shutdown_is_checked() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start(&basic_config(&rx, r#"{ schedule = ["0s"] }"#)).await;
+    let mut gw = Gateway::binary(&basic_config(&rx, r#"{ schedule = ["0s"] }"#)).await;
     let checked = "PRAGMA quick_check";
     assert!(!gw.log().contains(checked), "a new database is not checked");
     assert_eq!(gw.terminate(), Some(0));

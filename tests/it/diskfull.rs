@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::harness::{client, eventually, Gateway, Receiver};
+use crate::harness::{app_to_svc, client, eventually, Gateway, Receiver};
 
 /// A tmpfs mounted on a temp dir, unmounted on drop (also when a test fails).
 struct Tmpfs {
@@ -95,28 +95,12 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
     // 200s per message id, counted as they are answered.
     let ok: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     rx.respond(|_| (503, vec![], String::new()));
-    let text = format!(
-        r#"
-[storage]
-path = "{}"
-
-[[sources]]
-name = "app"
-
-[[destinations]]
-name = "svc"
-url = "{}"
-timeout = "5s"
-retry = {{ max_attempts = 100, initial = "200ms", max = "1s" }}
-
-[[routes]]
-source = "app"
-to = "svc"
-"#,
-        fs.path().join("hookgate.db").display(),
-        rx.url("/hook")
+    let text = app_to_svc(
+        &rx,
+        Some(&fs.path().join("hookgate.db")),
+        "timeout = \"5s\"\nretry = { max_attempts = 100, initial = \"200ms\", max = \"1s\" }",
     );
-    let gw = Gateway::start(&text).await;
+    let gw = Gateway::binary(&text).await;
 
     // Fill the volume by ingest while the destination answers 503, until the
     // gateway refuses (it must, with room left for its own bookkeeping).
@@ -127,7 +111,7 @@ to = "svc"
         let (acked, refused, url) = (acked.clone(), refused.clone(), gw.ingest_url("app"));
         tasks.push(tokio::spawn(async move {
             let c = client();
-            let body = "x".repeat(4096);
+            let body = "x".repeat(16 * 1024);
             for _ in 0..5000 {
                 if refused.load(std::sync::atomic::Ordering::SeqCst) {
                     return;

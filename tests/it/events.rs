@@ -71,7 +71,7 @@ async fn publish_needs_a_token_and_routes_by_event_type_globs() {
         "an unmatched type is delivered nowhere"
     );
     let got = rx.wait_for(1, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), 1);
     let r = &got[0];
     assert_eq!(r.header("webhook-id"), Some(id.as_str()));
@@ -137,14 +137,14 @@ async fn the_same_idempotency_key_gives_the_same_id_and_delivers_once() {
         assert_eq!(v["id"], a["id"]);
     }
     rx.wait_for(1, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delay_and_deliver_at_survive_kill_nine() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start(&config(&rx)).await;
+    let mut gw = Gateway::binary(&config(&rx)).await;
     let t0 = Instant::now();
     let (_, a) = publish(
         &gw,
@@ -166,7 +166,8 @@ async fn delay_and_deliver_at_survive_kill_nine() {
         json!({"type": "lead.later", "payload": {"n": "soon"}, "delay": "1s"}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(3), "{v}");
     assert_eq!(rx.count(), 0, "nothing before its time");
     gw.kill9();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -311,7 +312,7 @@ async fn run_time_destinations_crud_and_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_time_destinations_survive_a_restart() {
     let rx = Receiver::start().await;
-    let mut gw = Gateway::start_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
+    let mut gw = Gateway::binary_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
     let (st, created) = gw
         .api_post(
             "/api/v1/destinations",
@@ -399,7 +400,7 @@ async fn a_destination_failing_for_disable_after_is_disabled_and_reported() {
             (500, vec![], String::new())
         }
     });
-    let gw = Gateway::start_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
+    let gw = Gateway::binary_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
     let (st, _) = gw
         .api_post(
             "/api/v1/destinations",
@@ -416,7 +417,8 @@ async fn a_destination_failing_for_disable_after_is_disabled_and_reported() {
     .await;
     assert!(v["disabled_at"].is_i64());
     let attempts = rx.count();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, v) = gw.api_get("/api/v1/destinations/flaky").await;
+    assert_eq!(v["disabled"], true, "{v}");
     assert_eq!(rx.count(), attempts, "no attempts while disabled");
     let text = client()
         .get(gw.admin_url("/metrics"))
@@ -458,7 +460,7 @@ async fn a_destination_failing_for_disable_after_is_disabled_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_no_route_takes_is_answered_with_a_warning_and_counted() {
     let rx = Receiver::start().await;
-    let gw = Gateway::start(&format!("[[sources]]\nname = \"app\"\n{}", config(&rx))).await;
+    let gw = Gateway::binary(&format!("[[sources]]\nname = \"app\"\n{}", config(&rx))).await;
     let (st, v) = publish(&gw, json!({"type": "invoice.paid", "payload": {}})).await;
     assert_eq!(st, 202, "{v}");
     assert_eq!(v["destinations"], 0);

@@ -1,5 +1,20 @@
-//! Test harness: runs the real `hookgate` binary on free loopback ports with a
-//! temp data dir, and a real HTTP receiver whose answers a test controls.
+//! Test harness: runs the gateway on loopback ports with a temp data dir, and
+//! a real HTTP receiver whose answers a test controls.
+//!
+//! A gateway runs in one of two ways, from the same config file:
+//! - **in-process** ([`Gateway::start`]): `hookgate::app::start` in the test's
+//!   own runtime, bound on port 0. Fast to start and stop; most tests use it.
+//! - **the real binary** ([`Gateway::binary`]): `hookgate serve` as a child
+//!   process, for what only a process has: kill -9, signals, its log output,
+//!   exit codes, resident memory, and metrics.
+//!
+//! Metrics: the Prometheus recorder is global to a process, so an in-process
+//! gateway's `/metrics` shows the sum over every gateway of the test binary
+//! running at that moment (tests run in parallel). A recorder per test cannot
+//! be installed globally, and a thread-local one would miss the tasks on other
+//! worker threads; so tests that read metrics run the binary, and
+//! [`Gateway::metrics_text`] refuses an in-process gateway instead of
+//! answering with other tests' numbers.
 
 #![allow(dead_code)]
 
@@ -32,9 +47,74 @@ pub fn free_port() -> u16 {
 /// The admin token every test gateway accepts.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A running `hookgate serve`.
+/// The config file of a test gateway: a `[server]` section on `ingest` and
+/// `admin` (with `server_extra` lines) unless `body` has its own, a
+/// `[storage]` section with a database in `dir` unless `body` has its own,
+/// then `body`. Both kinds of start write their config with this.
+pub fn config_text(
+    body: &str,
+    server_extra: &str,
+    ingest: SocketAddr,
+    admin: SocketAddr,
+    dir: &Path,
+) -> String {
+    let mut text = String::new();
+    if !body.contains("[server]") {
+        let grace = if server_extra.contains("shutdown_grace") {
+            ""
+        } else {
+            "shutdown_grace = \"5s\"\n"
+        };
+        text.push_str(&format!(
+            "[server]\nlisten = \"{ingest}\"\nadmin_listen = \"{admin}\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{grace}{server_extra}\n\n"
+        ));
+    }
+    if !body.contains("[storage]") {
+        text.push_str(&format!(
+            "[storage]\npath = \"{}\"\n\n",
+            dir.join("hookgate.db").display()
+        ));
+    }
+    text.push_str(body);
+    text
+}
+
+/// The usual pipeline: source `app` routed to destination `svc` at `rx`'s
+/// `/hook`, with `dest` as extra lines of the destination; the SQLite database
+/// at `db` when given (else the gateway's data dir).
+pub fn app_to_svc(rx: &Receiver, db: Option<&Path>, dest: &str) -> String {
+    let storage = db.map_or(String::new(), |db| {
+        format!("[storage]\npath = \"{}\"\n", db.display())
+    });
+    format!(
+        r#"{storage}
+[[sources]]
+name = "app"
+
+[[destinations]]
+name = "svc"
+url = "{}"
+{dest}
+
+[[routes]]
+source = "app"
+to = "svc"
+"#,
+        rx.url("/hook")
+    )
+}
+
+/// How a [`Gateway`] runs.
+enum Node {
+    /// `hookgate serve` as a child process (None once stopped).
+    Process(Option<Child>),
+    /// `hookgate::app::start` in the test's runtime (None once stopped).
+    InProcess(Option<hookgate::app::Running>),
+}
+
+/// A running gateway, in-process or the real binary.
 pub struct Gateway {
-    child: Option<Child>,
+    node: Node,
     /// Ingest address.
     pub ingest: SocketAddr,
     /// Admin address.
@@ -50,44 +130,49 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Writes a config (a `[server]` and `[storage]` section are prepended unless
-    /// `body` has its own) and starts the binary.
+    /// Writes a config (see [`config_text`]) and starts the gateway in this
+    /// process.
     pub async fn start(body: &str) -> Gateway {
         Self::start_opts(body, "", &[]).await
     }
 
-    /// Like [`Gateway::start`] with extra environment variables.
-    pub async fn start_with_env(body: &str, envs: &[(&str, &str)]) -> Gateway {
-        Self::start_opts(body, "", envs).await
+    /// Like [`Gateway::start`] with extra `[server]` lines and environment
+    /// variables (seen by the config's `${VAR}` references only).
+    pub async fn start_opts(body: &str, server_extra: &str, envs: &[(&str, &str)]) -> Gateway {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut g = Self::new(body, server_extra, envs, any, any, Node::InProcess(None));
+        g.run_in_process().await;
+        g
     }
 
-    /// Like [`Gateway::start`] with extra `[server]` lines and environment variables.
-    pub async fn start_opts(body: &str, server_extra: &str, envs: &[(&str, &str)]) -> Gateway {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
+    /// Writes a config (see [`config_text`]) and starts the real binary.
+    pub async fn binary(body: &str) -> Gateway {
+        Self::binary_opts(body, "", &[]).await
+    }
+
+    /// Like [`Gateway::binary`] with extra `[server]` lines and environment variables.
+    pub async fn binary_opts(body: &str, server_extra: &str, envs: &[(&str, &str)]) -> Gateway {
         let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut text = String::new();
-        if !body.contains("[server]") {
-            let grace = if server_extra.contains("shutdown_grace") {
-                ""
-            } else {
-                "shutdown_grace = \"5s\"\n"
-            };
-            text.push_str(&format!(
-                "[server]\nlisten = \"{ingest}\"\nadmin_listen = \"{admin}\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\n{grace}{server_extra}\n\n"
-            ));
-        }
-        if !body.contains("[storage]") {
-            text.push_str(&format!(
-                "[storage]\npath = \"{}\"\n\n",
-                dir.path().join("hookgate.db").display()
-            ));
-        }
-        text.push_str(body);
+        let mut g = Self::new(body, server_extra, envs, ingest, admin, Node::Process(None));
+        g.spawn().await;
+        g
+    }
+
+    fn new(
+        body: &str,
+        server_extra: &str,
+        envs: &[(&str, &str)],
+        ingest: SocketAddr,
+        admin: SocketAddr,
+        node: Node,
+    ) -> Gateway {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
         let config = dir.path().join("hookgate.toml");
+        let text = config_text(body, server_extra, ingest, admin, dir.path());
         std::fs::write(&config, text).unwrap();
-        let mut g = Gateway {
-            child: None,
+        Gateway {
+            node,
             ingest,
             admin,
             log: dir.path().join("hookgate.log"),
@@ -98,9 +183,50 @@ impl Gateway {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: Vec::new(),
+        }
+    }
+
+    /// Whether this is the real binary.
+    pub fn is_binary(&self) -> bool {
+        matches!(self.node, Node::Process(_))
+    }
+
+    fn child(&mut self) -> &mut Option<Child> {
+        match &mut self.node {
+            Node::Process(c) => c,
+            Node::InProcess(_) => {
+                panic!("this needs the real binary: start it with Gateway::binary")
+            }
+        }
+    }
+
+    /// Loads the config file and starts it in this process. The addresses it
+    /// bound are written back to the file, so a restart binds the same ones.
+    async fn run_in_process(&mut self) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let envs = self.envs.clone();
+        let env = move |k: &str| {
+            envs.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok())
         };
-        g.spawn().await;
-        g
+        let file = self.config.display().to_string();
+        let cfg = hookgate::config::parse(&text, &file, &env)
+            .unwrap_or_else(|e| panic!("bad test config:\n{e}\n{text}"));
+        let running = hookgate::app::start(cfg, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("the gateway did not start: {e}"));
+        let (ingest, admin) = (running.ingest_addr, running.admin_addr);
+        if (ingest, admin) != (self.ingest, self.admin) {
+            let text = text
+                .replacen(&self.ingest.to_string(), &ingest.to_string(), 1)
+                .replacen(&self.admin.to_string(), &admin.to_string(), 1);
+            std::fs::write(&self.config, text).unwrap();
+            self.ingest = ingest;
+            self.admin = admin;
+        }
+        self.node = Node::InProcess(Some(running));
     }
 
     async fn spawn(&mut self) {
@@ -124,7 +250,7 @@ impl Gateway {
                 .stderr(log)
                 .spawn()
                 .unwrap();
-            self.child = Some(child);
+            self.node = Node::Process(Some(child));
             match self.try_wait_healthy().await {
                 Ok(()) => return,
                 Err(early) => {
@@ -160,8 +286,8 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = client();
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                self.child = None;
+            if let Some(status) = self.child().as_mut().and_then(|c| c.try_wait().unwrap()) {
+                *self.child() = None;
                 return Err(format!("hookgate exited early ({status})"));
             }
             if let Ok(r) = client
@@ -183,14 +309,19 @@ impl Gateway {
         }
     }
 
-    /// What the gateway logged so far.
+    /// What the binary logged so far (an in-process gateway's log is not
+    /// captured: start it with [`Gateway::binary`] to read it).
     pub fn log(&self) -> String {
+        assert!(
+            self.is_binary(),
+            "the log needs the real binary: start it with Gateway::binary"
+        );
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Kills the process with SIGKILL (no chance to flush anything).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(mut c) = self.child().take() {
             c.kill().unwrap();
             c.wait().unwrap();
         }
@@ -198,7 +329,7 @@ impl Gateway {
 
     /// Sends SIGTERM and waits for the exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
+        let mut c = self.child().take()?;
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(c.id().to_string())
@@ -217,8 +348,8 @@ impl Gateway {
     }
 
     /// Sends SIGTERM and returns at once (to watch the drain from outside).
-    pub fn signal_term(&self) {
-        let c = self.child.as_ref().expect("running");
+    pub fn signal_term(&mut self) {
+        let c = self.child().as_ref().expect("running");
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(c.id().to_string())
@@ -227,7 +358,12 @@ impl Gateway {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        match &self.node {
+            Node::Process(c) => c.as_ref().expect("running").id(),
+            Node::InProcess(_) => {
+                panic!("this needs the real binary: start it with Gateway::binary")
+            }
+        }
     }
 
     /// Resident memory of the process in bytes (`VmRSS` of `/proc/<pid>/status`).
@@ -241,10 +377,30 @@ impl Gateway {
         kib * 1024
     }
 
-    /// Starts the binary again on the same config, ports and data.
+    /// Stops an in-process gateway the way SIGTERM stops the binary (drain
+    /// within the grace, close the store) and waits until it has stopped.
+    pub async fn stop(&mut self) {
+        let Node::InProcess(running) = &mut self.node else {
+            panic!("stop the binary with terminate() or kill9()");
+        };
+        if let Some(r) = running.take() {
+            r.stop();
+            r.wait().await;
+        }
+    }
+
+    /// Starts it again on the same config, ports and data.
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop it first");
-        self.spawn().await;
+        match &self.node {
+            Node::Process(c) => {
+                assert!(c.is_none(), "stop it first");
+                self.spawn().await;
+            }
+            Node::InProcess(r) => {
+                assert!(r.is_none(), "stop it first");
+                self.run_in_process().await;
+            }
+        }
     }
 
     /// Like [`Gateway::restart`] with extra arguments of `serve` (kept for later restarts).
@@ -256,7 +412,10 @@ impl Gateway {
     /// Runs `serve` on the same config and data, expecting it to fail at start;
     /// returns its exit code and what it printed to stderr.
     pub fn start_fails(&self) -> (Option<i32>, String) {
-        assert!(self.child.is_none(), "stop it first");
+        assert!(
+            matches!(self.node, Node::Process(None)),
+            "needs a stopped binary gateway"
+        );
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .arg("serve")
             .arg("--config")
@@ -317,8 +476,42 @@ impl Gateway {
         (st, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// Waits until the store holds a final status (`delivered` or `dead`)
+    /// for every delivery of message `id`, and returns the message as the API
+    /// shows it. From then on the dispatcher has nothing of it left to send,
+    /// so what the receiver got is final: tests assert on that instead of
+    /// sleeping and checking that nothing more arrived.
+    pub async fn settled(&self, id: &str) -> serde_json::Value {
+        eventually(Duration::from_secs(20), "the message settled", || async {
+            let (_, v) = self.api_get(&format!("/api/v1/messages/{id}")).await;
+            let ds = v["deliveries"].as_array()?;
+            let done = !ds.is_empty()
+                && ds
+                    .iter()
+                    .all(|d| d["status"] == "delivered" || d["status"] == "dead");
+            done.then_some(v)
+        })
+        .await
+    }
+
+    /// Waits until the store lists no pending message (see [`Gateway::settled`]).
+    pub async fn nothing_pending(&self) {
+        eventually(Duration::from_secs(20), "nothing pending", || async {
+            let (_, v) = self
+                .api_get("/api/v1/messages?status=pending&limit=1")
+                .await;
+            v["data"].as_array()?.is_empty().then_some(())
+        })
+        .await
+    }
+
+    /// The Prometheus text of `/metrics` (of the binary only: see the
+    /// module's header for why).
     pub async fn metrics_text(&self) -> String {
+        assert!(
+            self.is_binary(),
+            "metrics are process-wide: read them from Gateway::binary"
+        );
         client()
             .get(self.admin_url("/metrics"))
             .send()
@@ -337,7 +530,15 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.kill9();
+        match &mut self.node {
+            Node::Process(_) => self.kill9(),
+            // The rest of the shutdown runs on the test's runtime while it lasts.
+            Node::InProcess(r) => {
+                if let Some(r) = r.take() {
+                    r.stop();
+                }
+            }
+        }
     }
 }
 

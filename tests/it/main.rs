@@ -1,4 +1,5 @@
-//! Integration tests: the real `hookgate` binary, real HTTP on 127.0.0.1.
+//! Integration tests: the gateway in this process or as the real `hookgate`
+//! binary (see `harness`), real HTTP on 127.0.0.1.
 
 mod harness;
 

@@ -1,5 +1,5 @@
-//! Several nodes on one PostgreSQL database: two real `hookgate serve`
-//! processes share a fresh database (created and dropped by each test) and one
+//! Several nodes on one PostgreSQL database: two gateways (real `hookgate
+//! serve` processes where a test kills one or reads each node's metrics) share a fresh database (created and dropped by each test) and one
 //! receiver. Load spreads over both; a node killed with SIGKILL loses nothing
 //! that was acknowledged; dedup, ordering and `max_in_flight` hold across nodes.
 
@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookgate::store::postgres::scratch::{self, ScratchDatabase};
+use hookgate::store::postgres::scratch::ScratchDatabase;
 use parking_lot::Mutex;
 
 use crate::harness::*;
 
-async fn scratch_db() -> ScratchDatabase {
-    ScratchDatabase::create(&scratch::server_url())
-        .await
-        .expect("a PostgreSQL server for the tests (see HOOKGATE_TEST_DATABASE_URL)")
+/// A fresh database for `test`, or `None` (skipped, with one line saying so)
+/// when no PostgreSQL server answers.
+async fn scratch_db(test: &str) -> Option<ScratchDatabase> {
+    ScratchDatabase::for_test(test).await
 }
 
 /// A config for one node on `db`; `storage`, `source`, `dest` and `route` are
@@ -56,8 +56,10 @@ to = "svc"
     )
 }
 
-/// Deliveries a node counted as delivered (its own `/metrics`).
+/// Deliveries a node counted as delivered (its own `/metrics`: a binary's, as
+/// in-process gateways share one recorder).
 async fn delivered_by(gw: &Gateway) -> u64 {
+    assert!(gw.is_binary(), "per-node metrics need Gateway::binary");
     let Ok(r) = client().get(gw.admin_url("/metrics")).send().await else {
         return 0;
     };
@@ -131,7 +133,11 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
-    let db = scratch_db().await;
+    let Some(db) =
+        scratch_db("two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged").await
+    else {
+        return;
+    };
     let rx = Receiver::start().await;
     // Slow enough that deliveries are in flight when the node dies.
     rx.set_delay(Duration::from_millis(5));
@@ -145,8 +151,8 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
         "timeout = \"1s\"\nmax_in_flight = 8\nretry = { schedule = [\"0s\", \"200ms\", \"1s\"] }",
         "",
     );
-    let mut first = Gateway::start(&cfg).await;
-    let second = Gateway::start(&cfg).await;
+    let mut first = Gateway::binary(&cfg).await;
+    let second = Gateway::binary(&cfg).await;
     let nodes = Arc::new([first.ingest_url("app"), second.ingest_url("app")]);
 
     let acked = Arc::new(Mutex::new(HashSet::<String>::new()));
@@ -183,7 +189,7 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
     // Both nodes deliver before one of them dies.
     eventually(Duration::from_secs(60), "load on both nodes", || async {
         let (a, b) = (delivered_by(&first).await, delivered_by(&second).await);
-        (acked.lock().len() >= 2500 && a >= 100 && b >= 100).then_some(())
+        (acked.lock().len() >= 1500 && a >= 100 && b >= 100).then_some(())
     })
     .await;
     let before = (delivered_by(&first).await, delivered_by(&second).await);
@@ -196,7 +202,12 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
         longest <= 3_000,
         "a lease had {longest} ms left, more than timeout + storage.lease_margin"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ingest goes on at the survivor for a while after the kill.
+    let acked_at_kill = acked.lock().len();
+    eventually(Duration::from_secs(30), "acks after the kill", || async {
+        (acked.lock().len() >= acked_at_kill + 50).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     for s in senders {
         s.await.unwrap();
@@ -232,7 +243,8 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
         "the survivor counts none pending"
     );
     let drained = killed_at.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No live delivery is left in the database, so none is in flight: what
+    // the receiver has is final.
     let received = rx.received();
     let missing = acked.difference(&delivered).count();
     assert_eq!(missing, 0, "{missing} acknowledged messages were lost");
@@ -257,7 +269,9 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_dedup_key_on_both_nodes_is_delivered_once() {
-    let db = scratch_db().await;
+    let Some(db) = scratch_db("the_same_dedup_key_on_both_nodes_is_delivered_once").await else {
+        return;
+    };
     let rx = Receiver::start().await;
     let cfg = node_config(
         &db,
@@ -285,7 +299,7 @@ async fn the_same_dedup_key_on_both_nodes_is_delivered_once() {
     }
     assert_eq!(ids.len(), 20);
     let got = rx.wait_for(20, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    a.nothing_pending().await;
     let got = if rx.count() > got.len() {
         rx.received()
     } else {
@@ -298,7 +312,11 @@ async fn the_same_dedup_key_on_both_nodes_is_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_ordering_key_sent_alternately_to_both_nodes_arrives_in_order() {
-    let db = scratch_db().await;
+    let Some(db) =
+        scratch_db("one_ordering_key_sent_alternately_to_both_nodes_arrives_in_order").await
+    else {
+        return;
+    };
     let rx = Receiver::start().await;
     // Each delivery takes a while, so later messages queue behind it on both nodes.
     rx.set_delay(Duration::from_millis(30));
@@ -310,8 +328,8 @@ async fn one_ordering_key_sent_alternately_to_both_nodes_arrives_in_order() {
         "timeout = \"5s\"\nmax_in_flight = 16",
         "ordering_key = \"body:/k\"",
     );
-    let a = Gateway::start(&cfg).await;
-    let b = Gateway::start(&cfg).await;
+    let a = Gateway::binary(&cfg).await;
+    let b = Gateway::binary(&cfg).await;
     let c = client();
     for n in 0..30 {
         let gw = if n % 2 == 0 { &a } else { &b };
@@ -339,12 +357,14 @@ async fn one_ordering_key_sent_alternately_to_both_nodes_arrives_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn max_in_flight_holds_across_both_nodes() {
-    let db = scratch_db().await;
+    let Some(db) = scratch_db("max_in_flight_holds_across_both_nodes").await else {
+        return;
+    };
     let rx = Receiver::start().await;
     rx.set_delay(Duration::from_millis(50));
     let cfg = node_config(&db, &rx, "", "", "timeout = \"5s\"\nmax_in_flight = 3", "");
-    let a = Gateway::start(&cfg).await;
-    let b = Gateway::start(&cfg).await;
+    let a = Gateway::binary(&cfg).await;
+    let b = Gateway::binary(&cfg).await;
     let c = client();
     let mut sent = HashMap::new();
     // Enough deliveries that both nodes take a share.
@@ -368,7 +388,10 @@ async fn max_in_flight_holds_across_both_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pause_and_api_destinations_made_on_one_node_reach_the_other() {
-    let db = scratch_db().await;
+    let Some(db) = scratch_db("pause_and_api_destinations_made_on_one_node_reach_the_other").await
+    else {
+        return;
+    };
     let rx = Receiver::start().await;
     let cfg = node_config(&db, &rx, "", "", "timeout = \"5s\"", "");
     let a = Gateway::start_opts(&cfg, "allow_private_destinations = true", &[]).await;
@@ -389,7 +412,12 @@ async fn pause_and_api_destinations_made_on_one_node_reach_the_other() {
             .await
             .expect("acked");
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    for gw in [&a, &b] {
+        let (_, v) = gw.api_get("/api/v1/destinations").await;
+        assert_eq!(v["data"][0]["paused"], true, "{v}");
+    }
+    let (_, v) = b.api_get("/api/v1/messages?status=pending&limit=10").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(6), "{v}");
     assert_eq!(rx.count(), 0, "neither node delivers while paused");
     b.api_post("/api/v1/destinations/svc/resume", serde_json::json!({}))
         .await;

@@ -358,7 +358,7 @@ const FIXTURES: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_provider_fixture_is_accepted_signed_and_refused_tampered() {
     let rx = Receiver::start().await;
-    let gw = Gateway::start(&providers_config(&rx, "")).await;
+    let gw = Gateway::binary(&providers_config(&rx, "")).await;
     // What should arrive: message id -> (source, body, event type).
     let mut expected: HashMap<String, (String, Vec<u8>, Option<String>)> = HashMap::new();
     let mut first_of_key: HashMap<(String, String), String> = HashMap::new();
@@ -459,7 +459,7 @@ async fn every_provider_fixture_is_accepted_signed_and_refused_tampered() {
         assert_eq!(st, 200);
         assert_eq!(v["data"].as_array().unwrap().len(), n, "{source}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), expected.len(), "each message delivered once");
 
     // No secret ever reaches the log.
@@ -503,7 +503,7 @@ async fn stale_and_future_timestamps_are_refused() {
             assert_eq!(r.status(), 401, "{name} {skew:+}s");
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), 0);
 }
 
@@ -583,7 +583,7 @@ async fn twilio_answers_twiml_and_signs_the_public_url() {
     assert!(got
         .iter()
         .all(|r| r.header("content-type") == Some("application/x-www-form-urlencoded")));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), 3);
 }
 
@@ -623,7 +623,7 @@ async fn slack_url_verification_is_answered_and_never_delivered() {
     assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
     let (_, v) = gw.api_get("/api/v1/messages?source=slack").await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), 1);
 }
 
@@ -658,7 +658,7 @@ async fn meta_get_challenge_is_answered_and_never_delivered() {
     let got = rx.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
     assert_eq!(&got[0].body[..], &p.body[..]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), 1, "the handshakes were not delivered");
 }
 
@@ -720,7 +720,7 @@ async fn duplicates_get_the_first_id_and_answer_and_are_delivered_once() {
             .await;
         assert_eq!(v["data"].as_array().unwrap().len(), 1, "{source}: {v}");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.nothing_pending().await;
     assert_eq!(rx.count(), 3, "one delivery per distinct message");
     for id in &ids {
         assert!(delivered.contains(id), "{id} delivered");
@@ -774,7 +774,7 @@ rate_limit = { per_second = 1, burst = 3 }
         assert_eq!(r.status(), 200);
     }
     rx.wait_for(5, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     assert_eq!(
         rx.count(),
         5,
@@ -886,7 +886,7 @@ allow_ips = ["127.0.0.0/8", "::1/128"]
         .unwrap();
     assert_eq!(r.status(), 200, "the real peer is loopback");
     rx.wait_for(accepted + 1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.nothing_pending().await;
     assert_eq!(
         rx.count(),
         accepted + 1,

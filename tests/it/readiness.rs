@@ -8,26 +8,7 @@ use crate::harness::*;
 
 /// One source, one destination, the database at `db` (a path of the test's own).
 fn config(rx: &Receiver, db: &std::path::Path) -> String {
-    format!(
-        r#"
-[storage]
-path = "{}"
-
-[[sources]]
-name = "app"
-
-[[destinations]]
-name = "svc"
-url = "{}"
-timeout = "30s"
-
-[[routes]]
-source = "app"
-to = "svc"
-"#,
-        db.display(),
-        rx.url("/hook")
-    )
+    app_to_svc(rx, Some(db), "timeout = \"30s\"")
 }
 
 /// GET /readyz: status and body.
@@ -69,7 +50,7 @@ async fn a_draining_node_is_not_ready() {
     // Deliveries outlast the grace period: the drain takes its whole length.
     rx.set_delay(Duration::from_secs(60));
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(&config(&rx, &dir.path().join("h.db"))).await;
+    let mut gw = Gateway::binary(&config(&rx, &dir.path().join("h.db"))).await;
     assert_eq!(readyz(&gw).await.0, 200);
     assert_eq!(ingest(&gw).await.0, 200);
     rx.wait_for(1, Duration::from_secs(20)).await;
@@ -103,7 +84,7 @@ async fn a_database_file_of_another_program_is_reported_not_ready() {
     }
     let gw = Gateway::start(&config(&rx, &db)).await;
     let (st, ra) = ingest(&gw).await;
-    assert_eq!(st, 503, "{}", gw.log());
+    assert_eq!(st, 503, "an ingest into a foreign database file");
     assert!(ra.is_some());
     let (st, body) = readyz(&gw).await;
     assert_eq!(st, 503, "{body}");
@@ -120,7 +101,7 @@ async fn a_corrupt_page_is_reported_not_ready() {
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("h.db");
-    let mut gw = Gateway::start(&config(&rx, &db)).await;
+    let mut gw = Gateway::binary(&config(&rx, &db)).await;
     for _ in 0..3 {
         assert_eq!(ingest(&gw).await.0, 200);
     }

@@ -2,6 +2,7 @@
 //! fresh database with a random name on a server, dropped (with any sessions
 //! still connected to it) when the handle is dropped.
 
+use std::io::Write;
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
@@ -19,6 +20,10 @@ pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgre
 pub fn server_url() -> String {
     std::env::var(SERVER_URL_VAR).unwrap_or_else(|_| DEFAULT_SERVER_URL.to_string())
 }
+
+/// Set to `1` to make [`ScratchDatabase::for_test`] fail, not skip, when no
+/// server answers (CI sets it).
+pub const REQUIRE_VAR: &str = "HOOKGATE_TEST_REQUIRE_POSTGRES";
 
 /// A database that exists until this value is dropped.
 #[derive(Debug)]
@@ -49,6 +54,46 @@ impl ScratchDatabase {
             name,
             url: url.to_string(),
         })
+    }
+
+    /// A fresh database on the test server for the test `test`, or `None`
+    /// (after one line on stderr saying the test is skipped) when no server
+    /// answers at its address, unless [`REQUIRE_VAR`] is `1`: then it panics.
+    /// A server that answers but refuses is an error, not a skip.
+    pub async fn for_test(test: &str) -> Option<Self> {
+        let server = server_url();
+        let addr = reqwest::Url::parse(&server)
+            .ok()
+            .map(|u| {
+                let host = u.host_str().unwrap_or("127.0.0.1").to_string();
+                (host, u.port().unwrap_or(5432))
+            })
+            .unwrap_or_else(|| ("127.0.0.1".to_string(), 5432));
+        let answers = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect((addr.0.as_str(), addr.1)),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok());
+        if !answers {
+            let why = format!(
+                "no PostgreSQL server answers at {}:{} (set {SERVER_URL_VAR} to use another)",
+                addr.0, addr.1
+            );
+            if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+                panic!("{test}: {why}; {REQUIRE_VAR}=1 requires one");
+            }
+            // Past the test harness's capture, so the skip shows in a passing run.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+            return None;
+        }
+        match Self::create(&server).await {
+            Ok(db) => Some(db),
+            Err(e) => panic!(
+                "{test}: cannot create a scratch database on {}:{}: {e}",
+                addr.0, addr.1
+            ),
+        }
     }
 
     /// The URL of the new database.
