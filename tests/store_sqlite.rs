@@ -147,13 +147,10 @@ async fn a_full_store_refuses_new_messages_and_keeps_delivering_the_old() {
     use hookgate::store::sqlite::SqliteOptions;
     use hookgate::store::{Next, StoreError};
     let dir = tempfile::tempdir().unwrap();
-    // 4 MiB, not 1: before the first checkpoint the WAL may outgrow its share
-    // (a quarter of max_size); with 1 MiB, 22 appends on a loaded machine left
-    // 800 KB of WAL and a 4 KiB database file, and the store refused.
     let store = SqliteStore::open_opts(
         dir.path().join("hg.db"),
         SqliteOptions {
-            max_size: Some(4 << 20),
+            max_size: Some(1 << 20),
             ..Default::default()
         },
     )

@@ -369,8 +369,12 @@ impl Dispatcher {
         for h in self.all() {
             let name = h.spec().name.clone();
             let s = stats.get(&name).cloned().unwrap_or_default();
+            // Pending and the oldest age may come from different reads (the
+            // count from memory, the age from a table on PostgreSQL): with
+            // nothing pending there is no oldest.
             let age = s
                 .oldest_pending_at
+                .filter(|_| s.pending > 0)
                 .map(|t| Duration::from_millis((now - t).max(0) as u64));
             h.metrics.set_backlog(s.pending, age, s.dead);
         }

@@ -1017,13 +1017,10 @@ async fn json_logs_carry_message_destination_and_attempt() {
 async fn a_full_store_answers_503_and_keeps_what_it_acknowledged() {
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    // 4 MiB, not 1: the WAL may outgrow its share (a quarter of max_size) for
-    // the ~100 ms before the writer restarts it, and with 1 MiB that burst
-    // alone made the store refuse after 30 to 50 messages on a loaded machine.
     let text = config(&rx, "", "").replace(
         "[[sources]]",
         &format!(
-            "[storage]\nmax_size = \"4MiB\"\npath = \"{}\"\n\n[[sources]]",
+            "[storage]\nmax_size = \"1MiB\"\npath = \"{}\"\n\n[[sources]]",
             dir.path().join("hg.db").display()
         ),
     );
