@@ -6,10 +6,8 @@
 
 use std::time::Duration;
 
-use crate::config::{Dur, RetryConfig};
-
-/// The delays of the default schedule (as in SPEC §2).
-pub const DEFAULT_SCHEDULE: [u64; 8] = [0, 5, 30, 300, 1800, 7200, 18000, 36000];
+use crate::config::RetryConfig;
+use crate::control::defaults;
 
 /// Longest `Retry-After` honoured; longer asks are shortened to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -33,7 +31,7 @@ pub enum RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy::Schedule(
-            DEFAULT_SCHEDULE
+            defaults::RETRY_SCHEDULE
                 .iter()
                 .map(|s| Duration::from_secs(*s))
                 .collect(),
@@ -49,9 +47,12 @@ impl RetryPolicy {
         }
         if c.max_attempts.is_some() || c.initial.is_some() || c.max.is_some() {
             return RetryPolicy::Exponential {
-                max_attempts: c.max_attempts.unwrap_or(8).max(1),
-                initial: c.initial.unwrap_or(Dur::secs(1)).0,
-                max: c.max.unwrap_or(Dur::secs(3600)).0,
+                max_attempts: c
+                    .max_attempts
+                    .unwrap_or(defaults::RETRY_MAX_ATTEMPTS)
+                    .max(1),
+                initial: c.initial.map_or(defaults::RETRY_INITIAL, |d| d.0),
+                max: c.max.map_or(defaults::RETRY_MAX, |d| d.0),
             };
         }
         RetryPolicy::default()
