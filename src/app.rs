@@ -171,18 +171,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         draining: shutdown.clone(),
     });
     spawn_background(&tasks, &cfg, &admin_state);
-    let stop_ingest = CancellationToken::new();
-    let ingest_task = tokio::spawn(crate::ingest::http::serve(
-        ingest_listener,
-        ingest,
-        stop_ingest.clone(),
-    ));
-    let stop_admin = CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        admin_state,
-        stop_admin.clone(),
-    ));
     tracing::info!(
         listen = %ingest_addr,
         admin = %admin_addr,
@@ -191,16 +179,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         routes = cfg.routes.len(),
         "hookgate is running"
     );
-    let parts = Parts {
-        grace: cfg.server.shutdown_grace.0,
-        stop_ingest,
-        ingest_task,
-        dispatcher,
-        stop_admin,
-        admin_task,
+    let parts = Parts::serve(
+        cfg.server.shutdown_grace.0,
+        (ingest_listener, ingest),
+        (admin_listener, admin_state),
         tasks,
-        store,
-    };
+    );
     let done = tokio::spawn(stop_when(shutdown.clone(), parts));
     Ok(Running {
         ingest_addr,
@@ -296,6 +280,36 @@ struct Parts {
     admin_task: tokio::task::JoinHandle<()>,
     tasks: Arc<Tasks>,
     store: Arc<dyn Store>,
+}
+
+impl Parts {
+    /// Starts serving ingest and the admin API; returns what stops them.
+    fn serve(
+        grace: Duration,
+        (ingest_listener, ingest): (TcpListener, Arc<Ingest>),
+        (admin_listener, admin): (TcpListener, Arc<AdminState>),
+        tasks: Arc<Tasks>,
+    ) -> Self {
+        let (dispatcher, store) = (admin.dispatcher.clone(), admin.store.clone());
+        let stop_ingest = CancellationToken::new();
+        let ingest_task = tokio::spawn(crate::ingest::http::serve(
+            ingest_listener,
+            ingest,
+            stop_ingest.clone(),
+        ));
+        let stop_admin = CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(admin_listener, admin, stop_admin.clone()));
+        Parts {
+            grace,
+            stop_ingest,
+            ingest_task,
+            dispatcher,
+            stop_admin,
+            admin_task,
+            tasks,
+            store,
+        }
+    }
 }
 
 /// Waits for `token`, then stops in one order: stop accepting → finish

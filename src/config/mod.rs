@@ -5,6 +5,7 @@
 //! *every* problem at once with `FILE:line:col`; nothing here opens a socket or a file
 //! other than the config itself.
 
+mod error;
 mod lenient;
 mod load;
 mod report;
@@ -17,8 +18,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, parse};
-pub use report::{ConfigError, ConfigErrors, FieldSpans};
+pub use report::FieldSpans;
 pub use units::{Dur, Parsed, Secret, Size};
 pub use validate::{verify_problems, warnings, API_SOURCE};
 

@@ -8,8 +8,8 @@ use serde_spanned::Spanned;
 
 use super::report::Errors;
 use super::{Config, DestinationDef, OneOrMany, SourceConfig, VerifyConfig, VerifyKind};
+use crate::control::def::Origin;
 use crate::control::validate::{bad_name, valid_name};
-use crate::dispatch::destination::Origin;
 use crate::select::Condition;
 
 /// The source name of events published through the API.

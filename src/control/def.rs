@@ -15,6 +15,15 @@ use crate::config::{
 use crate::select::{FilterSpec, Selector};
 use crate::store::Millis;
 
+/// Where a destination was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// In the config file: trusted, read-only through the API.
+    Config,
+    /// Through the API: SSRF-guarded, changeable.
+    Api,
+}
+
 /// A destination: an HTTP endpoint of the user's. `[[destinations]]` in the file,
 /// the body of `POST /api/v1/destinations` in the API.
 #[derive(Debug, Clone, Deserialize)]

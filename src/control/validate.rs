@@ -7,9 +7,8 @@
 
 use std::fmt;
 
-use super::def::DestinationDef;
+use super::def::{DestinationDef, Origin};
 use crate::config::RetryConfig;
-use crate::dispatch::destination::Origin;
 
 /// One problem of a definition: the field it is about and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
