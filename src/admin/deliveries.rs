@@ -139,3 +139,20 @@ async fn replay_dead(
     }
     .emit();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bulk replay ends when the store is closed, instead of retrying forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_bulk_replay_stops_on_a_closed_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open(dir.path().join("db")).unwrap());
+        store.close().await;
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let never = CancellationToken::new();
+        replay_dead(store, clock, ReplayFilter::default(), never).await;
+    }
+}

@@ -595,3 +595,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn what_only_api_destinations_take_is_refused_in_the_file_at_its_key() {
+    let errs = errors(
+        "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nevent_types = [\"*\"]\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(
+        (errs[0].line, errs[0].col),
+        (Some(4), Some(15)),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0].message.starts_with(
+            "destination `d`: event_types applies to destinations made through the API"
+        ),
+        "{errs:#?}"
+    );
+}
