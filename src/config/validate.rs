@@ -7,10 +7,9 @@ use std::collections::HashSet;
 use serde_spanned::Spanned;
 
 use super::report::Errors;
-use super::{Config, DestinationDef, OneOrMany, SourceConfig, VerifyConfig, VerifyKind};
+use super::{Config, DestinationDef, SourceConfig, VerifyConfig, VerifyKind};
 use crate::control::def::Origin;
 use crate::control::validate::{bad_name, valid_name};
-use crate::select::Condition;
 
 /// The source name of events published through the API.
 pub const API_SOURCE: &str = "api";
@@ -118,39 +117,10 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
     }
 
     for r in &cfg.routes {
-        let src = r.source.get_ref();
-        if src != API_SOURCE && !defined.sources.contains(src.as_str()) {
-            errs.at(
-                Some(r.source.span()),
-                format!("route source `{src}` is not a defined source (nor `api`)"),
-            );
-        }
-        let names = r.to.get_ref().names();
-        if names.is_empty() {
-            errs.at(Some(r.to.span()), "route `to` names no destination");
-        }
-        let many = matches!(r.to.get_ref(), OneOrMany::Many(_));
-        for (i, to) in names.into_iter().enumerate() {
-            if !defined.destinations.contains(to) {
-                let path = if many { format!("to.{i}") } else { "to".into() };
-                errs.field(
-                    &r.spans,
-                    &path,
-                    format!("route destination `{to}` is not a defined destination"),
-                );
-            }
-        }
-        if r.event_types.is_empty() || r.event_types.iter().any(|p| p.is_empty()) {
-            errs.field(
-                &r.spans,
-                "event_types",
-                "route event_types must hold non-empty patterns (use [\"*\"] for all)",
-            );
-        }
-        for f in &r.filter {
-            if let Err(msg) = Condition::try_from(f.get_ref().clone()) {
-                errs.at(Some(f.span()), msg);
-            }
+        let is_source = |n: &str| defined.sources.contains(n);
+        let is_destination = |n: &str| defined.destinations.contains(n);
+        for p in crate::control::validate::route(r, &is_source, &is_destination) {
+            errs.field(&r.spans, &p.dotted(), p.message);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The checks of a destination that need no I/O, for the file and the API alike.
+//! The checks of destinations and routes that need no I/O, for the file and the
+//! API alike.
 //!
 //! [`destination`] returns every problem at once, each with the path of its
 //! field. The config renders the path as `FILE:line:col` (through the table's
@@ -7,8 +8,9 @@
 
 use std::fmt;
 
-use super::def::{DestinationDef, Origin};
-use crate::config::RetryConfig;
+use super::def::{DestinationDef, Origin, RouteDef};
+use crate::config::{OneOrMany, RetryConfig, API_SOURCE};
+use crate::select::Condition;
 
 /// One problem of a definition: the field it is about and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +93,9 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
             "event_types",
             "event_types applies to destinations made through the API; in the file, [[routes]] send events to a destination",
         )),
-        (Some(t), Origin::Api) if t.is_empty() || t.iter().any(|p| p.is_empty()) => out.push(
-            Problem::at("event_types", "event_types must hold non-empty patterns (use [\"*\"] for all)"),
-        ),
+        (Some(t), Origin::Api) if !valid_event_types(t) => {
+            out.push(Problem::at("event_types", BAD_EVENT_TYPES))
+        }
         _ => {}
     }
     if d.timeout.is_some_and(|t| t.0.is_zero()) {
@@ -156,6 +158,59 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
                 &["headers", k],
                 format!("the value of header {k:?} is not a valid header value"),
             ));
+        }
+    }
+    out
+}
+
+/// The message of event type patterns that [`valid_event_types`] refuses.
+pub const BAD_EVENT_TYPES: &str = "event_types must hold non-empty patterns (use [\"*\"] for all)";
+
+/// Whether a list of event type patterns is usable: not empty, no empty pattern.
+fn valid_event_types(t: &[String]) -> bool {
+    !t.is_empty() && t.iter().all(|p| !p.is_empty())
+}
+
+/// Every problem of a route; `is_source` and `is_destination` say which names
+/// are defined (source `api` always is).
+pub fn route(
+    r: &RouteDef,
+    is_source: &dyn Fn(&str) -> bool,
+    is_destination: &dyn Fn(&str) -> bool,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let src = r.source.get_ref();
+    if src != API_SOURCE && !is_source(src) {
+        out.push(Problem::at(
+            "source",
+            format!("route source `{src}` is not a defined source (nor `api`)"),
+        ));
+    }
+    let names = r.to.get_ref().names();
+    if names.is_empty() {
+        out.push(Problem::at("to", "route `to` names no destination"));
+    }
+    let many = matches!(r.to.get_ref(), OneOrMany::Many(_));
+    for (i, to) in names.into_iter().enumerate() {
+        if !is_destination(to) {
+            let i = i.to_string();
+            let path: &[&str] = if many { &["to", &i] } else { &["to"] };
+            out.push(Problem::at_keys(
+                path,
+                format!("route destination `{to}` is not a defined destination"),
+            ));
+        }
+    }
+    if !valid_event_types(&r.event_types) {
+        out.push(Problem::at(
+            "event_types",
+            format!("route {BAD_EVENT_TYPES}"),
+        ));
+    }
+    for (i, f) in r.filter.iter().enumerate() {
+        if let Err(msg) = Condition::try_from(f.get_ref().clone()) {
+            let i = i.to_string();
+            out.push(Problem::at_keys(&["filter", &i], msg));
         }
     }
     out
