@@ -20,6 +20,7 @@ use serde_spanned::Spanned;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, parse};
+pub(crate) use report::reword;
 pub use report::FieldSpans;
 pub use units::{Dur, Parsed, Secret, Size};
 pub use validate::{verify_problems, warnings, API_SOURCE};

@@ -166,8 +166,9 @@ pub(super) fn unknown(what: &str, word: &str, known: &[&str]) -> String {
 }
 
 /// Rewrites serde's messages: unknown fields and variants get a suggestion, and a
-/// type error does not repeat the value it found (it may be a secret).
-fn reword(message: &str) -> String {
+/// type error does not repeat the value it found (it may be a secret). The API
+/// words its JSON errors with it too.
+pub(crate) fn reword(message: &str) -> String {
     for (prefix, what) in [("unknown field ", "key"), ("unknown variant ", "value")] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let mut words = backticked(rest);

@@ -406,8 +406,12 @@ impl Registry {
                 continue;
             }
             seen.insert(sd.name.clone(), sd.updated_at);
-            let Ok(spec) = stored_spec(sd) else {
-                continue;
+            let spec = match stored_spec(sd) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(destination = %sd.name, error = %e, "a stored destination could not be loaded");
+                    continue;
+                }
             };
             if !self.dispatcher.update(spec.clone()) {
                 self.dispatcher.add(spec, Default::default());
@@ -430,13 +434,29 @@ impl Registry {
 
 /// Reads and checks an API definition (a request body or a stored row).
 fn parse(obj: &Map<String, Value>) -> Result<DestinationDef, ControlError> {
-    let d: DestinationDef = serde_json::from_value(Value::Object(obj.clone()))
-        .map_err(|e| ControlError::invalid("", e.to_string()))?;
+    let d: DestinationDef =
+        serde_json::from_value(Value::Object(obj.clone())).map_err(|e| json_problem(&e))?;
     let problems = validate::destination(&d, Origin::Api);
     if !problems.is_empty() {
         return Err(ControlError::Invalid(problems));
     }
     Ok(d)
+}
+
+/// A JSON error in the words the config uses (a suggestion for a misspelt key,
+/// never the value found), at the field it names when it names one.
+fn json_problem(e: &serde_json::Error) -> ControlError {
+    let message = e.to_string();
+    // serde_json appends " at line 1 column 2"; a value has no lines worth naming.
+    let message = message
+        .rfind(" at line ")
+        .map_or(message.as_str(), |i| &message[..i]);
+    let field = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("");
+    ControlError::invalid(field, crate::config::reword(message))
 }
 
 /// Compiles a checked API definition.
@@ -547,6 +567,28 @@ mod tests {
         };
         let pointers: Vec<String> = p.iter().map(Problem::pointer).collect();
         assert_eq!(pointers, ["/name", "/url", "/timeout"]);
+        // JSON errors are worded as the config's, without the value found.
+        let err = r
+            .create(body(
+                json!({"name": "d", "url": "http://127.0.0.1/", "max_inflight": 3}),
+            ))
+            .await
+            .unwrap_err();
+        let ControlError::Invalid(p) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(p[0].pointer(), "/max_inflight");
+        assert_eq!(
+            p[0].message,
+            "unknown key \"max_inflight\", did you mean \"max_in_flight\"?"
+        );
+        let err = r
+            .create(body(
+                json!({"name": "d", "url": "http://127.0.0.1/", "headers": "hunter2"}),
+            ))
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         store.close().await;
     }
 }
