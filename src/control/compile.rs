@@ -2,10 +2,13 @@
 //! defaults applied, the URL parsed, the header map and the signing keys built.
 //! One path for config-file and API destinations.
 
+use std::time::Duration;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::def::DestinationDef;
 use super::defaults;
+use crate::config::RetryConfig;
 use crate::dispatch::destination::{DestinationSpec, Origin, SigningKey};
 use crate::dispatch::retry::RetryPolicy;
 
@@ -61,7 +64,7 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Result<DestinationSpec
         timeout: d.timeout.map_or(defaults::TIMEOUT, |t| t.0),
         max_in_flight: d.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT).max(1),
         rate_limit: d.rate_limit,
-        retry: RetryPolicy::from_config(&retry),
+        retry: retry_policy(&retry),
         retry_4xx: retry.on_4xx,
         breaker: d.circuit_breaker,
         signing: signing_keys(d)?,
@@ -74,6 +77,29 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Result<DestinationSpec
             Origin::Config => Vec::new(),
         },
     })
+}
+
+/// The policy of a (validated) retry table, defaults filled in.
+pub fn retry_policy(c: &RetryConfig) -> RetryPolicy {
+    if let Some(s) = &c.schedule {
+        return RetryPolicy::Schedule(s.iter().map(|d| d.0).collect());
+    }
+    if c.max_attempts.is_some() || c.initial.is_some() || c.max.is_some() {
+        return RetryPolicy::Exponential {
+            max_attempts: c
+                .max_attempts
+                .unwrap_or(defaults::RETRY_MAX_ATTEMPTS)
+                .max(1),
+            initial: c.initial.map_or(defaults::RETRY_INITIAL, |d| d.0),
+            max: c.max.map_or(defaults::RETRY_MAX, |d| d.0),
+        };
+    }
+    RetryPolicy::Schedule(
+        defaults::RETRY_SCHEDULE
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+    )
 }
 
 /// The extra headers, marked sensitive (they often carry credentials).
@@ -124,10 +150,18 @@ mod tests {
             assert_eq!(s.timeout, defaults::TIMEOUT);
             assert_eq!(s.max_in_flight, defaults::MAX_IN_FLIGHT);
             assert_eq!(s.disable_after, defaults::DISABLE_AFTER);
-            assert_eq!(s.retry, RetryPolicy::default());
+            assert_eq!(s.retry, retry_policy(&RetryConfig::default()));
             assert_eq!(s.origin, origin);
         }
         assert_eq!(destination(&d, Origin::Api).unwrap().event_types, ["*"]);
+    }
+
+    #[test]
+    fn default_is_the_spec_schedule() {
+        let p = retry_policy(&RetryConfig::default());
+        assert_eq!(p.max_attempts(), 8);
+        assert_eq!(p.next_delay(7, 0.0), Some(Duration::from_secs(36000)));
+        assert_eq!(p.next_delay(8, 0.0), None);
     }
 
     #[test]

@@ -29,7 +29,14 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-pub use crate::control::def::Origin;
+/// Where a destination was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// In the config file: trusted, read-only through the API.
+    Config,
+    /// Through the API: SSRF-guarded, changeable.
+    Api,
+}
 
 /// Everything needed to deliver to one destination.
 #[derive(Debug, Clone)]
