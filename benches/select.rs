@@ -10,7 +10,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use hookgate::ingest::select::{Inbound, Selector};
+use hookgate::select::{Inbound, Selector};
 
 /// A fixture's headers and body bytes (JSON bodies serialized compactly, form
 /// bodies as written).

@@ -52,3 +52,34 @@ pub type SharedClock = Arc<dyn Clock>;
 pub fn instant_in(ms: i64) -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_millis(ms.max(0) as u64)
 }
+
+/// Milliseconds since the epoch of an RFC 3339 time (`2026-01-31T12:00:00Z`,
+/// with an offset or `Z`); the one parser of times given to the API.
+pub fn parse_rfc3339(v: &str) -> Option<Millis> {
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:01+01:00"), Some(1000));
+        assert_eq!(
+            parse_rfc3339("2026-01-31T12:00:00.250Z"),
+            Some(1_769_860_800_250)
+        );
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-01-31",
+            "2026-13-01T00:00:00Z",
+            "2026-01-31T12:00:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}

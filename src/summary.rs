@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{Config, Priority, RouteConfig};
-use crate::ingest::select::FilterSpec;
+use crate::config::{Config, Priority, RouteDef};
+use crate::select::FilterSpec;
 
 /// A human-readable summary: listeners, store, sources, destinations, routes.
 pub fn render(cfg: &Config) -> String {
@@ -32,7 +32,7 @@ pub fn render(cfg: &Config) -> String {
     }
     let _ = writeln!(s, "destinations {}", cfg.destinations.len());
     for d in &cfg.destinations {
-        let _ = writeln!(s, "  {:<24} {}", d.name.get_ref(), d.url.get_ref());
+        let _ = writeln!(s, "  {:<24} {}", d.name, d.url);
     }
     let _ = writeln!(s, "routes       {}", cfg.routes.len());
     for r in &cfg.routes {
@@ -43,7 +43,7 @@ pub fn render(cfg: &Config) -> String {
 
 /// `source [event types] -> destinations`, then whatever the route sets beyond
 /// that: filters, ordering key, priority, delay.
-fn route_line(r: &RouteConfig) -> String {
+fn route_line(r: &RouteDef) -> String {
     let mut line = format!(
         "{} [{}] -> {}",
         r.source.get_ref(),

@@ -3,7 +3,7 @@
 //! the next newline, then the body.
 #![no_main]
 
-use hookgate::ingest::select::{Inbound, Selector};
+use hookgate::select::{Inbound, Selector};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,11 +12,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::api::{ApiError, ApiResult, JsonBody};
+use super::error::{ApiError, ApiResult};
+use super::extract::JsonBody;
 use super::Shared;
 use crate::config::{Dur, Priority, API_SOURCE};
 use crate::ingest::route::Overrides;
-use crate::ingest::select::Inbound;
+use crate::select::Inbound;
 use crate::store::{encode_headers, Appended, Dedup, MessageId, NewMessage, StoreError};
 use crate::telemetry::events::MessageUnrouted;
 
@@ -49,13 +50,13 @@ pub struct Publish {
 /// Longest accepted event type, idempotency key and ordering key.
 const MAX_KEY: usize = 256;
 
-fn parse_rfc3339(v: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+/// The routes of this area.
+pub fn router() -> axum::Router<Shared> {
+    axum::Router::new().route("/api/v1/events", axum::routing::post(publish))
 }
 
 /// `POST /api/v1/events`
-pub async fn publish(
+async fn publish(
     State(s): State<Shared>,
     JsonBody(p): JsonBody<Publish>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -79,7 +80,7 @@ pub async fn publish(
     let deliver_at =
         match (&p.deliver_at, p.delay) {
             (Some(_), Some(_)) => return Err(bad("give deliver_at or delay, not both")),
-            (Some(at), None) => Some(parse_rfc3339(at).ok_or_else(|| {
+            (Some(at), None) => Some(crate::clock::parse_rfc3339(at).ok_or_else(|| {
                 bad("deliver_at must be an RFC 3339 time like 2026-01-31T12:00:00Z")
             })?),
             (None, Some(d)) => Some(now.saturating_add(d.as_millis_i64())),
@@ -100,7 +101,7 @@ pub async fn publish(
         ordering_key: p.ordering_key.clone(),
         deliver_at,
     };
-    let deliveries = s.routing.current().deliveries(
+    let deliveries = s.registry.routing().current().deliveries(
         API_SOURCE,
         Some(&p.event_type),
         &inbound,
@@ -154,28 +155,4 @@ pub async fn publish(
         ));
     }
     Ok((StatusCode::ACCEPTED, Json(answer)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_times() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:01Z"), Some(1000));
-        assert_eq!(parse_rfc3339("1970-01-01T01:00:01+01:00"), Some(1000));
-        assert_eq!(
-            parse_rfc3339("2026-01-31T12:00:00.250Z"),
-            Some(1_769_860_800_250)
-        );
-        for bad in [
-            "",
-            "tomorrow",
-            "2026-01-31",
-            "2026-13-01T00:00:00Z",
-            "2026-01-31T12:00:00",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
 }

@@ -2,29 +2,35 @@
 //! authenticated JSON API under `/api/v1` (SPEC §6). One `router()` per area,
 //! merged here.
 
-pub mod api;
+pub mod deliveries;
 pub mod destinations;
+pub mod error;
 pub mod events;
+pub mod extract;
+pub mod health;
+pub mod messages;
 pub mod ready;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, Secret};
+use crate::control::Registry;
 use crate::dispatch::Dispatcher;
-use crate::ingest::route::Routing;
 use crate::listener::Limits;
 use crate::store::Store;
+use crate::tasks::Tasks;
+use error::ApiError;
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -32,8 +38,10 @@ pub struct AdminState {
     pub store: Arc<dyn Store>,
     /// Destinations and their workers.
     pub dispatcher: Arc<Dispatcher>,
-    /// Routes (changed by API destinations).
-    pub routing: Arc<Routing>,
+    /// Destinations and routes: every change to them goes through it.
+    pub registry: Arc<Registry>,
+    /// The gateway's background tasks (bulk replays run there).
+    pub tasks: Arc<Tasks>,
     /// Wall clock.
     pub clock: SharedClock,
     /// Accepted bearer tokens.
@@ -51,51 +59,51 @@ pub struct AdminState {
 /// Shared admin state.
 pub type Shared = Arc<AdminState>;
 
-/// The whole admin router.
+/// The whole admin router: health and metrics open, the API areas behind the
+/// bearer token.
 pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .merge(messages::router())
+        .merge(deliveries::router())
+        .merge(destinations::router())
+        .merge(events::router())
+        .fallback(|| async { ApiError::not_found("API route") })
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(api::router(state.clone()))
+        .merge(health::router())
+        .merge(api)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.server.max_body.0 as usize,
         ))
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
-}
-
-/// Readiness, bounded by [`ready::READY_DEADLINE`] as a last guard.
-async fn readyz(State(s): State<Shared>) -> Response {
-    let check = async {
-        ready::Readiness::check(
-            s.store.as_ref(),
-            s.draining.is_cancelled(),
-            s.dispatcher.store_write_failing(),
-            s.max_pending,
-        )
-    };
-    match tokio::time::timeout(ready::READY_DEADLINE, check).await {
-        Ok(r) => r.into_response(),
-        Err(_) => ready::Readiness {
-            reasons: vec![ready::NotReady::TimedOut],
-            pending: s.store.pending_estimate(),
+/// Refuses calls without a valid `Authorization: Bearer` token (401).
+async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+        });
+    match token {
+        Some(t) if !t.is_empty() && crate::ingest::verify::any_key_eq(&s.tokens, t.as_bytes()) => {
+            next.run(req).await
         }
-        .into_response(),
+        _ => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin token is required: Authorization: Bearer <token>",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            r
+        }
     }
-}
-
-async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::telemetry::render(&s.metrics),
-    )
 }
 
 /// Serves the admin router until `shutdown`, with the same header and idle

@@ -142,7 +142,8 @@ to = "{DESTINATION}"
         let cfg =
             crate::config::parse(&text, "bench.toml", &|_| None).map_err(|e| e.to_string())?;
         for s in &cfg.sources {
-            crate::ingest::source::Source::build(s, cfg.storage.retention.0)?;
+            crate::ingest::source::Source::build(s, cfg.storage.retention.0)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

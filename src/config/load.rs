@@ -76,7 +76,7 @@ pub fn parse(
                 }
             }
             "destinations" => {
-                for (mut d, spans) in many::<super::DestinationConfig>(
+                for (mut d, spans) in many::<super::DestinationDef>(
                     value,
                     "destinations",
                     &mut defined.destinations,
@@ -88,7 +88,7 @@ pub fn parse(
             }
             "routes" => {
                 for (mut r, spans) in
-                    many::<super::RouteConfig>(value, "routes", &mut HashSet::new(), &mut errs)
+                    many::<super::RouteDef>(value, "routes", &mut HashSet::new(), &mut errs)
                 {
                     r.spans = spans;
                     cfg.routes.push(r);

@@ -5,25 +5,30 @@
 //! *every* problem at once with `FILE:line:col`; nothing here opens a socket or a file
 //! other than the config itself.
 
+mod error;
 mod lenient;
 mod load;
 mod report;
 mod units;
 mod validate;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, parse};
-pub use report::{ConfigError, ConfigErrors, FieldSpans};
+pub(crate) use report::reword;
+pub use report::FieldSpans;
 pub use units::{Dur, Parsed, Secret, Size};
-pub use validate::{check_retry, check_url, valid_name, verify_problems, warnings, API_SOURCE};
+pub use validate::{verify_problems, warnings, API_SOURCE};
 
-use crate::ingest::select::{FilterSpec, Selector};
+pub use crate::control::def::{DestinationDef, RouteDef};
+pub use crate::control::validate::{check_url, valid_name};
+
+use crate::select::Selector;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default)]
@@ -35,9 +40,9 @@ pub struct Config {
     /// `[[sources]]`: where webhooks come in.
     pub sources: Vec<SourceConfig>,
     /// `[[destinations]]`: where they go.
-    pub destinations: Vec<DestinationConfig>,
+    pub destinations: Vec<DestinationDef>,
     /// `[[routes]]`: which source's messages go to which destination.
-    pub routes: Vec<RouteConfig>,
+    pub routes: Vec<RouteDef>,
     /// Where the `server.*` and `storage.*` fields are in the file.
     pub spans: FieldSpans,
 }
@@ -352,56 +357,6 @@ pub struct ResponseConfig {
     pub body: Option<String>,
 }
 
-/// `[[destinations]]`: an HTTP endpoint of the user's.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DestinationConfig {
-    /// Name used by routes, the API and metrics.
-    pub name: Spanned<String>,
-    /// `http://` or `https://` URL.
-    pub url: Spanned<String>,
-    /// Per-attempt timeout.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    /// Concurrent requests at most.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: u32,
-    /// Requests per second at most.
-    #[serde(default)]
-    pub rate_limit: Option<RateLimitConfig>,
-    /// Retry schedule.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Disable the destination when every attempt has failed for this long.
-    #[serde(default = "default_disable_after")]
-    pub disable_after: Dur,
-    /// Stop attempts after consecutive failures.
-    #[serde(default)]
-    pub circuit_breaker: Option<BreakerConfig>,
-    /// Sign requests with Standard Webhooks.
-    #[serde(default)]
-    pub signing_secret: Option<Secret>,
-    /// Extra headers on every request.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Which of the original request's headers are passed on.
-    #[serde(default)]
-    pub forward_headers: ForwardHeaders,
-    /// Where each field is in the file, for errors.
-    #[serde(skip)]
-    pub spans: FieldSpans,
-}
-
-fn default_timeout() -> Dur {
-    Dur::secs(10)
-}
-fn default_max_in_flight() -> u32 {
-    32
-}
-fn default_disable_after() -> Dur {
-    Dur::secs(5 * 86_400)
-}
-
 /// `retry = { schedule = [...] }` or `retry = { max_attempts, initial, max }`.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -524,38 +479,6 @@ impl OneOrMany {
             OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
         }
     }
-}
-
-/// `[[routes]]`: from a source to destinations.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// A source name, or `api` for events published through the API.
-    pub source: Spanned<String>,
-    /// Glob patterns of event types (default `["*"]`).
-    #[serde(default = "default_event_types")]
-    pub event_types: Vec<String>,
-    /// Destination name(s).
-    pub to: Spanned<OneOrMany>,
-    /// Conditions that must all hold.
-    #[serde(default)]
-    pub filter: Vec<Spanned<FilterSpec>>,
-    /// Same key, same destination: strict order.
-    #[serde(default)]
-    pub ordering_key: Option<Selector>,
-    /// high, normal (default) or low.
-    #[serde(default)]
-    pub priority: Priority,
-    /// Hold each delivery this long first.
-    #[serde(default)]
-    pub delay: Dur,
-    /// Where each field is in the file, for errors.
-    #[serde(skip)]
-    pub spans: FieldSpans,
-}
-
-fn default_event_types() -> Vec<String> {
-    vec!["*".into()]
 }
 
 #[cfg(test)]

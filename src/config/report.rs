@@ -9,38 +9,12 @@
 //! stripped of the value they found.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 
 use serde_spanned::Spanned;
 use toml::de::DeValue;
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file name as given.
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub col: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.col) {
-            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
-            _ => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-/// All problems found in a config file, in the order they appear in it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub use super::error::{ConfigError, ConfigErrors};
 
 /// The spans of a table's fields by dotted path (`""` is the table itself).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,8 +166,9 @@ pub(super) fn unknown(what: &str, word: &str, known: &[&str]) -> String {
 }
 
 /// Rewrites serde's messages: unknown fields and variants get a suggestion, and a
-/// type error does not repeat the value it found (it may be a secret).
-fn reword(message: &str) -> String {
+/// type error does not repeat the value it found (it may be a secret). The API
+/// words its JSON errors with it too.
+pub(crate) fn reword(message: &str) -> String {
     for (prefix, what) in [("unknown field ", "key"), ("unknown variant ", "value")] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let mut words = backticked(rest);

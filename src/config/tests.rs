@@ -78,10 +78,13 @@ fn the_spec_example_parses() {
     assert_eq!(s.dedup.as_ref().unwrap().window, Some(Dur::secs(86_400)));
     assert_eq!(s.allow_ips.len(), 2);
     let d = &cfg.destinations[0];
-    assert_eq!(d.max_in_flight, 16);
-    assert_eq!(d.retry.schedule.as_ref().unwrap().len(), 8);
+    assert_eq!(d.max_in_flight, Some(16));
+    assert_eq!(
+        d.retry.as_ref().unwrap().schedule.as_ref().unwrap().len(),
+        8
+    );
     assert_eq!(d.headers["Authorization"], "Bearer botkey");
-    assert_eq!(d.forward_headers, ForwardHeaders::All);
+    assert_eq!(d.forward_headers, Some(ForwardHeaders::All));
     assert_eq!(d.circuit_breaker.unwrap().failures, 10);
     let r = &cfg.routes[0];
     assert_eq!(r.to.get_ref().names(), vec!["bot"]);
@@ -288,7 +291,7 @@ fn retry_forms() {
     let base = "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n";
     let ok = |extra: &str| parse(&format!("{base}{extra}"), "t", &env).unwrap();
     let d = &ok("retry = { max_attempts = 5, initial = \"1s\", max = \"1h\" }\n").destinations[0];
-    assert_eq!(d.retry.max_attempts, Some(5));
+    assert_eq!(d.retry.as_ref().unwrap().max_attempts, Some(5));
     let bad = |extra: &str| errors(&format!("{base}{extra}"));
     assert!(!bad("retry = { schedule = [\"1s\"], max_attempts = 3 }\n").is_empty());
     assert!(!bad("retry = { schedule = [] }\n").is_empty());
@@ -324,10 +327,13 @@ fn forward_header_forms() {
     .unwrap();
     assert_eq!(
         cfg.destinations[0].forward_headers,
-        ForwardHeaders::Only(vec!["x-github-event".into()])
+        Some(ForwardHeaders::Only(vec!["x-github-event".into()]))
     );
     let cfg = parse(&format!("{base}forward_headers = \"none\"\n"), "t", &env).unwrap();
-    assert_eq!(cfg.destinations[0].forward_headers, ForwardHeaders::None);
+    assert_eq!(
+        cfg.destinations[0].forward_headers,
+        Some(ForwardHeaders::None)
+    );
     assert!(!errors(&format!("{base}forward_headers = \"some\"\n")).is_empty());
 }
 
@@ -602,4 +608,23 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn what_only_api_destinations_take_is_refused_in_the_file_at_its_key() {
+    let errs = errors(
+        "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nevent_types = [\"*\"]\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(
+        (errs[0].line, errs[0].col),
+        (Some(4), Some(15)),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0].message.starts_with(
+            "destination `d`: event_types applies to destinations made through the API"
+        ),
+        "{errs:#?}"
+    );
 }

@@ -7,22 +7,12 @@ use std::collections::HashSet;
 use serde_spanned::Spanned;
 
 use super::report::Errors;
-use super::{
-    Config, DestinationConfig, OneOrMany, RetryConfig, SourceConfig, VerifyConfig, VerifyKind,
-};
-use crate::ingest::select::Condition;
+use super::{Config, DestinationDef, SourceConfig, VerifyConfig, VerifyKind};
+use crate::control::def::Origin;
+use crate::control::validate::{bad_name, valid_name};
 
 /// The source name of events published through the API.
 pub const API_SOURCE: &str = "api";
-
-/// Whether a name fits in a URL path segment and a metric label.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-}
 
 /// The names the file defines, including those of tables that could not be built:
 /// references are checked against these, so one bad field does not also make every
@@ -113,6 +103,9 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
     let mut sources = HashSet::new();
     for s in &cfg.sources {
         check_name(&s.name, "source", &mut sources, errs);
+        if !valid_name(s.name.get_ref()) {
+            errs.at(Some(s.name.span()), bad_name("source", s.name.get_ref()));
+        }
         if s.name.get_ref() == API_SOURCE {
             errs.at(
                 Some(s.name.span()),
@@ -124,44 +117,21 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
 
     let mut dests = HashSet::new();
     for d in &cfg.destinations {
-        check_name(&d.name, "destination", &mut dests, errs);
+        if !dests.insert(d.name.as_str()) {
+            errs.field(
+                &d.spans,
+                "name",
+                format!("destination `{}` is defined twice", d.name),
+            );
+        }
         check_destination(d, errs);
     }
 
     for r in &cfg.routes {
-        let src = r.source.get_ref();
-        if src != API_SOURCE && !defined.sources.contains(src.as_str()) {
-            errs.at(
-                Some(r.source.span()),
-                format!("route source `{src}` is not a defined source (nor `api`)"),
-            );
-        }
-        let names = r.to.get_ref().names();
-        if names.is_empty() {
-            errs.at(Some(r.to.span()), "route `to` names no destination");
-        }
-        let many = matches!(r.to.get_ref(), OneOrMany::Many(_));
-        for (i, to) in names.into_iter().enumerate() {
-            if !defined.destinations.contains(to) {
-                let path = if many { format!("to.{i}") } else { "to".into() };
-                errs.field(
-                    &r.spans,
-                    &path,
-                    format!("route destination `{to}` is not a defined destination"),
-                );
-            }
-        }
-        if r.event_types.is_empty() || r.event_types.iter().any(|p| p.is_empty()) {
-            errs.field(
-                &r.spans,
-                "event_types",
-                "route event_types must hold non-empty patterns (use [\"*\"] for all)",
-            );
-        }
-        for f in &r.filter {
-            if let Err(msg) = Condition::try_from(f.get_ref().clone()) {
-                errs.at(Some(f.span()), msg);
-            }
+        let is_source = |n: &str| defined.sources.contains(n);
+        let is_destination = |n: &str| defined.destinations.contains(n);
+        for p in crate::control::validate::route(r, &is_source, &is_destination) {
+            errs.field(&r.spans, &p.dotted(), p.message);
         }
     }
 }
@@ -186,6 +156,7 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
     out
 }
 
+/// Reports a name defined twice.
 fn check_name<'a>(
     name: &'a Spanned<String>,
     what: &str,
@@ -193,12 +164,6 @@ fn check_name<'a>(
     errs: &mut Errors<'_>,
 ) {
     let n = name.get_ref();
-    if !valid_name(n) {
-        errs.at(
-            Some(name.span()),
-            format!("{what} name {n:?} must be 1-64 letters, digits, '_', '-' or '.'"),
-        );
-    }
     if !seen.insert(n.as_str()) {
         errs.at(Some(name.span()), format!("{what} `{n}` is defined twice"));
     }
@@ -302,7 +267,7 @@ fn verify_problems_at(v: &VerifyConfig) -> Vec<(Option<&'static str>, String)> {
         }
     }
     if let Some(u) = &v.url {
-        match reqwest::Url::parse(u) {
+        match url::Url::parse(u) {
             Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => {
                 if p.query().is_some() || p.fragment().is_some() {
                     out.push((Some("url"), format!(
@@ -349,112 +314,14 @@ fn verify_problems_at(v: &VerifyConfig) -> Vec<(Option<&'static str>, String)> {
     out
 }
 
-fn check_destination(d: &DestinationConfig, errs: &mut Errors<'_>) {
-    let name = d.name.get_ref();
-    if let Err(msg) = check_url(d.url.get_ref()) {
-        errs.at(Some(d.url.span()), msg);
-    }
-    let mut bad = |path: &str, msg: String| {
-        errs.field(&d.spans, path, format!("destination `{name}`: {msg}"));
-    };
-    if d.timeout.0.is_zero() {
-        bad("timeout", "timeout must be more than 0".into());
-    }
-    if d.max_in_flight == 0 {
-        bad("max_in_flight", "max_in_flight must be at least 1".into());
-    }
-    if let Some(rl) = &d.rate_limit {
-        if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
-            bad(
-                "rate_limit.per_second",
-                "rate_limit.per_second must be more than 0".into(),
-            );
-        }
-    }
-    if let Err((field, msg)) = retry_problem(&d.retry) {
-        bad(&format!("retry.{field}"), msg);
-    }
-    if let Some(b) = &d.circuit_breaker {
-        if b.failures == 0 {
-            bad(
-                "circuit_breaker.failures",
-                "circuit_breaker.failures must be at least 1".into(),
-            );
-        }
-    }
-    if let Some(s) = &d.signing_secret {
-        if !crate::signing::valid_signing_secret(s.expose()) {
-            bad(
-                "signing_secret",
-                "signing_secret must be `whsec_` followed by base64".into(),
-            );
-        }
-    }
-    for (k, v) in &d.headers {
-        let path = format!("headers.{k}");
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            bad(&path, format!("header name {k:?} is not valid"));
-        }
-        if http::HeaderValue::from_str(v).is_err() {
-            bad(
-                &path,
-                format!("the value of header {k:?} is not a valid header value"),
-            );
-        }
-    }
-}
-
-/// Checks a destination URL: absolute, http or https, with a host.
-pub fn check_url(u: &str) -> Result<(), String> {
-    match reqwest::Url::parse(u) {
-        Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => Ok(()),
-        Ok(_) => Err(format!(
-            "url {u:?} must be an http:// or https:// URL with a host"
-        )),
-        Err(e) => Err(format!("url {u:?} is not a valid URL: {e}")),
-    }
-}
-
-/// Checks a retry table: one form, sane numbers.
-pub fn check_retry(r: &RetryConfig) -> Result<(), String> {
-    retry_problem(r).map_err(|(_, msg)| msg)
-}
-
-/// [`check_retry`] with the field the problem is about.
-fn retry_problem(r: &RetryConfig) -> Result<(), (&'static str, String)> {
-    let exp = r.max_attempts.is_some() || r.initial.is_some() || r.max.is_some();
-    match (&r.schedule, exp) {
-        (Some(_), true) => Err((
-            "schedule",
-            "retry takes either `schedule` or `max_attempts`/`initial`/`max`, not both".into(),
-        )),
-        (Some(s), false) if s.is_empty() => {
-            Err(("schedule", "retry.schedule must not be empty".into()))
-        }
-        (Some(s), false) if s.len() > 100 => Err((
-            "schedule",
-            "retry.schedule has more than 100 entries".into(),
-        )),
-        (None, true) => {
-            if r.max_attempts == Some(0) {
-                return Err((
-                    "max_attempts",
-                    "retry.max_attempts must be at least 1".into(),
-                ));
-            }
-            if r.max_attempts.unwrap_or(0) > 100 {
-                return Err((
-                    "max_attempts",
-                    "retry.max_attempts must be at most 100".into(),
-                ));
-            }
-            if let (Some(i), Some(m)) = (r.initial, r.max) {
-                if i > m {
-                    return Err(("initial", "retry.initial must not exceed retry.max".into()));
-                }
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+/// A destination's problems, from the one validator the API uses too, each at
+/// its field and after the destination's name.
+fn check_destination(d: &DestinationDef, errs: &mut Errors<'_>) {
+    for p in crate::control::validate::destination(d, Origin::Config) {
+        errs.field(
+            &d.spans,
+            &p.dotted(),
+            format!("destination `{}`: {}", d.name, p.message),
+        );
     }
 }

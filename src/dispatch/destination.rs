@@ -1,12 +1,13 @@
 //! A destination as the dispatcher uses it: its settings checked and turned into
-//! ready values (URL, header map, retry policy, signing keys).
+//! ready values (URL, header map, retry policy, signing keys) by
+//! [`crate::control::compile`].
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 
 use super::retry::RetryPolicy;
-use crate::config::{BreakerConfig, DestinationConfig, ForwardHeaders, RateLimitConfig};
+use crate::config::{BreakerConfig, ForwardHeaders, RateLimitConfig};
 use crate::store::Millis;
 
 /// A Standard Webhooks signing key; after a rotation the old one signs until `until`.
@@ -43,7 +44,7 @@ pub struct DestinationSpec {
     /// Name.
     pub name: String,
     /// Target URL.
-    pub url: reqwest::Url,
+    pub url: url::Url,
     /// The same, as the HTTP client takes it.
     pub uri: http::Uri,
     /// Per-attempt timeout.
@@ -72,53 +73,7 @@ pub struct DestinationSpec {
     pub event_types: Vec<String>,
 }
 
-/// A URL as the HTTP client takes it.
-pub fn to_uri(url: &reqwest::Url) -> Result<http::Uri, String> {
-    url.as_str()
-        .parse::<http::Uri>()
-        .map_err(|e| format!("url {:?} is not usable: {e}", url.as_str()))
-}
-
 impl DestinationSpec {
-    /// Builds the spec of a config-file destination (already validated).
-    pub fn from_config(d: &DestinationConfig) -> Result<Self, String> {
-        let url = reqwest::Url::parse(d.url.get_ref()).map_err(|e| e.to_string())?;
-        let uri = to_uri(&url)?;
-        let mut headers = HeaderMap::new();
-        for (k, v) in &d.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
-            let mut value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let signing = match &d.signing_secret {
-            Some(s) => vec![SigningKey {
-                secret: s.expose().to_string(),
-                key: crate::signing::decode_secret(s.expose())
-                    .ok_or("signing_secret is not whsec_ base64")?,
-                until: None,
-            }],
-            None => Vec::new(),
-        };
-        Ok(DestinationSpec {
-            name: d.name.get_ref().clone(),
-            url,
-            uri,
-            timeout: d.timeout.0,
-            max_in_flight: d.max_in_flight.max(1),
-            rate_limit: d.rate_limit,
-            retry: RetryPolicy::from_config(&d.retry),
-            retry_4xx: d.retry.on_4xx,
-            breaker: d.circuit_breaker,
-            signing,
-            headers,
-            forward: d.forward_headers.clone(),
-            disable_after: d.disable_after.0,
-            origin: Origin::Config,
-            event_types: Vec::new(),
-        })
-    }
-
     /// How long a lease lasts: longer than any attempt can take, by `margin`
     /// (`storage.lease_margin`) for the time around the HTTP exchange.
     pub fn lease_ms(&self, margin: Duration) -> i64 {

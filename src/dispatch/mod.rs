@@ -930,7 +930,8 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let spec = DestinationSpec::from_config(&cfg.destinations[0]).unwrap();
+        let spec =
+            crate::control::compile::destination(&cfg.destinations[0], Origin::Config).unwrap();
         let paused = DestinationState {
             paused: true,
             ..Default::default()
@@ -1144,7 +1145,7 @@ mod tests {
         )
         .unwrap();
         d.add(
-            DestinationSpec::from_config(&cfg.destinations[0]).unwrap(),
+            crate::control::compile::destination(&cfg.destinations[0], Origin::Config).unwrap(),
             DestinationState::default(),
         );
         let now = crate::store::now_millis();

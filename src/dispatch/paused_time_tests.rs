@@ -238,7 +238,8 @@ impl Rig {
             text.push_str("retry = { schedule = [\"0s\", \"1s\", \"1s\", \"1s\", \"1s\"] }\n");
         }
         let cfg = crate::config::parse(&text, "t.toml", &|_| None).unwrap();
-        let spec = DestinationSpec::from_config(&cfg.destinations[0]).unwrap();
+        let spec =
+            crate::control::compile::destination(&cfg.destinations[0], Origin::Config).unwrap();
         self.dispatcher.add(spec, DestinationState::default())
     }
 

@@ -1,15 +1,11 @@
 //! Retry policy: when the next attempt of a failed delivery is due, or that it is dead.
 //!
-//! A `schedule` lists the delay before each attempt (the first entry before
+//! Built from the `retry` table by `control::compile::retry_policy`. A
+//! `schedule` lists the delay before each attempt (the first entry before
 //! attempt 1). The exponential form waits a uniformly random time between zero
 //! and `min(max, initial * 2^(n-1))` before retry `n` ("full jitter").
 
 use std::time::Duration;
-
-use crate::config::{Dur, RetryConfig};
-
-/// The delays of the default schedule (as in SPEC §2).
-pub const DEFAULT_SCHEDULE: [u64; 8] = [0, 5, 30, 300, 1800, 7200, 18000, 36000];
 
 /// Longest `Retry-After` honoured; longer asks are shortened to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -30,33 +26,7 @@ pub enum RetryPolicy {
     },
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy::Schedule(
-            DEFAULT_SCHEDULE
-                .iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect(),
-        )
-    }
-}
-
 impl RetryPolicy {
-    /// The policy of a (validated) retry table.
-    pub fn from_config(c: &RetryConfig) -> Self {
-        if let Some(s) = &c.schedule {
-            return RetryPolicy::Schedule(s.iter().map(|d| d.0).collect());
-        }
-        if c.max_attempts.is_some() || c.initial.is_some() || c.max.is_some() {
-            return RetryPolicy::Exponential {
-                max_attempts: c.max_attempts.unwrap_or(8).max(1),
-                initial: c.initial.unwrap_or(Dur::secs(1)).0,
-                max: c.max.unwrap_or(Dur::secs(3600)).0,
-            };
-        }
-        RetryPolicy::default()
-    }
-
     /// Attempts in all.
     pub fn max_attempts(&self) -> u32 {
         match self {
@@ -111,14 +81,6 @@ mod tests {
         assert_eq!(p.next_delay(1, 0.5), Some(Duration::from_secs(5)));
         assert_eq!(p.next_delay(2, 0.5), Some(Duration::from_secs(30)));
         assert_eq!(p.next_delay(3, 0.5), None);
-    }
-
-    #[test]
-    fn default_is_the_spec_schedule() {
-        let p = RetryPolicy::from_config(&RetryConfig::default());
-        assert_eq!(p.max_attempts(), 8);
-        assert_eq!(p.next_delay(7, 0.0), Some(Duration::from_secs(36000)));
-        assert_eq!(p.next_delay(8, 0.0), None);
     }
 
     #[test]

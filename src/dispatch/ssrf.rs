@@ -101,7 +101,7 @@ pub enum Refused {
 }
 
 /// The IP of a URL whose host is an address literal.
-pub fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+pub fn literal_ip(url: &url::Url) -> Option<IpAddr> {
     match url.host()? {
         url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
         url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
@@ -110,7 +110,7 @@ pub fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
 }
 
 /// Checks a URL at creation time: every address it resolves to must be public.
-pub async fn check(url: &reqwest::Url) -> Result<(), Refused> {
+pub async fn check(url: &url::Url) -> Result<(), Refused> {
     if let Some(ip) = literal_ip(url) {
         return if is_public(ip) {
             Ok(())
@@ -205,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn checks_urls() {
-        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        let u = |s: &str| url::Url::parse(s).unwrap();
         assert!(matches!(
             check(&u("http://127.0.0.1:9000/x")).await,
             Err(Refused::NonPublic(_))

@@ -20,12 +20,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::route::{Overrides, Routing};
-use super::select::Inbound;
 use super::source::Source;
 use super::verify;
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
 use crate::listener::{Limits, RequestBody};
+use crate::select::Inbound;
 use crate::store::{encode_headers, Dedup, MessageId, NewMessage, Store, StoreError};
 use crate::telemetry::events::{IngestHandled, IngestOutcome, MessageUnrouted};
 

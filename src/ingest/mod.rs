@@ -3,6 +3,9 @@
 
 pub mod http;
 pub mod route;
-pub mod select;
 pub mod source;
 pub mod verify;
+
+/// Selectors live in [`crate::select`] (config reads them too); re-exported
+/// here, where ingest uses them.
+pub use crate::select;

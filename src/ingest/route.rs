@@ -10,8 +10,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use wildmatch::WildMatch;
 
-use super::select::{Condition, Inbound, Selector};
-use crate::config::{Priority, RouteConfig, API_SOURCE};
+use crate::config::{Priority, RouteDef};
+use crate::select::{Condition, Inbound, Selector};
 use crate::store::{Millis, NewDelivery};
 
 /// A route ready to match.
@@ -39,8 +39,8 @@ impl Route {
 }
 
 impl Route {
-    /// Compiles a config route (already validated).
-    pub fn from_config(r: &RouteConfig) -> Self {
+    /// Compiles a route (already validated).
+    pub fn compile(r: &RouteDef) -> Self {
         Route {
             event_types: r.event_types.iter().map(|p| WildMatch::new(p)).collect(),
             any_type: r.event_types.iter().any(|p| p == "*"),
@@ -59,19 +59,6 @@ impl Route {
             ordering_key: r.ordering_key.clone(),
             priority: r.priority,
             delay: r.delay.0,
-        }
-    }
-
-    /// The route of an API destination: `api` events of these types, to it.
-    pub fn for_api_destination(name: &str, event_types: &[String]) -> Self {
-        Route {
-            event_types: event_types.iter().map(|p| WildMatch::new(p)).collect(),
-            any_type: event_types.iter().any(|p| p == "*"),
-            to: vec![name.to_string()],
-            filter: Vec::new(),
-            ordering_key: None,
-            priority: Priority::Normal,
-            delay: Duration::ZERO,
         }
     }
 }
@@ -94,20 +81,16 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table from config routes plus API destinations' routes.
-    pub fn new(config: &[RouteConfig], api: &[(String, Vec<String>)]) -> Self {
+    /// Builds the table from routes in order (earlier routes win a destination;
+    /// see [`RouteTable::deliveries`]). `control::Registry::route_table` is the
+    /// one caller at run time: config routes, then those of API destinations.
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a RouteDef>) -> Self {
         let mut by_source: HashMap<String, Vec<Route>> = HashMap::new();
-        for r in config {
+        for r in routes {
             by_source
                 .entry(r.source.get_ref().clone())
                 .or_default()
-                .push(Route::from_config(r));
-        }
-        for (name, types) in api {
-            by_source
-                .entry(API_SOURCE.to_string())
-                .or_default()
-                .push(Route::for_api_destination(name, types));
+                .push(Route::compile(r));
         }
         RouteTable { by_source }
     }
@@ -193,7 +176,8 @@ mod tests {
             "[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"a\"\nurl = \"http://x/\"\n[[destinations]]\nname = \"b\"\nurl = \"http://y/\"\n{toml_routes}"
         );
         let cfg = crate::config::parse(&text, "t", &|_| None).unwrap();
-        RouteTable::new(&cfg.routes, &[("hook".into(), vec!["lead.*".into()])])
+        let api = RouteDef::for_api_destination("hook", &["lead.*".into()]);
+        RouteTable::new(cfg.routes.iter().chain([&api]))
     }
 
     fn dests(t: &RouteTable, source: &str, et: Option<&str>, body: &str) -> Vec<String> {

@@ -9,9 +9,9 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 
-use super::select::Selector;
 use super::verify::{self, Verifier};
 use crate::config::{RateLimitConfig, SourceConfig};
+use crate::select::Selector;
 use crate::telemetry::events::SourceMetrics;
 
 /// The answer to an accepted message.
@@ -59,14 +59,45 @@ pub fn limiter(rl: &RateLimitConfig) -> DefaultDirectRateLimiter {
     DefaultDirectRateLimiter::direct(quota)
 }
 
+/// Why a source could not be built from its (validated) config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Its verifier could not be built.
+    #[error("source `{name}`: {source}")]
+    Verify {
+        /// The source.
+        name: String,
+        /// Why.
+        source: verify::BuildError,
+    },
+    /// `response.status` is not an HTTP status.
+    #[error("source `{name}`: response.status {status} is not an HTTP status")]
+    Status {
+        /// The source.
+        name: String,
+        /// The number given.
+        status: u16,
+    },
+    /// `response.content_type` is not a header value.
+    #[error("source `{name}`: response.content_type is not a valid header value")]
+    ContentType {
+        /// The source.
+        name: String,
+    },
+}
+
 impl Source {
     /// Builds a source from its config; `retention` is the default dedup window.
-    pub fn build(cfg: &SourceConfig, retention: Duration) -> Result<Self, String> {
+    pub fn build(cfg: &SourceConfig, retention: Duration) -> Result<Self, BuildError> {
         let name = cfg.name.get_ref().clone();
         let (verifier, preset) = match &cfg.verify {
             Some(v) => {
                 let v = v.get_ref();
-                (Some(verify::build(v)?), verify::preset(v.kind))
+                let verifier = verify::build(v).map_err(|source| BuildError::Verify {
+                    name: name.clone(),
+                    source,
+                })?;
+                (Some(verifier), verify::preset(v.kind))
             }
             None => (None, verify::Preset::default()),
         };
@@ -89,9 +120,15 @@ impl Source {
         let content_type = r.content_type.or(p.content_type);
         let body = r.body.or(p.body).unwrap_or_default();
         let answer = Answer {
-            status: StatusCode::from_u16(status).map_err(|e| e.to_string())?,
+            status: StatusCode::from_u16(status).map_err(|_| BuildError::Status {
+                name: name.clone(),
+                status,
+            })?,
             content_type: match content_type {
-                Some(ct) => Some(HeaderValue::from_str(&ct).map_err(|e| e.to_string())?),
+                Some(ct) => Some(
+                    HeaderValue::from_str(&ct)
+                        .map_err(|_| BuildError::ContentType { name: name.clone() })?,
+                ),
                 None => None,
             },
             body: Bytes::from(body),

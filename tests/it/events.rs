@@ -388,6 +388,40 @@ async fn the_ssrf_guard_refuses_every_class_of_private_address() {
     assert_eq!(st, 201, "{v}");
 }
 
+/// A refused definition names every problem with a JSON pointer to its field,
+/// in the same words `check` uses for the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_destination_points_at_each_bad_field() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start_opts(&config(&rx), "allow_private_destinations = true", &[]).await;
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/destinations",
+            json!({"name": "d", "url": rx.url("/d"), "max_in_flight": 0,
+                   "retry": {"max_attempts": 0}, "signing_secret": "nope"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_destination");
+    let details = v["error"]["details"].as_array().expect("details");
+    let pointers: Vec<&str> = details
+        .iter()
+        .map(|d| d["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pointers,
+        ["/max_in_flight", "/retry/max_attempts", "/signing_secret"],
+        "{v}"
+    );
+    assert_eq!(
+        details[2]["message"],
+        "signing_secret must be `whsec_` followed by base64"
+    );
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_in_flight must be at least 1"), "{v}");
+    assert!(!message.contains("nope"), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destination_failing_for_disable_after_is_disabled_and_reported() {
     let rx = Receiver::start().await;

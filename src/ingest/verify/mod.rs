@@ -29,7 +29,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use subtle::ConstantTimeEq;
 
 use crate::config::{HmacAlgorithm, ResponseConfig, VerifyConfig, VerifyKind};
-use crate::ingest::select::Selector;
+use crate::select::Selector;
 
 /// Longest signature header a verifier looks at. Real ones are well under 1 KiB
 /// (a Stripe header with two secrets is about 200 bytes); anything longer is
@@ -180,14 +180,41 @@ pub fn preset(kind: VerifyKind) -> Preset {
     }
 }
 
+/// Why a verifier could not be built from its (validated) `verify` table.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No `secret` nor `secrets`.
+    #[error("verify type `{0}` needs a secret")]
+    NoSecret(&'static str),
+    /// `header` is not a header name.
+    #[error("`header` {0:?} is not a valid header name")]
+    HeaderName(String),
+    /// Twilio's `url` does not parse.
+    #[error("twilio `url` {url:?} is not a valid URL: {source}")]
+    TwilioUrl {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        source: url::ParseError,
+    },
+    /// Twilio's `url` is not http(s) with a host.
+    #[error("twilio `url` {0:?} must be an http(s) URL with a host")]
+    TwilioNotHttp(String),
+    /// Twilio's `url` has a query or fragment.
+    #[error(
+        "twilio `url` {0:?} must not have a query or fragment: the request's own query is appended"
+    )]
+    TwilioQuery(String),
+    /// A standard-webhooks secret does not decode.
+    #[error("a standard-webhooks secret is `whsec_` followed by base64")]
+    StandardWebhooksSecret,
+}
+
 /// Builds the verifier of a `verify` table (already validated by `config`).
-pub fn build(cfg: &VerifyConfig) -> Result<Box<dyn Verifier>, String> {
+pub fn build(cfg: &VerifyConfig) -> Result<Box<dyn Verifier>, BuildError> {
     let keys = cfg.keys();
     if keys.is_empty() {
-        return Err(format!(
-            "verify type `{}` needs a secret",
-            cfg.kind.as_str()
-        ));
+        return Err(BuildError::NoSecret(cfg.kind.as_str()));
     }
     let tolerance = cfg.tolerance.map_or(DEFAULT_TOLERANCE, |t| t.0);
     match cfg.kind {
@@ -204,7 +231,7 @@ pub fn build(cfg: &VerifyConfig) -> Result<Box<dyn Verifier>, String> {
         VerifyKind::Hmac => {
             let name = cfg.header.as_deref().unwrap_or_default();
             let name = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`header` {name:?} is not a valid header name"))?;
+                .map_err(|_| BuildError::HeaderName(name.to_string()))?;
             Ok(Box::new(hmac::GenericHmac::new(
                 keys,
                 name,
@@ -218,7 +245,7 @@ pub fn build(cfg: &VerifyConfig) -> Result<Box<dyn Verifier>, String> {
         VerifyKind::Header => {
             let name = cfg.header.as_deref().unwrap_or_default();
             let name = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`header` {name:?} is not a valid header name"))?;
+                .map_err(|_| BuildError::HeaderName(name.to_string()))?;
             Ok(Box::new(simple::HeaderEquals::new(name, keys)))
         }
     }
@@ -388,7 +415,7 @@ pub(crate) mod testutil {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::ingest::select::Inbound;
+    use crate::select::Inbound;
 
     fn cfg(kind: VerifyKind) -> VerifyConfig {
         VerifyConfig {

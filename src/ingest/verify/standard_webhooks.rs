@@ -10,8 +10,8 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::{
-    any_mac_matches, parse_unix_seconds, within_tolerance, Key, Rejected, Request, Verifier,
-    B64_LENIENT,
+    any_mac_matches, parse_unix_seconds, within_tolerance, BuildError, Key, Rejected, Request,
+    Verifier, B64_LENIENT,
 };
 use crate::config::{HmacAlgorithm, Secret};
 
@@ -34,15 +34,13 @@ pub struct StandardWebhooks {
 
 impl StandardWebhooks {
     /// A verifier for any of `secrets` (`whsec_<base64>`, or plain base64).
-    pub fn new(secrets: &[Secret], tolerance: Duration) -> Result<Self, String> {
+    pub fn new(secrets: &[Secret], tolerance: Duration) -> Result<Self, BuildError> {
         let keys = secrets
             .iter()
             .map(|s| {
                 crate::signing::decode_secret(s.expose())
                     .map(Key)
-                    .ok_or_else(|| {
-                        "a standard-webhooks secret is `whsec_` followed by base64".to_string()
-                    })
+                    .ok_or(BuildError::StandardWebhooksSecret)
             })
             .collect::<Result<_, _>>()?;
         Ok(StandardWebhooks { keys, tolerance })

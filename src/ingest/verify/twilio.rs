@@ -16,7 +16,9 @@
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use super::{any_mac_matches, ct_eq, raw_keys, Key, Rejected, Request, Verifier, B64_LENIENT};
+use super::{
+    any_mac_matches, ct_eq, raw_keys, BuildError, Key, Rejected, Request, Verifier, B64_LENIENT,
+};
 use crate::config::{HmacAlgorithm, Secret};
 
 /// The signature header.
@@ -131,19 +133,17 @@ pub struct Twilio {
 impl Twilio {
     /// A verifier for any of `keys` (auth tokens); `url` is the source's public
     /// URL as Twilio calls it, without query string.
-    pub fn new(keys: Vec<Secret>, url: Option<&str>) -> Result<Self, String> {
+    pub fn new(keys: Vec<Secret>, url: Option<&str>) -> Result<Self, BuildError> {
         if let Some(u) = url {
-            let parsed = reqwest::Url::parse(u)
-                .map_err(|e| format!("twilio `url` {u:?} is not a valid URL: {e}"))?;
+            let parsed = url::Url::parse(u).map_err(|source| BuildError::TwilioUrl {
+                url: u.to_string(),
+                source,
+            })?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                return Err(format!(
-                    "twilio `url` {u:?} must be an http(s) URL with a host"
-                ));
+                return Err(BuildError::TwilioNotHttp(u.to_string()));
             }
             if parsed.query().is_some() || parsed.fragment().is_some() {
-                return Err(format!(
-                    "twilio `url` {u:?} must not have a query or fragment: the request's own query is appended"
-                ));
+                return Err(BuildError::TwilioQuery(u.to_string()));
             }
         }
         Ok(Twilio {

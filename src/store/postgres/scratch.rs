@@ -46,7 +46,7 @@ impl ScratchDatabase {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot create a database: {e}")))?;
         let _ = c.close().await;
-        let mut url = reqwest::Url::parse(server_url)
+        let mut url = url::Url::parse(server_url)
             .map_err(|_| StoreError::Unavailable("the server URL is not a URL".into()))?;
         url.set_path(&name);
         Ok(ScratchDatabase {

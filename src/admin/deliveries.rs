@@ -1,0 +1,158 @@
+//! `/api/v1/deliveries`: list deliveries and replay dead ones in bulk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::error::{missing, ApiError, ApiResult};
+use super::extract::{given, limit, page_json, parse_status, JsonBody, Params};
+use super::Shared;
+use crate::clock::SharedClock;
+use crate::store::{DeliveryQuery, DeliveryStatus, ReplayFilter, Store, StoreError};
+use crate::telemetry::events::Replayed;
+
+/// The routes of this area.
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/deliveries", get(list_deliveries))
+        .route("/api/v1/deliveries/replay", post(bulk_replay))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesParams {
+    destination: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_deliveries(
+    State(s): State<Shared>,
+    Params(p): Params<DeliveriesParams>,
+) -> ApiResult<Json<Value>> {
+    let q = DeliveryQuery {
+        destination: given(p.destination),
+        status: parse_status::<DeliveryStatus>(
+            p.status.as_deref(),
+            "pending, queued, delivered, dead, replayed",
+        )?,
+        limit: limit(p.limit)?,
+        cursor: given(p.cursor),
+    };
+    Ok(page_json(
+        s.store.deliveries(&q).await.map_err(missing("cursor"))?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkReplay {
+    destination: Option<String>,
+    status: String,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
+    crate::clock::parse_rfc3339(v).ok_or_else(|| {
+        ApiError::bad(format!(
+            "{field} must be an RFC 3339 time like 2026-01-31T12:00:00Z"
+        ))
+    })
+}
+
+async fn bulk_replay(
+    State(s): State<Shared>,
+    JsonBody(b): JsonBody<BulkReplay>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if b.status != "dead" {
+        return Err(ApiError::bad("bulk replay takes status \"dead\""));
+    }
+    if let Some(d) = &b.destination {
+        if s.dispatcher.get(d).is_none() {
+            return Err(ApiError::not_found("destination"));
+        }
+    }
+    let now = s.clock.now_millis();
+    let filter = ReplayFilter {
+        destination: b.destination.clone(),
+        since: b
+            .since
+            .as_deref()
+            .map(|v| parse_time("since", v))
+            .transpose()?,
+        // Only what is dead now: deliveries that die again during the replay stay dead.
+        until: Some(
+            b.until
+                .as_deref()
+                .map(|v| parse_time("until", v))
+                .transpose()?
+                .map_or(now, |u| u.min(now)),
+        ),
+    };
+    let count = s.store.count_dead(&filter).await?;
+    // Revive in small batches in the background: each batch is one short write,
+    // so ingest, the dispatcher and the API keep going. The task is the
+    // gateway's: a shutdown stops it between batches.
+    let store = s.store.clone();
+    let clock = s.clock.clone();
+    s.tasks
+        .spawn(move |stop| replay_dead(store, clock, filter, stop));
+    Ok((StatusCode::ACCEPTED, Json(json!({"count": count}))))
+}
+
+/// Revives the dead deliveries `f` selects, 500 at a time, until none is left,
+/// `stop` fires or the store is closed.
+async fn replay_dead(
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    f: ReplayFilter,
+    stop: CancellationToken,
+) {
+    let mut total = 0u64;
+    while !stop.is_cancelled() {
+        match store.replay_dead_batch(&f, clock.now_millis(), 500).await {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(StoreError::Closed) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "bulk replay batch failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    Replayed {
+        destination: f.destination.as_deref(),
+        count: total,
+    }
+    .emit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bulk replay ends when the store is closed, instead of retrying forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_bulk_replay_stops_on_a_closed_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open(dir.path().join("db")).unwrap());
+        store.close().await;
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let never = CancellationToken::new();
+        replay_dead(store, clock, ReplayFilter::default(), never).await;
+    }
+}

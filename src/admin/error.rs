@@ -1,0 +1,123 @@
+//! API errors: a status, a stable code and a message, answered as
+//! `{"error": {"code", "message"}}` (with `details`, `[{pointer, message}]`,
+//! when a definition has several problems).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::control::ControlError;
+use crate::store::StoreError;
+
+/// An API error: status, a stable code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message (never a secret or an internal detail).
+    pub message: String,
+    /// Where each problem is (`[{pointer, message}]`), for definitions.
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+    /// 400 invalid_request.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    /// 404 not_found.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(d) = self.details {
+            error["details"] = d;
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found("resource"),
+            StoreError::Conflict => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", "it exists already")
+            }
+            StoreError::Full => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_full",
+                "the store is full",
+            ),
+            StoreError::Unavailable(_) | StoreError::Closed | StoreError::Refused(_) => {
+                tracing::error!(error = %e, "store call failed in the admin API");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store is unavailable; try again",
+                )
+            }
+        }
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Maps a store error, a missing row being `what` not found.
+pub fn missing(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+    move |e| match e {
+        StoreError::NotFound if what == "cursor" => ApiError::bad("invalid cursor"),
+        StoreError::NotFound => ApiError::not_found(what),
+        e => e.into(),
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(problems) => {
+                let details = problems
+                    .iter()
+                    .map(|p| json!({"pointer": p.pointer(), "message": p.message}))
+                    .collect();
+                ApiError {
+                    details: Some(Value::Array(details)),
+                    ..ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_destination",
+                        ControlError::Invalid(problems).to_string(),
+                    )
+                }
+            }
+            e @ ControlError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            e @ ControlError::ReadOnly => {
+                ApiError::new(StatusCode::CONFLICT, "read_only", e.to_string())
+            }
+            ControlError::NotFound => ApiError::not_found("destination"),
+            ControlError::Store(e) => e.into(),
+        }
+    }
+}

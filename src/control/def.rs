@@ -1,0 +1,120 @@
+//! The definitions of destinations and routes as users write them: the same
+//! serde structs read the `[[destinations]]` and `[[routes]]` tables of the
+//! config file and the JSON bodies of the admin API. Unset fields stay `None`;
+//! their defaults are applied in one place, [`super::defaults`], when compiled.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_spanned::Spanned;
+
+use crate::config::{
+    BreakerConfig, Dur, FieldSpans, ForwardHeaders, OneOrMany, Priority, RateLimitConfig,
+    RetryConfig, Secret, API_SOURCE,
+};
+pub use crate::dispatch::destination::Origin;
+use crate::select::{FilterSpec, Selector};
+use crate::store::Millis;
+
+/// A destination: an HTTP endpoint of the user's. `[[destinations]]` in the file,
+/// the body of `POST /api/v1/destinations` in the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationDef {
+    /// Name used by routes, the API and metrics.
+    pub name: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// API destinations: the event types of source `api` routed here (globs;
+    /// default all). File destinations are reached through `[[routes]]`.
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+    /// Per-attempt timeout.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Concurrent requests at most.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Requests per second at most.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Retry schedule.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Disable the destination when every attempt has failed for this long.
+    #[serde(default)]
+    pub disable_after: Option<Dur>,
+    /// Stop attempts after consecutive failures.
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Sign requests with Standard Webhooks. Through the API it is given at
+    /// creation only and then kept in `signing_secrets`.
+    #[serde(default)]
+    pub signing_secret: Option<Secret>,
+    /// Extra headers on every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Which of the original request's headers are passed on.
+    #[serde(default)]
+    pub forward_headers: Option<ForwardHeaders>,
+    /// API destinations: the signing keys, kept by the gateway (never set by users).
+    #[serde(default)]
+    pub signing_secrets: Vec<StoredKey>,
+    /// Where each field is in the file, for errors.
+    #[serde(skip)]
+    pub spans: FieldSpans,
+}
+
+/// A signing key as stored: the secret and, during a rotation's grace, its end.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredKey {
+    /// `whsec_...`
+    pub secret: String,
+    /// Signs until then (ms), if set.
+    pub until: Option<Millis>,
+}
+
+/// A route: from a source to destinations. `[[routes]]` in the file; an API
+/// destination has one implied by its `event_types` ([`RouteDef::for_api_destination`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDef {
+    /// A source name, or `api` for events published through the API.
+    pub source: Spanned<String>,
+    /// Glob patterns of event types (default `["*"]`).
+    #[serde(default = "super::defaults::event_types")]
+    pub event_types: Vec<String>,
+    /// Destination name(s).
+    pub to: Spanned<OneOrMany>,
+    /// Conditions that must all hold.
+    #[serde(default)]
+    pub filter: Vec<Spanned<FilterSpec>>,
+    /// Same key, same destination: strict order.
+    #[serde(default)]
+    pub ordering_key: Option<Selector>,
+    /// high, normal (default) or low.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Hold each delivery this long first.
+    #[serde(default)]
+    pub delay: Dur,
+    /// Where each field is in the file, for errors.
+    #[serde(skip)]
+    pub spans: FieldSpans,
+}
+
+impl RouteDef {
+    /// The route of an API destination: `api` events of these types, to it.
+    pub fn for_api_destination(name: &str, event_types: &[String]) -> Self {
+        RouteDef {
+            source: Spanned::new(0..0, API_SOURCE.to_string()),
+            event_types: event_types.to_vec(),
+            to: Spanned::new(0..0, OneOrMany::One(name.to_string())),
+            filter: Vec::new(),
+            ordering_key: None,
+            priority: Priority::Normal,
+            delay: Dur::default(),
+            spans: FieldSpans::default(),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The control plane: destinations and routes, from the config file and from the
+//! admin API, on one path.
+//!
+//! A destination is written once as a [`DestinationDef`] (the TOML table and the
+//! API's JSON body are the same struct), checked by [`validate::destination`]
+//! (one set of messages, each with the path of its field), defaulted from
+//! [`defaults`] and compiled by [`compile::destination`] into the dispatcher's
+//! `DestinationSpec`. The [`Registry`] owns the set of them at run time: config
+//! destinations read-only, API destinations stored in the store and kept in step
+//! across nodes, and the route table built from both.
+
+pub mod compile;
+pub mod def;
+pub mod defaults;
+pub mod registry;
+pub mod validate;
+
+pub use def::{DestinationDef, RouteDef, StoredKey};
+pub use registry::{ControlError, Registry};
+pub use validate::Problem;

@@ -1,0 +1,594 @@
+//! The registry: every destination and route the gateway runs with, from both
+//! origins, and the only place that changes them.
+//!
+//! Config-file destinations are read-only; API destinations are kept in the store
+//! (so every node and every restart sees them), SSRF-checked unless
+//! `server.allow_private_destinations`, and routed from source `api` by their
+//! `event_types`. Each change goes: check → store → dispatcher → route table, so
+//! the dispatcher never runs a destination the store does not hold. With several
+//! nodes on one store, [`Registry::sync`] brings in what the others changed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::compile::{self, CompileError};
+use super::def::{DestinationDef, RouteDef, StoredKey};
+use super::defaults;
+use super::validate::{self, Problem};
+use crate::clock::SharedClock;
+use crate::config::{Dur, Secret};
+use crate::dispatch::destination::{DestinationSpec, Origin};
+use crate::dispatch::{ssrf, Dispatcher};
+use crate::ingest::route::{RouteTable, Routing};
+use crate::store::{Millis, Store, StoreError, StoredDestination};
+
+/// Why a change to a destination was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The definition has problems (every one of them, with its path).
+    #[error("{}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+    /// A destination of that name exists.
+    #[error("a destination named `{0}` exists")]
+    Exists(String),
+    /// The destination is defined in the config file.
+    #[error("this destination is defined in the config file; change it there")]
+    ReadOnly,
+    /// No destination of that name.
+    #[error("destination not found")]
+    NotFound,
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ControlError::NotFound,
+            e => ControlError::Store(e),
+        }
+    }
+}
+
+impl ControlError {
+    fn invalid(path: &str, message: impl Into<String>) -> Self {
+        ControlError::Invalid(vec![Problem::at(path, message)])
+    }
+}
+
+/// Why the registry could not be loaded at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A config-file destination does not compile.
+    #[error("destination `{name}`: {source}")]
+    Compile {
+        /// The destination.
+        name: String,
+        /// Why.
+        source: CompileError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The destinations and routes of the gateway; see the module docs.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    dispatcher: Arc<Dispatcher>,
+    routing: Arc<Routing>,
+    clock: SharedClock,
+    /// Names of the config-file destinations (read-only).
+    file_names: HashSet<String>,
+    /// The config-file routes.
+    file_routes: Vec<RouteDef>,
+    /// `server.allow_private_destinations`: no SSRF check on API destinations.
+    allow_private: bool,
+}
+
+/// Fields of a stored destination that users may not set.
+const INTERNAL: &str = "signing_secrets";
+
+impl Registry {
+    /// Compiles the config-file destinations, loads the stored API ones (config
+    /// destinations win a name clash), puts them all into the dispatcher with
+    /// their saved states and builds the route table.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        dispatcher: Arc<Dispatcher>,
+        clock: SharedClock,
+        file: &[DestinationDef],
+        file_routes: &[RouteDef],
+        allow_private: bool,
+    ) -> Result<Self, LoadError> {
+        let states = store.destination_states().await?;
+        let mut file_names = HashSet::new();
+        for d in file {
+            let spec =
+                compile::destination(d, Origin::Config).map_err(|source| LoadError::Compile {
+                    name: d.name.clone(),
+                    source,
+                })?;
+            let st = states.get(&spec.name).cloned().unwrap_or_default();
+            file_names.insert(spec.name.clone());
+            dispatcher.add(spec, st);
+        }
+        for sd in store.stored_destinations().await? {
+            if file_names.contains(&sd.name) {
+                tracing::warn!(destination = %sd.name, "a stored API destination has the name of a config destination; the config one is used");
+                continue;
+            }
+            match stored_spec(&sd) {
+                Ok(spec) => {
+                    let st = states.get(&sd.name).cloned().unwrap_or_default();
+                    dispatcher.add(spec, st);
+                }
+                Err(e) => {
+                    tracing::error!(destination = %sd.name, error = %e, "a stored destination could not be loaded");
+                }
+            }
+        }
+        let registry = Registry {
+            store,
+            dispatcher,
+            routing: Arc::new(Routing::new(RouteTable::default())),
+            clock,
+            file_names,
+            file_routes: file_routes.to_vec(),
+            allow_private,
+        };
+        registry.rebuild_routes();
+        Ok(registry)
+    }
+
+    /// The route table as ingest and the API read it.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.clone()
+    }
+
+    /// Whether `name` is a config-file destination.
+    pub fn is_file(&self, name: &str) -> bool {
+        self.file_names.contains(name)
+    }
+
+    /// The route table: the config routes, then one route per API destination.
+    /// The only place a table is built.
+    pub fn route_table(&self) -> RouteTable {
+        let api = self
+            .dispatcher
+            .all()
+            .iter()
+            .map(|h| h.spec())
+            .filter(|sp| sp.origin == Origin::Api)
+            .map(|sp| RouteDef::for_api_destination(&sp.name, &sp.event_types))
+            .collect::<Vec<_>>();
+        RouteTable::new(self.file_routes.iter().chain(api.iter()))
+    }
+
+    fn rebuild_routes(&self) {
+        self.routing.replace(self.route_table());
+    }
+
+    /// `POST /api/v1/destinations`: makes an API destination from a JSON body;
+    /// returns its signing secret (the given one, or a new random one).
+    pub async fn create(&self, mut body: Map<String, Value>) -> Result<String, ControlError> {
+        if body.contains_key(INTERNAL) {
+            return Err(ControlError::invalid(
+                INTERNAL,
+                format!("`{INTERNAL}` is managed by hookgate; use signing_secret"),
+            ));
+        }
+        let mut d = parse(&body)?;
+        if self.is_file(&d.name) || self.dispatcher.get(&d.name).is_some() {
+            return Err(ControlError::Exists(d.name));
+        }
+        self.guard(&d).await?;
+        let secret = d
+            .signing_secret
+            .take()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_else(crate::signing::new_secret);
+        d.signing_secrets = vec![StoredKey {
+            secret: secret.clone(),
+            until: None,
+        }];
+        body.remove("signing_secret");
+        body.insert(INTERNAL.into(), json!(d.signing_secrets));
+        let spec = compile_api(&d)?;
+        let now = self.clock.now_millis();
+        let stored = StoredDestination {
+            name: d.name.clone(),
+            spec: Value::Object(body),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .put_stored_destination(&stored, true)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ControlError::Exists(d.name.clone()),
+                e => e.into(),
+            })?;
+        let state = self
+            .store
+            .destination_states()
+            .await?
+            .remove(&d.name)
+            .unwrap_or_default();
+        self.dispatcher.add(spec, state);
+        self.rebuild_routes();
+        Ok(secret)
+    }
+
+    /// `PATCH /api/v1/destinations/{name}`: changes the given fields (`null`
+    /// removes one, so its default applies).
+    pub async fn patch(&self, name: &str, body: Map<String, Value>) -> Result<(), ControlError> {
+        let current = self.stored(name).await?;
+        if body.contains_key(INTERNAL) {
+            return Err(ControlError::invalid(
+                INTERNAL,
+                format!("`{INTERNAL}` is managed by hookgate; use rotate-secret"),
+            ));
+        }
+        if body.contains_key("signing_secret") {
+            return Err(ControlError::invalid(
+                "signing_secret",
+                "change the signing secret with POST /api/v1/destinations/{name}/rotate-secret",
+            ));
+        }
+        if body.get("name").is_some_and(|n| n.as_str() != Some(name)) {
+            return Err(ControlError::invalid(
+                "name",
+                "a destination cannot be renamed",
+            ));
+        }
+        let mut merged = current.spec.as_object().cloned().unwrap_or_default();
+        for (k, v) in body {
+            if v.is_null() {
+                merged.remove(&k);
+            } else {
+                merged.insert(k, v);
+            }
+        }
+        let d = parse(&merged)?;
+        if d.url != current.spec["url"].as_str().unwrap_or_default() {
+            self.guard(&d).await?;
+        }
+        let spec = compile_api(&d)?;
+        self.put(current, merged, self.clock.now_millis()).await?;
+        self.dispatcher.update(spec);
+        self.rebuild_routes();
+        Ok(())
+    }
+
+    /// `DELETE /api/v1/destinations/{name}`
+    pub async fn delete(&self, name: &str) -> Result<(), ControlError> {
+        if self.is_file(name) {
+            return Err(ControlError::ReadOnly);
+        }
+        self.store.delete_stored_destination(name).await?;
+        self.dispatcher.remove(name);
+        self.rebuild_routes();
+        Ok(())
+    }
+
+    /// `POST /api/v1/destinations/{name}/rotate-secret`: `secret` (or a new
+    /// random one) signs from now on; the old ones keep signing for `grace`.
+    /// Returns the new secret and when the old ones stop.
+    pub async fn rotate(
+        &self,
+        name: &str,
+        secret: Option<Secret>,
+        grace: Option<Dur>,
+    ) -> Result<(String, Millis), ControlError> {
+        let current = self.stored(name).await?;
+        let mut obj = current.spec.as_object().cloned().unwrap_or_default();
+        let mut d = parse(&obj)?;
+        let secret = match secret {
+            Some(s) if !crate::signing::valid_signing_secret(s.expose()) => {
+                return Err(ControlError::invalid(
+                    "signing_secret",
+                    validate::BAD_SIGNING_SECRET,
+                ));
+            }
+            Some(s) => s.expose().to_string(),
+            None => crate::signing::new_secret(),
+        };
+        let now = self.clock.now_millis();
+        let grace = grace.map_or(defaults::ROTATION_GRACE, |g| g.0);
+        let until = now.saturating_add(grace.as_millis() as i64);
+        let mut keys = vec![StoredKey {
+            secret: secret.clone(),
+            until: None,
+        }];
+        for k in d.signing_secrets.drain(..) {
+            let end = k.until.map_or(until, |u| u.min(until));
+            if end > now && k.secret != secret {
+                keys.push(StoredKey {
+                    secret: k.secret,
+                    until: Some(end),
+                });
+            }
+        }
+        d.signing_secrets = keys;
+        obj.insert(INTERNAL.into(), json!(d.signing_secrets));
+        let spec = compile_api(&d)?;
+        self.put(current, obj, now).await?;
+        self.dispatcher.update(spec);
+        Ok((secret, until))
+    }
+
+    /// Pauses or resumes a destination (of either origin); the state is stored,
+    /// so other nodes follow.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), ControlError> {
+        self.dispatcher
+            .set_paused(name, paused)
+            .await
+            .map(|_| ())
+            .ok_or(ControlError::NotFound)
+    }
+
+    /// Checks the URL of an API destination against the SSRF guard.
+    async fn guard(&self, d: &DestinationDef) -> Result<(), ControlError> {
+        if self.allow_private {
+            return Ok(());
+        }
+        let url =
+            url::Url::parse(&d.url).map_err(|e| ControlError::invalid("url", e.to_string()))?;
+        ssrf::check(&url)
+            .await
+            .map_err(|e| ControlError::invalid("url", e.to_string()))
+    }
+
+    /// The stored row of an API destination; a config one is read-only.
+    async fn stored(&self, name: &str) -> Result<StoredDestination, ControlError> {
+        if self.is_file(name) {
+            return Err(ControlError::ReadOnly);
+        }
+        self.store
+            .stored_destinations()
+            .await?
+            .into_iter()
+            .find(|d| d.name == name)
+            .ok_or(ControlError::NotFound)
+    }
+
+    /// Stores a changed destination.
+    async fn put(
+        &self,
+        current: StoredDestination,
+        spec: Map<String, Value>,
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        let changed = StoredDestination {
+            spec: Value::Object(spec),
+            updated_at: now,
+            ..current
+        };
+        Ok(self.store.put_stored_destination(&changed, false).await?)
+    }
+
+    /// With several nodes on one store, picks up what other nodes changed every
+    /// `every`, until `stop`: pause, resume and disable states, and destinations
+    /// made, changed or removed through another node's API.
+    pub async fn sync(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        let mut seen = HashMap::new();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            self.sync_once(&mut seen).await;
+        }
+    }
+
+    /// One pass of [`Registry::sync`]: two small reads. `seen` holds the
+    /// `updated_at` of each stored destination already taken in.
+    pub async fn sync_once(&self, seen: &mut HashMap<String, Millis>) {
+        let read_at = tokio::time::Instant::now();
+        if let Ok(states) = self.store.destination_states().await {
+            for (name, st) in &states {
+                self.dispatcher.adopt_state(name, st, read_at);
+            }
+        }
+        let Ok(stored) = self.store.stored_destinations().await else {
+            return;
+        };
+        let mut changed = false;
+        for sd in &stored {
+            if self.is_file(&sd.name) || seen.get(&sd.name) == Some(&sd.updated_at) {
+                continue;
+            }
+            seen.insert(sd.name.clone(), sd.updated_at);
+            let spec = match stored_spec(sd) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(destination = %sd.name, error = %e, "a stored destination could not be loaded");
+                    continue;
+                }
+            };
+            if !self.dispatcher.update(spec.clone()) {
+                self.dispatcher.add(spec, Default::default());
+            }
+            changed = true;
+        }
+        for h in self.dispatcher.all() {
+            let spec = h.spec();
+            if spec.origin == Origin::Api && !stored.iter().any(|d| d.name == spec.name) {
+                self.dispatcher.remove(&spec.name);
+                seen.remove(&spec.name);
+                changed = true;
+            }
+        }
+        if changed {
+            self.rebuild_routes();
+        }
+    }
+}
+
+/// Reads and checks an API definition (a request body or a stored row).
+fn parse(obj: &Map<String, Value>) -> Result<DestinationDef, ControlError> {
+    let d: DestinationDef =
+        serde_json::from_value(Value::Object(obj.clone())).map_err(|e| json_problem(&e))?;
+    let problems = validate::destination(&d, Origin::Api);
+    if !problems.is_empty() {
+        return Err(ControlError::Invalid(problems));
+    }
+    Ok(d)
+}
+
+/// A JSON error in the words the config uses (a suggestion for a misspelt key,
+/// never the value found), at the field it names when it names one.
+fn json_problem(e: &serde_json::Error) -> ControlError {
+    let message = e.to_string();
+    // serde_json appends " at line 1 column 2"; a value has no lines worth naming.
+    let message = message
+        .rfind(" at line ")
+        .map_or(message.as_str(), |i| &message[..i]);
+    let field = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("");
+    ControlError::invalid(field, crate::config::reword(message))
+}
+
+/// Compiles a checked API definition.
+fn compile_api(d: &DestinationDef) -> Result<DestinationSpec, ControlError> {
+    compile::destination(d, Origin::Api).map_err(|e| ControlError::invalid("", e.to_string()))
+}
+
+/// The spec of a stored API destination.
+fn stored_spec(sd: &StoredDestination) -> Result<DestinationSpec, ControlError> {
+    let obj = sd
+        .spec
+        .as_object()
+        .ok_or_else(|| ControlError::invalid("", "the stored spec is not a JSON object"))?;
+    compile_api(&parse(obj)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::dispatch::client::DeliveryClient;
+
+    async fn node(store: Arc<dyn Store>) -> Arc<Registry> {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            clock.clone(),
+            DeliveryClient::new(false),
+            DeliveryClient::new(false),
+            false,
+            Duration::from_secs(30),
+        );
+        Arc::new(
+            Registry::load(store, dispatcher, clock, &[], &[], true)
+                .await
+                .unwrap(),
+        )
+    }
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn api_targets(r: &Registry) -> Vec<String> {
+        let mut names: Vec<String> = r
+            .dispatcher
+            .all()
+            .iter()
+            .map(|h| h.spec().name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Two registries over one store, as two nodes: what one makes, changes and
+    /// deletes, the other takes in on its next sync pass.
+    #[tokio::test]
+    async fn a_second_node_follows_changes_on_its_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open(dir.path().join("db.sqlite")).unwrap(),
+        );
+        let (a, b) = (node(store.clone()).await, node(store.clone()).await);
+        let mut seen = HashMap::new();
+
+        a.create(body(
+            json!({"name": "x", "url": "http://127.0.0.1:1/", "event_types": ["lead.*"]}),
+        ))
+        .await
+        .unwrap();
+        b.sync_once(&mut seen).await;
+        assert_eq!(api_targets(&b), ["x"]);
+        assert_eq!(
+            b.dispatcher.get("x").unwrap().spec().event_types,
+            ["lead.*"]
+        );
+
+        a.patch("x", body(json!({"max_in_flight": 3})))
+            .await
+            .unwrap();
+        a.set_paused("x", true).await.unwrap();
+        b.sync_once(&mut seen).await;
+        let h = b.dispatcher.get("x").unwrap();
+        assert_eq!(h.spec().max_in_flight, 3);
+        assert!(h.state().paused);
+
+        a.delete("x").await.unwrap();
+        b.sync_once(&mut seen).await;
+        assert!(api_targets(&b).is_empty());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn problems_come_back_with_their_pointers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open(dir.path().join("db.sqlite")).unwrap(),
+        );
+        let r = node(store.clone()).await;
+        let err = r
+            .create(body(
+                json!({"name": "a b", "url": "ftp://x", "timeout": "0s"}),
+            ))
+            .await
+            .unwrap_err();
+        let ControlError::Invalid(p) = err else {
+            panic!("{err:?}")
+        };
+        let pointers: Vec<String> = p.iter().map(Problem::pointer).collect();
+        assert_eq!(pointers, ["/name", "/url", "/timeout"]);
+        // JSON errors are worded as the config's, without the value found.
+        let err = r
+            .create(body(
+                json!({"name": "d", "url": "http://127.0.0.1/", "max_inflight": 3}),
+            ))
+            .await
+            .unwrap_err();
+        let ControlError::Invalid(p) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(p[0].pointer(), "/max_inflight");
+        assert_eq!(
+            p[0].message,
+            "unknown key \"max_inflight\", did you mean \"max_in_flight\"?"
+        );
+        let err = r
+            .create(body(
+                json!({"name": "d", "url": "http://127.0.0.1/", "headers": "hunter2"}),
+            ))
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        store.close().await;
+    }
+}
