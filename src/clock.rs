@@ -3,7 +3,16 @@
 
 use std::sync::Arc;
 
-use crate::store::Millis;
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// The current wall-clock time in milliseconds.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + 'static {
@@ -17,7 +26,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_millis(&self) -> Millis {
-        crate::store::now_millis()
+        now_millis()
     }
 }
 

@@ -20,3 +20,4 @@ pub mod store;
 pub mod summary;
 pub mod tasks;
 pub mod telemetry;
+pub mod throttle;

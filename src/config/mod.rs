@@ -5,6 +5,9 @@
 //! *every* problem at once with `FILE:line:col`; nothing here opens a socket or a file
 //! other than the config itself.
 
+pub mod check;
+pub mod def;
+pub mod defaults;
 mod error;
 mod lenient;
 mod load;
@@ -25,8 +28,8 @@ pub use report::FieldSpans;
 pub use units::{Dur, Parsed, Secret, Size};
 pub use validate::{verify_problems, warnings, API_SOURCE};
 
-pub use crate::control::def::{DestinationDef, RouteDef};
-pub use crate::control::validate::{check_url, valid_name};
+pub use check::{check_url, valid_name};
+pub use def::{DestinationDef, RouteDef};
 
 use crate::select::Selector;
 

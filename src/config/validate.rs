@@ -6,10 +6,10 @@ use std::collections::HashSet;
 
 use serde_spanned::Spanned;
 
+use super::check::{bad_name, valid_name};
+use super::def::Origin;
 use super::report::Errors;
 use super::{Config, DestinationDef, SourceConfig, VerifyConfig, VerifyKind};
-use crate::control::def::Origin;
-use crate::control::validate::{bad_name, valid_name};
 
 /// The source name of events published through the API.
 pub const API_SOURCE: &str = "api";
@@ -130,7 +130,7 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
     for r in &cfg.routes {
         let is_source = |n: &str| defined.sources.contains(n);
         let is_destination = |n: &str| defined.destinations.contains(n);
-        for p in crate::control::validate::route(r, &is_source, &is_destination) {
+        for p in super::check::route(r, &is_source, &is_destination) {
             errs.field(&r.spans, &p.dotted(), p.message);
         }
     }
@@ -317,7 +317,7 @@ fn verify_problems_at(v: &VerifyConfig) -> Vec<(Option<&'static str>, String)> {
 /// A destination's problems, from the one validator the API uses too, each at
 /// its field and after the destination's name.
 fn check_destination(d: &DestinationDef, errs: &mut Errors<'_>) {
-    for p in crate::control::validate::destination(d, Origin::Config) {
+    for p in super::check::destination(d, Origin::Config) {
         errs.field(
             &d.spans,
             &p.dotted(),

@@ -10,11 +10,11 @@
 //! across nodes, and the route table built from both.
 
 pub mod compile;
-pub mod def;
-pub mod defaults;
 pub mod registry;
-pub mod validate;
 
-pub use def::{DestinationDef, RouteDef, StoredKey};
+pub use crate::config::check as validate;
+pub use crate::config::{def, defaults};
+
+pub use crate::config::check::Problem;
+pub use crate::config::def::{DestinationDef, RouteDef, StoredKey};
 pub use registry::{ControlError, Registry};
-pub use validate::Problem;

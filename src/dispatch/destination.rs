@@ -29,14 +29,7 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-/// Where a destination was defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// In the config file: trusted, read-only through the API.
-    Config,
-    /// Through the API: SSRF-guarded, changeable.
-    Api,
-}
+pub use crate::config::def::Origin;
 
 /// Everything needed to deliver to one destination.
 #[derive(Debug, Clone)]

@@ -33,16 +33,7 @@ use ulid::Ulid;
 
 use crate::config::{Priority, RateLimitConfig};
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
-
-/// The current wall-clock time in milliseconds.
-pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::{now_millis, Millis};
 
 /// A message id, written `msg_<ULID>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -193,10 +193,8 @@ impl IngestHandled<'_> {
             }
             IngestOutcome::Unavailable => {
                 // A full store refuses every request: one line per interval.
-                static LOG: crate::telemetry::throttle::Throttle =
-                    crate::telemetry::throttle::Throttle::new(
-                        crate::telemetry::throttle::LOG_EVERY,
-                    );
+                static LOG: crate::throttle::Throttle =
+                    crate::throttle::Throttle::new(crate::throttle::LOG_EVERY);
                 if let Some(suppressed) = LOG.check() {
                     tracing::warn!(
                         source = %self.source.name,
@@ -455,7 +453,7 @@ impl Replayed<'_> {
 
 /// A store write of attempt results failed; the results are kept and written
 /// again after `retry_in`. Counted every time, logged at most once per
-/// [`throttle::LOG_EVERY`](crate::telemetry::throttle::LOG_EVERY).
+/// [`throttle::LOG_EVERY`](crate::throttle::LOG_EVERY).
 pub struct ResultsUnrecorded<'a> {
     /// Destination name.
     pub destination: &'a str,
@@ -470,8 +468,8 @@ pub struct ResultsUnrecorded<'a> {
 impl ResultsUnrecorded<'_> {
     /// Counts, and logs unless a line was written recently.
     pub fn emit(self) {
-        static LOG: crate::telemetry::throttle::Throttle =
-            crate::telemetry::throttle::Throttle::new(crate::telemetry::throttle::LOG_EVERY);
+        static LOG: crate::throttle::Throttle =
+            crate::throttle::Throttle::new(crate::throttle::LOG_EVERY);
         counter!("hookgate_store_write_failures_total").increment(1);
         if let Some(suppressed) = LOG.check() {
             tracing::error!(

@@ -4,7 +4,6 @@
 //! event in [`events`].
 
 pub mod events;
-pub mod throttle;
 
 use std::sync::OnceLock;
 

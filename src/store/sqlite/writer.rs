@@ -22,7 +22,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{StoreError, StoreResult};
-use crate::telemetry::throttle::{Throttle, LOG_EVERY};
+use crate::throttle::{Throttle, LOG_EVERY};
 
 /// One write job of a batch.
 pub(super) trait Job: Send {

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use super::def::{DestinationDef, Origin, RouteDef};
-use crate::config::{OneOrMany, RetryConfig, API_SOURCE};
+use super::{OneOrMany, RetryConfig, API_SOURCE};
 use crate::select::Condition;
 
 /// One problem of a definition: the field it is about and what is wrong.

@@ -8,13 +8,21 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_spanned::Spanned;
 
-use crate::config::{
+use super::{
     BreakerConfig, Dur, FieldSpans, ForwardHeaders, OneOrMany, Priority, RateLimitConfig,
     RetryConfig, Secret, API_SOURCE,
 };
-pub use crate::dispatch::destination::Origin;
+use crate::clock::Millis;
 use crate::select::{FilterSpec, Selector};
-use crate::store::Millis;
+
+/// Where a destination was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// In the config file: trusted, read-only through the API.
+    Config,
+    /// Through the API: SSRF-guarded, changeable.
+    Api,
+}
 
 /// A destination: an HTTP endpoint of the user's. `[[destinations]]` in the file,
 /// the body of `POST /api/v1/destinations` in the API.
