@@ -586,6 +586,10 @@ pub enum StoreError {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Observes each commit of a store: its duration and how many jobs it held
+/// (for metrics). Both backends take one, so it lives here, not in either.
+pub type CommitObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 /// Wakes dispatchers when work becomes due: one [`Notify`] per destination.
 #[derive(Default)]
 pub struct Wakeups {

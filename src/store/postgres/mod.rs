@@ -51,7 +51,6 @@ use tokio_util::sync::CancellationToken;
 use self::pending::{PendingCounts, Snapshot};
 use self::writer::{Op, Shared};
 use super::*;
-use crate::store::sqlite::CommitObserver;
 
 /// The schema, one file per version. Never edit a released file: add one.
 const MIGRATIONS: &[(i64, &str, &str)] = &[

@@ -29,8 +29,9 @@ use tokio::task::JoinHandle;
 
 use super::pending::PendingCounts;
 use super::{key_lock, lock_keys, map_err, notify_and_xid, sqlstate, text};
-use crate::store::sqlite::CommitObserver;
-use crate::store::{Appended, AttemptResult, MessageId, NewMessage, Next, StoreResult, Wakeups};
+use crate::store::{
+    Appended, AttemptResult, CommitObserver, MessageId, NewMessage, Next, StoreResult, Wakeups,
+};
 
 /// Most requests in one transaction.
 const MAX_BATCH: usize = 1024;

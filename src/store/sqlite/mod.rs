@@ -121,9 +121,6 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-/// Observes commit durations and batch sizes.
-pub type CommitObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
-
 /// Options of the embedded store.
 #[derive(Clone)]
 pub struct SqliteOptions {
