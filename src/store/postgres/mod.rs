@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::pending::{PendingCounts, Snapshot};
 use self::writer::{Op, Shared};
+use super::corrupt::CorruptRow;
 use super::*;
 
 /// The schema, one file per version. Never edit a released file: add one.
@@ -151,6 +152,17 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
         (_, Some("53100")) => StoreError::Full,
         _ => StoreError::Unavailable(e.to_string()),
     }
+}
+
+/// A corrupt value as a database error, so that it leaves a row reader with
+/// `?` (see [`is_corrupt`]).
+pub(crate) fn corrupt(c: CorruptRow) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(c))
+}
+
+/// Whether a row failed because a value in it is corrupt.
+pub(crate) fn is_corrupt(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Decode(c) if c.is::<CorruptRow>())
 }
 
 /// Text as the database can hold it (no NUL characters).

@@ -5,8 +5,9 @@
 //! (later ones are queued and promoted in id order); a delivery id stays in the
 //! lease set until the commit that records it is visible to the next lease.
 
-use super::read::{stored_message, MSG_COLS};
+use super::read::{corrupt_at, is_corrupt, stored_message, MSG_COLS};
 use super::*;
+use crate::store::corrupt;
 
 /// Counters kept in memory and changed only after commits, so that gauges and
 /// backpressure never scan the queue.
@@ -153,6 +154,17 @@ pub(super) fn lease_query(
             if held.contains(&id) {
                 continue;
             }
+            let message = match stored_message(r, 6) {
+                Ok(m) => m,
+                // Never delivered under an invented id: the row was logged and
+                // counted, and is passed over (held) until a restart while the
+                // rest of the queue goes on.
+                Err(e) if is_corrupt(&e) => {
+                    held.insert(id);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let attempts: u32 = r.get(1)?;
             let base: u32 = r.get(2)?;
             items.push(Leased {
@@ -163,7 +175,7 @@ pub(super) fn lease_query(
                 priority: Priority::from_rank(r.get(3)?),
                 ordering_key: r.get(4)?,
                 created_at: r.get(5)?,
-                message: Arc::new(stored_message(r, 6)?),
+                message: Arc::new(message),
             });
             if items.len() >= limit {
                 break;
@@ -226,7 +238,8 @@ pub(super) async fn append(store: &SqliteStore, msg: NewMessage) -> StoreResult<
                         })
                         .map_err(map_err)?;
                     if let Some(p) = prior {
-                        return Ok((Appended::Duplicate(p.parse().unwrap_or(msg.id)), Vec::new()));
+                        let prior = corrupt::message_id("dedup", &p).map_err(|e| map_err(corrupt_at(0, e)))?;
+                        return Ok((Appended::Duplicate(prior), Vec::new()));
                     }
                     c.prepare_cached(
                         "INSERT OR REPLACE INTO dedup (source, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",

@@ -2,17 +2,35 @@
 //! attempts, listings (bounded scans with cursors), per-destination stats.
 
 use super::*;
+use crate::store::corrupt::{self, CorruptRow};
 
 /// Messages a filtered listing looks at per call at most.
 pub(super) const SCAN_BUDGET: usize = 10_000;
 
+/// A corrupt value as the error of a row closure, at its column `index`;
+/// [`is_corrupt`] tells it from the database's own errors.
+pub(super) fn corrupt_at(index: usize, c: CorruptRow) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(c))
+}
+
+/// Whether a row failed because a value in it is corrupt (see [`corrupt_at`]).
+pub(super) fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::FromSqlConversionFailure(_, _, c) if c.is::<CorruptRow>())
+}
+
+/// A message id read from column `index`.
+fn message_id_at(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<MessageId> {
+    let id: String = r.get(index)?;
+    corrupt::message_id("messages", &id).map_err(|e| corrupt_at(index, e))
+}
+
+/// A message read from [`MSG_COLS`] starting at column `base`.
 pub(super) fn stored_message(
     r: &rusqlite::Row<'_>,
     base: usize,
 ) -> rusqlite::Result<StoredMessage> {
-    let id: String = r.get(base)?;
     Ok(StoredMessage {
-        id: id.parse().unwrap_or_default(),
+        id: message_id_at(r, base)?,
         source: r.get(base + 1)?,
         event_type: r.get(base + 2)?,
         received_at: r.get(base + 3)?,
@@ -31,19 +49,23 @@ pub(super) fn message_summary(c: &Connection, seq: i64) -> rusqlite::Result<(i64
         .prepare_cached("SELECT id, destination, status FROM deliveries WHERE message_seq = ?1")?
         .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let statuses = rows
+        .iter()
+        .map(|(_, _, s)| corrupt::delivery_status("deliveries", *s).map_err(|e| corrupt_at(2, e)))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     let status = MessageStatus::derive(
         rows.iter()
-            .map(|(id, d, s)| (*id, d.as_str(), DeliveryStatus::from_code(*s))),
+            .zip(statuses)
+            .map(|((id, d, _), s)| (*id, d.as_str(), s)),
     );
     Ok((rows.len() as i64, status))
 }
 
 pub(super) fn delivery_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryInfo> {
-    let status = DeliveryStatus::from_code(r.get(3)?);
-    let msg: String = r.get(1)?;
+    let status = corrupt::delivery_status("deliveries", r.get(3)?).map_err(|e| corrupt_at(3, e))?;
     Ok(DeliveryInfo {
         id: r.get(0)?,
-        message_id: msg.parse().unwrap_or_default(),
+        message_id: message_id_at(r, 1)?,
         destination: r.get(2)?,
         status,
         attempts: r.get(4)?,
@@ -151,9 +173,15 @@ pub(super) async fn messages(
                     truncated = true;
                     break;
                 }
-                let rows: Vec<(i64, String, String, Option<String>, i64)> = stmt
+                let rows: Vec<(i64, MessageId, String, Option<String>, i64)> = stmt
                     .query_map(params![before, q.source], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        Ok((
+                            r.get(0)?,
+                            message_id_at(r, 1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                        ))
                     })
                     .and_then(|rows| rows.collect())
                     .map_err(map_err)?;
@@ -168,7 +196,7 @@ pub(super) async fn messages(
                         continue;
                     }
                     items.push(MessageSummary {
-                        id: id.parse().unwrap_or_default(),
+                        id,
                         source,
                         event_type,
                         received_at,
