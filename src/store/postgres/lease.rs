@@ -65,11 +65,11 @@ async fn state(
     .fetch_one(&mut *c)
     .await?;
     Ok(State {
-        db_now: r.get(0),
-        leased: r.get(1),
-        tokens: r.get(2),
-        tokens_at: r.get(3),
-        next_due: r.get(4),
+        db_now: r.try_get(0)?,
+        leased: r.try_get(1)?,
+        tokens: r.try_get(2)?,
+        tokens_at: r.try_get(3)?,
+        next_due: r.try_get(4)?,
     })
 }
 

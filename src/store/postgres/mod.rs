@@ -233,7 +233,7 @@ pub(crate) async fn notify_and_xid(
     .bind(&v)
     .fetch_one(&mut *c)
     .await?
-    .get(0);
+    .try_get(0)?;
     Ok(xid.and_then(|x| x.parse().ok()))
 }
 
@@ -454,9 +454,9 @@ async fn refresh_pending(pool: &PgPool, pending: &PendingCounts) -> Result<(), s
     )
     .fetch_one(pool)
     .await?;
-    let snap: String = r.get(0);
-    let dests: Vec<String> = r.get(1);
-    let counts: Vec<i64> = r.get(2);
+    let snap: String = r.try_get(0)?;
+    let dests: Vec<String> = r.try_get(1)?;
+    let counts: Vec<i64> = r.try_get(2)?;
     let snapshot = Snapshot::parse(&snap)
         .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected snapshot {snap:?}")))?;
     pending.refresh(snapshot, dests.into_iter().zip(counts).collect());
@@ -608,7 +608,8 @@ impl Store for PgStore {
             .await
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?
-            .get(0);
+            .try_get(0)
+            .map_err(map_err)?;
         let rows = sqlx::query(
             "SELECT destination FROM (
                  SELECT id, destination FROM deliveries WHERE message_seq = $1
@@ -619,7 +620,10 @@ impl Store for PgStore {
         .fetch_all(pool)
         .await
         .map_err(map_err)?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        rows.into_iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
     }
 
     async fn count_dead(&self, f: &ReplayFilter) -> StoreResult<u64> {
@@ -663,19 +667,19 @@ impl Store for PgStore {
                 .fetch_all(self.pool()?)
                 .await
                 .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
-                (
-                    r.get(0),
+                Ok((
+                    r.try_get(0)?,
                     DestinationState {
-                        paused: r.get(1),
-                        disabled_at: r.get(2),
-                        failing_since: r.get(3),
+                        paused: r.try_get(1)?,
+                        disabled_at: r.try_get(2)?,
+                        failing_since: r.try_get(3)?,
                     },
-                )
+                ))
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
     }
 
     async fn put_destination_state(&self, name: &str, state: &DestinationState) -> StoreResult<()> {
@@ -707,15 +711,18 @@ impl Store for PgStore {
         .fetch_all(self.pool()?)
         .await
         .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredDestination {
-                name: r.get(0),
-                spec: serde_json::from_str(r.get::<&str, _>(1)).unwrap_or(serde_json::Value::Null),
-                created_at: r.get(2),
-                updated_at: r.get(3),
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredDestination {
+                    name: r.try_get(0)?,
+                    spec: serde_json::from_str(r.try_get::<&str, _>(1)?)
+                        .unwrap_or(serde_json::Value::Null),
+                    created_at: r.try_get(2)?,
+                    updated_at: r.try_get(3)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
     }
 
     async fn put_stored_destination(&self, d: &StoredDestination, create: bool) -> StoreResult<()> {
@@ -788,7 +795,8 @@ impl Store for PgStore {
         .fetch_one(pool)
         .await
         .map_err(map_err)?
-        .get(0);
+        .try_get(0)
+        .map_err(map_err)?;
         let keys: i64 = sqlx::query(
             "WITH gone AS (
                  DELETE FROM dedup WHERE (source, key) IN (
@@ -802,7 +810,8 @@ impl Store for PgStore {
         .fetch_one(pool)
         .await
         .map_err(map_err)?
-        .get(0);
+        .try_get(0)
+        .map_err(map_err)?;
         Ok((messages + keys) as usize)
     }
 

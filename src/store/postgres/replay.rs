@@ -35,7 +35,8 @@ pub(super) async fn replay_message(
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
         .await?
-        .map(|r| r.get::<i64, _>(0))
+        .map(|r| r.try_get::<i64, _>(0))
+        .transpose()?
     else {
         return Ok(None);
     };
@@ -55,7 +56,7 @@ pub(super) async fn replay_message(
         .fetch_optional(&mut *tx)
         .await?;
         let (prio, key): (i16, Option<String>) = match prior {
-            Some(r) => (r.get(0), r.get(1)),
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
             None => (Priority::Normal.rank() as i16, None),
         };
         plan.push((d, prio, key));
@@ -88,7 +89,7 @@ pub(super) async fn replay_message(
         .bind(&key)
         .fetch_one(&mut *tx)
         .await?
-        .get(0);
+        .try_get(0)?;
         // The dead ones it replaces leave the dead-letter queue. A bulk replay
         // revives a row only while it is dead (`DELETE … AND status = 3`), so
         // the two never both send the same one.
@@ -140,8 +141,8 @@ pub(super) async fn replay_dead_batch(
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
     let mut out = Replayed::default();
     if picked.is_empty() {
         return Ok(out);
@@ -154,8 +155,8 @@ pub(super) async fn replay_dead_batch(
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
     let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
     // Taken out of the history; another node replaying the same rows at once
     // finds them gone and skips them.
@@ -169,16 +170,18 @@ pub(super) async fn replay_dead_batch(
     .await?;
     let mut rows: Vec<Revived> = rows
         .into_iter()
-        .map(|r| Revived {
-            id: r.get(0),
-            seq: r.get(1),
-            dest: r.get(2),
-            prio: r.get(3),
-            key: r.get(4),
-            attempts: r.get(5),
-            created: r.get(6),
+        .map(|r| {
+            Ok(Revived {
+                id: r.try_get(0)?,
+                seq: r.try_get(1)?,
+                dest: r.try_get(2)?,
+                prio: r.try_get(3)?,
+                key: r.try_get(4)?,
+                attempts: r.try_get(5)?,
+                created: r.try_get(6)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, sqlx::Error>>()?;
     rows.sort_by_key(|r| r.id);
     let locks: BTreeSet<i32> = rows
         .iter()

@@ -29,8 +29,9 @@ use tokio::task::JoinHandle;
 
 use super::pending::PendingCounts;
 use super::{key_lock, lock_keys, map_err, notify_and_xid, sqlstate, text};
+use crate::store::corrupt;
 use crate::store::{
-    Appended, AttemptResult, CommitObserver, MessageId, NewMessage, Next, StoreResult, Wakeups,
+    Appended, AttemptResult, CommitObserver, NewMessage, Next, StoreResult, Wakeups,
 };
 
 /// Most requests in one transaction.
@@ -364,8 +365,8 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
         let mut held = Vec::new();
         for (n, &i) in todo.iter().enumerate() {
             if stored.contains(&ids[n]) {
@@ -388,16 +389,18 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
+        .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
         let mut again = Vec::new();
         for &n in &held {
             let i = todo[n];
-            match holders
-                .get(&(sources[n].clone(), keys[n].clone()))
-                .and_then(|s| s.parse::<MessageId>().ok())
-            {
-                Some(p) => res[i] = Some(Appended::Duplicate(p)),
+            // A holder that is not a message id is an error: tried again, it
+            // would be found again, forever.
+            match holders.get(&(sources[n].clone(), keys[n].clone())) {
+                Some(h) => {
+                    let p = corrupt::message_id("dedup", h).map_err(super::corrupt)?;
+                    res[i] = Some(Appended::Duplicate(p));
+                }
                 None => again.push(i),
             }
         }
@@ -440,13 +443,18 @@ async fn owned_rows(
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.get::<i16, _>(3) == 0 && r.get::<Option<&str>, _>(4) == Some(node))
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect())
+    let mut owned = HashMap::new();
+    for r in rows {
+        if r.try_get::<i16, _>(3)? == 0 && r.try_get::<Option<&str>, _>(4)? == Some(node) {
+            owned.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+        }
+    }
+    Ok(owned)
 }
 
+/// Records the results of this node's leases, in phases: retries, finished
+/// deliveries (moved to the history table), the attempt log of every result
+/// that applied, and the promotion of the keys whose head finished.
 async fn record_results(
     tx: &mut PgConnection,
     node: &str,
@@ -455,48 +463,83 @@ async fn record_results(
     out: &mut Outcome,
     notify: &mut HashSet<String>,
 ) -> Result<(), sqlx::Error> {
-    let mine: Vec<&&AttemptResult> = results
+    let mine: Vec<&AttemptResult> = results
         .iter()
+        .copied()
         .filter(|r| owned.contains_key(&r.delivery_id))
         .collect();
     if mine.is_empty() {
         return Ok(());
     }
     let mut applied: HashSet<i64> = HashSet::new();
+    record_retries(tx, node, &mine, out, &mut applied).await?;
+    let freed = record_finished(tx, node, &mine, out, &mut applied).await?;
+    let recorded: Vec<&AttemptResult> = mine
+        .into_iter()
+        .filter(|r| applied.contains(&r.delivery_id))
+        .collect();
+    record_attempts(tx, &recorded).await?;
+    // Keys whose head finished: the oldest queued delivery becomes pending.
+    if !freed.is_empty() {
+        let (dests, keys): (Vec<String>, Vec<String>) = freed.into_iter().unzip();
+        for d in promote(tx, &dests, &keys).await? {
+            notify.insert(d);
+        }
+    }
+    Ok(())
+}
 
-    // Retries: still live, due again later, lease ended.
+/// Retries: still live, due again later, lease ended.
+async fn record_retries(
+    tx: &mut PgConnection,
+    node: &str,
+    mine: &[&AttemptResult],
+    out: &mut Outcome,
+    applied: &mut HashSet<i64>,
+) -> Result<(), sqlx::Error> {
     let (mut ids, mut attempts, mut dues) = (Vec::new(), Vec::new(), Vec::new());
-    for r in &mine {
+    for r in mine {
         if let Next::Retry(at) = r.next {
             ids.push(r.delivery_id);
             attempts.push(r.attempt as i32);
             dues.push(at);
         }
     }
-    if !ids.is_empty() {
-        let rows = sqlx::query(
-            "UPDATE deliveries d SET attempts = greatest(d.attempts, u.attempt), due_at = u.due,
-                 lease_until = NULL, lease_owner = NULL
-             FROM unnest($1::int8[], $2::int4[], $3::int8[]) AS u(id, attempt, due)
-             WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $4
-             RETURNING d.id, d.destination",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&dues)
-        .bind(node)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in rows {
-            applied.insert(r.get(0));
-            out.wake.insert(r.get(1));
-        }
+    if ids.is_empty() {
+        return Ok(());
     }
+    let rows = sqlx::query(
+        "UPDATE deliveries d SET attempts = greatest(d.attempts, u.attempt), due_at = u.due,
+             lease_until = NULL, lease_owner = NULL
+         FROM unnest($1::int8[], $2::int4[], $3::int8[]) AS u(id, attempt, due)
+         WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $4
+         RETURNING d.id, d.destination",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&dues)
+    .bind(node)
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in rows {
+        applied.insert(r.try_get(0)?);
+        out.wake.insert(r.try_get(1)?);
+    }
+    Ok(())
+}
 
-    // Delivered or dead: the row moves to the history table.
+/// Delivered or dead: the row moves to the history table. Returns the
+/// (destination, ordering key) pairs whose head finished.
+async fn record_finished(
+    tx: &mut PgConnection,
+    node: &str,
+    mine: &[&AttemptResult],
+    out: &mut Outcome,
+    applied: &mut HashSet<i64>,
+) -> Result<BTreeSet<(String, String)>, sqlx::Error> {
     let (mut ids, mut statuses, mut attempts, mut fins) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for r in &mine {
+    for r in mine {
         let status: i16 = match r.next {
             Next::Delivered => 2,
             Next::Dead => 3,
@@ -508,87 +551,83 @@ async fn record_results(
         fins.push(r.started_at);
     }
     let mut freed: BTreeSet<(String, String)> = BTreeSet::new();
-    if !ids.is_empty() {
-        let rows: Vec<PgRow> = sqlx::query(
-            "WITH u AS (
-                 SELECT * FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::int8[])
-                     AS u(id, status, attempt, fin)),
-             gone AS (
-                 DELETE FROM deliveries d USING u
-                 WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $5
-                 RETURNING d.id, d.message_seq, d.destination, u.status AS new_status,
-                     d.priority, d.due_at, d.ordering_key,
-                     greatest(d.attempts, u.attempt) AS attempts, d.retry_base,
-                     d.created_at, u.fin)
-             INSERT INTO deliveries_done (id, message_seq, destination, status, priority, due_at,
-                 ordering_key, attempts, retry_base, created_at, finished_at)
-             SELECT id, message_seq, destination, new_status, priority, due_at, ordering_key,
-                 attempts, retry_base, created_at, fin FROM gone
-             RETURNING id, destination, ordering_key",
-        )
-        .bind(&ids)
-        .bind(&statuses)
-        .bind(&attempts)
-        .bind(&fins)
-        .bind(node)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in rows {
-            let dest: String = r.get(1);
-            applied.insert(r.get(0));
-            *out.deltas.entry(dest.clone()).or_default() -= 1;
-            out.wake.insert(dest.clone());
-            if let Some(k) = r.get::<Option<String>, _>(2) {
-                freed.insert((dest, k));
-            }
+    if ids.is_empty() {
+        return Ok(freed);
+    }
+    let rows: Vec<PgRow> = sqlx::query(
+        "WITH u AS (
+             SELECT * FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::int8[])
+                 AS u(id, status, attempt, fin)),
+         gone AS (
+             DELETE FROM deliveries d USING u
+             WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $5
+             RETURNING d.id, d.message_seq, d.destination, u.status AS new_status,
+                 d.priority, d.due_at, d.ordering_key,
+                 greatest(d.attempts, u.attempt) AS attempts, d.retry_base,
+                 d.created_at, u.fin)
+         INSERT INTO deliveries_done (id, message_seq, destination, status, priority, due_at,
+             ordering_key, attempts, retry_base, created_at, finished_at)
+         SELECT id, message_seq, destination, new_status, priority, due_at, ordering_key,
+             attempts, retry_base, created_at, fin FROM gone
+         RETURNING id, destination, ordering_key",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&attempts)
+    .bind(&fins)
+    .bind(node)
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in rows {
+        let dest: String = r.try_get(1)?;
+        applied.insert(r.try_get(0)?);
+        *out.deltas.entry(dest.clone()).or_default() -= 1;
+        out.wake.insert(dest.clone());
+        if let Some(k) = r.try_get::<Option<String>, _>(2)? {
+            freed.insert((dest, k));
         }
     }
+    Ok(freed)
+}
 
-    // The attempt log of every result that applied.
-    let recorded: Vec<&&&AttemptResult> = mine
+/// The attempt log of every result that applied.
+async fn record_attempts(
+    tx: &mut PgConnection,
+    recorded: &[&AttemptResult],
+) -> Result<(), sqlx::Error> {
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = recorded.iter().map(|r| r.delivery_id).collect();
+    let attempts: Vec<i32> = recorded.iter().map(|r| r.attempt as i32).collect();
+    let started: Vec<i64> = recorded.iter().map(|r| r.started_at).collect();
+    let durations: Vec<i64> = recorded.iter().map(|r| r.duration_us).collect();
+    let statuses: Vec<Option<i32>> = recorded.iter().map(|r| r.status.map(i32::from)).collect();
+    let bodies: Vec<Option<Vec<u8>>> = recorded
         .iter()
-        .filter(|r| applied.contains(&r.delivery_id))
+        .map(|r| r.response_body.as_ref().map(|b| b.to_vec()))
         .collect();
-    if !recorded.is_empty() {
-        let ids: Vec<i64> = recorded.iter().map(|r| r.delivery_id).collect();
-        let attempts: Vec<i32> = recorded.iter().map(|r| r.attempt as i32).collect();
-        let started: Vec<i64> = recorded.iter().map(|r| r.started_at).collect();
-        let durations: Vec<i64> = recorded.iter().map(|r| r.duration_us).collect();
-        let statuses: Vec<Option<i32>> = recorded.iter().map(|r| r.status.map(i32::from)).collect();
-        let bodies: Vec<Option<Vec<u8>>> = recorded
-            .iter()
-            .map(|r| r.response_body.as_ref().map(|b| b.to_vec()))
-            .collect();
-        let errors: Vec<Option<String>> = recorded
-            .iter()
-            .map(|r| r.error.as_deref().map(text))
-            .collect();
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
-             SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int4[], $6::bytea[], $7::text[])
-             ON CONFLICT (delivery_id, attempt) DO UPDATE SET
-                 started_at = excluded.started_at, duration_us = excluded.duration_us,
-                 status = excluded.status, response_body = excluded.response_body,
-                 error = excluded.error",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&started)
-        .bind(&durations)
-        .bind(&statuses)
-        .bind(&bodies)
-        .bind(&errors)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // Keys whose head finished: the oldest queued delivery becomes pending.
-    if !freed.is_empty() {
-        let (dests, keys): (Vec<String>, Vec<String>) = freed.into_iter().unzip();
-        for d in promote(tx, &dests, &keys).await? {
-            notify.insert(d);
-        }
-    }
+    let errors: Vec<Option<String>> = recorded
+        .iter()
+        .map(|r| r.error.as_deref().map(text))
+        .collect();
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
+         SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int4[], $6::bytea[], $7::text[])
+         ON CONFLICT (delivery_id, attempt) DO UPDATE SET
+             started_at = excluded.started_at, duration_us = excluded.duration_us,
+             status = excluded.status, response_body = excluded.response_body,
+             error = excluded.error",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&statuses)
+    .bind(&bodies)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -618,7 +657,7 @@ pub(super) async fn promote(
     .bind(keys)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    rows.into_iter().map(|r| r.try_get(0)).collect()
 }
 
 /// Of these (destination, key) pairs, those with a live delivery.
@@ -639,7 +678,9 @@ pub(super) async fn busy_keys(
     .bind(&keys)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    rows.into_iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 /// Statuses of new deliveries in order: the first of a key that is not busy is
