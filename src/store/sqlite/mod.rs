@@ -46,10 +46,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
-use self::open::{
-    check_integrity, clean_marker, count_by_destination, migrate, ownership, sync_dir, Ownership,
-    SCHEMA_VERSION,
-};
+use self::open::{clean_marker, count_pending, lock_file, prepare, sync_dir};
 use self::queue::{lease_query, Leases, Pending};
 use self::writer::{map_err, Writer};
 use super::*;
@@ -133,6 +130,29 @@ fn open_conn(path: &Path, read_only: bool, cache_kib: i64) -> rusqlite::Result<C
     Ok(conn)
 }
 
+/// Starts the reader threads, each with its own read-only connection.
+fn spawn_readers(
+    path: &Path,
+) -> Result<(crossbeam_channel::Sender<ReadJob>, Vec<JoinHandle<()>>), StoreError> {
+    let (rtx, rrx) = crossbeam_channel::unbounded::<ReadJob>();
+    let mut threads = Vec::new();
+    for i in 0..READERS {
+        let rc = open_conn(path, true, READER_CACHE_KIB).map_err(map_err)?;
+        let rrx = rrx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("hookgate-reader-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rrx.recv() {
+                        job(&rc);
+                    }
+                })
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
+    }
+    Ok((rtx, threads))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -158,92 +178,11 @@ impl SqliteStore {
             adopt,
         } = opts;
         let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let lock_path = path.with_extension("lock");
-        let lock = File::create(&lock_path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", lock_path.display()))
-        })?;
-        lock.try_lock().map_err(|_| {
-            StoreError::Unavailable(format!(
-                "{} is in use by another hookgate process",
-                path.display()
-            ))
-        })?;
-
+        let lock = lock_file(path)?;
         let conn = open_conn(path, false, WRITER_CACHE_KIB).map_err(map_err)?;
-        // Nothing is written (not even the journal mode) before we know the file
-        // is ours, empty, or adopted on purpose.
-        let owner = ownership(&conn).map_err(map_err)?;
-        if let Ownership::Foreign(why) = &owner {
-            if !adopt {
-                return Err(StoreError::Refused(format!(
-                    "{} is not a hookgate database ({why}); point storage.path at a new file, \
-                     or start with `hookgate serve --adopt` to add hookgate's tables to it",
-                    path.display(),
-                )));
-            }
-            tracing::warn!(path = %path.display(), "adopting a database of another program (--adopt)");
-        }
-        let marker = clean_marker(path);
-        let clean = marker.exists();
-        if owner != Ownership::Empty && !clean {
-            check_integrity(&conn, path)?;
-        }
-        // WAL with a sync at every commit. Checkpoints run on their own thread
-        // (see `checkpointer`), never inside a commit that an ack waits for.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
-             PRAGMA wal_autocheckpoint = 0;",
-        )
-        .map_err(map_err)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(map_err)?;
-        if version > SCHEMA_VERSION && owner == Ownership::Ours {
-            return Err(StoreError::Unavailable(format!(
-                "{} was written by a newer hookgate (schema {version})",
-                path.display()
-            )));
-        }
-        migrate(&conn).map_err(map_err)?;
-        // From here on writes happen: until the next clean close, a crash is an
-        // unclean shutdown.
-        if clean {
-            std::fs::remove_file(&marker)
-                .and_then(|()| sync_dir(path))
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("cannot remove {}: {e}", marker.display()))
-                })?;
-        }
-
-        let pending = Pending::default();
-        for (d, n) in count_by_destination(&conn, "status IN (0, 1)").map_err(map_err)? {
-            pending.add(&d, n);
-        }
-        for (d, n) in count_by_destination(&conn, "status = 3").map_err(map_err)? {
-            pending.add_dead(&d, n);
-        }
-
-        let (rtx, rrx) = crossbeam_channel::unbounded::<ReadJob>();
-        let mut threads = Vec::new();
-        for i in 0..READERS {
-            let rc = open_conn(path, true, READER_CACHE_KIB).map_err(map_err)?;
-            let rrx = rrx.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("hookgate-reader-{i}"))
-                    .spawn(move || {
-                        while let Ok(job) = rrx.recv() {
-                            job(&rc);
-                        }
-                    })
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-            );
-        }
+        prepare(&conn, path, adopt)?;
+        let pending = count_pending(&conn)?;
+        let (rtx, mut threads) = spawn_readers(path)?;
         let room = Arc::new(writer::Room::apply(&conn, path, max_size).map_err(map_err)?);
         let wal = writer::Wal::new(room.wal_restart_frames());
         let cp = open_conn(path, false, COPIER_CACHE_KIB).map_err(map_err)?;

@@ -5,6 +5,7 @@
 //! Invariant: nothing is written to a file before it is known to be ours,
 //! empty, or adopted on purpose.
 
+use super::queue::Pending;
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
@@ -165,4 +166,88 @@ pub(super) fn count_by_destination(
     ))?
     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
     .collect()
+}
+
+/// Creates the database's directory and takes the lock file beside it: one
+/// process owns a database.
+pub(super) fn lock_file(path: &Path) -> Result<File, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    let lock_path = path.with_extension("lock");
+    let lock = File::create(&lock_path).map_err(|e| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", lock_path.display()))
+    })?;
+    lock.try_lock().map_err(|_| {
+        StoreError::Unavailable(format!(
+            "{} is in use by another hookgate process",
+            path.display()
+        ))
+    })?;
+    Ok(lock)
+}
+
+/// Makes the file ready for use: refuses another program's (unless adopted),
+/// checks it after an unclean shutdown, sets WAL, migrates the schema, and
+/// removes the clean-close marker before the first write.
+pub(super) fn prepare(conn: &Connection, path: &Path, adopt: bool) -> Result<(), StoreError> {
+    // Nothing is written (not even the journal mode) before we know the file
+    // is ours, empty, or adopted on purpose.
+    let owner = ownership(conn).map_err(map_err)?;
+    if let Ownership::Foreign(why) = &owner {
+        if !adopt {
+            return Err(StoreError::Refused(format!(
+                "{} is not a hookgate database ({why}); point storage.path at a new file, \
+                 or start with `hookgate serve --adopt` to add hookgate's tables to it",
+                path.display(),
+            )));
+        }
+        tracing::warn!(path = %path.display(), "adopting a database of another program (--adopt)");
+    }
+    let marker = clean_marker(path);
+    let clean = marker.exists();
+    if owner != Ownership::Empty && !clean {
+        check_integrity(conn, path)?;
+    }
+    // WAL with a sync at every commit. Checkpoints run on their own thread
+    // (see `checkpointer`), never inside a commit that an ack waits for.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
+         PRAGMA wal_autocheckpoint = 0;",
+    )
+    .map_err(map_err)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_err)?;
+    if version > SCHEMA_VERSION && owner == Ownership::Ours {
+        return Err(StoreError::Unavailable(format!(
+            "{} was written by a newer hookgate (schema {version})",
+            path.display()
+        )));
+    }
+    migrate(conn).map_err(map_err)?;
+    // From here on writes happen: until the next clean close, a crash is an
+    // unclean shutdown.
+    if clean {
+        std::fs::remove_file(&marker)
+            .and_then(|()| sync_dir(path))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot remove {}: {e}", marker.display()))
+            })?;
+    }
+    Ok(())
+}
+
+/// The in-memory counters, counted once at open.
+pub(super) fn count_pending(conn: &Connection) -> Result<Pending, StoreError> {
+    let pending = Pending::default();
+    for (d, n) in count_by_destination(conn, "status IN (0, 1)").map_err(map_err)? {
+        pending.add(&d, n);
+    }
+    for (d, n) in count_by_destination(conn, "status = 3").map_err(map_err)? {
+        pending.add_dead(&d, n);
+    }
+    Ok(pending)
 }

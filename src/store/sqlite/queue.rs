@@ -195,6 +195,16 @@ pub(super) fn lease_query(
             held_back: false,
         });
     }
+    let next_due = next_due(c, destination, now)?;
+    Ok(LeaseBatch {
+        items,
+        next_due,
+        held_back: false,
+    })
+}
+
+/// When the next pending delivery of `destination` becomes due, if any.
+fn next_due(c: &Connection, destination: &str, now: Millis) -> rusqlite::Result<Option<Millis>> {
     // One index seek per priority: `deliveries_due` is ordered by (destination,
     // priority, due_at), so a min over all priorities at once would walk every
     // pending delivery of the destination.
@@ -210,11 +220,7 @@ pub(super) fn lease_query(
             (a, b) => a.or(b),
         };
     }
-    Ok(LeaseBatch {
-        items,
-        next_due,
-        held_back: false,
-    })
+    Ok(next_due)
 }
 
 pub(super) async fn append(store: &SqliteStore, msg: NewMessage) -> StoreResult<Appended> {
@@ -273,62 +279,7 @@ pub(super) async fn complete(store: &SqliteStore, results: Vec<AttemptResult>) -
         .inner
         .writer
         .exec_then_unsynced(
-            move |c| {
-                let mut finished = Vec::new();
-                let mut woken = HashSet::new();
-                for r in &results {
-                    let (status, due, fin) = match r.next {
-                        Next::Delivered => (2, None, Some(r.started_at)),
-                        Next::Dead => (3, None, Some(r.started_at)),
-                        Next::Retry(at) => (0, Some(at), None),
-                    };
-                    let row: Option<(String, Option<String>)> = c
-                        .prepare_cached(
-                            "UPDATE deliveries SET status = ?2, attempts = max(attempts, ?3),
-                                 due_at = coalesce(?4, due_at), finished_at = ?5
-                             WHERE id = ?1 AND status = 0
-                             RETURNING destination, ordering_key",
-                        )
-                        .and_then(|mut s| {
-                            s.query_row(params![r.delivery_id, status, r.attempt, due, fin], |x| {
-                                Ok((x.get(0)?, x.get(1)?))
-                            })
-                            .optional()
-                        })
-                        .map_err(map_err)?;
-                    let Some((dest, key)) = row else { continue };
-                    c.prepare_cached(
-                        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            r.delivery_id,
-                            r.attempt,
-                            r.started_at,
-                            r.duration_us,
-                            r.status,
-                            r.response_body.as_deref(),
-                            r.error
-                        ])
-                    })
-                    .map_err(map_err)?;
-                    // Wake the dispatcher only when this makes work due that it
-                    // cannot know of: a retry (a new due time) or the next
-                    // delivery of an ordering key.
-                    if status != 0 {
-                        finished.push((dest.clone(), status == 3));
-                        if let Some(k) = key {
-                            if promote(c, &dest, &k).map_err(map_err)? {
-                                woken.insert(dest);
-                            }
-                        }
-                    } else {
-                        woken.insert(dest);
-                    }
-                }
-                Ok((finished, woken))
-            },
+            move |c| record(c, &results),
             move |(finished, woken)| {
                 for (d, dead) in finished {
                     inner.pending.add(d, -1);
@@ -349,6 +300,69 @@ pub(super) async fn complete(store: &SqliteStore, results: Vec<AttemptResult>) -
     // already received (a full disk would turn into a storm of re-sends).
     r.map(|_| ())
 }
+
+/// Records attempt results in one transaction: a retry stays pending with a
+/// new due time, a finished delivery frees its key for the next one.
+fn record(c: &Connection, results: &[AttemptResult]) -> StoreResult<Recorded> {
+    let mut finished = Vec::new();
+    let mut woken = HashSet::new();
+    for r in results {
+        let (status, due, fin) = match r.next {
+            Next::Delivered => (2, None, Some(r.started_at)),
+            Next::Dead => (3, None, Some(r.started_at)),
+            Next::Retry(at) => (0, Some(at), None),
+        };
+        let row: Option<(String, Option<String>)> = c
+            .prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = max(attempts, ?3),
+                     due_at = coalesce(?4, due_at), finished_at = ?5
+                 WHERE id = ?1 AND status = 0
+                 RETURNING destination, ordering_key",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![r.delivery_id, status, r.attempt, due, fin], |x| {
+                    Ok((x.get(0)?, x.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(map_err)?;
+        let Some((dest, key)) = row else { continue };
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.delivery_id,
+                r.attempt,
+                r.started_at,
+                r.duration_us,
+                r.status,
+                r.response_body.as_deref(),
+                r.error
+            ])
+        })
+        .map_err(map_err)?;
+        // Wake the dispatcher only when this makes work due that it
+        // cannot know of: a retry (a new due time) or the next
+        // delivery of an ordering key.
+        if status != 0 {
+            finished.push((dest.clone(), status == 3));
+            if let Some(k) = key {
+                if promote(c, &dest, &k).map_err(map_err)? {
+                    woken.insert(dest);
+                }
+            }
+        } else {
+            woken.insert(dest);
+        }
+    }
+    Ok((finished, woken))
+}
+
+/// What [`record`] changed: (destination, dead?) per finished delivery, and
+/// the destinations with new work due.
+type Recorded = (Vec<(String, bool)>, HashSet<String>);
 
 pub(super) async fn release(store: &SqliteStore, delivery_ids: Vec<i64>) -> StoreResult<()> {
     // Nothing was written since the lease, so no commit needs to be observed.
