@@ -348,25 +348,7 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         // A row comes back when this batch set the key: it was new, or the
         // previous holder's window had ended by this message's arrival. A key
         // another transaction is inserting makes this wait for its outcome.
-        let stored: HashSet<String> = sqlx::query(
-            "INSERT INTO dedup (source, key, message_id, created_at, expires_at)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-             ON CONFLICT (source, key) DO UPDATE
-                 SET message_id = excluded.message_id, created_at = excluded.created_at,
-                     expires_at = excluded.expires_at
-                 WHERE dedup.expires_at <= excluded.created_at
-             RETURNING message_id",
-        )
-        .bind(&sources)
-        .bind(&keys)
-        .bind(&ids)
-        .bind(&created)
-        .bind(&expires)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<Result<_, _>>()?;
+        let stored = upsert_keys(tx, &sources, &keys, &ids, &created, &expires).await?;
         let mut held = Vec::new();
         for (n, &i) in todo.iter().enumerate() {
             if stored.contains(&ids[n]) {
@@ -380,17 +362,7 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         }
         let hs: Vec<String> = held.iter().map(|&n| sources[n].clone()).collect();
         let hk: Vec<String> = held.iter().map(|&n| keys[n].clone()).collect();
-        let holders: HashMap<(String, String), String> = sqlx::query(
-            "SELECT source, key, message_id FROM dedup
-             WHERE (source, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        )
-        .bind(&hs)
-        .bind(&hk)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+        let holders = read_holders(tx, &hs, &hk).await?;
         let mut again = Vec::new();
         for &n in &held {
             let i = todo[n];
@@ -416,6 +388,57 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         out.push(a);
     }
     Ok(out)
+}
+
+/// Sets each key whose window is free (new, or the holder's ended by this
+/// message's arrival); returns the message ids that now hold their key. A key
+/// another transaction is inserting makes this wait for its outcome.
+async fn upsert_keys(
+    tx: &mut PgConnection,
+    sources: &[String],
+    keys: &[String],
+    ids: &[String],
+    created: &[i64],
+    expires: &[i64],
+) -> Result<HashSet<String>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dedup (source, key, message_id, created_at, expires_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
+         ON CONFLICT (source, key) DO UPDATE
+             SET message_id = excluded.message_id, created_at = excluded.created_at,
+                 expires_at = excluded.expires_at
+             WHERE dedup.expires_at <= excluded.created_at
+         RETURNING message_id",
+    )
+    .bind(sources)
+    .bind(keys)
+    .bind(ids)
+    .bind(created)
+    .bind(expires)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| r.try_get::<String, _>(0))
+    .collect()
+}
+
+/// The message ids holding these (source, key) pairs.
+async fn read_holders(
+    tx: &mut PgConnection,
+    sources: &[String],
+    keys: &[String],
+) -> Result<HashMap<(String, String), String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT source, key, message_id FROM dedup
+         WHERE (source, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    )
+    .bind(sources)
+    .bind(keys)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?)))
+    .collect()
 }
 
 fn dedup_key(m: &NewMessage) -> &crate::store::Dedup {
@@ -704,6 +727,34 @@ pub(super) fn assign_statuses<'a>(
     .collect()
 }
 
+/// A delivery row to insert.
+struct DeliveryRow {
+    mid: String,
+    dest: String,
+    prio: i16,
+    due: i64,
+    key: Option<String>,
+    created: i64,
+}
+
+/// The deliveries of new messages, in batch order.
+fn delivery_rows(new: &[&NewMessage]) -> Vec<DeliveryRow> {
+    let mut rows = Vec::new();
+    for m in new {
+        for d in &m.deliveries {
+            rows.push(DeliveryRow {
+                mid: m.id.to_string(),
+                dest: text(&d.destination),
+                prio: d.priority.rank() as i16,
+                due: d.due_at,
+                key: d.ordering_key.as_deref().map(text),
+                created: m.received_at,
+            });
+        }
+    }
+    rows
+}
+
 async fn insert_messages(
     tx: &mut PgConnection,
     msgs: &[&NewMessage],
@@ -721,27 +772,7 @@ async fn insert_messages(
         return Ok(());
     }
     // Deliveries, in batch order (their ids follow it).
-    struct Row {
-        mid: String,
-        dest: String,
-        prio: i16,
-        due: i64,
-        key: Option<String>,
-        created: i64,
-    }
-    let mut rows = Vec::new();
-    for m in &new {
-        for d in &m.deliveries {
-            rows.push(Row {
-                mid: m.id.to_string(),
-                dest: text(&d.destination),
-                prio: d.priority.rank() as i16,
-                due: d.due_at,
-                key: d.ordering_key.as_deref().map(text),
-                created: m.received_at,
-            });
-        }
-    }
+    let rows = delivery_rows(&new);
     let pairs: BTreeSet<(String, String)> = rows
         .iter()
         .filter_map(|r| r.key.clone().map(|k| (r.dest.clone(), k)))
