@@ -47,6 +47,16 @@ pub(super) fn record_backoff(failures: u32) -> Duration {
         .min(RECORD_RETRY_MAX)
 }
 
+/// What one lease call found.
+struct LeaseStep {
+    /// The batch was as large as asked: there may be more due right now.
+    full: bool,
+    /// When the next delivery becomes due (meaningful when not full).
+    next_due: Option<Instant>,
+    /// A cluster-wide limit held the lease back (see `LeaseBatch::held_back`).
+    held_back: bool,
+}
+
 impl Worker {
     pub(super) fn new(ctx: Arc<Ctx>, h: Arc<DestinationHandle>) -> Self {
         let spec = h.spec();
@@ -128,59 +138,22 @@ impl Worker {
             let now = Instant::now();
             let (limit, mut wait_until) = self.capacity(now);
             if limit > 0 && need_lease {
-                let now_ms = self.ctx.clock.now_millis();
-                match self
-                    .ctx
-                    .store
-                    .lease_limited(
-                        &self.spec.name,
-                        now_ms,
-                        limit.min(LEASE_BATCH),
-                        self.spec.lease_ms(self.ctx.lease_margin),
-                        &LeaseLimits {
-                            max_in_flight: self.spec.max_in_flight,
-                            rate: self.spec.rate_limit,
-                        },
-                    )
-                    .await
-                {
-                    Ok(batch) => {
-                        let n = batch.items.len();
-                        let full = n == limit.min(LEASE_BATCH);
-                        lease_after_record = batch.held_back;
-                        if !full {
-                            next_due = batch.next_due.map(|t| instant_in(t - now_ms));
+                match self.lease_and_start(limit).await {
+                    Some(l) => {
+                        lease_after_record = l.held_back;
+                        if !l.full {
+                            next_due = l.next_due;
                         }
-                        for item in batch.items {
-                            self.start(item);
-                        }
-                        need_lease = full;
-                        if full {
+                        need_lease = l.full;
+                        if l.full {
                             // There may be more due right now.
                             continue;
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(destination = %self.spec.name, error = %e, "lease failed");
-                        wait_until = Some(Instant::now() + Duration::from_secs(1));
-                    }
+                    None => wait_until = Some(Instant::now() + Duration::from_secs(1)),
                 }
             }
-            let mut deadline = Instant::now() + IDLE_TICK;
-            let record_at = match self.record_retry_at {
-                Some(t) => Some(t),
-                None => self.unrecorded_since.map(|t| t + RECORD_DELAY),
-            };
-            for t in [
-                wait_until,
-                if limit > 0 { next_due } else { None },
-                record_at,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                deadline = deadline.min(t);
-            }
+            let deadline = self.deadline(wait_until, if limit > 0 { next_due } else { None });
             let recording = async {
                 match self.recording.as_mut() {
                     Some(r) => r.await,
@@ -201,6 +174,57 @@ impl Worker {
             }
         }
         self.drain().await;
+    }
+
+    /// Leases up to `limit` due deliveries (within the cluster-wide limits) and
+    /// starts them; `None` when the store failed (logged).
+    async fn lease_and_start(&mut self, limit: usize) -> Option<LeaseStep> {
+        let now_ms = self.ctx.clock.now_millis();
+        let batch = self
+            .ctx
+            .store
+            .lease_limited(
+                &self.spec.name,
+                now_ms,
+                limit.min(LEASE_BATCH),
+                self.spec.lease_ms(self.ctx.lease_margin),
+                &LeaseLimits {
+                    max_in_flight: self.spec.max_in_flight,
+                    rate: self.spec.rate_limit,
+                },
+            )
+            .await;
+        match batch {
+            Ok(batch) => {
+                let step = LeaseStep {
+                    full: batch.items.len() == limit.min(LEASE_BATCH),
+                    next_due: batch.next_due.map(|t| instant_in(t - now_ms)),
+                    held_back: batch.held_back,
+                };
+                for item in batch.items {
+                    self.start(item);
+                }
+                Some(step)
+            }
+            Err(e) => {
+                tracing::error!(destination = %self.spec.name, error = %e, "lease failed");
+                None
+            }
+        }
+    }
+
+    /// When the loop wakes at the latest: the idle tick, a wait for capacity,
+    /// the next due delivery, or the next write of results.
+    fn deadline(&self, wait_until: Option<Instant>, next_due: Option<Instant>) -> Instant {
+        let mut deadline = Instant::now() + IDLE_TICK;
+        let record_at = match self.record_retry_at {
+            Some(t) => Some(t),
+            None => self.unrecorded_since.map(|t| t + RECORD_DELAY),
+        };
+        for t in [wait_until, next_due, record_at].into_iter().flatten() {
+            deadline = deadline.min(t);
+        }
+        deadline
     }
 
     /// Hands the waiting attempt results to the store, unless a write is running

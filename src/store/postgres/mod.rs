@@ -250,6 +250,68 @@ fn migrator() -> Migrator {
     }
 }
 
+/// The connection settings from `storage.url`.
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|_| {
+            StoreError::Unavailable(
+                "storage.url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
+                    .into(),
+            )
+        })?
+        .application_name("hookgate")
+        // Every query here is an index lookup on tables with heavy churn. A
+        // bitmap scan never marks dead index entries, and with statistics
+        // that lag a queue's swings the planner kept choosing bitmap scans
+        // that walked every dead entry of a drained backlog (80k entries,
+        // 4-36 ms per lease and per record); a plain index scan marks them
+        // and the next one skips them (0.05 ms).
+        .options([("enable_bitmapscan", "off")]);
+    Ok(opts)
+}
+
+/// The connection pool: connections from before an outage are dropped, not
+/// used (see [`health`]).
+async fn open_pool(
+    opts: &PgOptions,
+    conn_opts: &PgConnectOptions,
+    health: &Arc<health::Health>,
+) -> Result<PgPool, StoreError> {
+    let (h_acquire, h_release) = (health.clone(), health.clone());
+    PgPoolOptions::new()
+        .max_connections(opts.pool_size)
+        .min_connections(1.min(opts.pool_size))
+        .acquire_timeout(opts.connect_timeout)
+        // Connections are checked when they come back to the pool; checking
+        // again on the way out would cost a round trip per request.
+        .test_before_acquire(false)
+        // A connection from before an outage may be a dead socket that a
+        // silent network never closes: it is dropped, not used or pinged.
+        .before_acquire(move |_, meta| {
+            let fresh = !h_acquire.predates_outage(meta.age);
+            Box::pin(async move { Ok(fresh) })
+        })
+        .after_release(move |_, meta| {
+            let keep = h_release.is_up() && !h_release.predates_outage(meta.age);
+            Box::pin(async move { Ok(keep) })
+        })
+        .connect_with(conn_opts.clone())
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
+}
+
+/// Applies the migrations; nodes that start together apply each once.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    migrator().run(pool).await.map_err(|e| {
+        StoreError::Unavailable(match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => format!(
+                "the database has schema version {v}, unknown to this hookgate (it was migrated by a newer version)"
+            ),
+            e => format!("cannot migrate the database: {e}"),
+        })
+    })
+}
+
 impl PgStore {
     /// Connects with a pool of `pool_size` connections and default settings.
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
@@ -274,51 +336,10 @@ impl PgStore {
                 "storage.pool_size must be at least 1".into(),
             ));
         }
-        let conn_opts = PgConnectOptions::from_str(url)
-            .map_err(|_| {
-                StoreError::Unavailable(
-                    "storage.url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
-                        .into(),
-                )
-            })?
-            .application_name("hookgate")
-            // Every query here is an index lookup on tables with heavy churn. A
-            // bitmap scan never marks dead index entries, and with statistics
-            // that lag a queue's swings the planner kept choosing bitmap scans
-            // that walked every dead entry of a drained backlog (80k entries,
-            // 4-36 ms per lease and per record); a plain index scan marks them
-            // and the next one skips them (0.05 ms).
-            .options([("enable_bitmapscan", "off")]);
+        let conn_opts = connect_options(url)?;
         let health = Arc::new(health::Health::new());
-        let (h_acquire, h_release) = (health.clone(), health.clone());
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.pool_size)
-            .min_connections(1.min(opts.pool_size))
-            .acquire_timeout(opts.connect_timeout)
-            // Connections are checked when they come back to the pool; checking
-            // again on the way out would cost a round trip per request.
-            .test_before_acquire(false)
-            // A connection from before an outage may be a dead socket that a
-            // silent network never closes: it is dropped, not used or pinged.
-            .before_acquire(move |_, meta| {
-                let fresh = !h_acquire.predates_outage(meta.age);
-                Box::pin(async move { Ok(fresh) })
-            })
-            .after_release(move |_, meta| {
-                let keep = h_release.is_up() && !h_release.predates_outage(meta.age);
-                Box::pin(async move { Ok(keep) })
-            })
-            .connect_with(conn_opts.clone())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
-        migrator().run(&pool).await.map_err(|e| {
-            StoreError::Unavailable(match e {
-                sqlx::migrate::MigrateError::VersionMissing(v) => format!(
-                    "the database has schema version {v}, unknown to this hookgate (it was migrated by a newer version)"
-                ),
-                e => format!("cannot migrate the database: {e}"),
-            })
-        })?;
+        let pool = open_pool(&opts, &conn_opts, &health).await?;
+        migrate(&pool).await?;
         let node = Ulid::new().to_string();
         let wakeups = Arc::new(Wakeups::default());
         let pending = Arc::new(PendingCounts::default());
