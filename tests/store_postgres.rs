@@ -501,3 +501,25 @@ async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones(
     hookgate::store::conformance::upgraded_replays_are_replayed(&store, replayed, dead).await;
     store.close().await;
 }
+
+/// A message id no hookgate wrote (changed with raw SQL) is reported and
+/// counted, never delivered under an invented `webhook-id`; the rest of the
+/// queue is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_is_reported_not_delivered_under_an_invented_id() {
+    let Some(db) = scratch_db("a_corrupt_row_is_reported_not_delivered_under_an_invented_id").await
+    else {
+        return;
+    };
+    let store = PgStore::connect(db.url(), 8).await.unwrap();
+    let (bad, good) = hookgate::store::conformance::two_messages_to_corrupt(&store).await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    sqlx::query("UPDATE messages SET id = 'not-a-message-id' WHERE id = $1")
+        .bind(bad.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    hookgate::store::conformance::corrupt_message_is_reported_not_delivered(&store, good).await;
+    store.close().await;
+}

@@ -341,3 +341,30 @@ async fn a_damaged_database_is_refused_after_an_unclean_shutdown() {
     assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
     assert!(err.to_string().contains("integrity check"), "{err}");
 }
+
+/// A message id no hookgate wrote (changed with raw SQL) is reported and
+/// counted, never delivered under an invented `webhook-id`; the rest of the
+/// queue is still delivered. An unknown status code is an error too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_is_reported_not_delivered_under_an_invented_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hg.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (bad, good) = conformance::two_messages_to_corrupt(&store).await;
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute(
+        "UPDATE messages SET id = 'not-a-message-id' WHERE id = ?1",
+        [bad.to_string()],
+    )
+    .unwrap();
+    conformance::corrupt_message_is_reported_not_delivered(&store, good).await;
+
+    c.execute(
+        "UPDATE deliveries SET status = 7 WHERE message_seq = (SELECT seq FROM messages WHERE id = ?1)",
+        [good.to_string()],
+    )
+    .unwrap();
+    let err = store.message(good).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    store.close().await;
+}

@@ -26,7 +26,7 @@ use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
 use crate::listener::{Limits, RequestBody};
 use crate::select::Inbound;
-use crate::store::{encode_headers, Dedup, MessageId, NewMessage, Store, StoreError};
+use crate::store::{encode_headers, Appended, Dedup, MessageId, NewMessage, Store, StoreError};
 use crate::telemetry::events::{IngestHandled, IngestOutcome, MessageUnrouted};
 
 /// Everything the ingest handler needs.
@@ -201,6 +201,8 @@ impl Ingest {
         .await;
     }
 
+    /// The stages of a request, each of which may refuse it; the refusal is
+    /// counted and answered here.
     async fn handle_inner(
         &self,
         parts: &http::request::Parts,
@@ -209,54 +211,106 @@ impl Ingest {
         t0: Instant,
         body_read: &mut bool,
     ) -> Resp {
+        let Some(src) = self.source(parts) else {
+            return Refusal::UnknownSource.response();
+        };
+        match self
+            .admit_and_store(&src, parts, body, peer, t0, body_read)
+            .await
+        {
+            Ok(r) => r,
+            Err(refusal) => {
+                if let Some(outcome) = refusal.outcome() {
+                    handled(&src, outcome, t0, None);
+                }
+                refusal.response()
+            }
+        }
+    }
+
+    /// Checks, reads, verifies and stores one request of a known source, in
+    /// the order of the module's header.
+    async fn admit_and_store(
+        &self,
+        src: &Source,
+        parts: &http::request::Parts,
+        body: &mut RequestBody,
+        peer: SocketAddr,
+        t0: Instant,
+        body_read: &mut bool,
+    ) -> Result<Resp, Refusal> {
+        self.check_ip(src, parts, peer)?;
+        check_rate(src)?;
+        let body = self.read_body(parts, body, t0, body_read).await?;
+        let now_ms = self.clock.now_millis();
+        if let Some(answer) = verify_request(src, parts, &body, now_ms)? {
+            handled(src, IngestOutcome::Handshake, t0, None);
+            return Ok(answer);
+        }
+        if self.store.pending_estimate() >= self.max_pending || self.store.is_full() {
+            return Err(Refusal::Busy { retry_after: 5 });
+        }
+        // Held until the store answers; none left means the store is not keeping up.
+        let Some(_waiting) = self.waiting.try_hold(body.len()) else {
+            return Err(Refusal::Busy { retry_after: 1 });
+        };
+        let (msg, unrouted) = self.message(src, parts, body, now_ms);
+        let appended = self.store.append(msg).await.map_err(|e| Refusal::Busy {
+            retry_after: match e {
+                StoreError::Full => 30,
+                _ => 1,
+            },
+        })?;
+        Ok(stored(src, appended, unrouted, t0))
+    }
+
+    /// The source named by the path (`/in/{source}[/...]`).
+    fn source(&self, parts: &http::request::Parts) -> Option<Arc<Source>> {
         let name = parts
             .uri
             .path()
             .strip_prefix("/in/")
             .map(|rest| rest.split('/').next().unwrap_or(""));
-        let Some(src) = name.and_then(|n| self.sources.get(n)).cloned() else {
-            return plain(StatusCode::NOT_FOUND, "unknown source\n");
-        };
-        let done = |outcome: IngestOutcome, id: Option<MessageId>| {
-            IngestHandled {
-                source: &src.metrics,
-                outcome,
-                elapsed: t0.elapsed(),
-                message_id: id,
-            }
-            .emit()
-        };
+        name.and_then(|n| self.sources.get(n)).cloned()
+    }
 
-        if !src.allow_ips.is_empty() {
-            let ip = client_ip(peer.ip(), &parts.headers, &self.trusted_proxies);
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-                v4 => v4,
-            };
-            if !src.allow_ips.iter().any(|n| n.contains(&ip)) {
-                done(IngestOutcome::Forbidden, None);
-                return plain(StatusCode::FORBIDDEN, "");
-            }
+    /// `allow_ips`: the client address (see [`client_ip`]) must be in one of them.
+    fn check_ip(
+        &self,
+        src: &Source,
+        parts: &http::request::Parts,
+        peer: SocketAddr,
+    ) -> Result<(), Refusal> {
+        if src.allow_ips.is_empty() {
+            return Ok(());
         }
-
-        if let Some(l) = &src.limiter {
-            if let Err(nu) = l.check() {
-                use governor::clock::Clock as _;
-                let wait = nu.wait_time_from(governor::clock::DefaultClock::default().now());
-                done(IngestOutcome::RateLimited, None);
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                return with_retry_after(plain(StatusCode::TOO_MANY_REQUESTS, ""), secs);
-            }
+        let ip = client_ip(peer.ip(), &parts.headers, &self.trusted_proxies);
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        if src.allow_ips.iter().any(|n| n.contains(&ip)) {
+            Ok(())
+        } else {
+            Err(Refusal::Forbidden)
         }
+    }
 
+    /// The body, within `max_body` and what is left of `read_timeout`.
+    async fn read_body(
+        &self,
+        parts: &http::request::Parts,
+        body: &mut RequestBody,
+        t0: Instant,
+        body_read: &mut bool,
+    ) -> Result<Bytes, Refusal> {
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body) {
-            done(IngestOutcome::TooLarge, None);
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "");
+            return Err(Refusal::TooLarge);
         }
         let remaining = self.read_timeout.saturating_sub(t0.elapsed());
         let collected = tokio::time::timeout(
@@ -264,66 +318,25 @@ impl Ingest {
             Limited::new(&mut *body, self.max_body as usize).collect(),
         )
         .await;
-        let body: Bytes = match collected {
+        match collected {
             Ok(Ok(c)) => {
                 *body_read = true;
-                c.to_bytes()
+                Ok(c.to_bytes())
             }
-            Ok(Err(e)) if e.is::<LengthLimitError>() => {
-                done(IngestOutcome::TooLarge, None);
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, "");
-            }
-            Ok(Err(_)) => {
-                done(IngestOutcome::BadRequest, None);
-                return plain(StatusCode::BAD_REQUEST, "");
-            }
-            Err(_) => {
-                done(IngestOutcome::BadRequest, None);
-                return plain(StatusCode::REQUEST_TIMEOUT, "");
-            }
-        };
-
-        let now_ms = self.clock.now_millis();
-        if let Some(v) = &src.verifier {
-            let vreq = verify::Request {
-                method: &parts.method,
-                uri: &parts.uri,
-                headers: &parts.headers,
-                body: &body,
-                now: now_ms.div_euclid(1000),
-            };
-            if let Some(hs) = v.handshake(&vreq) {
-                return match hs {
-                    Ok(h) => {
-                        done(IngestOutcome::Handshake, None);
-                        let mut r = Response::new(Full::new(h.body));
-                        *r.status_mut() = h.status;
-                        r.headers_mut()
-                            .insert(CONTENT_TYPE, HeaderValue::from_static(h.content_type));
-                        r
-                    }
-                    Err(rej) => {
-                        done(IngestOutcome::Unauthorized, None);
-                        plain(rej.0, "")
-                    }
-                };
-            }
-            if v.verify(&vreq).is_err() {
-                done(IngestOutcome::Unauthorized, None);
-                return plain(StatusCode::UNAUTHORIZED, "");
-            }
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Refusal::TooLarge),
+            Ok(Err(_)) => Err(Refusal::BadBody),
+            Err(_) => Err(Refusal::Timeout),
         }
+    }
 
-        if self.store.pending_estimate() >= self.max_pending || self.store.is_full() {
-            done(IngestOutcome::Unavailable, None);
-            return with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), 5);
-        }
-        // Held until the store answers; none left means the store is not keeping up.
-        let Some(_waiting) = self.waiting.try_hold(body.len()) else {
-            done(IngestOutcome::Unavailable, None);
-            return with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), 1);
-        };
-
+    /// The message to store, and the event type to log when no route takes it.
+    fn message(
+        &self,
+        src: &Source,
+        parts: &http::request::Parts,
+        body: Bytes,
+        now_ms: i64,
+    ) -> (NewMessage, Option<Unrouted>) {
         let inbound = Inbound::new(&parts.headers, parts.uri.query(), &body);
         let event_type = src.event_type.iter().find_map(|s| inbound.select_key(s));
         let dedup = src
@@ -361,12 +374,9 @@ impl Ingest {
                 .map(|(k, v)| (k.as_str(), v.as_bytes())),
         );
         drop(inbound);
-        let routed = deliveries.len();
-        let event_type_log = if routed == 0 {
-            event_type.clone()
-        } else {
-            None
-        };
+        let unrouted = deliveries.is_empty().then(|| Unrouted {
+            event_type: event_type.clone(),
+        });
         let msg = NewMessage {
             id: MessageId::new(),
             source: src.name.clone(),
@@ -378,44 +388,152 @@ impl Ingest {
             dedup,
             deliveries,
         };
-        match self.store.append(msg).await {
-            Ok(appended) => {
-                let outcome = match appended {
-                    crate::store::Appended::Stored(id) => {
-                        if routed == 0 {
-                            MessageUnrouted {
-                                source: &src.name,
-                                event_type: event_type_log.as_deref(),
-                                message_id: id,
-                            }
-                            .emit();
-                        }
-                        IngestOutcome::Stored
-                    }
-                    crate::store::Appended::Duplicate(_) => IngestOutcome::Duplicate,
-                };
-                done(outcome, Some(appended.id()));
-                let a = &src.answer;
-                let mut r = Response::new(Full::new(a.body.clone()));
-                *r.status_mut() = a.status;
-                if let Some(ct) = &a.content_type {
-                    r.headers_mut().insert(CONTENT_TYPE, ct.clone());
-                }
-                if let Ok(v) = HeaderValue::from_str(&appended.id().to_string()) {
-                    r.headers_mut().insert("hookgate-message-id", v);
-                }
-                r
+        (msg, unrouted)
+    }
+}
+
+/// Why a request is answered without being stored. Each refusal has one
+/// status, one body (empty but for an unknown source) and one outcome.
+#[derive(Debug)]
+enum Refusal {
+    /// No source of that name: 404, not counted (there is no source to count for).
+    UnknownSource,
+    /// The client is not in `allow_ips`: 403.
+    Forbidden,
+    /// The source's rate limit: 429 with `Retry-After`.
+    RateLimited { retry_after: u64 },
+    /// The body is larger than `max_body`: 413.
+    TooLarge,
+    /// The body could not be read: 400.
+    BadBody,
+    /// The body did not arrive within `read_timeout`: 408.
+    Timeout,
+    /// Verification (or a handshake) failed: 401, or the handshake's own status.
+    Unauthorized(StatusCode),
+    /// `max_pending`, a full store, no waiting place left, or a failed append:
+    /// 503 with `Retry-After`.
+    Busy { retry_after: u64 },
+}
+
+impl Refusal {
+    /// What it counts as (`hookgate_ingest_requests_total{outcome}`).
+    fn outcome(&self) -> Option<IngestOutcome> {
+        Some(match self {
+            Refusal::UnknownSource => return None,
+            Refusal::Forbidden => IngestOutcome::Forbidden,
+            Refusal::RateLimited { .. } => IngestOutcome::RateLimited,
+            Refusal::TooLarge => IngestOutcome::TooLarge,
+            Refusal::BadBody | Refusal::Timeout => IngestOutcome::BadRequest,
+            Refusal::Unauthorized(_) => IngestOutcome::Unauthorized,
+            Refusal::Busy { .. } => IngestOutcome::Unavailable,
+        })
+    }
+
+    /// The answer.
+    fn response(self) -> Resp {
+        match self {
+            Refusal::UnknownSource => plain(StatusCode::NOT_FOUND, "unknown source\n"),
+            Refusal::Forbidden => plain(StatusCode::FORBIDDEN, ""),
+            Refusal::RateLimited { retry_after } => {
+                with_retry_after(plain(StatusCode::TOO_MANY_REQUESTS, ""), retry_after)
             }
-            Err(e) => {
-                done(IngestOutcome::Unavailable, None);
-                let secs = match e {
-                    StoreError::Full => 30,
-                    _ => 1,
-                };
-                with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), secs)
+            Refusal::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, ""),
+            Refusal::BadBody => plain(StatusCode::BAD_REQUEST, ""),
+            Refusal::Timeout => plain(StatusCode::REQUEST_TIMEOUT, ""),
+            Refusal::Unauthorized(status) => plain(status, ""),
+            Refusal::Busy { retry_after } => {
+                with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), retry_after)
             }
         }
     }
+}
+
+/// What is logged of a message that no route takes.
+struct Unrouted {
+    event_type: Option<String>,
+}
+
+/// Counts and logs the outcome of a request of `src`.
+fn handled(src: &Source, outcome: IngestOutcome, t0: Instant, id: Option<MessageId>) {
+    IngestHandled {
+        source: &src.metrics,
+        outcome,
+        elapsed: t0.elapsed(),
+        message_id: id,
+    }
+    .emit()
+}
+
+/// The source's rate limit: a refusal says when to come back.
+fn check_rate(src: &Source) -> Result<(), Refusal> {
+    let Some(l) = &src.limiter else { return Ok(()) };
+    l.check().map_err(|nu| {
+        use governor::clock::Clock as _;
+        let wait = nu.wait_time_from(governor::clock::DefaultClock::default().now());
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Refusal::RateLimited { retry_after: secs }
+    })
+}
+
+/// The handshake answer when the request is one (`Ok(Some)`), else the
+/// signature check.
+fn verify_request(
+    src: &Source,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    now_ms: i64,
+) -> Result<Option<Resp>, Refusal> {
+    let Some(v) = &src.verifier else {
+        return Ok(None);
+    };
+    let vreq = verify::Request {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body,
+        now: now_ms.div_euclid(1000),
+    };
+    if let Some(hs) = v.handshake(&vreq) {
+        let h = hs.map_err(|rej| Refusal::Unauthorized(rej.0))?;
+        let mut r = Response::new(Full::new(h.body));
+        *r.status_mut() = h.status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(h.content_type));
+        return Ok(Some(r));
+    }
+    v.verify(&vreq)
+        .map(|_| None)
+        .map_err(|_| Refusal::Unauthorized(StatusCode::UNAUTHORIZED))
+}
+
+/// The answer to a stored (or duplicate) message: the source's answer and the
+/// message id.
+fn stored(src: &Source, appended: Appended, unrouted: Option<Unrouted>, t0: Instant) -> Resp {
+    let outcome = match appended {
+        Appended::Stored(id) => {
+            if let Some(u) = unrouted {
+                MessageUnrouted {
+                    source: &src.name,
+                    event_type: u.event_type.as_deref(),
+                    message_id: id,
+                }
+                .emit();
+            }
+            IngestOutcome::Stored
+        }
+        Appended::Duplicate(_) => IngestOutcome::Duplicate,
+    };
+    handled(src, outcome, t0, Some(appended.id()));
+    let a = &src.answer;
+    let mut r = Response::new(Full::new(a.body.clone()));
+    *r.status_mut() = a.status;
+    if let Some(ct) = &a.content_type {
+        r.headers_mut().insert(CONTENT_TYPE, ct.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&appended.id().to_string()) {
+        r.headers_mut().insert("hookgate-message-id", v);
+    }
+    r
 }
 
 /// Accepts connections until `shutdown`, then lets requests in progress finish.

@@ -796,6 +796,43 @@ pub async fn lease_is_exclusive_under_concurrency(s: &dyn Store) {
     assert_eq!(all.len(), 200);
 }
 
+/// Two messages for destination `a`, before the test corrupts the first one's
+/// id in the database (the SQL is the backend's own): returns (bad, good).
+pub async fn two_messages_to_corrupt(s: &dyn Store) -> (MessageId, MessageId) {
+    let (bad, good) = (msg("src", &["a"], None), msg("src", &["a"], None));
+    let ids = (bad.id, good.id);
+    s.append(bad).await.unwrap();
+    s.append(good).await.unwrap();
+    ids
+}
+
+/// After the id of `bad` was made unreadable: it is never leased (under an
+/// invented id or at all), the rest of the queue is still delivered, and the
+/// reads that meet it report it instead of listing a made-up id.
+pub async fn corrupt_message_is_reported_not_delivered(s: &dyn Store, good: MessageId) {
+    let leased = lease(s, "a", T0, 10).await;
+    assert_eq!(leased.len(), 1, "only the readable message is leased");
+    assert_eq!(leased[0].message.id, good);
+    s.complete(vec![result(&leased[0], Next::Delivered)])
+        .await
+        .unwrap();
+    assert!(lease(s, "a", T0, 10).await.is_empty());
+    let d = s.message(good).await.unwrap();
+    assert_eq!(d.summary.status, MessageStatus::Delivered);
+    let all = DeliveryQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let err = s.deliveries(&all).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    let all = MessageQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let err = s.messages(&all).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
 /// Unknown ids are `NotFound`.
 pub async fn unknown_message_is_not_found(s: &dyn Store) {
     assert_eq!(

@@ -15,6 +15,7 @@
 //! - Time is passed in by the caller (`now`), so tests control it.
 
 pub mod conformance;
+pub mod corrupt;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
@@ -268,15 +269,17 @@ impl DeliveryStatus {
             DeliveryStatus::Replayed => 4,
         }
     }
-    /// Inverse of [`DeliveryStatus::code`].
-    pub fn from_code(c: i64) -> Self {
-        match c {
+    /// Inverse of [`DeliveryStatus::code`]; `None` for a code no hookgate
+    /// writes (see [`corrupt::delivery_status`]).
+    pub fn from_code(c: i64) -> Option<Self> {
+        Some(match c {
+            0 => DeliveryStatus::Pending,
             1 => DeliveryStatus::Queued,
             2 => DeliveryStatus::Delivered,
             3 => DeliveryStatus::Dead,
             4 => DeliveryStatus::Replayed,
-            _ => DeliveryStatus::Pending,
-        }
+            _ => return None,
+        })
     }
     /// The name used by the API.
     pub fn as_str(self) -> &'static str {
@@ -577,6 +580,10 @@ pub enum StoreError {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Observes each commit of a store: its duration and how many jobs it held
+/// (for metrics). Both backends take one, so it lives here, not in either.
+pub type CommitObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 /// Wakes dispatchers when work becomes due: one [`Notify`] per destination.
 #[derive(Default)]
 pub struct Wakeups {
@@ -855,7 +862,7 @@ mod tests {
             DeliveryStatus::Dead,
             DeliveryStatus::Replayed,
         ] {
-            assert_eq!(DeliveryStatus::from_code(s.code()), s);
+            assert_eq!(DeliveryStatus::from_code(s.code()), Some(s));
             assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
         }
     }

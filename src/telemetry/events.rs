@@ -23,6 +23,10 @@ pub fn describe() {
         "Time from a request's arrival to its answer, by source."
     );
     describe_counter!(
+        "hookgate_store_corrupt_rows_total",
+        "Rows read from the store with a value no hookgate wrote (an unreadable message id, an unknown status), by table; such rows are reported, never delivered."
+    );
+    describe_counter!(
         "hookgate_deliveries_total",
         "Delivery attempt results by destination: delivered, retried (will be tried again) or dead."
     );

@@ -50,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::pending::{PendingCounts, Snapshot};
 use self::writer::{Op, Shared};
+use super::corrupt::CorruptRow;
 use super::*;
-use crate::store::sqlite::CommitObserver;
 
 /// The schema, one file per version. Never edit a released file: add one.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -154,6 +154,17 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// A corrupt value as a database error, so that it leaves a row reader with
+/// `?` (see [`is_corrupt`]).
+pub(crate) fn corrupt(c: CorruptRow) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(c))
+}
+
+/// Whether a row failed because a value in it is corrupt.
+pub(crate) fn is_corrupt(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Decode(c) if c.is::<CorruptRow>())
+}
+
 /// Text as the database can hold it (no NUL characters).
 pub(crate) fn text(s: &str) -> String {
     if s.contains('\0') {
@@ -222,7 +233,7 @@ pub(crate) async fn notify_and_xid(
     .bind(&v)
     .fetch_one(&mut *c)
     .await?
-    .get(0);
+    .try_get(0)?;
     Ok(xid.and_then(|x| x.parse().ok()))
 }
 
@@ -237,6 +248,68 @@ fn migrator() -> Migrator {
             .into(),
         ..Migrator::DEFAULT
     }
+}
+
+/// The connection settings from `storage.url`.
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|_| {
+            StoreError::Unavailable(
+                "storage.url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
+                    .into(),
+            )
+        })?
+        .application_name("hookgate")
+        // Every query here is an index lookup on tables with heavy churn. A
+        // bitmap scan never marks dead index entries, and with statistics
+        // that lag a queue's swings the planner kept choosing bitmap scans
+        // that walked every dead entry of a drained backlog (80k entries,
+        // 4-36 ms per lease and per record); a plain index scan marks them
+        // and the next one skips them (0.05 ms).
+        .options([("enable_bitmapscan", "off")]);
+    Ok(opts)
+}
+
+/// The connection pool: connections from before an outage are dropped, not
+/// used (see [`health`]).
+async fn open_pool(
+    opts: &PgOptions,
+    conn_opts: &PgConnectOptions,
+    health: &Arc<health::Health>,
+) -> Result<PgPool, StoreError> {
+    let (h_acquire, h_release) = (health.clone(), health.clone());
+    PgPoolOptions::new()
+        .max_connections(opts.pool_size)
+        .min_connections(1.min(opts.pool_size))
+        .acquire_timeout(opts.connect_timeout)
+        // Connections are checked when they come back to the pool; checking
+        // again on the way out would cost a round trip per request.
+        .test_before_acquire(false)
+        // A connection from before an outage may be a dead socket that a
+        // silent network never closes: it is dropped, not used or pinged.
+        .before_acquire(move |_, meta| {
+            let fresh = !h_acquire.predates_outage(meta.age);
+            Box::pin(async move { Ok(fresh) })
+        })
+        .after_release(move |_, meta| {
+            let keep = h_release.is_up() && !h_release.predates_outage(meta.age);
+            Box::pin(async move { Ok(keep) })
+        })
+        .connect_with(conn_opts.clone())
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
+}
+
+/// Applies the migrations; nodes that start together apply each once.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    migrator().run(pool).await.map_err(|e| {
+        StoreError::Unavailable(match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => format!(
+                "the database has schema version {v}, unknown to this hookgate (it was migrated by a newer version)"
+            ),
+            e => format!("cannot migrate the database: {e}"),
+        })
+    })
 }
 
 impl PgStore {
@@ -263,51 +336,10 @@ impl PgStore {
                 "storage.pool_size must be at least 1".into(),
             ));
         }
-        let conn_opts = PgConnectOptions::from_str(url)
-            .map_err(|_| {
-                StoreError::Unavailable(
-                    "storage.url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
-                        .into(),
-                )
-            })?
-            .application_name("hookgate")
-            // Every query here is an index lookup on tables with heavy churn. A
-            // bitmap scan never marks dead index entries, and with statistics
-            // that lag a queue's swings the planner kept choosing bitmap scans
-            // that walked every dead entry of a drained backlog (80k entries,
-            // 4-36 ms per lease and per record); a plain index scan marks them
-            // and the next one skips them (0.05 ms).
-            .options([("enable_bitmapscan", "off")]);
+        let conn_opts = connect_options(url)?;
         let health = Arc::new(health::Health::new());
-        let (h_acquire, h_release) = (health.clone(), health.clone());
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.pool_size)
-            .min_connections(1.min(opts.pool_size))
-            .acquire_timeout(opts.connect_timeout)
-            // Connections are checked when they come back to the pool; checking
-            // again on the way out would cost a round trip per request.
-            .test_before_acquire(false)
-            // A connection from before an outage may be a dead socket that a
-            // silent network never closes: it is dropped, not used or pinged.
-            .before_acquire(move |_, meta| {
-                let fresh = !h_acquire.predates_outage(meta.age);
-                Box::pin(async move { Ok(fresh) })
-            })
-            .after_release(move |_, meta| {
-                let keep = h_release.is_up() && !h_release.predates_outage(meta.age);
-                Box::pin(async move { Ok(keep) })
-            })
-            .connect_with(conn_opts.clone())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
-        migrator().run(&pool).await.map_err(|e| {
-            StoreError::Unavailable(match e {
-                sqlx::migrate::MigrateError::VersionMissing(v) => format!(
-                    "the database has schema version {v}, unknown to this hookgate (it was migrated by a newer version)"
-                ),
-                e => format!("cannot migrate the database: {e}"),
-            })
-        })?;
+        let pool = open_pool(&opts, &conn_opts, &health).await?;
+        migrate(&pool).await?;
         let node = Ulid::new().to_string();
         let wakeups = Arc::new(Wakeups::default());
         let pending = Arc::new(PendingCounts::default());
@@ -443,9 +475,9 @@ async fn refresh_pending(pool: &PgPool, pending: &PendingCounts) -> Result<(), s
     )
     .fetch_one(pool)
     .await?;
-    let snap: String = r.get(0);
-    let dests: Vec<String> = r.get(1);
-    let counts: Vec<i64> = r.get(2);
+    let snap: String = r.try_get(0)?;
+    let dests: Vec<String> = r.try_get(1)?;
+    let counts: Vec<i64> = r.try_get(2)?;
     let snapshot = Snapshot::parse(&snap)
         .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected snapshot {snap:?}")))?;
     pending.refresh(snapshot, dests.into_iter().zip(counts).collect());
@@ -597,7 +629,8 @@ impl Store for PgStore {
             .await
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?
-            .get(0);
+            .try_get(0)
+            .map_err(map_err)?;
         let rows = sqlx::query(
             "SELECT destination FROM (
                  SELECT id, destination FROM deliveries WHERE message_seq = $1
@@ -608,7 +641,10 @@ impl Store for PgStore {
         .fetch_all(pool)
         .await
         .map_err(map_err)?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        rows.into_iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
     }
 
     async fn count_dead(&self, f: &ReplayFilter) -> StoreResult<u64> {
@@ -652,19 +688,19 @@ impl Store for PgStore {
                 .fetch_all(self.pool()?)
                 .await
                 .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
-                (
-                    r.get(0),
+                Ok((
+                    r.try_get(0)?,
                     DestinationState {
-                        paused: r.get(1),
-                        disabled_at: r.get(2),
-                        failing_since: r.get(3),
+                        paused: r.try_get(1)?,
+                        disabled_at: r.try_get(2)?,
+                        failing_since: r.try_get(3)?,
                     },
-                )
+                ))
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
     }
 
     async fn put_destination_state(&self, name: &str, state: &DestinationState) -> StoreResult<()> {
@@ -696,15 +732,18 @@ impl Store for PgStore {
         .fetch_all(self.pool()?)
         .await
         .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredDestination {
-                name: r.get(0),
-                spec: serde_json::from_str(r.get::<&str, _>(1)).unwrap_or(serde_json::Value::Null),
-                created_at: r.get(2),
-                updated_at: r.get(3),
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredDestination {
+                    name: r.try_get(0)?,
+                    spec: serde_json::from_str(r.try_get::<&str, _>(1)?)
+                        .unwrap_or(serde_json::Value::Null),
+                    created_at: r.try_get(2)?,
+                    updated_at: r.try_get(3)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
     }
 
     async fn put_stored_destination(&self, d: &StoredDestination, create: bool) -> StoreResult<()> {
@@ -777,7 +816,8 @@ impl Store for PgStore {
         .fetch_one(pool)
         .await
         .map_err(map_err)?
-        .get(0);
+        .try_get(0)
+        .map_err(map_err)?;
         let keys: i64 = sqlx::query(
             "WITH gone AS (
                  DELETE FROM dedup WHERE (source, key) IN (
@@ -791,7 +831,8 @@ impl Store for PgStore {
         .fetch_one(pool)
         .await
         .map_err(map_err)?
-        .get(0);
+        .try_get(0)
+        .map_err(map_err)?;
         Ok((messages + keys) as usize)
     }
 

@@ -17,6 +17,7 @@ use crate::store::{
 };
 
 use super::map_err;
+use crate::store::corrupt;
 
 /// Columns of both delivery tables, in the order [`delivery_info`] reads them
 /// (the live table has no `finished_at` or `replayed_by`).
@@ -24,7 +25,8 @@ const LIVE_COLS: &str = "id, message_seq, destination, status, attempts, due_at,
 const DONE_COLS: &str = "id, message_seq, destination, status, attempts, due_at, created_at, finished_at, ordering_key, priority, replayed_by";
 
 fn delivery_info(r: &PgRow, message_id: MessageId) -> Result<DeliveryInfo, sqlx::Error> {
-    let status = DeliveryStatus::from_code(r.try_get::<i16, _>("status")? as i64);
+    let status = corrupt::delivery_status("deliveries", r.try_get::<i16, _>("status")? as i64)
+        .map_err(super::corrupt)?;
     Ok(DeliveryInfo {
         id: r.try_get("id")?,
         message_id,
@@ -45,6 +47,53 @@ fn delivery_info(r: &PgRow, message_id: MessageId) -> Result<DeliveryInfo, sqlx:
     })
 }
 
+/// A message row (`seq, id, source, event_type, received_at, content_type,
+/// headers, body`) of the message `id`.
+fn stored_message(row: &PgRow, id: MessageId) -> Result<StoredMessage, sqlx::Error> {
+    Ok(StoredMessage {
+        id,
+        source: row.try_get(2)?,
+        event_type: row.try_get(3)?,
+        received_at: row.try_get(4)?,
+        content_type: row.try_get(5)?,
+        headers: Bytes::from(row.try_get::<Vec<u8>, _>(6)?),
+        body: Bytes::from(row.try_get::<Vec<u8>, _>(7)?),
+    })
+}
+
+/// An attempt row and the id of its delivery.
+fn attempt_info(r: &PgRow) -> Result<(i64, AttemptInfo), sqlx::Error> {
+    let body: Option<Vec<u8>> = r.try_get(5)?;
+    let attempt = AttemptInfo {
+        attempt: r.try_get::<i32, _>(1)?.max(0) as u32,
+        started_at: r.try_get(2)?,
+        duration_ms: r.try_get::<i64, _>(3)? as f64 / 1000.0,
+        response_status: r.try_get::<Option<i32>, _>(4)?.map(|s| s as u16),
+        response_body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        error: r.try_get(6)?,
+    };
+    Ok((r.try_get(0)?, attempt))
+}
+
+/// A message id read from `column`.
+fn message_id(r: &PgRow, column: &str) -> Result<MessageId, sqlx::Error> {
+    let id: String = r.try_get(column)?;
+    corrupt::message_id("messages", &id).map_err(super::corrupt)
+}
+
+/// One row of the message listing, with its derived status.
+fn message_summary(r: &PgRow) -> Result<MessageSummary, sqlx::Error> {
+    let (open, done, dead): (i64, i64, i64) = (r.try_get(5)?, r.try_get(6)?, r.try_get(7)?);
+    Ok(MessageSummary {
+        id: message_id(r, "id")?,
+        source: r.try_get(2)?,
+        event_type: r.try_get(3)?,
+        received_at: r.try_get(4)?,
+        status: MessageStatus::from_counts(open, dead),
+        deliveries: open + done,
+    })
+}
+
 pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<MessageDetail> {
     let mut c = pool.acquire().await.map_err(map_err)?;
     let row = sqlx::query(
@@ -56,16 +105,8 @@ pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<Message
     .await
     .map_err(map_err)?
     .ok_or(StoreError::NotFound)?;
-    let seq: i64 = row.get(0);
-    let message = StoredMessage {
-        id,
-        source: row.get(2),
-        event_type: row.get(3),
-        received_at: row.get(4),
-        content_type: row.get(5),
-        headers: Bytes::from(row.get::<Vec<u8>, _>(6)),
-        body: Bytes::from(row.get::<Vec<u8>, _>(7)),
-    };
+    let seq: i64 = row.try_get(0).map_err(map_err)?;
+    let message = stored_message(&row, id).map_err(map_err)?;
     let rows = sqlx::query(&format!(
         "SELECT {LIVE_COLS} FROM deliveries WHERE message_seq = $1
          UNION ALL SELECT {DONE_COLS} FROM deliveries_done WHERE message_seq = $1
@@ -92,15 +133,8 @@ pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<Message
         .await
         .map_err(map_err)?;
         for r in rows {
-            let body: Option<Vec<u8>> = r.get(5);
-            logs.entry(r.get(0)).or_default().push(AttemptInfo {
-                attempt: r.get::<i32, _>(1).max(0) as u32,
-                started_at: r.get(2),
-                duration_ms: r.get::<i64, _>(3) as f64 / 1000.0,
-                response_status: r.get::<Option<i32>, _>(4).map(|s| s as u16),
-                response_body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
-                error: r.get(6),
-            });
+            let (delivery, attempt) = attempt_info(&r).map_err(map_err)?;
+            logs.entry(delivery).or_default().push(attempt);
         }
     }
     for d in &mut deliveries {
@@ -150,21 +184,12 @@ pub(super) async fn messages(pool: &PgPool, q: &MessageQuery) -> StoreResult<Pag
             break;
         }
         for r in rows {
-            before = r.get(0);
-            let (open, done, dead): (i64, i64, i64) = (r.get(5), r.get(6), r.get(7));
-            let status = MessageStatus::from_counts(open, dead);
-            if q.status.is_some_and(|s| s != status) {
+            before = r.try_get(0).map_err(map_err)?;
+            let summary = message_summary(&r).map_err(map_err)?;
+            if q.status.is_some_and(|s| s != summary.status) {
                 continue;
             }
-            let id: String = r.get(1);
-            items.push(MessageSummary {
-                id: id.parse().unwrap_or_default(),
-                source: r.get(2),
-                event_type: r.get(3),
-                received_at: r.get(4),
-                status,
-                deliveries: open + done,
-            });
+            items.push(summary);
             if items.len() >= limit {
                 break 'outer;
             }
@@ -209,10 +234,7 @@ pub(super) async fn deliveries(
     let rows = b.build().fetch_all(pool).await.map_err(map_err)?;
     let items = rows
         .iter()
-        .map(|r| {
-            let mid: String = r.try_get("message_id")?;
-            delivery_info(r, mid.parse().unwrap_or_default())
-        })
+        .map(|r| delivery_info(r, message_id(r, "message_id")?))
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(map_err)?;
     let next_cursor = (items.len() as i64 >= limit)
@@ -240,7 +262,13 @@ pub(super) async fn count_dead(pool: &PgPool, f: &ReplayFilter) -> StoreResult<u
     let mut b: QueryBuilder<Postgres> =
         QueryBuilder::new("SELECT count(*) FROM deliveries_done WHERE ");
     push_dead_filter(&mut b, f);
-    let n: i64 = b.build().fetch_one(pool).await.map_err(map_err)?.get(0);
+    let n: i64 = b
+        .build()
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?
+        .try_get(0)
+        .map_err(map_err)?;
     Ok(n as u64)
 }
 
@@ -258,8 +286,12 @@ pub(super) async fn oldest_and_dead(
     .await
     .map_err(map_err)?
     .into_iter()
-    .filter_map(|r| r.get::<Option<i64>, _>(1).map(|t| (r.get(0), t)))
-    .collect();
+    .filter_map(|r| match r.try_get::<Option<i64>, _>(1) {
+        Ok(t) => t.map(|t| r.try_get(0).map(|d| (d, t))),
+        Err(e) => Some(Err(e)),
+    })
+    .collect::<Result<_, _>>()
+    .map_err(map_err)?;
     let dead: HashMap<String, u64> = sqlx::query(
         "SELECT destination, count(*) FROM deliveries_done WHERE status = 3 GROUP BY destination",
     )
@@ -267,7 +299,8 @@ pub(super) async fn oldest_and_dead(
     .await
     .map_err(map_err)?
     .into_iter()
-    .map(|r| (r.get(0), r.get::<i64, _>(1) as u64))
-    .collect();
+    .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? as u64)))
+    .collect::<Result<_, sqlx::Error>>()
+    .map_err(map_err)?;
     Ok((oldest, dead))
 }

@@ -35,31 +35,12 @@ pub(super) async fn replay_message(
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
         .await?
-        .map(|r| r.get::<i64, _>(0))
+        .map(|r| r.try_get::<i64, _>(0))
+        .transpose()?
     else {
         return Ok(None);
     };
-    // Each destination keeps the priority and key of the message's last delivery there.
-    let mut plan = Vec::new();
-    for d in destinations {
-        let d = text(d);
-        let prior = sqlx::query(
-            "SELECT priority, ordering_key FROM (
-                 SELECT id, priority, ordering_key FROM deliveries WHERE message_seq = $1 AND destination = $2
-                 UNION ALL
-                 SELECT id, priority, ordering_key FROM deliveries_done WHERE message_seq = $1 AND destination = $2
-             ) x ORDER BY id DESC LIMIT 1",
-        )
-        .bind(seq)
-        .bind(&d)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (prio, key): (i16, Option<String>) = match prior {
-            Some(r) => (r.get(0), r.get(1)),
-            None => (Priority::Normal.rank() as i16, None),
-        };
-        plan.push((d, prio, key));
-    }
+    let plan = replay_plan(tx, seq, destinations).await?;
     let locks: BTreeSet<i32> = plan
         .iter()
         .filter_map(|(d, _, k)| k.as_ref().map(|k| key_lock(d, k)))
@@ -88,7 +69,7 @@ pub(super) async fn replay_message(
         .bind(&key)
         .fetch_one(&mut *tx)
         .await?
-        .get(0);
+        .try_get(0)?;
         // The dead ones it replaces leave the dead-letter queue. A bulk replay
         // revives a row only while it is dead (`DELETE … AND status = 3`), so
         // the two never both send the same one.
@@ -112,6 +93,36 @@ pub(super) async fn replay_message(
     Ok(Some(out))
 }
 
+/// Each destination with the priority and key of the message's last delivery
+/// there.
+async fn replay_plan(
+    tx: &mut PgConnection,
+    seq: i64,
+    destinations: &[String],
+) -> Result<Vec<(String, i16, Option<String>)>, sqlx::Error> {
+    let mut plan = Vec::new();
+    for d in destinations {
+        let d = text(d);
+        let prior = sqlx::query(
+            "SELECT priority, ordering_key FROM (
+                 SELECT id, priority, ordering_key FROM deliveries WHERE message_seq = $1 AND destination = $2
+                 UNION ALL
+                 SELECT id, priority, ordering_key FROM deliveries_done WHERE message_seq = $1 AND destination = $2
+             ) x ORDER BY id DESC LIMIT 1",
+        )
+        .bind(seq)
+        .bind(&d)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (prio, key): (i16, Option<String>) = match prior {
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
+            None => (Priority::Normal.rank() as i16, None),
+        };
+        plan.push((d, prio, key));
+    }
+    Ok(plan)
+}
+
 /// A dead delivery on its way back to the queue.
 struct Revived {
     id: i64,
@@ -123,14 +134,13 @@ struct Revived {
     created: i64,
 }
 
-/// Moves up to `limit` matching dead deliveries back to the queue: due now,
-/// retry schedule restarted, queued behind a busy key.
-pub(super) async fn replay_dead_batch(
+/// Takes up to `limit` matching dead deliveries out of the history, in id
+/// order, holding their messages `FOR SHARE`; `None` when none matched.
+async fn take_dead(
     tx: &mut PgConnection,
     f: &ReplayFilter,
-    now: Millis,
     limit: usize,
-) -> Result<Replayed, sqlx::Error> {
+) -> Result<Option<Vec<Revived>>, sqlx::Error> {
     let mut b: QueryBuilder<Postgres> =
         QueryBuilder::new("SELECT id, message_seq FROM deliveries_done WHERE ");
     push_dead_filter(&mut b, f);
@@ -140,11 +150,10 @@ pub(super) async fn replay_dead_batch(
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut out = Replayed::default();
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
     if picked.is_empty() {
-        return Ok(out);
+        return Ok(None);
     }
     // Messages first (the order retention locks in), then the rows.
     let seqs: Vec<i64> = picked.iter().map(|p| p.1).collect();
@@ -154,8 +163,8 @@ pub(super) async fn replay_dead_batch(
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
     let ids: Vec<i64> = picked.iter().map(|p| p.0).collect();
     // Taken out of the history; another node replaying the same rows at once
     // finds them gone and skips them.
@@ -169,17 +178,34 @@ pub(super) async fn replay_dead_batch(
     .await?;
     let mut rows: Vec<Revived> = rows
         .into_iter()
-        .map(|r| Revived {
-            id: r.get(0),
-            seq: r.get(1),
-            dest: r.get(2),
-            prio: r.get(3),
-            key: r.get(4),
-            attempts: r.get(5),
-            created: r.get(6),
+        .map(|r| {
+            Ok(Revived {
+                id: r.try_get(0)?,
+                seq: r.try_get(1)?,
+                dest: r.try_get(2)?,
+                prio: r.try_get(3)?,
+                key: r.try_get(4)?,
+                attempts: r.try_get(5)?,
+                created: r.try_get(6)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, sqlx::Error>>()?;
     rows.sort_by_key(|r| r.id);
+    Ok(Some(rows))
+}
+
+/// Moves up to `limit` matching dead deliveries back to the queue: due now,
+/// retry schedule restarted, queued behind a busy key.
+pub(super) async fn replay_dead_batch(
+    tx: &mut PgConnection,
+    f: &ReplayFilter,
+    now: Millis,
+    limit: usize,
+) -> Result<Replayed, sqlx::Error> {
+    let mut out = Replayed::default();
+    let Some(rows) = take_dead(tx, f, limit).await? else {
+        return Ok(out);
+    };
     let locks: BTreeSet<i32> = rows
         .iter()
         .filter_map(|r| r.key.as_ref().map(|k| key_lock(&r.dest, k)))

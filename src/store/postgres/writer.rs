@@ -29,8 +29,10 @@ use tokio::task::JoinHandle;
 
 use super::pending::PendingCounts;
 use super::{key_lock, lock_keys, map_err, notify_and_xid, sqlstate, text};
-use crate::store::sqlite::CommitObserver;
-use crate::store::{Appended, AttemptResult, MessageId, NewMessage, Next, StoreResult, Wakeups};
+use crate::store::corrupt;
+use crate::store::{
+    Appended, AttemptResult, CommitObserver, NewMessage, Next, StoreResult, Wakeups,
+};
 
 /// Most requests in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -346,25 +348,7 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         // A row comes back when this batch set the key: it was new, or the
         // previous holder's window had ended by this message's arrival. A key
         // another transaction is inserting makes this wait for its outcome.
-        let stored: HashSet<String> = sqlx::query(
-            "INSERT INTO dedup (source, key, message_id, created_at, expires_at)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
-             ON CONFLICT (source, key) DO UPDATE
-                 SET message_id = excluded.message_id, created_at = excluded.created_at,
-                     expires_at = excluded.expires_at
-                 WHERE dedup.expires_at <= excluded.created_at
-             RETURNING message_id",
-        )
-        .bind(&sources)
-        .bind(&keys)
-        .bind(&ids)
-        .bind(&created)
-        .bind(&expires)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+        let stored = upsert_keys(tx, &sources, &keys, &ids, &created, &expires).await?;
         let mut held = Vec::new();
         for (n, &i) in todo.iter().enumerate() {
             if stored.contains(&ids[n]) {
@@ -378,25 +362,17 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         }
         let hs: Vec<String> = held.iter().map(|&n| sources[n].clone()).collect();
         let hk: Vec<String> = held.iter().map(|&n| keys[n].clone()).collect();
-        let holders: HashMap<(String, String), String> = sqlx::query(
-            "SELECT source, key, message_id FROM dedup
-             WHERE (source, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        )
-        .bind(&hs)
-        .bind(&hk)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
+        let holders = read_holders(tx, &hs, &hk).await?;
         let mut again = Vec::new();
         for &n in &held {
             let i = todo[n];
-            match holders
-                .get(&(sources[n].clone(), keys[n].clone()))
-                .and_then(|s| s.parse::<MessageId>().ok())
-            {
-                Some(p) => res[i] = Some(Appended::Duplicate(p)),
+            // A holder that is not a message id is an error: tried again, it
+            // would be found again, forever.
+            match holders.get(&(sources[n].clone(), keys[n].clone())) {
+                Some(h) => {
+                    let p = corrupt::message_id("dedup", h).map_err(super::corrupt)?;
+                    res[i] = Some(Appended::Duplicate(p));
+                }
                 None => again.push(i),
             }
         }
@@ -412,6 +388,57 @@ async fn dedup(tx: &mut PgConnection, msgs: &[&NewMessage]) -> Result<Vec<Append
         out.push(a);
     }
     Ok(out)
+}
+
+/// Sets each key whose window is free (new, or the holder's ended by this
+/// message's arrival); returns the message ids that now hold their key. A key
+/// another transaction is inserting makes this wait for its outcome.
+async fn upsert_keys(
+    tx: &mut PgConnection,
+    sources: &[String],
+    keys: &[String],
+    ids: &[String],
+    created: &[i64],
+    expires: &[i64],
+) -> Result<HashSet<String>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dedup (source, key, message_id, created_at, expires_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[])
+         ON CONFLICT (source, key) DO UPDATE
+             SET message_id = excluded.message_id, created_at = excluded.created_at,
+                 expires_at = excluded.expires_at
+             WHERE dedup.expires_at <= excluded.created_at
+         RETURNING message_id",
+    )
+    .bind(sources)
+    .bind(keys)
+    .bind(ids)
+    .bind(created)
+    .bind(expires)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| r.try_get::<String, _>(0))
+    .collect()
+}
+
+/// The message ids holding these (source, key) pairs.
+async fn read_holders(
+    tx: &mut PgConnection,
+    sources: &[String],
+    keys: &[String],
+) -> Result<HashMap<(String, String), String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT source, key, message_id FROM dedup
+         WHERE (source, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    )
+    .bind(sources)
+    .bind(keys)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?)))
+    .collect()
 }
 
 fn dedup_key(m: &NewMessage) -> &crate::store::Dedup {
@@ -439,13 +466,18 @@ async fn owned_rows(
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.get::<i16, _>(3) == 0 && r.get::<Option<&str>, _>(4) == Some(node))
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect())
+    let mut owned = HashMap::new();
+    for r in rows {
+        if r.try_get::<i16, _>(3)? == 0 && r.try_get::<Option<&str>, _>(4)? == Some(node) {
+            owned.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+        }
+    }
+    Ok(owned)
 }
 
+/// Records the results of this node's leases, in phases: retries, finished
+/// deliveries (moved to the history table), the attempt log of every result
+/// that applied, and the promotion of the keys whose head finished.
 async fn record_results(
     tx: &mut PgConnection,
     node: &str,
@@ -454,48 +486,118 @@ async fn record_results(
     out: &mut Outcome,
     notify: &mut HashSet<String>,
 ) -> Result<(), sqlx::Error> {
-    let mine: Vec<&&AttemptResult> = results
+    let mine: Vec<&AttemptResult> = results
         .iter()
+        .copied()
         .filter(|r| owned.contains_key(&r.delivery_id))
         .collect();
     if mine.is_empty() {
         return Ok(());
     }
     let mut applied: HashSet<i64> = HashSet::new();
+    record_retries(tx, node, &mine, out, &mut applied).await?;
+    let freed = record_finished(tx, node, &mine, out, &mut applied).await?;
+    supersede_replayed(tx, &mine, &applied).await?;
+    let recorded: Vec<&AttemptResult> = mine
+        .into_iter()
+        .filter(|r| applied.contains(&r.delivery_id))
+        .collect();
+    record_attempts(tx, &recorded).await?;
+    // Keys whose head finished: the oldest queued delivery becomes pending.
+    if !freed.is_empty() {
+        let (dests, keys): (Vec<String>, Vec<String>) = freed.into_iter().unzip();
+        for d in promote(tx, &dests, &keys).await? {
+            notify.insert(d);
+        }
+    }
+    Ok(())
+}
 
-    // Retries: still live, due again later, lease ended.
+/// Dead, but replayed while in flight: the replay stands for it, and it never
+/// enters the dead-letter queue (it becomes `replayed` by the newest delivery
+/// of its message to that destination).
+async fn supersede_replayed(
+    tx: &mut PgConnection,
+    mine: &[&AttemptResult],
+    applied: &HashSet<i64>,
+) -> Result<(), sqlx::Error> {
+    let dead: Vec<i64> = mine
+        .iter()
+        .filter(|r| r.next == Next::Dead && applied.contains(&r.delivery_id))
+        .map(|r| r.delivery_id)
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH newer AS (
+             SELECT o.id, greatest(
+                 (SELECT max(n.id) FROM deliveries n
+                  WHERE n.message_seq = o.message_seq AND n.destination = o.destination AND n.id > o.id),
+                 (SELECT max(n.id) FROM deliveries_done n
+                  WHERE n.message_seq = o.message_seq AND n.destination = o.destination AND n.id > o.id)
+             ) AS by
+             FROM deliveries_done o WHERE o.id = ANY($1) AND o.status = 3)
+         UPDATE deliveries_done o SET status = 4, replayed_by = newer.by
+         FROM newer WHERE o.id = newer.id AND newer.by IS NOT NULL",
+    )
+    .bind(&dead)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Retries: still live, due again later, lease ended.
+async fn record_retries(
+    tx: &mut PgConnection,
+    node: &str,
+    mine: &[&AttemptResult],
+    out: &mut Outcome,
+    applied: &mut HashSet<i64>,
+) -> Result<(), sqlx::Error> {
     let (mut ids, mut attempts, mut dues) = (Vec::new(), Vec::new(), Vec::new());
-    for r in &mine {
+    for r in mine {
         if let Next::Retry(at) = r.next {
             ids.push(r.delivery_id);
             attempts.push(r.attempt as i32);
             dues.push(at);
         }
     }
-    if !ids.is_empty() {
-        let rows = sqlx::query(
-            "UPDATE deliveries d SET attempts = greatest(d.attempts, u.attempt), due_at = u.due,
-                 lease_until = NULL, lease_owner = NULL
-             FROM unnest($1::int8[], $2::int4[], $3::int8[]) AS u(id, attempt, due)
-             WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $4
-             RETURNING d.id, d.destination",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&dues)
-        .bind(node)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in rows {
-            applied.insert(r.get(0));
-            out.wake.insert(r.get(1));
-        }
+    if ids.is_empty() {
+        return Ok(());
     }
+    let rows = sqlx::query(
+        "UPDATE deliveries d SET attempts = greatest(d.attempts, u.attempt), due_at = u.due,
+             lease_until = NULL, lease_owner = NULL
+         FROM unnest($1::int8[], $2::int4[], $3::int8[]) AS u(id, attempt, due)
+         WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $4
+         RETURNING d.id, d.destination",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&dues)
+    .bind(node)
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in rows {
+        applied.insert(r.try_get(0)?);
+        out.wake.insert(r.try_get(1)?);
+    }
+    Ok(())
+}
 
-    // Delivered or dead: the row moves to the history table.
+/// Delivered or dead: the row moves to the history table. Returns the
+/// (destination, ordering key) pairs whose head finished.
+async fn record_finished(
+    tx: &mut PgConnection,
+    node: &str,
+    mine: &[&AttemptResult],
+    out: &mut Outcome,
+    applied: &mut HashSet<i64>,
+) -> Result<BTreeSet<(String, String)>, sqlx::Error> {
     let (mut ids, mut statuses, mut attempts, mut fins) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for r in &mine {
+    for r in mine {
         let status: i16 = match r.next {
             Next::Delivered => 2,
             Next::Dead => 3,
@@ -507,111 +609,83 @@ async fn record_results(
         fins.push(r.started_at);
     }
     let mut freed: BTreeSet<(String, String)> = BTreeSet::new();
-    if !ids.is_empty() {
-        let rows: Vec<PgRow> = sqlx::query(
-            "WITH u AS (
-                 SELECT * FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::int8[])
-                     AS u(id, status, attempt, fin)),
-             gone AS (
-                 DELETE FROM deliveries d USING u
-                 WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $5
-                 RETURNING d.id, d.message_seq, d.destination, u.status AS new_status,
-                     d.priority, d.due_at, d.ordering_key,
-                     greatest(d.attempts, u.attempt) AS attempts, d.retry_base,
-                     d.created_at, u.fin)
-             INSERT INTO deliveries_done (id, message_seq, destination, status, priority, due_at,
-                 ordering_key, attempts, retry_base, created_at, finished_at)
-             SELECT id, message_seq, destination, new_status, priority, due_at, ordering_key,
-                 attempts, retry_base, created_at, fin FROM gone
-             RETURNING id, destination, ordering_key",
-        )
-        .bind(&ids)
-        .bind(&statuses)
-        .bind(&attempts)
-        .bind(&fins)
-        .bind(node)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in rows {
-            let dest: String = r.get(1);
-            applied.insert(r.get(0));
-            *out.deltas.entry(dest.clone()).or_default() -= 1;
-            out.wake.insert(dest.clone());
-            if let Some(k) = r.get::<Option<String>, _>(2) {
-                freed.insert((dest, k));
-            }
+    if ids.is_empty() {
+        return Ok(freed);
+    }
+    let rows: Vec<PgRow> = sqlx::query(
+        "WITH u AS (
+             SELECT * FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::int8[])
+                 AS u(id, status, attempt, fin)),
+         gone AS (
+             DELETE FROM deliveries d USING u
+             WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = $5
+             RETURNING d.id, d.message_seq, d.destination, u.status AS new_status,
+                 d.priority, d.due_at, d.ordering_key,
+                 greatest(d.attempts, u.attempt) AS attempts, d.retry_base,
+                 d.created_at, u.fin)
+         INSERT INTO deliveries_done (id, message_seq, destination, status, priority, due_at,
+             ordering_key, attempts, retry_base, created_at, finished_at)
+         SELECT id, message_seq, destination, new_status, priority, due_at, ordering_key,
+             attempts, retry_base, created_at, fin FROM gone
+         RETURNING id, destination, ordering_key",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&attempts)
+    .bind(&fins)
+    .bind(node)
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in rows {
+        let dest: String = r.try_get(1)?;
+        applied.insert(r.try_get(0)?);
+        *out.deltas.entry(dest.clone()).or_default() -= 1;
+        out.wake.insert(dest.clone());
+        if let Some(k) = r.try_get::<Option<String>, _>(2)? {
+            freed.insert((dest, k));
         }
     }
-    // Dead, but replayed while in flight: the replay stands for it, and it
-    // never enters the dead-letter queue.
-    let dead: Vec<i64> = mine
-        .iter()
-        .filter(|r| r.next == Next::Dead && applied.contains(&r.delivery_id))
-        .map(|r| r.delivery_id)
-        .collect();
-    if !dead.is_empty() {
-        sqlx::query(
-            "WITH newer AS (
-                 SELECT o.id, greatest(
-                     (SELECT max(n.id) FROM deliveries n
-                      WHERE n.message_seq = o.message_seq AND n.destination = o.destination AND n.id > o.id),
-                     (SELECT max(n.id) FROM deliveries_done n
-                      WHERE n.message_seq = o.message_seq AND n.destination = o.destination AND n.id > o.id)
-                 ) AS by
-                 FROM deliveries_done o WHERE o.id = ANY($1) AND o.status = 3)
-             UPDATE deliveries_done o SET status = 4, replayed_by = newer.by
-             FROM newer WHERE o.id = newer.id AND newer.by IS NOT NULL",
-        )
-        .bind(&dead)
-        .execute(&mut *tx)
-        .await?;
-    }
+    Ok(freed)
+}
 
-    // The attempt log of every result that applied.
-    let recorded: Vec<&&&AttemptResult> = mine
+/// The attempt log of every result that applied.
+async fn record_attempts(
+    tx: &mut PgConnection,
+    recorded: &[&AttemptResult],
+) -> Result<(), sqlx::Error> {
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = recorded.iter().map(|r| r.delivery_id).collect();
+    let attempts: Vec<i32> = recorded.iter().map(|r| r.attempt as i32).collect();
+    let started: Vec<i64> = recorded.iter().map(|r| r.started_at).collect();
+    let durations: Vec<i64> = recorded.iter().map(|r| r.duration_us).collect();
+    let statuses: Vec<Option<i32>> = recorded.iter().map(|r| r.status.map(i32::from)).collect();
+    let bodies: Vec<Option<Vec<u8>>> = recorded
         .iter()
-        .filter(|r| applied.contains(&r.delivery_id))
+        .map(|r| r.response_body.as_ref().map(|b| b.to_vec()))
         .collect();
-    if !recorded.is_empty() {
-        let ids: Vec<i64> = recorded.iter().map(|r| r.delivery_id).collect();
-        let attempts: Vec<i32> = recorded.iter().map(|r| r.attempt as i32).collect();
-        let started: Vec<i64> = recorded.iter().map(|r| r.started_at).collect();
-        let durations: Vec<i64> = recorded.iter().map(|r| r.duration_us).collect();
-        let statuses: Vec<Option<i32>> = recorded.iter().map(|r| r.status.map(i32::from)).collect();
-        let bodies: Vec<Option<Vec<u8>>> = recorded
-            .iter()
-            .map(|r| r.response_body.as_ref().map(|b| b.to_vec()))
-            .collect();
-        let errors: Vec<Option<String>> = recorded
-            .iter()
-            .map(|r| r.error.as_deref().map(text))
-            .collect();
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
-             SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int4[], $6::bytea[], $7::text[])
-             ON CONFLICT (delivery_id, attempt) DO UPDATE SET
-                 started_at = excluded.started_at, duration_us = excluded.duration_us,
-                 status = excluded.status, response_body = excluded.response_body,
-                 error = excluded.error",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&started)
-        .bind(&durations)
-        .bind(&statuses)
-        .bind(&bodies)
-        .bind(&errors)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // Keys whose head finished: the oldest queued delivery becomes pending.
-    if !freed.is_empty() {
-        let (dests, keys): (Vec<String>, Vec<String>) = freed.into_iter().unzip();
-        for d in promote(tx, &dests, &keys).await? {
-            notify.insert(d);
-        }
-    }
+    let errors: Vec<Option<String>> = recorded
+        .iter()
+        .map(|r| r.error.as_deref().map(text))
+        .collect();
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
+         SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int4[], $6::bytea[], $7::text[])
+         ON CONFLICT (delivery_id, attempt) DO UPDATE SET
+             started_at = excluded.started_at, duration_us = excluded.duration_us,
+             status = excluded.status, response_body = excluded.response_body,
+             error = excluded.error",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&statuses)
+    .bind(&bodies)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -641,7 +715,7 @@ pub(super) async fn promote(
     .bind(keys)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    rows.into_iter().map(|r| r.try_get(0)).collect()
 }
 
 /// Of these (destination, key) pairs, those with a live delivery.
@@ -662,7 +736,9 @@ pub(super) async fn busy_keys(
     .bind(&keys)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    rows.into_iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 /// Statuses of new deliveries in order: the first of a key that is not busy is
@@ -686,6 +762,34 @@ pub(super) fn assign_statuses<'a>(
     .collect()
 }
 
+/// A delivery row to insert.
+struct DeliveryRow {
+    mid: String,
+    dest: String,
+    prio: i16,
+    due: i64,
+    key: Option<String>,
+    created: i64,
+}
+
+/// The deliveries of new messages, in batch order.
+fn delivery_rows(new: &[&NewMessage]) -> Vec<DeliveryRow> {
+    let mut rows = Vec::new();
+    for m in new {
+        for d in &m.deliveries {
+            rows.push(DeliveryRow {
+                mid: m.id.to_string(),
+                dest: text(&d.destination),
+                prio: d.priority.rank() as i16,
+                due: d.due_at,
+                key: d.ordering_key.as_deref().map(text),
+                created: m.received_at,
+            });
+        }
+    }
+    rows
+}
+
 async fn insert_messages(
     tx: &mut PgConnection,
     msgs: &[&NewMessage],
@@ -703,27 +807,7 @@ async fn insert_messages(
         return Ok(());
     }
     // Deliveries, in batch order (their ids follow it).
-    struct Row {
-        mid: String,
-        dest: String,
-        prio: i16,
-        due: i64,
-        key: Option<String>,
-        created: i64,
-    }
-    let mut rows = Vec::new();
-    for m in &new {
-        for d in &m.deliveries {
-            rows.push(Row {
-                mid: m.id.to_string(),
-                dest: text(&d.destination),
-                prio: d.priority.rank() as i16,
-                due: d.due_at,
-                key: d.ordering_key.as_deref().map(text),
-                created: m.received_at,
-            });
-        }
-    }
+    let rows = delivery_rows(&new);
     let pairs: BTreeSet<(String, String)> = rows
         .iter()
         .filter_map(|r| r.key.clone().map(|k| (r.dest.clone(), k)))

@@ -1,0 +1,131 @@
+//! Operator state of destinations (paused, disabled by endpoint health) and
+//! destinations created through the API.
+
+use super::*;
+
+pub(super) async fn destination_states(
+    store: &SqliteStore,
+) -> StoreResult<HashMap<String, DestinationState>> {
+    store
+        .read(|c| {
+            c.prepare_cached(
+                "SELECT name, paused, disabled_at, failing_since FROM destination_state",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        DestinationState {
+                            paused: r.get::<_, i64>(1)? != 0,
+                            disabled_at: r.get(2)?,
+                            failing_since: r.get(3)?,
+                        },
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(map_err)
+        })
+        .await
+}
+
+pub(super) async fn put_destination_state(
+    store: &SqliteStore,
+    name: &str,
+    state: &DestinationState,
+) -> StoreResult<()> {
+    let name = name.to_string();
+    let st = state.clone();
+    let inner = store.inner.clone();
+    let n2 = name.clone();
+    store.inner
+        .writer
+        .exec_then(
+            move |c| {
+                c.prepare_cached(
+                    "INSERT INTO destination_state (name, paused, disabled_at, failing_since) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused,
+                         disabled_at = excluded.disabled_at, failing_since = excluded.failing_since",
+                )
+                .and_then(|mut s| s.execute(params![name, st.paused as i64, st.disabled_at, st.failing_since]))
+                .map(|_| ())
+                .map_err(map_err)
+            },
+            move |_| inner.wakeups.wake(&n2),
+        )
+        .await
+}
+
+pub(super) async fn stored_destinations(
+    store: &SqliteStore,
+) -> StoreResult<Vec<StoredDestination>> {
+    store
+        .read(|c| {
+            c.prepare_cached(
+                "SELECT name, spec, created_at, updated_at FROM api_destinations ORDER BY name",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    let spec: String = r.get(1)?;
+                    Ok(StoredDestination {
+                        name: r.get(0)?,
+                        spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
+                        created_at: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(map_err)
+        })
+        .await
+}
+
+pub(super) async fn put_stored_destination(
+    store: &SqliteStore,
+    d: &StoredDestination,
+    create: bool,
+) -> StoreResult<()> {
+    let d = d.clone();
+    store.inner
+        .writer
+        .exec(move |c| {
+            let spec = d.spec.to_string();
+            let n = if create {
+                c.prepare_cached(
+                    "INSERT INTO api_destinations (name, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![d.name, spec, d.created_at, d.updated_at]))
+            } else {
+                c.prepare_cached("UPDATE api_destinations SET spec = ?2, updated_at = ?3 WHERE name = ?1")
+                    .and_then(|mut s| s.execute(params![d.name, spec, d.updated_at]))
+            }
+            .map_err(map_err)?;
+            match (n, create) {
+                (0, true) => Err(StoreError::Conflict),
+                (0, false) => Err(StoreError::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
+}
+
+pub(super) async fn delete_stored_destination(store: &SqliteStore, name: &str) -> StoreResult<()> {
+    let name = name.to_string();
+    store
+        .inner
+        .writer
+        .exec(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM api_destinations WHERE name = ?1")
+                .and_then(|mut s| s.execute([&name]))
+                .map_err(map_err)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+}
