@@ -132,6 +132,9 @@ fn serve(path: &std::path::Path, adopt: bool) -> ExitCode {
     let rt = runtime();
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
+        // Installed before anything listens: a SIGTERM sent as soon as
+        // `/healthz` answers must stop the gateway cleanly, not kill it.
+        let signals = Signals::install();
         let running = match hookgate::app::start(cfg, shutdown.clone()).await {
             Ok(r) => r,
             Err(e) => {
@@ -140,19 +143,33 @@ fn serve(path: &std::path::Path, adopt: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        signals.wait().await;
         running.stop();
         running.wait().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("install the SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("install the SIGINT handler"),
+        }
+    }
+
+    /// Waits for either.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -14,3 +14,11 @@ mod multinode;
 mod outage;
 mod providers;
 mod readiness;
+
+// The store suites and the layering check: in the same binary, so that they run
+// beside the gateway tests instead of after them.
+mod layering;
+mod store_memory;
+mod store_model;
+mod store_postgres;
+mod store_sqlite;

@@ -216,7 +216,7 @@ async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones(
     let (replayed, dead) = (MessageId::new(), MessageId::new());
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(include_str!("fixtures/sqlite_schema_v1.sql"))
+        c.execute_batch(include_str!("../fixtures/sqlite_schema_v1.sql"))
             .unwrap();
         c.execute_batch(&format!(
             "PRAGMA user_version = 1;

@@ -476,7 +476,7 @@ async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones(
                 1,
                 "schema".into(),
                 MigrationType::Simple,
-                include_str!("../src/store/postgres/migrations/0001_schema.sql").into(),
+                include_str!("../../src/store/postgres/migrations/0001_schema.sql").into(),
                 false,
             )]
             .into(),
