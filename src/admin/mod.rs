@@ -58,6 +58,7 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::router(state.clone()))
+        .merge(crate::console::router(state.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.server.max_body.0 as usize,
         ))
