@@ -104,7 +104,7 @@ pub async fn list(
                     p { a.button href={ "/dead/replay?" (dq) } { "Replay these dead letters…" } }
                 }
                 div.table-wrap {
-                    table {
+                    table id="dead-list" {
                         caption.visually-hidden { "Dead deliveries, newest first" }
                         thead {
                             tr {
