@@ -19,6 +19,8 @@ pub enum Nav {
     Dead,
     /// Destinations.
     Destinations,
+    /// Sources.
+    Sources,
 }
 
 fn head(title: &str) -> Markup {
@@ -73,6 +75,7 @@ pub fn page_status(
                     a.brand href="/messages" { "hookgate" }
                     nav aria-label="Main" {
                         (item(Nav::Messages, "/messages", "Messages"))
+                        (item(Nav::Sources, "/sources", "Sources"))
                         (item(Nav::Dead, "/dead", "Dead letters"))
                         (item(Nav::Destinations, "/destinations", "Destinations"))
                     }

@@ -249,6 +249,15 @@ class Run:
         self.gw.until("the attempt to fail", lambda: self.gw.message_status(id) == "dead")
         expect(row.get_by_text("dead", exact=True)).to_be_visible()
 
+    def sources_page(self):
+        p = self.page
+        p.get_by_role("link", name="Sources").click()
+        row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="shop", exact=True))
+        expect(row.get_by_role("cell").nth(0)).to_have_text(f"http://{self.gw.ingest}/in/shop")
+        expect(row.get_by_role("cell").nth(1)).to_have_text("none: anyone can send")
+        expect(row.get_by_role("cell").nth(2)).to_have_text("1")
+        p.get_by_role("link", name="Messages").click()
+
     def open_message_and_see_the_failed_attempt(self):
         p = self.page
         p.get_by_role("link", name=self.first_id).click()
@@ -360,7 +369,7 @@ class Run:
         ctx = self.browser.new_context(viewport={"width": 390, "height": 844})
         p = ctx.new_page()
         self.login(p, ADMIN_TOKEN)
-        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations"]:
+        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/sources"]:
             p.goto(f"{self.gw.url}{path}")
             width = p.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390 px"
@@ -390,6 +399,7 @@ def main():
             for name in [
                 "security_headers_and_login",
                 "message_arrives_live",
+                "sources_page",
                 "open_message_and_see_the_failed_attempt",
                 "copy_as_curl_has_no_secret",
                 "replay_and_see_it_delivered",

@@ -195,6 +195,7 @@ async fn login_roles_and_logout() {
     assert_eq!(ro.login(READ_TOKEN).await, StatusCode::SEE_OTHER);
     assert!(ro.page("/messages").await.contains("Read-only"));
     ro.page("/dead").await;
+    assert!(ro.page("/sources").await.contains(&g.ingest_url("hooks")));
     let ro_csrf = ro.csrf().await;
     let r = ro
         .post(

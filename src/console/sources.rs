@@ -1,0 +1,140 @@
+//! Sources: the URL to give each provider, how requests are verified, and how
+//! many were accepted and refused since the gateway started (read from the
+//! ingest counters of `/metrics`, so the page adds nothing to the ingest path).
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::response::Response;
+use maud::html;
+
+use super::auth::Authed;
+use super::layout::{self, Nav};
+use super::Console;
+
+/// Outcomes of `hookgate_ingest_requests_total` that mean the request was taken.
+const ACCEPTED: &[&str] = &["stored", "duplicate", "handshake"];
+
+/// Refusals as people read them.
+const REFUSED: &[(&str, &str)] = &[
+    ("unauthorized", "401 verification failed"),
+    ("forbidden", "403 address not allowed"),
+    ("rate_limited", "429 rate limited"),
+    ("too_large", "413 too large"),
+    ("bad_request", "400 bad request"),
+    ("unavailable", "503 store unavailable"),
+];
+
+/// `(source, outcome) → count` from the Prometheus text.
+pub fn ingest_counts(metrics: &str) -> HashMap<(String, String), u64> {
+    let mut out = HashMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("hookgate_ingest_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let mut source = None;
+        let mut outcome = None;
+        for kv in labels.split("\",") {
+            if let Some((k, v)) = kv.split_once("=\"") {
+                let v = v.trim_end_matches('"').to_string();
+                match k.trim() {
+                    "source" => source = Some(v),
+                    "outcome" => outcome = Some(v),
+                    _ => {}
+                }
+            }
+        }
+        if let (Some(s), Some(o), Ok(n)) = (source, outcome, value.trim().parse::<f64>()) {
+            out.insert((s, o), n as u64);
+        }
+    }
+    out
+}
+
+/// `GET /sources`
+pub async fn list(State(c): State<Console>, a: Authed) -> Response {
+    let counts = ingest_counts(&c.admin.metrics.render());
+    let count = |s: &str, o: &str| {
+        counts
+            .get(&(s.to_string(), o.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let listen = c.admin.config.server.listen.0;
+    let body = html! {
+        h1 { "Sources" }
+        p.hint {
+            "Each source receives at " code { "/in/{name}" } " on the ingest listener ("
+            code { (listen) } "); give providers that path on your public address. "
+            "Counts are since the gateway started."
+        }
+        div.table-wrap {
+            table {
+                caption.visually-hidden { "Sources" }
+                thead {
+                    tr {
+                        th scope="col" { "Name" }
+                        th scope="col" { "Ingest URL" }
+                        th scope="col" { "Verification" }
+                        th scope="col" { "Accepted" }
+                        th scope="col" { "Refused" }
+                    }
+                }
+                tbody {
+                    @for s in &c.admin.config.sources {
+                        @let name = s.name.get_ref();
+                        @let verify = s.verify.as_ref().map(|v| v.get_ref());
+                        @let refused: Vec<(&str, u64)> = REFUSED.iter()
+                            .map(|(o, label)| (*label, count(name, o)))
+                            .filter(|(_, n)| *n > 0)
+                            .collect();
+                        tr {
+                            th scope="row" { (name) }
+                            td.mono {
+                                @match verify.and_then(|v| v.url.as_deref()) {
+                                    Some(u) => (u),
+                                    None => { "http://" (listen) "/in/" (name) }
+                                }
+                            }
+                            td {
+                                @match verify {
+                                    Some(v) => (v.kind.as_str()),
+                                    None => span.status.s-dead { "none: anyone can send" },
+                                }
+                            }
+                            td { (ACCEPTED.iter().map(|o| count(name, o)).sum::<u64>()) }
+                            td {
+                                @if refused.is_empty() { "0" }
+                                @for (i, (label, n)) in refused.iter().enumerate() {
+                                    @if i > 0 { br; }
+                                    (n) " × " (label)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout::page(&a, Nav::Sources, "Sources", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_counters_are_read_from_the_metrics_text() {
+        let text = "# TYPE hookgate_ingest_requests_total counter\n\
+            hookgate_ingest_requests_total{source=\"shop\",outcome=\"stored\"} 5\n\
+            hookgate_ingest_requests_total{outcome=\"unauthorized\",source=\"shop\"} 2\n\
+            hookgate_ingest_seconds_bucket{source=\"shop\",le=\"0.1\"} 7\n";
+        let c = ingest_counts(text);
+        assert_eq!(c[&("shop".into(), "stored".into())], 5);
+        assert_eq!(c[&("shop".into(), "unauthorized".into())], 2);
+        assert_eq!(c.len(), 2);
+    }
+}
