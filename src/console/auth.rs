@@ -301,7 +301,14 @@ pub fn check_post(
 /// A `next` target that stays on this server (a path, never `//host`).
 fn local_path(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n
+        }
         _ => "/messages",
     }
 }
@@ -499,6 +506,12 @@ mod tests {
         assert_eq!(local_path(Some("/\\evil.example")), "/messages");
         assert_eq!(local_path(Some("https://evil.example/")), "/messages");
         assert_eq!(local_path(None), "/messages");
+        // Never a header-breaking or odd character (a redirect's Location).
+        assert_eq!(
+            local_path(Some("/messages\r\nSet-Cookie: x=1")),
+            "/messages"
+        );
+        assert_eq!(local_path(Some("/messages é")), "/messages");
     }
 
     #[test]

@@ -381,3 +381,57 @@ async fn pages_carry_the_security_headers_and_escape_what_they_show() {
     let rows = b.page("/messages/rows").await;
     assert!(rows.contains(&id));
 }
+
+#[tokio::test]
+async fn form_posts_are_decoded_and_json_keeps_its_order() {
+    let rx = Receiver::start().await;
+    let g = gateway(&rx).await;
+    let send = |ct: &'static str, body: &'static str| {
+        let url = g.ingest_url("hooks");
+        async move {
+            let r = harness::client()
+                .post(url)
+                .header("content-type", ct)
+                .header("x-twilio-signature", "c2VjcmV0LXNpZ25hdHVyZQ==")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.headers()["hookgate-message-id"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let form = send(
+        "application/x-www-form-urlencoded",
+        "From=%2B15551234567&Body=Hello+%3Cb%3Ethere%3C%2Fb%3E&MessageSid=SM1",
+    )
+    .await;
+    let json = send("application/json", r#"{"zeta":1,"alpha":{"n":2.50}}"#).await;
+
+    let mut b = Browser::new(&g);
+    b.login(ADMIN_TOKEN).await;
+    let html = b.page(&format!("/messages/{form}")).await;
+    assert!(html.contains("<caption>Form fields</caption>"), "{html}");
+    assert!(html.contains("<th scope=\"row\">From</th><td>+15551234567</td>"));
+    assert!(html.contains("<th scope=\"row\">Body</th><td>Hello &lt;b&gt;there&lt;/b&gt;</td>"));
+    assert!(
+        !html.contains("c2VjcmV0LXNpZ25hdHVyZQ"),
+        "the signature is masked"
+    );
+
+    let html = b.page(&format!("/messages/{json}")).await;
+    assert!(
+        html.contains(
+            "{\n  &quot;zeta&quot;: 1,\n  &quot;alpha&quot;: {\n    &quot;n&quot;: 2.50\n  }\n}"
+        ),
+        "{html}"
+    );
+    // Unknown ids and malformed ones are a page that says so.
+    let r = b.get("/messages/msg_01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = b.get("/messages/not-an-id").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
