@@ -432,18 +432,18 @@ pub async fn detail(
             dt { "Content type" } dd { (m.content_type.as_deref().unwrap_or("—")) }
         }
         div.actions {
-            form method="post" action={ "/messages/" (id) "/replay" } {
+            form.replay method="post" action={ "/messages/" (id) "/replay" } {
                 input type="hidden" name="csrf" value=(csrf);
-                button type="submit" { "Replay" }
-            }
-            @if dests.len() > 1 {
-                @for dest in &dests {
-                    form method="post" action={ "/messages/" (id) "/replay" } {
-                        input type="hidden" name="csrf" value=(csrf);
-                        input type="hidden" name="destination" value=(dest);
-                        button type="submit" { "Replay to " (dest) }
+                @if dests.len() > 1 {
+                    label for="replay-to" { "Replay to" }
+                    select id="replay-to" name="destination" {
+                        option value="" { "every destination" }
+                        @for dest in &dests {
+                            option value=(dest) { (dest) }
+                        }
                     }
                 }
+                button type="submit" { "Replay" }
             }
             button type="button" data-copy="curl" data-status="copy-status" hidden { "Copy as curl" }
             span id="copy-status" role="status" {}

@@ -435,3 +435,81 @@ async fn form_posts_are_decoded_and_json_keeps_its_order() {
     let r = b.get("/messages/not-an-id").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn replay_to_one_destination_or_to_all() {
+    let rx = Receiver::start().await;
+    let g = Gateway::start(&format!(
+        "[[sources]]\nname = \"hooks\"\n\n[[destinations]]\nname = \"one\"\nurl = \"{u}\"\n\n[[destinations]]\nname = \"two\"\nurl = \"{u}\"\n\n[[routes]]\nsource = \"hooks\"\nto = \"one\"\n\n[[routes]]\nsource = \"hooks\"\nto = \"two\"\n",
+        u = rx.url("/hook")
+    ))
+    .await;
+    let r = harness::client()
+        .post(g.ingest_url("hooks"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["hookgate-message-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut b = Browser::new(&g);
+    b.login(ADMIN_TOKEN).await;
+    let html = b.page(&format!("/messages/{id}")).await;
+    // One Replay button, and a list to pick one destination.
+    assert_eq!(html.matches(">Replay</button>").count(), 1);
+    assert!(html.contains("<label for=\"replay-to\">Replay to</label>"));
+    let csrf = csrf_field(&html);
+    let path = format!("/messages/{id}/replay");
+
+    let deliveries_to = |dest: &'static str| {
+        let id = id.clone();
+        let g = &g;
+        async move {
+            let (_, v) = g.api_get(&format!("/api/v1/messages/{id}")).await;
+            v["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["destination"] == dest)
+                .count()
+        }
+    };
+    let r = b
+        .post(
+            &path,
+            &[("csrf", &csrf), ("destination", "two")],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()[LOCATION],
+        format!("/messages/{id}?notice=replayed").as_str()
+    );
+    assert_eq!(
+        (deliveries_to("one").await, deliveries_to("two").await),
+        (1, 2)
+    );
+    let r = b
+        .post(
+            &path,
+            &[("csrf", &csrf), ("destination", "")],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        (deliveries_to("one").await, deliveries_to("two").await),
+        (2, 3)
+    );
+    let r = b
+        .post(
+            &path,
+            &[("csrf", &csrf), ("destination", "nope")],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
