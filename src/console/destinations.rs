@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::auth::{check_post, Authed};
 use super::layout::{self, Nav};
 use super::messages::unavailable;
-use super::{mask, param, Console, FormData};
+use super::{mask, param, stats, Console, FormData};
 
 /// `GET /destinations`
 pub async fn list(
@@ -25,6 +25,24 @@ pub async fn list(
     };
     let now = s.clock.now_millis();
     let csrf = &a.session.csrf;
+    let text = s.metrics.render();
+    let outcomes = stats::by_labels(&text, "hookgate_deliveries_total", "destination", "outcome");
+    let outcome = |d: &str, o: &str| {
+        outcomes
+            .get(&(d.to_string(), o.to_string()))
+            .copied()
+            .unwrap_or(0.0) as u64
+    };
+    let attempt_sum = stats::by_label(
+        &text,
+        "hookgate_delivery_attempt_seconds_sum",
+        "destination",
+    );
+    let attempt_count = stats::by_label(
+        &text,
+        "hookgate_delivery_attempt_seconds_count",
+        "destination",
+    );
     let body = html! {
         (layout::notice_box(param(&q, "notice")))
         h1 { "Destinations" }
@@ -41,6 +59,8 @@ pub async fn list(
                         th scope="col" { "Pending" }
                         th scope="col" { "Oldest pending" }
                         th scope="col" { "Dead" }
+                        th scope="col" { "Since start" }
+                        th scope="col" { "Mean attempt" }
                         th scope="col" { "Action" }
                     }
                 }
@@ -68,6 +88,19 @@ pub async fn list(
                             td {
                                 a href={ "/dead?" (form_urlencoded::Serializer::new(String::new()).append_pair("destination", &spec.name).finish()) } {
                                     (stat.map_or(0, |s| s.dead))
+                                }
+                            }
+                            @let (ok, retried, dead) = (outcome(&spec.name, "delivered"), outcome(&spec.name, "retried"), outcome(&spec.name, "dead"));
+                            td {
+                                (ok) " delivered, " (retried) " retried, " (dead) " dead"
+                                @if ok + retried + dead > 0 {
+                                    " (" (format!("{:.0}", 100.0 * ok as f64 / (ok + retried + dead) as f64)) "% succeeded)"
+                                }
+                            }
+                            td {
+                                @match (attempt_sum.get(&spec.name), attempt_count.get(&spec.name)) {
+                                    (Some(sum), Some(n)) if *n > 0.0 => { (format!("{:.1}", 1000.0 * sum / n)) " ms" }
+                                    _ => "—",
                                 }
                             }
                             td {

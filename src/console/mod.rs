@@ -20,6 +20,7 @@ pub mod layout;
 pub mod mask;
 pub mod messages;
 pub mod sources;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;

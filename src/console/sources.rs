@@ -2,8 +2,6 @@
 //! many were accepted and refused since the gateway started (read from the
 //! ingest counters of `/metrics`, so the page adds nothing to the ingest path).
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::response::Response;
 use maud::html;
@@ -25,43 +23,19 @@ const REFUSED: &[(&str, &str)] = &[
     ("unavailable", "503 store unavailable"),
 ];
 
-/// `(source, outcome) → count` from the Prometheus text.
-pub fn ingest_counts(metrics: &str) -> HashMap<(String, String), u64> {
-    let mut out = HashMap::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("hookgate_ingest_requests_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let mut source = None;
-        let mut outcome = None;
-        for kv in labels.split("\",") {
-            if let Some((k, v)) = kv.split_once("=\"") {
-                let v = v.trim_end_matches('"').to_string();
-                match k.trim() {
-                    "source" => source = Some(v),
-                    "outcome" => outcome = Some(v),
-                    _ => {}
-                }
-            }
-        }
-        if let (Some(s), Some(o), Ok(n)) = (source, outcome, value.trim().parse::<f64>()) {
-            out.insert((s, o), n as u64);
-        }
-    }
-    out
-}
-
 /// `GET /sources`
 pub async fn list(State(c): State<Console>, a: Authed) -> Response {
-    let counts = ingest_counts(&c.admin.metrics.render());
+    let counts = super::stats::by_labels(
+        &c.admin.metrics.render(),
+        "hookgate_ingest_requests_total",
+        "source",
+        "outcome",
+    );
     let count = |s: &str, o: &str| {
         counts
             .get(&(s.to_string(), o.to_string()))
             .copied()
-            .unwrap_or(0)
+            .unwrap_or(0.0) as u64
     };
     let listen = c.admin.config.server.listen.0;
     let body = html! {
@@ -120,21 +94,4 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
         }
     };
     layout::page(&a, Nav::Sources, "Sources", body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ingest_counters_are_read_from_the_metrics_text() {
-        let text = "# TYPE hookgate_ingest_requests_total counter\n\
-            hookgate_ingest_requests_total{source=\"shop\",outcome=\"stored\"} 5\n\
-            hookgate_ingest_requests_total{outcome=\"unauthorized\",source=\"shop\"} 2\n\
-            hookgate_ingest_seconds_bucket{source=\"shop\",le=\"0.1\"} 7\n";
-        let c = ingest_counts(text);
-        assert_eq!(c[&("shop".into(), "stored".into())], 5);
-        assert_eq!(c[&("shop".into(), "unauthorized".into())], 2);
-        assert_eq!(c.len(), 2);
-    }
 }

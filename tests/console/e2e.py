@@ -297,6 +297,7 @@ class Run:
         p.get_by_role("link", name="Destinations").click()
         row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="app", exact=True))
         expect(row.get_by_text("running", exact=True)).to_be_visible()
+        expect(row).to_contain_text("1 delivered, 0 retried, 1 dead (50% succeeded)")
         row.get_by_role("button", name="Pause").click()
         expect(p.get_by_role("status").filter(has_text="Destination paused")).to_be_visible()
         expect(row.get_by_text("paused", exact=True)).to_be_visible()
