@@ -302,6 +302,8 @@ class Run:
         expect(p.get_by_role("status").filter(has_text="Destination paused")).to_be_visible()
         expect(row.get_by_text("paused", exact=True)).to_be_visible()
         assert self.gw.destination("app")["paused"] is True
+        if self.shots:
+            p.screenshot(path=os.path.join(self.shots, "console-destinations.png"))
         row.get_by_role("button", name="Resume").click()
         expect(row.get_by_text("running", exact=True)).to_be_visible()
         assert self.gw.destination("app")["paused"] is False
@@ -374,6 +376,8 @@ class Run:
             p.goto(f"{self.gw.url}{path}")
             width = p.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390 px"
+            if self.shots and path.startswith("/messages/"):
+                p.screenshot(path=os.path.join(self.shots, "console-message-detail-phone.png"))
         ctx.close()
 
     def logout(self):
