@@ -71,6 +71,7 @@ pub fn page_status(
         html lang="en" {
             (head(title))
             body {
+                a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/messages" { "hookgate" }
                     nav aria-label="Main" {
@@ -87,7 +88,7 @@ pub fn page_status(
                         button type="submit" { "Log out" }
                     }
                 }
-                main { (body) }
+                main id="main" { (body) }
             }
         }
     };

@@ -241,6 +241,7 @@ class Run:
         row = p.locator(f"tbody tr[data-id='{id}']")
         expect(row).to_be_visible()
         expect(row.get_by_role("link", name=id)).to_be_visible()
+        expect(p.locator("#live")).to_have_text("1 new row.")
         assert p.evaluate("window.__notReloaded") is True, "the page was reloaded"
         # Header cells and the search box are there by role and name.
         expect(p.get_by_role("columnheader", name="Status")).to_be_visible()

@@ -39,8 +39,20 @@
         })
         .then(function (html) {
           if (html !== null && html !== undefined && html !== last) {
+            var before = {};
+            var rows = tbody.querySelectorAll("tr[data-id]");
+            for (var i = 0; i < rows.length; i++) before[rows[i].getAttribute("data-id")] = true;
             last = html;
             tbody.innerHTML = html;
+            var fresh = 0;
+            rows = tbody.querySelectorAll("tr[data-id]");
+            for (var j = 0; j < rows.length; j++) {
+              if (!before[rows[j].getAttribute("data-id")]) fresh++;
+            }
+            // Tell screen readers too (the status element is a live region).
+            if (fresh > 0 && status) {
+              status.textContent = fresh === 1 ? "1 new row." : fresh + " new rows.";
+            }
           }
           updateTimes();
           setTimeout(poll, 2000);
