@@ -469,6 +469,7 @@ pub async fn detail(
         }
         h2 { "Body" }
         (body_view(m.content_type.as_deref(), &m.body))
+        p { a href={ "/messages/" (id) "/raw" } download { "Download the raw body (" (m.body.len()) " bytes)" } }
         details {
             summary { "curl (secrets masked)" }
             pre id="curl" { (curl) }
@@ -544,4 +545,30 @@ pub fn unavailable(e: StoreError) -> Response {
         "Store unavailable",
         "The store is unavailable; try again.",
     )
+}
+
+/// `GET /messages/{id}/raw`: the body byte-exact, as a download (never shown
+/// inline: it is the sender's content).
+pub async fn raw(State(c): State<Console>, a: Authed, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<MessageId>() else {
+        return not_found(&a);
+    };
+    match c.admin.store.message(id).await {
+        Ok(d) => (
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/octet-stream".to_string(),
+                ),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{id}.bin\""),
+                ),
+            ],
+            d.message.body,
+        )
+            .into_response(),
+        Err(StoreError::NotFound) => not_found(&a),
+        Err(e) => unavailable(e),
+    }
 }

@@ -81,6 +81,7 @@ pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
         .route("/messages/rows", get(messages::rows))
         .route("/messages/{id}", get(messages::detail))
         .route("/messages/{id}/replay", post(messages::replay))
+        .route("/messages/{id}/raw", get(messages::raw))
         .route("/dead", get(dead::list))
         .route("/dead/replay", get(dead::confirm).post(dead::replay))
         .route("/destinations", get(destinations::list))

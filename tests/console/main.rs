@@ -429,6 +429,19 @@ async fn form_posts_are_decoded_and_json_keeps_its_order() {
         ),
         "{html}"
     );
+    // The raw body, byte-exact, as a download.
+    let r = b.get(&format!("/messages/{json}/raw")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        format!("attachment; filename=\"{json}.bin\"").as_str()
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        br#"{"zeta":1,"alpha":{"n":2.50}}"#
+    );
     // Unknown ids and malformed ones are a page that says so.
     let r = b.get("/messages/msg_01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
