@@ -169,6 +169,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         metrics,
         config: Arc::new(cfg.clone()),
         draining: shutdown.clone(),
+        ingest_addr,
     });
     spawn_background(&tasks, &cfg, &admin_state);
     tracing::info!(
@@ -301,7 +302,14 @@ impl Parts {
             stop_ingest.clone(),
         ));
         let stop_admin = CancellationToken::new();
-        let admin_task = tokio::spawn(admin::serve(admin_listener, admin, stop_admin.clone()));
+        // The web console shares the admin listener.
+        let pages = crate::console::router(admin.clone());
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            admin,
+            pages,
+            stop_admin.clone(),
+        ));
         Parts {
             grace,
             stop_ingest,

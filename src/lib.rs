@@ -9,6 +9,7 @@ pub mod app;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod dispatch;
 pub mod echo;

@@ -102,11 +102,17 @@ async fn bulk_replay(
     // Revive in small batches in the background: each batch is one short write,
     // so ingest, the dispatcher and the API keep going. The task is the
     // gateway's: a shutdown stops it between batches.
+    spawn_bulk_replay(&s, filter);
+    Ok((StatusCode::ACCEPTED, Json(json!({"count": count}))))
+}
+
+/// Starts a bulk replay of what `filter` selects as one of the gateway's
+/// background tasks (the API and the console both start them here).
+pub(crate) fn spawn_bulk_replay(s: &super::AdminState, filter: ReplayFilter) {
     let store = s.store.clone();
     let clock = s.clock.clone();
     s.tasks
         .spawn(move |stop| replay_dead(store, clock, filter, stop));
-    Ok((StatusCode::ACCEPTED, Json(json!({"count": count}))))
 }
 
 /// Revives the dead deliveries `f` selects, 500 at a time, until none is left,

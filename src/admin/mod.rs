@@ -54,14 +54,16 @@ pub struct AdminState {
     pub config: Arc<Config>,
     /// Cancelled when shutdown starts: from then on the node is not ready.
     pub draining: CancellationToken,
+    /// Where ingest listens, as bound (the config may say port 0).
+    pub ingest_addr: std::net::SocketAddr,
 }
 
 /// Shared admin state.
 pub type Shared = Arc<AdminState>;
 
 /// The whole admin router: health and metrics open, the API areas behind the
-/// bearer token.
-pub fn router(state: Shared) -> Router {
+/// bearer token, and `pages` (the web console, with its own sessions) beside them.
+pub fn router(state: Shared, pages: Router<Shared>) -> Router {
     let api = Router::new()
         .merge(messages::router())
         .merge(deliveries::router())
@@ -72,6 +74,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(health::router())
         .merge(api)
+        .merge(pages)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.server.max_body.0 as usize,
         ))
@@ -109,12 +112,17 @@ async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
 /// Serves the admin router until `shutdown`, with the same header and idle
 /// timeout as ingest (`read_timeout`) and at most `admin_max_connections`
 /// connections (see [`crate::listener`]).
-pub async fn serve(listener: TcpListener, state: Shared, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    pages: Router<Shared>,
+    shutdown: CancellationToken,
+) {
     let limits = Limits {
         header_timeout: state.config.server.read_timeout.0,
         max_connections: state.config.server.admin_max_connections.max(1),
     };
-    let app = router(state);
+    let app = router(state, pages);
     crate::listener::serve(listener, limits, shutdown, move |req, _peer| {
         // A router is always ready, so `call` needs no `poll_ready` first.
         let call = app.clone().call(req.map(axum::body::Body::new));

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub admin_listen: Parsed<SocketAddr>,
     /// Bearer tokens accepted by `/api/*`. With none, the API refuses every call.
     pub admin_tokens: Vec<Secret>,
+    /// Tokens that log in to the web console read-only: they may look at
+    /// everything and change nothing (403 on every state-changing action).
+    pub admin_read_tokens: Vec<Secret>,
     /// Let run-time destinations point at private, loopback and other non-public addresses.
     pub allow_private_destinations: bool,
     /// Proxies whose `X-Forwarded-For` is believed when checking `allow_ips`.
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             listen: Parsed(SocketAddr::from(([127, 0, 0, 1], 8080))),
             admin_listen: Parsed(SocketAddr::from(([127, 0, 0, 1], 8081))),
             admin_tokens: Vec::new(),
+            admin_read_tokens: Vec::new(),
             allow_private_destinations: false,
             trusted_proxies: Vec::new(),
             max_body: Size(1 << 20),

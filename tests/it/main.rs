@@ -5,6 +5,7 @@ mod harness;
 
 mod bench;
 mod cli;
+mod console;
 mod control;
 mod core;
 mod diskfull;

@@ -1,0 +1,440 @@
+"""Browser tests of the web console: the real `hookgate` binary on free
+loopback ports, a small receiver whose answers the tests switch from failing to
+succeeding, and Debian's Chromium driven by Playwright.
+
+Usage: python e2e.py PATH/TO/hookgate [SCREENSHOT_DIR]
+
+Exits non-zero when a check fails; prints "N passed, N failed" at the end.
+Waits are on state (Playwright's auto-waiting `expect`, or the admin API polled
+until it shows what a step needs), never a fixed sleep.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from playwright.sync_api import expect, sync_playwright
+
+ADMIN_TOKEN = "e2e-admin-token"
+READ_TOKEN = "e2e-read-token"
+SIGNATURE = "sha256=e2e-very-secret-signature"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Answers each path as `answers[path]` says; counts the 2xx it gave."""
+
+    lock = threading.Lock()
+    answers = {
+        "/app": (422, "invalid payload: field <amount> is missing"),
+        "/batch": (410, "gone for now"),
+    }
+    delivered = {"/app": 0, "/batch": 0}
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        with Receiver.lock:
+            status, body = Receiver.answers.get(self.path, (404, "no such path"))
+            if 200 <= status < 300:
+                Receiver.delivered[self.path] = Receiver.delivered.get(self.path, 0) + 1
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def set_answer(path, status, body):
+    with Receiver.lock:
+        Receiver.answers[path] = (status, body)
+
+
+def delivered(path):
+    with Receiver.lock:
+        return Receiver.delivered.get(path, 0)
+
+
+class Gateway:
+    def __init__(self, binary, receiver_port):
+        self.dir = tempfile.TemporaryDirectory()
+        self.ingest = f"127.0.0.1:{free_port()}"
+        self.admin = f"127.0.0.1:{free_port()}"
+        config = os.path.join(self.dir.name, "hookgate.toml")
+        with open(config, "w") as f:
+            f.write(
+                f"""[server]
+listen = "{self.ingest}"
+admin_listen = "{self.admin}"
+admin_tokens = ["{ADMIN_TOKEN}"]
+admin_read_tokens = ["{READ_TOKEN}"]
+shutdown_grace = "2s"
+
+[storage]
+path = "{os.path.join(self.dir.name, 'hookgate.db')}"
+
+[[sources]]
+name = "shop"
+
+[[sources]]
+name = "batch"
+
+[[destinations]]
+name = "app"
+url = "http://127.0.0.1:{receiver_port}/app"
+
+[[destinations]]
+name = "batch"
+url = "http://127.0.0.1:{receiver_port}/batch"
+
+[[routes]]
+source = "shop"
+to = "app"
+
+[[routes]]
+source = "batch"
+to = "batch"
+"""
+            )
+        self.log = open(os.path.join(self.dir.name, "hookgate.log"), "w+")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--config", config], stdout=subprocess.DEVNULL, stderr=self.log
+        )
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hookgate exited early:\n{self.log_text()}")
+            try:
+                with urllib.request.urlopen(f"http://{self.admin}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"hookgate did not start:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def log_text(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.dir.cleanup()
+
+    @property
+    def url(self):
+        return f"http://{self.admin}"
+
+    def send(self, source, body, headers=None):
+        req = urllib.request.Request(
+            f"http://{self.ingest}/in/{source}",
+            data=body.encode(),
+            method="POST",
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200, r.status
+            return r.headers["hookgate-message-id"]
+
+    def api(self, path):
+        req = urllib.request.Request(
+            f"http://{self.admin}{path}", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def until(self, what, check, timeout=20.0):
+        """Polls the API until `check()` is true: waiting on state, not time."""
+        deadline = time.time() + timeout
+        while not check():
+            if time.time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def message_status(self, id):
+        return self.api(f"/api/v1/messages/{id}")["status"]
+
+    def destination(self, name):
+        return next(d for d in self.api("/api/v1/destinations")["data"] if d["name"] == name)
+
+
+class Run:
+    def __init__(self, gw, browser, shots):
+        self.gw = gw
+        self.browser = browser
+        self.shots = shots
+        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=gw.url)
+        self.page = self.ctx.new_page()
+        self.page.set_default_timeout(15000)
+        expect.set_options(timeout=15000)
+        self.dialogs = []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.first_id = None
+
+    def login(self, page, token):
+        page.goto(f"{self.gw.url}/login")
+        page.get_by_label("Admin token").fill(token)
+        page.get_by_role("button", name="Log in").click()
+
+    # --- the checks, in order -------------------------------------------------
+
+    def security_headers_and_login(self):
+        p = self.page
+        r = p.goto(f"{self.gw.url}/messages")
+        # Not logged in: the login form.
+        expect(p).to_have_url(f"{self.gw.url}/login?next=%2Fmessages")
+        h = r.all_headers()
+        csp = h["content-security-policy"]
+        for part in ["default-src 'none'", "script-src 'self'", "style-src 'self'",
+                     "frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'"]:
+            assert part in csp, csp
+        assert h["x-frame-options"] == "DENY"
+        assert h["x-content-type-options"] == "nosniff"
+        assert h["referrer-policy"] == "no-referrer"
+        # A wrong token is refused.
+        self.login(p, "wrong-token")
+        expect(p.get_by_role("alert")).to_have_text("That token is not accepted.")
+        assert "wrong-token" not in p.content()
+        # The right one logs in, back to where we were going.
+        self.login(p, ADMIN_TOKEN)
+        expect(p).to_have_url(f"{self.gw.url}/messages")
+        expect(p.get_by_role("heading", name="Messages")).to_be_visible()
+        cookie = next(c for c in self.ctx.cookies() if c["name"] == "hookgate_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/", cookie
+
+    def message_arrives_live(self):
+        p = self.page
+        p.goto(f"{self.gw.url}/messages")
+        p.evaluate("window.__notReloaded = true")
+        id = self.gw.send(
+            "shop",
+            json.dumps({"order": 1, "amount": None}),
+            {"x-hub-signature-256": SIGNATURE, "authorization": "Bearer e2e-bearer-secret"},
+        )
+        self.first_id = id
+        row = p.locator(f"tbody tr[data-id='{id}']")
+        expect(row).to_be_visible()
+        expect(row.get_by_role("link", name=id)).to_be_visible()
+        expect(p.locator("#live")).to_have_text("1 new row.")
+        assert p.evaluate("window.__notReloaded") is True, "the page was reloaded"
+        # Header cells and the search box are there by role and name.
+        expect(p.get_by_role("columnheader", name="Status")).to_be_visible()
+        expect(p.get_by_role("searchbox", name="Search")).to_be_visible()
+        # Status shown as text, and updated live too.
+        self.gw.until("the attempt to fail", lambda: self.gw.message_status(id) == "dead")
+        expect(row.get_by_text("dead", exact=True)).to_be_visible()
+
+    def sources_page(self):
+        p = self.page
+        p.get_by_role("link", name="Sources").click()
+        row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="shop", exact=True))
+        expect(row.get_by_role("cell").nth(0)).to_have_text(f"http://{self.gw.ingest}/in/shop")
+        expect(row.get_by_role("cell").nth(1)).to_have_text("none: anyone can send")
+        expect(row.get_by_role("cell").nth(2)).to_have_text("1")
+        p.get_by_role("link", name="Messages").click()
+
+    def open_message_and_see_the_failed_attempt(self):
+        p = self.page
+        p.get_by_role("link", name=self.first_id).click()
+        expect(p.get_by_role("heading", name=self.first_id)).to_be_visible()
+        expect(p.locator("pre.response")).to_have_text("invalid payload: field <amount> is missing")
+        expect(p.get_by_text("HTTP 422")).to_be_visible()
+        # The signature and the bearer token are masked, not shown.
+        content = p.content()
+        assert "e2e-very-secret-signature" not in content and "e2e-bearer-secret" not in content
+        expect(p.get_by_role("row", name="x-hub-signature-256 (masked)")).to_be_visible()
+
+    def copy_as_curl_has_no_secret(self):
+        p = self.page
+        p.get_by_role("button", name="Copy as curl").click()
+        expect(p.get_by_role("status").filter(has_text="Copied.")).to_be_visible()
+        text = p.evaluate("navigator.clipboard.readText()")
+        assert text.startswith(f"curl -X POST 'http://{self.gw.ingest}/in/shop'"), text
+        assert "e2e-very-secret" not in text and "e2e-bearer-secret" not in text, text
+        assert "x-hub-signature-256: (masked)" in text, text
+
+    def replay_and_see_it_delivered(self):
+        p = self.page
+        set_answer("/app", 200, "ok")
+        p.get_by_role("button", name="Replay", exact=True).click()
+        expect(p.get_by_role("status").filter(has_text="Replay queued")).to_be_visible()
+        self.gw.until("the replay to be delivered",
+                      lambda: self.gw.message_status(self.first_id) == "delivered")
+        p.reload()
+        expect(p.locator("dl.summary").get_by_text("delivered", exact=True)).to_be_visible()
+        expect(p.locator("li.a-succeeded").get_by_text("HTTP 200")).to_be_visible()
+        assert delivered("/app") == 1
+        if self.shots:
+            p.screenshot(path=os.path.join(self.shots, "console-message-detail.png"), full_page=True)
+
+    def pause_and_resume(self):
+        p = self.page
+        p.get_by_role("link", name="Destinations").click()
+        row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="app", exact=True))
+        expect(row.get_by_text("running", exact=True)).to_be_visible()
+        expect(row).to_contain_text("1 delivered, 0 retried, 1 dead (50% succeeded)")
+        row.get_by_role("button", name="Pause").click()
+        expect(p.get_by_role("status").filter(has_text="Destination paused")).to_be_visible()
+        expect(row.get_by_text("paused", exact=True)).to_be_visible()
+        assert self.gw.destination("app")["paused"] is True
+        if self.shots:
+            p.screenshot(path=os.path.join(self.shots, "console-destinations.png"))
+        row.get_by_role("button", name="Resume").click()
+        expect(row.get_by_text("running", exact=True)).to_be_visible()
+        assert self.gw.destination("app")["paused"] is False
+
+    def bulk_replay_dead_letters(self):
+        p = self.page
+        for i in range(3):
+            self.gw.send("batch", json.dumps({"n": i}))
+        self.gw.until("three dead letters", lambda: self.gw.destination("batch")["dead"] == 3)
+        set_answer("/batch", 200, "ok")
+        p.get_by_role("link", name="Dead letters").click()
+        p.get_by_label("Destination").select_option("batch")
+        p.get_by_role("button", name="Filter").click()
+        expect(p.locator("#dead-list tbody tr")).to_have_count(3)
+        p.get_by_role("link", name="Replay these dead letters…").click()
+        expect(p.locator("#count")).to_have_text("Replay 3 dead letters to batch?")
+        p.get_by_role("button", name="Replay").click()
+        expect(p.get_by_role("status").filter(has_text="Bulk replay started")).to_be_visible()
+        self.gw.until("the dead letters delivered", lambda: delivered("/batch") == 3)
+        self.gw.until("no dead letters", lambda: self.gw.destination("batch")["dead"] == 0)
+        p.reload()
+        expect(p.get_by_text("No dead letters.")).to_be_visible()
+        if self.shots:
+            p.get_by_role("link", name="Messages").click()
+            expect(p.locator("tbody tr")).to_have_count(4)
+            p.screenshot(path=os.path.join(self.shots, "console-messages.png"))
+
+    def script_payload_is_shown_not_run(self):
+        p = self.page
+        body = json.dumps({"name": "<script>window.__xss = 1; alert('xss')</script>",
+                           "img": "<img src=x onerror=\"window.__xss = 2\">"})
+        id = self.gw.send("shop", body, {"x-note": "<script>window.__xss = 3</script>"})
+        p.goto(f"{self.gw.url}/messages/{id}")
+        expect(p.locator("#body")).to_contain_text("<script>window.__xss = 1; alert('xss')</script>")
+        expect(p.get_by_role("cell", name="<script>window.__xss = 3</script>")).to_be_visible()
+        assert p.evaluate("window.__xss") is None
+        assert p.locator("main script").count() == 0
+        assert not self.dialogs, self.dialogs
+
+    def post_without_csrf_is_refused(self):
+        r = self.page.request.post(f"{self.gw.url}/destinations/app/pause", form={"x": "1"})
+        assert r.status == 403, r.status
+        r = self.page.request.post(f"{self.gw.url}/messages/{self.first_id}/replay", form={})
+        assert r.status == 403, r.status
+        assert self.gw.destination("app")["paused"] is False
+
+    def read_only_gets_403_on_replay(self):
+        ctx = self.browser.new_context()
+        p = ctx.new_page()
+        self.login(p, READ_TOKEN)
+        expect(p.get_by_text("Read-only", exact=True)).to_be_visible()
+        p.goto(f"{self.gw.url}/messages/{self.first_id}")
+        with p.expect_response(lambda r: r.request.method == "POST") as info:
+            p.get_by_role("button", name="Replay", exact=True).click()
+        assert info.value.status == 403, info.value.status
+        expect(p.get_by_role("alert")).to_contain_text("read-only")
+        p.goto(f"{self.gw.url}/destinations")
+        with p.expect_response(lambda r: r.request.method == "POST") as info:
+            p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="app", exact=True)) \
+                .get_by_role("button", name="Pause").click()
+        assert info.value.status == 403
+        assert self.gw.destination("app")["paused"] is False
+        ctx.close()
+
+    def readable_on_a_phone(self):
+        ctx = self.browser.new_context(viewport={"width": 390, "height": 844})
+        p = ctx.new_page()
+        self.login(p, ADMIN_TOKEN)
+        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/sources"]:
+            p.goto(f"{self.gw.url}{path}")
+            width = p.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} is {width} px wide at 390 px"
+            if self.shots and path.startswith("/messages/"):
+                p.screenshot(path=os.path.join(self.shots, "console-message-detail-phone.png"))
+        ctx.close()
+
+    def logout(self):
+        p = self.page
+        p.get_by_role("button", name="Log out").click()
+        expect(p).to_have_url(f"{self.gw.url}/login")
+        p.goto(f"{self.gw.url}/destinations")
+        expect(p).to_have_url(f"{self.gw.url}/login?next=%2Fdestinations")
+
+
+def main():
+    binary = sys.argv[1]
+    shots = sys.argv[2] if len(sys.argv) > 2 else None
+    if shots:
+        os.makedirs(shots, exist_ok=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gw = Gateway(binary, server.server_address[1])
+    passed = failed = 0
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            run = Run(gw, browser, shots)
+            for name in [
+                "security_headers_and_login",
+                "message_arrives_live",
+                "sources_page",
+                "open_message_and_see_the_failed_attempt",
+                "copy_as_curl_has_no_secret",
+                "replay_and_see_it_delivered",
+                "pause_and_resume",
+                "bulk_replay_dead_letters",
+                "script_payload_is_shown_not_run",
+                "post_without_csrf_is_refused",
+                "read_only_gets_403_on_replay",
+                "readable_on_a_phone",
+                "logout",
+            ]:
+                try:
+                    getattr(run, name)()
+                    passed += 1
+                    print(f"ok   {name}", flush=True)
+                except Exception:
+                    failed += 1
+                    print(f"FAIL {name}", flush=True)
+                    traceback.print_exc()
+            browser.close()
+    finally:
+        if failed:
+            print("--- hookgate log ---")
+            print(gw.log_text()[-4000:])
+        gw.stop()
+        server.shutdown()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
