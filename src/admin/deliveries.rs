@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{missing, ApiError, ApiResult};
 use super::extract::{given, limit, page_json, parse_status, JsonBody, Params};
+use super::views::DeliveryView;
 use super::Shared;
 use crate::clock::SharedClock;
 use crate::store::{DeliveryQuery, DeliveryStatus, ReplayFilter, Store, StoreError};
@@ -47,9 +48,8 @@ async fn list_deliveries(
         limit: limit(p.limit)?,
         cursor: given(p.cursor),
     };
-    Ok(page_json(
-        s.store.deliveries(&q).await.map_err(missing("cursor"))?,
-    ))
+    let page = s.store.deliveries(&q).await.map_err(missing("cursor"))?;
+    Ok(page_json(&page, DeliveryView::from))
 }
 
 #[derive(Deserialize)]

@@ -69,6 +69,11 @@ impl From<StoreError> for ApiError {
                 "store_full",
                 "the store is full",
             ),
+            StoreError::Corrupt(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_corrupt",
+                "a stored row cannot be read (see the gateway's log)",
+            ),
             StoreError::Unavailable(_) | StoreError::Closed | StoreError::Refused(_) => {
                 tracing::error!(error = %e, "store call failed in the admin API");
                 ApiError::new(

@@ -97,11 +97,14 @@ struct ListPage<T> {
     next_cursor: Option<String>,
 }
 
-/// A listing page as the API answers it.
-pub fn page_json<T: Serialize>(page: crate::store::Page<T>) -> Json<Value> {
+/// A listing page as the API answers it, each item shown through `view`.
+pub fn page_json<'a, T, V: Serialize>(
+    page: &'a crate::store::Page<T>,
+    view: impl Fn(&'a T) -> V,
+) -> Json<Value> {
     Json(json!(ListPage {
-        data: page.items,
-        next_cursor: page.next_cursor,
+        data: page.items.iter().map(view).collect(),
+        next_cursor: page.next_cursor.clone(),
     }))
 }
 

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::{missing, ApiError, ApiResult};
 use super::extract::{given, limit, page_json, parse_status, OptionalJson, Params};
+use super::views::{DeliveryView, MessageView};
 use super::Shared;
 use crate::store::{MessageId, MessageQuery, MessageStatus};
 use crate::telemetry::events::Replayed;
@@ -44,9 +45,8 @@ async fn list_messages(
         limit: limit(p.limit)?,
         cursor: given(p.cursor),
     };
-    Ok(page_json(
-        s.store.messages(&q).await.map_err(missing("cursor"))?,
-    ))
+    let page = s.store.messages(&q).await.map_err(missing("cursor"))?;
+    Ok(page_json(&page, MessageView::from))
 }
 
 async fn get_message(State(s): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -64,6 +64,7 @@ async fn get_message(State(s): State<Shared>, Path(id): Path<String>) -> ApiResu
             json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&m.body)})
         }
     };
+    let deliveries: Vec<DeliveryView> = d.deliveries.iter().map(DeliveryView::from).collect();
     Ok(Json(json!({
         "id": d.summary.id,
         "source": d.summary.source,
@@ -73,7 +74,7 @@ async fn get_message(State(s): State<Shared>, Path(id): Path<String>) -> ApiResu
         "content_type": m.content_type,
         "headers": headers,
         "body": body,
-        "deliveries": d.deliveries,
+        "deliveries": deliveries,
     })))
 }
 

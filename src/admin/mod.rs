@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod messages;
 pub mod ready;
+pub mod views;
 
 use std::sync::Arc;
 

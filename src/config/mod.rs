@@ -451,11 +451,12 @@ impl Priority {
         }
     }
     /// Inverse of [`Priority::rank`].
-    pub fn from_rank(r: i64) -> Self {
+    pub fn from_rank(r: i64) -> Option<Self> {
         match r {
-            0 => Priority::High,
-            2 => Priority::Low,
-            _ => Priority::Normal,
+            0 => Some(Priority::High),
+            1 => Some(Priority::Normal),
+            2 => Some(Priority::Low),
+            _ => None,
         }
     }
     /// The name as written in the config.

@@ -824,12 +824,14 @@ pub async fn corrupt_message_is_reported_not_delivered(s: &dyn Store, good: Mess
         ..Default::default()
     };
     let err = s.deliveries(&all).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("corrupt"), "{err}");
     let all = MessageQuery {
         limit: 100,
         ..Default::default()
     };
     let err = s.messages(&all).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("corrupt"), "{err}");
 }
 
@@ -954,7 +956,7 @@ pub async fn model_check(s: &dyn Store, ops: &[ModelOp]) {
                 let mut m = keyed(
                     dests[dest as usize],
                     key.map(|k| format!("k{}", k % 3)).as_deref(),
-                    Priority::from_rank((prio % 3) as i64),
+                    Priority::from_rank((prio % 3) as i64).expect("0, 1 or 2"),
                     now + due_in as Millis,
                 );
                 m.received_at = now;

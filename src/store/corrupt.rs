@@ -5,7 +5,7 @@
 
 use metrics::counter;
 
-use super::{DeliveryStatus, MessageId, StoreError};
+use super::{DeliveryStatus, MessageId};
 
 /// A value in a stored row that hookgate cannot have written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,12 +33,6 @@ impl CorruptRow {
     }
 }
 
-impl From<CorruptRow> for StoreError {
-    fn from(c: CorruptRow) -> Self {
-        StoreError::Unavailable(c.to_string())
-    }
-}
-
 /// Reads a message id stored as text; reports the row when it is not one.
 pub fn message_id(table: &'static str, value: &str) -> Result<MessageId, CorruptRow> {
     value.parse().map_err(|()| {
@@ -46,6 +40,18 @@ pub fn message_id(table: &'static str, value: &str) -> Result<MessageId, Corrupt
             table,
             column: "message id",
             value: value.to_string(),
+        }
+        .emit()
+    })
+}
+
+/// Reads a priority rank; reports the row when the rank is unknown.
+pub fn priority(table: &'static str, rank: i64) -> Result<crate::config::Priority, CorruptRow> {
+    crate::config::Priority::from_rank(rank).ok_or_else(|| {
+        CorruptRow {
+            table,
+            column: "priority",
+            value: rank.to_string(),
         }
         .emit()
     })
@@ -73,9 +79,13 @@ mod tests {
         assert_eq!(message_id("messages", &id.to_string()), Ok(id));
         let e = message_id("messages", "not-a-ulid").unwrap_err();
         assert_eq!(e.value, "not-a-ulid");
-        assert!(matches!(StoreError::from(e), StoreError::Unavailable(m) if m.contains("corrupt")));
+        let e = crate::store::StoreError::from(e);
+        assert!(matches!(e, crate::store::StoreError::Corrupt(_)));
+        assert!(e.to_string().contains("corrupt"), "{e}");
         assert_eq!(delivery_status("deliveries", 3), Ok(DeliveryStatus::Dead));
         assert!(delivery_status("deliveries", 9).is_err());
         assert!(delivery_status("deliveries", -1).is_err());
+        assert_eq!(priority("deliveries", 2), Ok(crate::config::Priority::Low));
+        assert!(priority("deliveries", 3).is_err());
     }
 }

@@ -372,7 +372,7 @@ impl FromStr for MessageStatus {
 }
 
 /// One page of a listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Page<T> {
     /// The items, newest first.
     pub items: Vec<T>,
@@ -381,7 +381,7 @@ pub struct Page<T> {
 }
 
 /// A message in a listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct MessageSummary {
     /// Its id.
     pub id: MessageId,
@@ -397,7 +397,7 @@ pub struct MessageSummary {
     pub deliveries: i64,
 }
 
-/// One attempt, as the API shows it.
+/// One attempt of a delivery (the API shows it through `admin::views`).
 #[derive(Debug, Clone)]
 pub struct AttemptInfo {
     /// 1-based number.
@@ -424,23 +424,8 @@ impl AttemptInfo {
     }
 }
 
-impl Serialize for AttemptInfo {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("AttemptInfo", 7)?;
-        st.serialize_field("attempt", &self.attempt)?;
-        st.serialize_field("status", self.status())?;
-        st.serialize_field("started_at", &self.started_at)?;
-        st.serialize_field("duration_ms", &self.duration_ms)?;
-        st.serialize_field("response_code", &self.response_status)?;
-        st.serialize_field("response_body", &self.response_body)?;
-        st.serialize_field("error", &self.error)?;
-        st.end()
-    }
-}
-
-/// A delivery, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+/// A delivery (the API shows it through `admin::views`).
+#[derive(Debug, Clone)]
 pub struct DeliveryInfo {
     /// Delivery id.
     pub id: i64,
@@ -451,7 +436,6 @@ pub struct DeliveryInfo {
     /// Status.
     pub status: DeliveryStatus,
     /// Attempts made.
-    #[serde(rename = "attempt_count")]
     pub attempts: u32,
     /// When the next attempt is due (pending only).
     pub next_attempt_at: Option<Millis>,
@@ -466,7 +450,6 @@ pub struct DeliveryInfo {
     /// The delivery a replay made in place of this dead one (status `replayed`).
     pub replayed_by: Option<i64>,
     /// Each attempt (only in message detail).
-    #[serde(skip_serializing_if = "Option::is_none", rename = "attempts")]
     pub attempt_log: Option<Vec<AttemptInfo>>,
 }
 
@@ -519,7 +502,7 @@ pub struct ReplayFilter {
 }
 
 /// Counts of a destination's undelivered work.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationStats {
     /// Pending and queued deliveries.
     pub pending: u64,
@@ -575,6 +558,10 @@ pub enum StoreError {
     /// damaged); trying again will not help.
     #[error("{0}")]
     Refused(String),
+    /// A stored row holds a value hookgate cannot have written (logged and
+    /// counted where it was found); the rest of the store is fine.
+    #[error(transparent)]
+    Corrupt(#[from] corrupt::CorruptRow),
 }
 
 /// Result of a store call.

@@ -1078,7 +1078,7 @@ async fn a_full_store_answers_503_and_keeps_what_it_acknowledged() {
     // Everything acknowledged is delivered.
     gw.api_post("/api/v1/destinations/svc/resume", json!({}))
         .await;
-    let got = rx.wait_for(acked.len(), Duration::from_secs(20)).await;
+    let got = rx.wait_for_ids(&acked, Duration::from_secs(20)).await;
     let delivered: std::collections::HashSet<String> = got
         .iter()
         .map(|r| r.header("webhook-id").unwrap().to_string())

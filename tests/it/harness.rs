@@ -720,6 +720,24 @@ impl Receiver {
         }
     }
 
+    /// Waits until a request with each of `ids` as its `webhook-id` arrived, or
+    /// `timeout` passed; returns every request so far either way (the caller
+    /// asserts, naming what is missing). Counting requests would not do: a
+    /// message delivered twice (at-least-once) would stand in for one not yet
+    /// delivered.
+    pub async fn wait_for_ids(&self, ids: &[String], timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            let seen: std::collections::HashSet<&str> =
+                got.iter().filter_map(|r| r.header("webhook-id")).collect();
+            if ids.iter().all(|id| seen.contains(id.as_str())) || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops accepting connections (the port closes).
     pub fn stop(&self) {
         self.task.abort();

@@ -166,7 +166,7 @@ async fn postgres_out_of_reach_fails_fast_and_recovers() {
     assert_eq!(readyz(&gw).await.0, 200);
     acked.extend(outage(&gw, &proxy, ProxyMode::Refuse).await);
     acked.extend(outage(&gw, &proxy, ProxyMode::Blackhole).await);
-    let got = rx.wait_for(acked.len(), Duration::from_secs(60)).await;
+    let got = rx.wait_for_ids(&acked, Duration::from_secs(60)).await;
     let delivered: HashSet<String> = got
         .iter()
         .filter_map(|r| r.header("webhook-id").map(str::to_string))
@@ -281,7 +281,7 @@ async fn memory_stays_flat_through_a_postgres_outage_under_load() {
     );
     let acked = acked.lock().clone();
     assert!(!acked.is_empty());
-    let got = rx.wait_for(acked.len(), Duration::from_secs(120)).await;
+    let got = rx.wait_for_ids(&acked, Duration::from_secs(120)).await;
     let delivered: HashSet<String> = got
         .iter()
         .filter_map(|r| r.header("webhook-id").map(str::to_string))

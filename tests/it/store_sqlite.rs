@@ -365,6 +365,10 @@ async fn a_corrupt_row_is_reported_not_delivered_under_an_invented_id() {
     )
     .unwrap();
     let err = store.message(good).await.unwrap_err();
+    assert!(
+        matches!(err, hookgate::store::StoreError::Corrupt(_)),
+        "{err}"
+    );
     assert!(err.to_string().contains("corrupt"), "{err}");
     store.close().await;
 }

@@ -19,7 +19,6 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::{dest_lock, is_corrupt, text, DEST_LOCK_CLASS};
-use crate::config::Priority;
 use crate::store::corrupt;
 use crate::store::{LeaseBatch, LeaseLimits, Leased, Millis, StoredMessage};
 
@@ -264,7 +263,8 @@ fn leased(r: &PgRow, destination: &str) -> Result<(Leased, Millis), sqlx::Error>
             destination: destination.to_string(),
             attempt: attempts as u32 + 1,
             retry_index: attempts.saturating_sub(base).max(0) as u32,
-            priority: Priority::from_rank(r.try_get::<i16, _>(3)? as i64),
+            priority: corrupt::priority("deliveries", r.try_get::<i16, _>(3)? as i64)
+                .map_err(super::corrupt)?,
             ordering_key: r.try_get(4)?,
             created_at: r.try_get(5)?,
             message: Arc::new(message),

@@ -148,6 +148,9 @@ pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// `Closed`, the rest `Unavailable` (the call may succeed later).
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     match (&e, sqlstate(&e).as_deref()) {
+        (sqlx::Error::Decode(c), _) if c.is::<CorruptRow>() => {
+            StoreError::Corrupt(c.downcast_ref::<CorruptRow>().expect("checked").clone())
+        }
         (sqlx::Error::PoolClosed, _) => StoreError::Closed,
         (_, Some("53100")) => StoreError::Full,
         _ => StoreError::Unavailable(e.to_string()),

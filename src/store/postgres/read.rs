@@ -9,7 +9,6 @@ use bytes::Bytes;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::config::Priority;
 use crate::store::{
     encode_cursor, page_bounds, AttemptInfo, DeliveryInfo, DeliveryQuery, DeliveryStatus,
     MessageDetail, MessageId, MessageQuery, MessageStatus, MessageSummary, Page, ReplayFilter,
@@ -41,7 +40,9 @@ fn delivery_info(r: &PgRow, message_id: MessageId) -> Result<DeliveryInfo, sqlx:
         created_at: r.try_get("created_at")?,
         finished_at: r.try_get("finished_at")?,
         ordering_key: r.try_get("ordering_key")?,
-        priority: Priority::from_rank(r.try_get::<i16, _>("priority")? as i64).as_str(),
+        priority: corrupt::priority("deliveries", r.try_get::<i16, _>("priority")? as i64)
+            .map_err(super::corrupt)?
+            .as_str(),
         replayed_by: r.try_get("replayed_by")?,
         attempt_log: None,
     })

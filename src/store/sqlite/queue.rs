@@ -172,7 +172,8 @@ pub(super) fn lease_query(
                 destination: destination.to_string(),
                 attempt: attempts + 1,
                 retry_index: attempts.saturating_sub(base),
-                priority: Priority::from_rank(r.get(3)?),
+                priority: corrupt::priority("deliveries", r.get(3)?)
+                    .map_err(|e| corrupt_at(3, e))?,
                 ordering_key: r.get(4)?,
                 created_at: r.get(5)?,
                 message: Arc::new(message),

@@ -77,7 +77,9 @@ pub(super) fn delivery_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryI
         created_at: r.get(6)?,
         finished_at: r.get(7)?,
         ordering_key: r.get(8)?,
-        priority: Priority::from_rank(r.get(9)?).as_str(),
+        priority: corrupt::priority("deliveries", r.get(9)?)
+            .map_err(|e| corrupt_at(9, e))?
+            .as_str(),
         replayed_by: r.get(10)?,
         attempt_log: None,
     })
