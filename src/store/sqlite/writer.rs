@@ -531,29 +531,7 @@ fn run(
         }
         let started = Instant::now();
         let n = batch.len();
-        failed.clear();
-        failed.resize(n, false);
-        // In WAL mode, FULL syncs the log at every commit and NORMAL does not;
-        // the setting can change between transactions.
-        let want_sync = batch.iter().any(|j| j.durable());
-        if want_sync != synced {
-            let pragma = if want_sync {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            if exec_cached(&conn, pragma).is_ok() {
-                synced = want_sync;
-            }
-        }
-        let err = if want_sync && !synced {
-            // Never acknowledge a durable write without the sync.
-            Some(StoreError::Unavailable(
-                "cannot turn on synchronous commits".into(),
-            ))
-        } else {
-            write_batch(&conn, &mut batch, &mut failed)
-        };
+        let err = commit(&conn, &mut batch, &mut failed, &mut synced);
         on_commit(started.elapsed(), n);
         if let Some(room) = &room {
             room.refresh(&conn);
@@ -561,18 +539,8 @@ fn run(
         for job in batch.drain(..) {
             job.finish(err.clone());
         }
-        // The bound on the WAL must not depend on the copier keeping up.
-        if let (Some(wal), Some(room)) = (&wal, &room) {
-            if room.wal_over() {
-                wal.truncate(&conn);
-                room.refresh(&conn);
-            }
-        }
         if let Some(wal) = &wal {
-            if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
-                last_wal_check = Instant::now();
-                wal.restart_if_large(&conn);
-            }
+            keep_wal_small(&conn, wal, room.as_deref(), &mut last_wal_check);
         }
     }
     // Answer what is still queued before closing.
@@ -586,6 +554,56 @@ fn run(
     drop(conn);
     if let Some(tx) = closing {
         let _ = tx.send(());
+    }
+}
+
+/// Writes one batch in a transaction, synced when any job in it must be
+/// durable; returns the commit's error, if any (`failed` marks the jobs that
+/// failed on their own). `synced` tracks the connection's `synchronous` mode.
+fn commit(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    failed: &mut Vec<bool>,
+    synced: &mut bool,
+) -> Option<StoreError> {
+    failed.clear();
+    failed.resize(batch.len(), false);
+    // In WAL mode, FULL syncs the log at every commit and NORMAL does not;
+    // the setting can change between transactions.
+    let want_sync = batch.iter().any(|j| j.durable());
+    if want_sync != *synced {
+        let pragma = if want_sync {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        if exec_cached(conn, pragma).is_ok() {
+            *synced = want_sync;
+        }
+    }
+    if want_sync && !*synced {
+        // Never acknowledge a durable write without the sync.
+        return Some(StoreError::Unavailable(
+            "cannot turn on synchronous commits".into(),
+        ));
+    }
+    write_batch(conn, batch, failed)
+}
+
+/// After a commit: checkpoints and truncates the WAL at once when it has
+/// outgrown its share of `storage.max_size` (the bound must not depend on the
+/// copier keeping up), and restarts it when large, at most every
+/// [`WAL_CHECK_EVERY`].
+fn keep_wal_small(conn: &Connection, wal: &Wal, room: Option<&Room>, last_check: &mut Instant) {
+    if let Some(room) = room {
+        if room.wal_over() {
+            wal.truncate(conn);
+            room.refresh(conn);
+        }
+    }
+    if last_check.elapsed() >= WAL_CHECK_EVERY {
+        *last_check = Instant::now();
+        wal.restart_if_large(conn);
     }
 }
 
