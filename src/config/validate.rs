@@ -26,6 +26,46 @@ pub(super) struct Defined {
 }
 
 pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
+    check_settings(cfg, errs);
+    let mut sources = HashSet::new();
+    for s in &cfg.sources {
+        check_name(&s.name, "source", &mut sources, errs);
+        if !valid_name(s.name.get_ref()) {
+            errs.at(Some(s.name.span()), bad_name("source", s.name.get_ref()));
+        }
+        if s.name.get_ref() == API_SOURCE {
+            errs.at(
+                Some(s.name.span()),
+                "the source name `api` is reserved for events published through the API",
+            );
+        }
+        check_source(s, errs);
+    }
+
+    let mut dests = HashSet::new();
+    for d in &cfg.destinations {
+        if !dests.insert(d.name.as_str()) {
+            errs.field(
+                &d.spans,
+                "name",
+                format!("destination `{}` is defined twice", d.name),
+            );
+        }
+        check_destination(d, errs);
+    }
+
+    for r in &cfg.routes {
+        let is_source = |n: &str| defined.sources.contains(n);
+        let is_destination = |n: &str| defined.destinations.contains(n);
+        for p in super::check::route(r, &is_source, &is_destination) {
+            errs.field(&r.spans, &p.dotted(), p.message);
+        }
+    }
+}
+
+/// The `[server]` and `[storage]` settings: each value in its range, and
+/// the combinations that cannot work.
+fn check_settings(cfg: &Config, errs: &mut Errors<'_>) {
     let at = &cfg.spans;
     if cfg.storage.backend == super::Backend::Postgres && cfg.storage.url.is_none() {
         errs.field(
@@ -98,41 +138,6 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
             "server.admin_listen",
             "server.listen and server.admin_listen must differ",
         );
-    }
-
-    let mut sources = HashSet::new();
-    for s in &cfg.sources {
-        check_name(&s.name, "source", &mut sources, errs);
-        if !valid_name(s.name.get_ref()) {
-            errs.at(Some(s.name.span()), bad_name("source", s.name.get_ref()));
-        }
-        if s.name.get_ref() == API_SOURCE {
-            errs.at(
-                Some(s.name.span()),
-                "the source name `api` is reserved for events published through the API",
-            );
-        }
-        check_source(s, errs);
-    }
-
-    let mut dests = HashSet::new();
-    for d in &cfg.destinations {
-        if !dests.insert(d.name.as_str()) {
-            errs.field(
-                &d.spans,
-                "name",
-                format!("destination `{}` is defined twice", d.name),
-            );
-        }
-        check_destination(d, errs);
-    }
-
-    for r in &cfg.routes {
-        let is_source = |n: &str| defined.sources.contains(n);
-        let is_destination = |n: &str| defined.destinations.contains(n);
-        for p in super::check::route(r, &is_source, &is_destination) {
-            errs.field(&r.spans, &p.dotted(), p.message);
-        }
     }
 }
 
