@@ -56,10 +56,12 @@ pub fn router() -> axum::Router<Shared> {
 }
 
 /// `POST /api/v1/events`
-async fn publish(
-    State(s): State<Shared>,
-    JsonBody(p): JsonBody<Publish>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+/// Checks the fields of a published event; returns when it is to be delivered
+/// (`deliver_at`, or now plus `delay`), if either is given.
+fn checked_deliver_at(
+    p: &Publish,
+    now: crate::clock::Millis,
+) -> ApiResult<Option<crate::clock::Millis>> {
     let bad = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", m);
     if p.event_type.is_empty() || p.event_type.len() > MAX_KEY {
         return Err(bad("type must be 1 to 256 characters"));
@@ -76,16 +78,24 @@ async fn publish(
     {
         return Err(bad("ordering_key must be 1 to 256 characters"));
     }
-    let now = s.clock.now_millis();
-    let deliver_at =
-        match (&p.deliver_at, p.delay) {
-            (Some(_), Some(_)) => return Err(bad("give deliver_at or delay, not both")),
-            (Some(at), None) => Some(crate::clock::parse_rfc3339(at).ok_or_else(|| {
+    Ok(match (&p.deliver_at, p.delay) {
+        (Some(_), Some(_)) => return Err(bad("give deliver_at or delay, not both")),
+        (Some(at), None) => {
+            Some(crate::clock::parse_rfc3339(at).ok_or_else(|| {
                 bad("deliver_at must be an RFC 3339 time like 2026-01-31T12:00:00Z")
-            })?),
-            (None, Some(d)) => Some(now.saturating_add(d.as_millis_i64())),
-            (None, None) => None,
-        };
+            })?)
+        }
+        (None, Some(d)) => Some(now.saturating_add(d.as_millis_i64())),
+        (None, None) => None,
+    })
+}
+
+async fn publish(
+    State(s): State<Shared>,
+    JsonBody(p): JsonBody<Publish>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let now = s.clock.now_millis();
+    let deliver_at = checked_deliver_at(&p, now)?;
     if s.store.pending_estimate() >= s.max_pending {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::harness::{app_to_svc, client, eventually, Gateway, Receiver};
+use crate::harness::{app_to_svc, client, Gateway, Receiver};
 
 /// A tmpfs mounted on a temp dir, unmounted on drop (also when a test fails).
 struct Tmpfs {
@@ -154,15 +154,22 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
     });
     // Let it run against the full disk: until results fail to be written, or
     // (if the reserve absorbed them) everything is delivered.
-    eventually(
-        Duration::from_secs(120),
-        "write failures or all delivered",
-        || async {
-            let failures = metric(&gw, "hookgate_store_write_failures_total").await;
-            (failures >= 3.0 || ok.lock().len() >= acked.len()).then_some(())
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let failures = metric(&gw, "hookgate_store_write_failures_total").await;
+        let delivered = ok.lock().len();
+        if failures >= 3.0 || delivered >= acked.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "with the disk full, neither 3 failed result writes ({failures}) nor every message \
+             delivered ({delivered} of {}):\n{}",
+            acked.len(),
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let during = ok.lock().clone();
     let failures = metric(&gw, "hookgate_store_write_failures_total").await;
     eprintln!(
@@ -172,16 +179,23 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
     );
     // Space comes back: everything acknowledged is delivered and recorded.
     std::fs::remove_file(&filler).unwrap();
-    eventually(
-        Duration::from_secs(120),
-        "every message recorded as delivered",
-        || async {
-            let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
-            let pending = v["data"].as_array().map_or(usize::MAX, |a| a.len());
-            (pending == 0).then_some(())
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
+        let pending = v["data"].as_array().map_or(usize::MAX, |a| a.len());
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "space came back, but messages are still pending ({pending} or more; {} of {} \
+             delivered):\n{}",
+            ok.lock().len(),
+            acked.len(),
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let got = ok.lock().clone();
     for id in &acked {
         let n = got.get(id).copied().unwrap_or(0);
