@@ -343,10 +343,7 @@ async fn pages_carry_the_security_headers_and_escape_what_they_show() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let id = r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::harness::message_id(&r);
     // Wait for the failed attempt to be recorded.
     eventually(Duration::from_secs(20), "an attempt recorded", || async {
         let (_, v) = g.api_get(&format!("/api/v1/messages/{id}")).await;
@@ -395,10 +392,7 @@ async fn form_posts_are_decoded_and_json_keeps_its_order() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), StatusCode::OK);
-            r.headers()["hookgate-message-id"]
-                .to_str()
-                .unwrap()
-                .to_string()
+            crate::harness::message_id(&r)
         }
     };
     let form = send(
@@ -460,10 +454,7 @@ async fn replay_to_one_destination_or_to_all() {
         .send()
         .await
         .unwrap();
-    let id = r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::harness::message_id(&r);
     let mut b = Browser::new(&g);
     b.login(ADMIN_TOKEN).await;
     let html = b.page(&format!("/messages/{id}")).await;

@@ -38,10 +38,7 @@ async fn send(gw: &Gateway, source: &str, body: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "ingest answered {}", r.status());
-    r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
+    crate::harness::message_id(&r)
 }
 
 async fn message_status(gw: &Gateway, id: &str) -> String {
@@ -790,12 +787,7 @@ async fn over_max_pending_ingest_answers_503_and_readiness_fails_without_losing_
             .await
             .unwrap();
         match r.status().as_u16() {
-            200 => acked.push(
-                r.headers()["hookgate-message-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_string(),
-            ),
+            200 => acked.push(crate::harness::message_id(&r)),
             503 => {
                 refused += 1;
                 let ra: u64 = r.headers()["retry-after"]
@@ -1039,12 +1031,7 @@ async fn a_full_store_answers_503_and_keeps_what_it_acknowledged() {
             .await
             .unwrap();
         match r.status().as_u16() {
-            200 => acked.push(
-                r.headers()["hookgate-message-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_string(),
-            ),
+            200 => acked.push(crate::harness::message_id(&r)),
             503 => {
                 refusal = Some(r.headers()["retry-after"].to_str().unwrap().to_string());
                 break;

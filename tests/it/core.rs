@@ -49,10 +49,7 @@ async fn three_hundred_concurrent_messages_are_each_delivered_once_with_headers(
                 .unwrap();
             assert_eq!(r.status(), 200);
             assert!(r.headers().contains_key("server-timing"));
-            let id = r.headers()["hookgate-message-id"]
-                .to_str()
-                .unwrap()
-                .to_string();
+            let id = crate::harness::message_id(&r);
             assert!(id.starts_with("msg_"));
             (id, body)
         }));
@@ -127,10 +124,7 @@ async fn a_receiver_failing_twice_gets_the_message_on_attempt_three() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let id = r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::harness::message_id(&r);
     let got = rx.wait_for(3, Duration::from_secs(10)).await;
     let attempts: Vec<&str> = got
         .iter()
@@ -174,10 +168,7 @@ async fn after_the_last_attempt_the_delivery_is_dead() {
         .send()
         .await
         .unwrap();
-    let id = r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::harness::message_id(&r);
     rx.wait_for(2, Duration::from_secs(10)).await;
     let (_, v) = eventually(Duration::from_secs(5), "dead status", || async {
         let (st, v) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
@@ -218,10 +209,7 @@ async fn kill_nine_during_ingest_loses_no_acknowledged_message() {
                     .await;
                 match r {
                     Ok(r) if r.status() == 200 => {
-                        let id = r.headers()["hookgate-message-id"]
-                            .to_str()
-                            .unwrap()
-                            .to_string();
+                        let id = crate::harness::message_id(&r);
                         acked.lock().insert(id);
                     }
                     // Connection refused or reset once it is killed.
@@ -405,10 +393,7 @@ async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
         .send()
         .await
         .unwrap();
-    let id = r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::harness::message_id(&r);
     rx.wait_for(1, Duration::from_secs(5)).await;
     // The receiver is still holding the request when SIGTERM arrives.
     let code = tokio::task::spawn_blocking(move || {
@@ -462,10 +447,7 @@ async fn shutdown_with_a_stuck_delivery_ends_within_the_grace_and_its_bound() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let id = r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::harness::message_id(&r);
     rx.wait_for(1, Duration::from_secs(20)).await;
     let (code, took, mut gw) = tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
@@ -675,10 +657,7 @@ async fn https_destinations_verify_the_certificate() {
         .send()
         .await
         .unwrap();
-    let id = r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::harness::message_id(&r);
     let v = eventually(
         Duration::from_secs(10),
         "the attempt is recorded",

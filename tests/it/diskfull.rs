@@ -118,12 +118,7 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
                 }
                 let r = c.post(&url).body(body.clone()).send().await.unwrap();
                 match r.status().as_u16() {
-                    200 => acked.lock().push(
-                        r.headers()["hookgate-message-id"]
-                            .to_str()
-                            .unwrap()
-                            .to_string(),
-                    ),
+                    200 => acked.lock().push(crate::harness::message_id(&r)),
                     503 => {
                         assert!(r.headers().contains_key("retry-after"));
                         refused.store(true, std::sync::atomic::Ordering::SeqCst);

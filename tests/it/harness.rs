@@ -750,6 +750,14 @@ impl Drop for Receiver {
     }
 }
 
+/// The message id (`Hookgate-Message-Id`) of an ingest answer.
+pub fn message_id(r: &reqwest::Response) -> String {
+    r.headers()["hookgate-message-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Polls `f` until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where

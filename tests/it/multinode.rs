@@ -174,10 +174,7 @@ async fn two_nodes_share_the_load_and_a_kill_nine_loses_nothing_acknowledged() {
                     .await
                 {
                     Ok(r) if r.status() == 200 => {
-                        let id = r.headers()["hookgate-message-id"]
-                            .to_str()
-                            .unwrap()
-                            .to_string();
+                        let id = crate::harness::message_id(&r);
                         acked.lock().insert(id);
                     }
                     // Refused or reset once the first node is gone.

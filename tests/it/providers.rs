@@ -286,13 +286,6 @@ async fn send(
     r.body(body.to_vec()).send().await.unwrap()
 }
 
-fn message_id(r: &reqwest::Response) -> String {
-    r.headers()["hookgate-message-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 /// The dedup key each provider's preset takes, worked out from the fixture.
 fn expected_dedup_key(f: &Value, p: &Prepared) -> Option<String> {
     let b = &f["body"];

@@ -147,10 +147,10 @@ pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// Maps a database error to a store error: a full disk is `Full`, a closed pool
 /// `Closed`, the rest `Unavailable` (the call may succeed later).
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    if let Some(c) = corrupt_row(&e) {
+        return StoreError::Corrupt(c.clone());
+    }
     match (&e, sqlstate(&e).as_deref()) {
-        (sqlx::Error::Decode(c), _) if c.is::<CorruptRow>() => {
-            StoreError::Corrupt(c.downcast_ref::<CorruptRow>().expect("checked").clone())
-        }
         (sqlx::Error::PoolClosed, _) => StoreError::Closed,
         (_, Some("53100")) => StoreError::Full,
         _ => StoreError::Unavailable(e.to_string()),
@@ -165,7 +165,15 @@ pub(crate) fn corrupt(c: CorruptRow) -> sqlx::Error {
 
 /// Whether a row failed because a value in it is corrupt.
 pub(crate) fn is_corrupt(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Decode(c) if c.is::<CorruptRow>())
+    corrupt_row(e).is_some()
+}
+
+/// The corrupt row a read failed on, if that is why it failed.
+fn corrupt_row(e: &sqlx::Error) -> Option<&CorruptRow> {
+    match e {
+        sqlx::Error::Decode(c) => c.downcast_ref::<CorruptRow>(),
+        _ => None,
+    }
 }
 
 /// Text as the database can hold it (no NUL characters).

@@ -15,7 +15,15 @@ pub(super) fn corrupt_at(index: usize, c: CorruptRow) -> rusqlite::Error {
 
 /// Whether a row failed because a value in it is corrupt (see [`corrupt_at`]).
 pub(super) fn is_corrupt(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::FromSqlConversionFailure(_, _, c) if c.is::<CorruptRow>())
+    corrupt_row(e).is_some()
+}
+
+/// The corrupt row a read failed on, if that is why it failed.
+pub(super) fn corrupt_row(e: &rusqlite::Error) -> Option<&CorruptRow> {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(_, _, c) => c.downcast_ref::<CorruptRow>(),
+        _ => None,
+    }
 }
 
 /// A message id read from column `index`.

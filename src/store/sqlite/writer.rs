@@ -331,10 +331,8 @@ impl Writer {
 /// Maps a SQLite error to a store error: a full disk is `Full`, the rest `Unavailable`.
 pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ffi::ErrorCode;
-    if let rusqlite::Error::FromSqlConversionFailure(_, _, c) = &e {
-        if let Some(c) = c.downcast_ref::<crate::store::corrupt::CorruptRow>() {
-            return StoreError::Corrupt(c.clone());
-        }
+    if let Some(c) = super::read::corrupt_row(&e) {
+        return StoreError::Corrupt(c.clone());
     }
     match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => StoreError::Full,
