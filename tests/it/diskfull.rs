@@ -91,6 +91,11 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
         }
     };
     let started = Instant::now();
+    // Other files on the volume, deleted when "space comes back" below: the
+    // gateway may use its whole reserve recording attempts before the filler
+    // runs, and then deleting the filler alone would free next to nothing.
+    let ballast = fs.path().join("ballast");
+    std::fs::write(&ballast, vec![1u8; 2 << 20]).unwrap();
     let rx = Receiver::start().await;
     // 200s per message id, counted as they are answered.
     let ok: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
@@ -174,6 +179,7 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
     );
     // Space comes back: everything acknowledged is delivered and recorded.
     std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&ballast).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;

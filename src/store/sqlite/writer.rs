@@ -112,15 +112,28 @@ const FS_CHECK_EVERY: Duration = Duration::from_millis(250);
 ///   restart point and `journal_size_limit`; new messages are refused when
 ///   pages in use plus the WAL file come within [`reserve`] of M, or pages in
 ///   use within it of the database's own bound.
-/// - Always: new messages are refused while the filesystem has less than
-///   [`fs_reserve`] free.
+/// - Always: new messages are refused while the filesystem's free space, less
+///   what the store may still claim without any new message, is below
+///   [`fs_reserve`]. The claims are the growth of the WAL file up to its bound
+///   and the growth of the database file that the WAL's pages will cause when
+///   they are checkpointed: a checkpoint that cannot extend the database file
+///   can never restart the log, and the store would stay full for good.
+/// - The WAL's bound follows the filesystem: its restart point is at most a
+///   sixteenth of the filesystem, so a small volume is not mostly log.
 pub(super) struct Room {
     max_bytes: Option<u64>,
     page: u64,
+    db_path: std::path::PathBuf,
     wal_path: std::path::PathBuf,
     dir: std::path::PathBuf,
+    /// WAL frames after which the writer restarts the log.
+    restart_frames: i64,
+    /// WAL file length past which the writer truncates the log at once.
+    wal_cap: u64,
     /// Bytes of database pages in use (allocated minus free).
     used_db: AtomicI64,
+    /// Bytes the database file will grow by when the WAL is checkpointed.
+    db_growth: AtomicI64,
     /// Bytes of the WAL file.
     wal_len: AtomicI64,
     /// Whether the filesystem is below its reserve.
@@ -138,29 +151,54 @@ impl Room {
     ) -> rusqlite::Result<Self> {
         let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let page = page.max(512) as u64;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let fs_total = rustix::fs::statvfs(&dir)
+            .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
+            .unwrap_or(0);
+        let frame = page + 24;
+        // The restart point: the default, within a sixteenth of the filesystem
+        // and (with `storage.max_size`) half of the WAL's budget.
+        let mut restart = WAL_RESTART_FRAMES as u64 * frame;
+        if fs_total > 0 {
+            restart = restart.min(fs_total / 16);
+        }
+        if let Some(max) = max_bytes {
+            restart = restart.min(wal_budget(max) / 2);
+        }
+        let restart_frames = (restart / frame).max(16);
+        let restart = restart_frames * frame;
+        let wal_cap = match max_bytes {
+            // The budget's half, as before: the file may not outgrow it.
+            Some(max) => wal_budget(max) / 2,
+            // Room for the copier to lag by one more log.
+            None => 2 * restart,
+        };
         if let Some(max) = max_bytes {
             let db_pages = ((max - wal_budget(max)) / page).max(1);
             conn.query_row(&format!("PRAGMA max_page_count = {db_pages}"), [], |_| {
                 Ok(())
             })?;
-            conn.query_row(
-                &format!("PRAGMA journal_size_limit = {}", wal_budget(max) / 2),
-                [],
-                |_| Ok(()),
-            )?;
         }
+        conn.query_row(
+            &format!("PRAGMA journal_size_limit = {restart}"),
+            [],
+            |_| Ok(()),
+        )?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
         let room = Room {
             max_bytes,
             page,
+            db_path: path.to_path_buf(),
             wal_path: wal.into(),
             dir,
+            restart_frames: restart_frames as i64,
+            wal_cap,
             used_db: AtomicI64::new(0),
+            db_growth: AtomicI64::new(0),
             wal_len: AtomicI64::new(0),
             fs_low: AtomicBool::new(false),
             last_fs_check: parking_lot::Mutex::new(None),
@@ -171,25 +209,34 @@ impl Room {
 
     /// WAL frames after which the writer restarts the log.
     pub(super) fn wal_restart_frames(&self) -> i64 {
-        match self.max_bytes {
-            Some(max) => ((wal_budget(max) / 2) / (self.page + 24)).max(16) as i64,
-            None => WAL_RESTART_FRAMES,
-        }
+        self.restart_frames
     }
 
     /// Reads the sizes after a commit.
     fn refresh(&self, conn: &Connection) {
-        let used = conn.query_row(
-            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+        let pages = conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
             [],
-            |r| r.get::<_, i64>(0),
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
         );
-        if let Ok(u) = used {
-            self.used_db.store(u * self.page as i64, Ordering::Relaxed);
+        if let Ok((count, free)) = pages {
+            self.used_db
+                .store((count - free) * self.page as i64, Ordering::Relaxed);
+            let file = std::fs::metadata(&self.db_path).map_or(0, |m| m.len()) as i64;
+            self.db_growth
+                .store((count * self.page as i64 - file).max(0), Ordering::Relaxed);
         }
         let wal = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
         self.wal_len.store(wal as i64, Ordering::Relaxed);
         self.check_fs(true);
+    }
+
+    /// Bytes the store may still take on the filesystem without a new message:
+    /// the WAL growing to its bound, the database file to what its WAL holds.
+    fn claims(&self) -> u64 {
+        let wal = self.wal_len.load(Ordering::Relaxed).max(0) as u64;
+        let growth = self.db_growth.load(Ordering::Relaxed).max(0) as u64;
+        self.wal_cap.saturating_sub(wal) + growth
     }
 
     /// Reads the filesystem's free space, at most every [`FS_CHECK_EVERY`]
@@ -206,19 +253,18 @@ impl Room {
         if let Ok(st) = rustix::fs::statvfs(&self.dir) {
             let total = st.f_blocks.saturating_mul(st.f_frsize);
             let free = st.f_bavail.saturating_mul(st.f_frsize);
+            let usable = free.saturating_sub(self.claims());
             self.fs_low
-                .store(free < fs_reserve(total), Ordering::Relaxed);
+                .store(usable < fs_reserve(total), Ordering::Relaxed);
         }
     }
 
-    /// Whether the WAL file has grown past its restart point (only with
-    /// `storage.max_size`, where `journal_size_limit` truncates a restarted log
-    /// back to that point, so a longer file means more frames than that since
-    /// the last restart).
+    /// Whether the WAL file has outgrown its bound (with `storage.max_size`,
+    /// where `journal_size_limit` truncates a restarted log back to its restart
+    /// point, a longer file means more frames than that since the last
+    /// restart; without it, the copier has lagged by more than a whole log).
     fn wal_over(&self) -> bool {
-        self.max_bytes.is_some_and(|max| {
-            self.wal_len.load(Ordering::Relaxed).max(0) as u64 > wal_budget(max) / 2
-        })
+        self.wal_len.load(Ordering::Relaxed).max(0) as u64 > self.wal_cap
     }
 
     /// Whether new messages must be refused.
@@ -668,11 +714,8 @@ mod tests {
         );
     }
 
-    /// With `storage.max_size`, the WAL stays within its share even when no
-    /// copier runs at all: the writer checkpoints once the file outgrows its
-    /// restart point, instead of the log growing until ingest is refused.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_wal_is_bounded_without_the_copier() {
+    /// A database in WAL mode that SQLite never checkpoints by itself.
+    fn unmanaged_wal() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let conn = Connection::open(&path).unwrap();
@@ -681,6 +724,15 @@ mod tests {
              CREATE TABLE t (x INTEGER, body BLOB)",
         )
         .unwrap();
+        (dir, path, conn)
+    }
+
+    /// With `storage.max_size`, the WAL stays within its share even when no
+    /// copier runs at all: the writer checkpoints once the file outgrows its
+    /// restart point, instead of the log growing until ingest is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_bounded_without_the_copier() {
+        let (dir, path, conn) = unmanaged_wal();
         let max: u64 = 1 << 20;
         let room = Arc::new(Room::apply(&conn, &path, Some(max)).unwrap());
         let wal = Wal::new(room.wal_restart_frames());
@@ -710,5 +762,28 @@ mod tests {
             "the WAL reached {largest} bytes"
         );
         w.close().await;
+    }
+
+    /// Pages that only the WAL holds are counted against the free space: the
+    /// checkpoint will need that room to extend the database file, and a
+    /// store that cannot checkpoint can never restart its log.
+    #[test]
+    fn pages_waiting_in_the_wal_count_as_claimed() {
+        let (dir, path, conn) = unmanaged_wal();
+        let room = Room::apply(&conn, &path, None).unwrap();
+        for x in 0..50 {
+            conn.execute("INSERT INTO t (x, body) VALUES (?1, zeroblob(8192))", [x])
+                .unwrap();
+        }
+        room.refresh(&conn);
+        let growth = room.db_growth.load(Ordering::Relaxed);
+        assert!(growth >= 50 * 8192, "growth {growth}");
+        assert!(room.claims() >= growth as u64);
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        room.refresh(&conn);
+        assert_eq!(room.db_growth.load(Ordering::Relaxed), 0);
+        // With the log empty, what is left is the WAL's room to grow.
+        assert_eq!(room.claims(), room.wal_cap);
     }
 }
