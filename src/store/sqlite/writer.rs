@@ -769,7 +769,7 @@ mod tests {
     /// store that cannot checkpoint can never restart its log.
     #[test]
     fn pages_waiting_in_the_wal_count_as_claimed() {
-        let (dir, path, conn) = unmanaged_wal();
+        let (_dir, path, conn) = unmanaged_wal();
         let room = Room::apply(&conn, &path, None).unwrap();
         for x in 0..50 {
             conn.execute("INSERT INTO t (x, body) VALUES (?1, zeroblob(8192))", [x])
