@@ -341,9 +341,10 @@ async fn a_damaged_database_is_refused_after_an_unclean_shutdown() {
     // Clean marker: not checked (the check costs time at every start otherwise).
     let store = SqliteStore::open(&path).unwrap();
     assert!(!marker.exists(), "opening clears the marker");
-    drop(store); // no close: as if killed
-    // Its threads let go of the lock file as they wind down (at once on an
-    // idle machine, later on a busy one): wait for that, not for a time.
+    // No close, as if killed. Its threads let go of the lock file as they
+    // wind down (at once on an idle machine, later on a busy one): the next
+    // open waits for that, not for a time.
+    drop(store);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let err = loop {
         match SqliteStore::open(&path) {
