@@ -21,6 +21,7 @@ pub mod layout;
 pub mod mask;
 pub mod messages;
 pub mod ratelimit;
+pub mod source_test;
 pub mod sources;
 pub mod stats;
 
@@ -91,6 +92,7 @@ pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
         .route("/dead/replay", get(dead::confirm).post(dead::replay))
         .route("/destinations", get(destinations::list))
         .route("/sources", get(sources::list))
+        .route("/sources/{name}/test", post(source_test::send_test))
         .route("/destinations/{name}/pause", post(destinations::pause))
         .route("/destinations/{name}/resume", post(destinations::resume))
         .route(
