@@ -30,11 +30,31 @@ pub const TEST_EVENT_TYPE: &str = "hookgate.test";
 
 /// The fields of the destination form: (form name, label, hint).
 const FIELDS: &[(&str, &str, &str)] = &[
-    ("name", "Name", "Letters, digits, - and _; used in URLs and metrics."),
-    ("url", "URL", "http:// or https://; private addresses are refused unless the gateway allows them."),
-    ("event_types", "Event types", "Comma-separated types of published events sent here (globs such as order.*); empty: all."),
-    ("timeout", "Timeout", "Per attempt, such as 10s; empty: the default."),
-    ("max_in_flight", "Max in flight", "Concurrent requests at most; empty: the default."),
+    (
+        "name",
+        "Name",
+        "Letters, digits, - and _; used in URLs and metrics.",
+    ),
+    (
+        "url",
+        "URL",
+        "http:// or https://; private addresses are refused unless the gateway allows them.",
+    ),
+    (
+        "event_types",
+        "Event types",
+        "Comma-separated types of published events sent here (globs such as order.*); empty: all.",
+    ),
+    (
+        "timeout",
+        "Timeout",
+        "Per attempt, such as 10s; empty: the default.",
+    ),
+    (
+        "max_in_flight",
+        "Max in flight",
+        "Concurrent requests at most; empty: the default.",
+    ),
 ];
 
 fn urlencode(s: &str) -> String {
@@ -107,10 +127,7 @@ fn values_of(c: &Console, name: &str) -> Vec<(String, String)> {
     vec![
         ("name".into(), spec.name.clone()),
         ("url".into(), spec.url.to_string()),
-        (
-            "event_types".into(),
-            spec.event_types.join(", "),
-        ),
+        ("event_types".into(), spec.event_types.join(", ")),
         (
             "timeout".into(),
             crate::config::Dur(spec.timeout).to_string(),
@@ -121,13 +138,29 @@ fn values_of(c: &Console, name: &str) -> Vec<(String, String)> {
 
 /// The form, with `values` kept and each problem next to its field (problems of
 /// other fields above it).
-fn form_page(a: &Authed, name: Option<&str>, values: &[(String, String)], problems: &[Problem]) -> Response {
-    let value = |k: &str| values.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.as_str());
+fn form_page(
+    a: &Authed,
+    name: Option<&str>,
+    values: &[(String, String)],
+    problems: &[Problem],
+) -> Response {
+    let value = |k: &str| {
+        values
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or("", |(_, v)| v.as_str())
+    };
     let field_of = |p: &Problem| p.path.first().cloned().unwrap_or_default();
     let known = |p: &Problem| FIELDS.iter().any(|(k, _, _)| *k == field_of(p));
     let (title, action) = match name {
-        Some(n) => (format!("Edit {n}"), format!("/destinations/{}/edit", urlencode(n))),
-        None => ("New destination".to_string(), "/destinations/new".to_string()),
+        Some(n) => (
+            format!("Edit {n}"),
+            format!("/destinations/{}/edit", urlencode(n)),
+        ),
+        None => (
+            "New destination".to_string(),
+            "/destinations/new".to_string(),
+        ),
     };
     let body = html! {
         h1 { (title) }
@@ -160,18 +193,36 @@ fn form_page(a: &Authed, name: Option<&str>, values: &[(String, String)], proble
         }
         p { a href="/destinations" { "Back to destinations" } }
     };
-    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     layout::page_status(a, Nav::Destinations, &title, body, status)
 }
 
-/// The problems of a refused change, or the answer for other refusals.
-fn problems_of(e: ControlError) -> Result<Vec<Problem>, Response> {
+/// A refusal with its problems, as a page of its own.
+fn not_changed(problems: &[Problem]) -> Response {
+    let text: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    layout::error_page(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Not changed",
+        &text.join("; "),
+    )
+}
+
+/// The answer to a refused change: the form again with the problems (`form`),
+/// or a page for other refusals.
+fn refused(e: ControlError, form: impl FnOnce(&[Problem]) -> Response) -> Response {
     match e {
-        ControlError::Invalid(p) => Ok(p),
-        ControlError::Exists(n) => Ok(vec![Problem::at("name", format!("a destination named `{n}` exists"))]),
-        ControlError::ReadOnly => Err(read_only()),
-        ControlError::NotFound => Err(not_found()),
-        ControlError::Store(e) => Err(super::messages::unavailable(e)),
+        ControlError::Invalid(p) => form(&p),
+        ControlError::Exists(n) => form(&[Problem::at(
+            "name",
+            format!("a destination named `{n}` exists"),
+        )]),
+        ControlError::ReadOnly => read_only(),
+        ControlError::NotFound => not_found(),
+        ControlError::Store(e) => super::messages::unavailable(e),
     }
 }
 
@@ -200,7 +251,12 @@ pub async fn new_form(a: Authed) -> Response {
 }
 
 /// `POST /destinations/new`
-pub async fn create(State(c): State<Console>, a: Authed, headers: HeaderMap, form: FormData) -> Response {
+pub async fn create(
+    State(c): State<Console>,
+    a: Authed,
+    headers: HeaderMap,
+    form: FormData,
+) -> Response {
     if let Some(r) = check_post(&a, &headers, &form, true) {
         return r;
     }
@@ -211,10 +267,7 @@ pub async fn create(State(c): State<Console>, a: Authed, headers: HeaderMap, for
             tracing::info!(destination = %name, "console: destination created");
             secret_page(&a, &name, "Destination created", &secret, html! {})
         }
-        Err(e) => match problems_of(e) {
-            Ok(p) => form_page(&a, None, &form.0, &p),
-            Err(r) => r,
-        },
+        Err(e) => refused(e, |p| form_page(&a, None, &form.0, p)),
     }
 }
 
@@ -240,15 +293,17 @@ pub async fn edit(
     if let Some(r) = api_only(&c, &name) {
         return r;
     }
-    match c.admin.registry.patch(&name, form_body(&form, true, false)).await {
+    match c
+        .admin
+        .registry
+        .patch(&name, form_body(&form, true, false))
+        .await
+    {
         Ok(()) => {
             tracing::info!(destination = %name, "console: destination changed");
             Redirect::to("/destinations?notice=saved").into_response()
         }
-        Err(e) => match problems_of(e) {
-            Ok(p) => form_page(&a, Some(&name), &form.0, &p),
-            Err(r) => r,
-        },
+        Err(e) => refused(e, |p| form_page(&a, Some(&name), &form.0, p)),
     }
 }
 
@@ -267,12 +322,22 @@ fn confirm_page(a: &Authed, title: &str, question: Markup, action: &str, button:
 }
 
 /// `GET /destinations/{name}/delete`: the confirmation.
-pub async fn delete_confirm(State(c): State<Console>, a: Authed, Path(name): Path<String>) -> Response {
+pub async fn delete_confirm(
+    State(c): State<Console>,
+    a: Authed,
+    Path(name): Path<String>,
+) -> Response {
     if let Some(r) = api_only(&c, &name) {
         return r;
     }
     let q = html! { p { "Delete " strong { (name) } "? Its pending deliveries stay in the store but are no longer attempted." } };
-    confirm_page(&a, "Delete destination", q, &format!("/destinations/{}/delete", urlencode(&name)), "Delete")
+    confirm_page(
+        &a,
+        "Delete destination",
+        q,
+        &format!("/destinations/{}/delete", urlencode(&name)),
+        "Delete",
+    )
 }
 
 /// `POST /destinations/{name}/delete`
@@ -294,12 +359,16 @@ pub async fn delete(
             tracing::info!(destination = %name, "console: destination deleted");
             Redirect::to("/destinations?notice=deleted").into_response()
         }
-        Err(e) => problems_of(e).err().unwrap_or_else(not_found),
+        Err(e) => refused(e, not_changed),
     }
 }
 
 /// `GET /destinations/{name}/rotate`: the confirmation.
-pub async fn rotate_confirm(State(c): State<Console>, a: Authed, Path(name): Path<String>) -> Response {
+pub async fn rotate_confirm(
+    State(c): State<Console>,
+    a: Authed,
+    Path(name): Path<String>,
+) -> Response {
     if let Some(r) = api_only(&c, &name) {
         return r;
     }
@@ -310,7 +379,13 @@ pub async fn rotate_confirm(State(c): State<Console>, a: Authed, Path(name): Pat
             ", so the receiver can switch over; after that only the new one signs. "
             "The new secret is shown once, on the next page." }
     };
-    confirm_page(&a, "Rotate secret", q, &format!("/destinations/{}/rotate", urlencode(&name)), "Rotate secret")
+    confirm_page(
+        &a,
+        "Rotate secret",
+        q,
+        &format!("/destinations/{}/rotate", urlencode(&name)),
+        "Rotate secret",
+    )
 }
 
 /// `POST /destinations/{name}/rotate`
@@ -333,7 +408,7 @@ pub async fn rotate(
             let extra = html! { p { "The previous secret keeps signing until " (layout::when(until, None)) "." } };
             secret_page(&a, &name, "Secret rotated", &secret, extra)
         }
-        Err(e) => problems_of(e).err().unwrap_or_else(not_found),
+        Err(e) => refused(e, not_changed),
     }
 }
 
@@ -355,7 +430,10 @@ pub async fn send_test(
         return not_found();
     };
     let now = s.clock.now_millis();
-    let test_id = format!("test_{}", super::auth::random_token().get(..16).unwrap_or("0"));
+    let test_id = format!(
+        "test_{}",
+        super::auth::random_token().get(..16).unwrap_or("0")
+    );
     let payload = json!({
         "type": TEST_EVENT_TYPE,
         "id": test_id,

@@ -109,7 +109,11 @@ mod tests {
         assert_eq!(l.blocked(ip(1), 1010), Some(60));
         assert_eq!(l.blocked(ip(1), 60_500), Some(1));
         assert_eq!(l.blocked(ip(1), 61_000), None);
-        assert_eq!(l.blocked(ip(2), 1010), None, "other addresses are not blocked");
+        assert_eq!(
+            l.blocked(ip(2), 1010),
+            None,
+            "other addresses are not blocked"
+        );
         l.failed(ip(1), 61_000);
         assert_eq!(l.blocked(ip(1), 61_001), None, "a new window starts afresh");
     }

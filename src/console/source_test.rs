@@ -99,15 +99,28 @@ pub async fn send_test(
     if let Some(r) = check_post(&a, &headers, &form, true) {
         return r;
     }
-    let Some(src) = c.admin.config.sources.iter().find(|s| s.name.get_ref() == &name) else {
-        return layout::error_page(StatusCode::NOT_FOUND, "Not found", "There is no such source.");
+    let Some(src) = c
+        .admin
+        .config
+        .sources
+        .iter()
+        .find(|s| s.name.get_ref() == &name)
+    else {
+        return layout::error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such source.",
+        );
     };
     let Some(verify) = src.verify.as_ref().map(|v| v.get_ref()) else {
         let text = html! { p.notice.error role="alert" { "This source has no verify table (anyone, or only its allowed addresses, can send), so there is no secret to sign a test webhook with. Send one with curl instead." } };
         return result_page(&a, &name, text, StatusCode::CONFLICT);
     };
     let addr = reachable(c.admin.ingest_addr);
-    let path = format!("/in/{}", percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC));
+    let path = format!(
+        "/in/{}",
+        percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+    );
     let url = format!("http://{addr}{path}");
     let unique = format!("{:016x}", rand::random::<u64>());
     let now = c.admin.clock.now_millis() / 1000;

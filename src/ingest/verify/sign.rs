@@ -41,14 +41,38 @@ pub enum Unsignable {
 fn fixture(kind: VerifyKind) -> (&'static str, &'static str) {
     use VerifyKind::*;
     match kind {
-        Telegram => (include_str!("../../../tests/fixtures/telegram-message.json"), "body:/update_id"),
-        Twilio => (include_str!("../../../tests/fixtures/twilio-sms-received.json"), "header:I-Twilio-Idempotency-Token"),
-        Stripe => (include_str!("../../../tests/fixtures/stripe-payment_intent.succeeded.json"), "body:/id"),
-        Github => (include_str!("../../../tests/fixtures/github-push.json"), "header:X-GitHub-Delivery"),
-        Slack => (include_str!("../../../tests/fixtures/slack-event_callback-message.json"), "body:/event_id"),
-        Shopify => (include_str!("../../../tests/fixtures/shopify-orders-create.json"), "header:X-Shopify-Webhook-Id"),
-        Meta => (include_str!("../../../tests/fixtures/whatsapp-message-text.json"), "body:/entry/0/id"),
-        StandardWebhooks => (include_str!("../../../tests/fixtures/standardwebhooks-contact.created.json"), "header:webhook-id"),
+        Telegram => (
+            include_str!("../../../tests/fixtures/telegram-message.json"),
+            "body:/update_id",
+        ),
+        Twilio => (
+            include_str!("../../../tests/fixtures/twilio-sms-received.json"),
+            "header:I-Twilio-Idempotency-Token",
+        ),
+        Stripe => (
+            include_str!("../../../tests/fixtures/stripe-payment_intent.succeeded.json"),
+            "body:/id",
+        ),
+        Github => (
+            include_str!("../../../tests/fixtures/github-push.json"),
+            "header:X-GitHub-Delivery",
+        ),
+        Slack => (
+            include_str!("../../../tests/fixtures/slack-event_callback-message.json"),
+            "body:/event_id",
+        ),
+        Shopify => (
+            include_str!("../../../tests/fixtures/shopify-orders-create.json"),
+            "header:X-Shopify-Webhook-Id",
+        ),
+        Meta => (
+            include_str!("../../../tests/fixtures/whatsapp-message-text.json"),
+            "body:/entry/0/id",
+        ),
+        StandardWebhooks => (
+            include_str!("../../../tests/fixtures/standardwebhooks-contact.created.json"),
+            "header:webhook-id",
+        ),
         Hmac | Basic | Bearer | Header => (GENERIC, "body:/id"),
     }
 }
@@ -60,14 +84,23 @@ const GENERIC: &str = r#"{"content_type":"application/json","headers":{},"body":
 /// to `url` (the full URL the request is sent to, for Twilio when the source
 /// has no public `url`). `unique` goes into the id the dedup key reads; `now`
 /// is in seconds.
-pub fn example(cfg: &VerifyConfig, url: &str, unique: &str, now: i64) -> Result<Example, Unsignable> {
+pub fn example(
+    cfg: &VerifyConfig,
+    url: &str,
+    unique: &str,
+    now: i64,
+) -> Result<Example, Unsignable> {
     let secret = cfg.keys().into_iter().next().ok_or(Unsignable::NoSecret)?;
     let secret = secret.expose();
     let (text, vary) = fixture(cfg.kind);
     let f: Value = serde_json::from_str(text).expect("embedded fixtures are JSON");
     let mut headers: Vec<(String, String)> = f["headers"]
         .as_object()
-        .map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default();
     let content_type = if f["content_type"] == "application/x-www-form-urlencoded" {
         "application/x-www-form-urlencoded"
@@ -77,7 +110,10 @@ pub fn example(cfg: &VerifyConfig, url: &str, unique: &str, now: i64) -> Result<
     let mut body_value = f["body"].clone();
     if let Some(name) = vary.strip_prefix("header:") {
         set_header(&mut headers, name, unique);
-    } else if let Some(slot) = vary.strip_prefix("body:").and_then(|p| body_value.pointer_mut(p)) {
+    } else if let Some(slot) = vary
+        .strip_prefix("body:")
+        .and_then(|p| body_value.pointer_mut(p))
+    {
         *slot = if slot.is_number() {
             Value::from(u32::from_str_radix(unique.get(..8).unwrap_or(unique), 16).unwrap_or(1))
         } else {
@@ -92,16 +128,27 @@ pub fn example(cfg: &VerifyConfig, url: &str, unique: &str, now: i64) -> Result<
     for (k, v) in signed {
         set_header(&mut headers, &k, &v);
     }
-    Ok(Example { content_type, headers, body })
+    Ok(Example {
+        content_type,
+        headers,
+        body,
+    })
 }
 
 /// A form body with its `MessageSid` (Twilio's dedup fallback) made unique.
 fn vary_form(form: &str, unique: &str) -> Vec<u8> {
     let pairs = form_urlencoded::parse(form.as_bytes()).map(|(k, v)| {
-        let v = if k == "MessageSid" || k == "SmsSid" { format!("SM{unique}") } else { v.into_owned() };
+        let v = if k == "MessageSid" || k == "SmsSid" {
+            format!("SM{unique}")
+        } else {
+            v.into_owned()
+        };
         (k.into_owned(), v)
     });
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish().into_bytes()
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+        .into_bytes()
 }
 
 fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
@@ -128,7 +175,10 @@ fn signature_headers(
     Ok(match cfg.kind {
         VerifyKind::Telegram => vec![h("X-Telegram-Bot-Api-Secret-Token", secret.into())],
         VerifyKind::Github | VerifyKind::Meta => {
-            vec![h("X-Hub-Signature-256", format!("sha256={}", hex_mac(Sha256, secret, &[body])))]
+            vec![h(
+                "X-Hub-Signature-256",
+                format!("sha256={}", hex_mac(Sha256, secret, &[body])),
+            )]
         }
         VerifyKind::Stripe => {
             let sig = hex_mac(Sha256, secret, &[ts.as_bytes(), b".", body]);
@@ -136,21 +186,35 @@ fn signature_headers(
         }
         VerifyKind::Slack => {
             let sig = hex_mac(Sha256, secret, &[b"v0:", ts.as_bytes(), b":", body]);
-            vec![h("X-Slack-Request-Timestamp", ts), h("X-Slack-Signature", format!("v0={sig}"))]
+            vec![
+                h("X-Slack-Request-Timestamp", ts),
+                h("X-Slack-Signature", format!("v0={sig}")),
+            ]
         }
         VerifyKind::Shopify => {
-            vec![h("X-Shopify-Hmac-Sha256", B64.encode(mac(Sha256, secret.as_bytes(), &[body])))]
+            vec![h(
+                "X-Shopify-Hmac-Sha256",
+                B64.encode(mac(Sha256, secret.as_bytes(), &[body])),
+            )]
         }
         VerifyKind::StandardWebhooks => {
             let key = crate::signing::decode_secret(secret).ok_or(Unsignable::BadSecret)?;
             let id = format!("msg_{unique}");
             let sig = crate::signing::sign(&key, &id, now, body);
-            vec![h("webhook-id", id), h("webhook-timestamp", ts), h("webhook-signature", sig)]
+            vec![
+                h("webhook-id", id),
+                h("webhook-timestamp", ts),
+                h("webhook-signature", sig),
+            ]
         }
         VerifyKind::Twilio => {
             let base = cfg.url.as_deref().unwrap_or(url);
             let params = twilio::parse_form(body).unwrap_or_default();
-            let signed = mac(Sha1, secret.as_bytes(), &[base.as_bytes(), &twilio::canonical_params(params)]);
+            let signed = mac(
+                Sha1,
+                secret.as_bytes(),
+                &[base.as_bytes(), &twilio::canonical_params(params)],
+            );
             vec![h("X-Twilio-Signature", B64.encode(signed))]
         }
         VerifyKind::Hmac => {
@@ -161,7 +225,10 @@ fn signature_headers(
                 SigEncoding::Base64 => B64.encode(raw),
             };
             let prefix = cfg.prefix.clone().unwrap_or_default();
-            vec![h(cfg.header.as_deref().unwrap_or_default(), format!("{prefix}{sig}"))]
+            vec![h(
+                cfg.header.as_deref().unwrap_or_default(),
+                format!("{prefix}{sig}"),
+            )]
         }
         VerifyKind::Basic => vec![h("Authorization", format!("Basic {}", B64.encode(secret)))],
         VerifyKind::Bearer => vec![h("Authorization", format!("Bearer {secret}"))],
@@ -190,8 +257,9 @@ mod tests {
     ];
 
     fn cfg(kind: VerifyKind, secret: &str) -> VerifyConfig {
-        let mut c: VerifyConfig = serde_json::from_value(serde_json::json!({"type": kind.as_str()}))
-            .expect("a bare verify table");
+        let mut c: VerifyConfig =
+            serde_json::from_value(serde_json::json!({"type": kind.as_str()}))
+                .expect("a bare verify table");
         c.secret = Some(Secret::new(secret));
         if matches!(kind, VerifyKind::Hmac | VerifyKind::Header) {
             c.header = Some("X-Signature".into());
@@ -215,7 +283,13 @@ mod tests {
         }
         headers.insert("host", http::HeaderValue::from_static("127.0.0.1:8080"));
         let uri: http::Uri = "/in/src".parse().expect("uri");
-        let req = super::super::Request { method: &http::Method::POST, uri: &uri, headers: &headers, body: &ex.body, now };
+        let req = super::super::Request {
+            method: &http::Method::POST,
+            uri: &uri,
+            headers: &headers,
+            body: &ex.body,
+            now,
+        };
         verifier.verify(&req)
     }
 
@@ -223,11 +297,30 @@ mod tests {
     fn every_signed_example_passes_its_verifier_and_fails_another_secret() {
         let now = 1_767_000_000;
         for kind in ALL {
-            let secret = if kind == VerifyKind::StandardWebhooks { "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" } else if kind == VerifyKind::Basic { "user:pass" } else { "s3cret" };
-            let other = if kind == VerifyKind::StandardWebhooks { "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" } else { "other:secret" };
-            let ex = example(&cfg(kind, secret), "http://127.0.0.1:8080/in/src", "0123abcd4567ef89", now).expect("signable");
+            let secret = if kind == VerifyKind::StandardWebhooks {
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            } else if kind == VerifyKind::Basic {
+                "user:pass"
+            } else {
+                "s3cret"
+            };
+            let other = if kind == VerifyKind::StandardWebhooks {
+                "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            } else {
+                "other:secret"
+            };
+            let ex = example(
+                &cfg(kind, secret),
+                "http://127.0.0.1:8080/in/src",
+                "0123abcd4567ef89",
+                now,
+            )
+            .expect("signable");
             assert_eq!(verdict(&cfg(kind, secret), &ex, now), Ok(()), "{kind:?}");
-            assert!(verdict(&cfg(kind, other), &ex, now).is_err(), "{kind:?} with another secret");
+            assert!(
+                verdict(&cfg(kind, other), &ex, now).is_err(),
+                "{kind:?} with another secret"
+            );
         }
     }
 
@@ -239,8 +332,17 @@ mod tests {
         assert_ne!(a.body, b.body);
         let mut none = c.clone();
         none.secret = None;
-        assert_eq!(example(&none, "http://h/in/s", "x", 1).unwrap_err(), Unsignable::NoSecret);
-        let tg = example(&cfg(VerifyKind::Telegram, "t"), "http://h/in/s", "00000010", 1).expect("signable");
+        assert_eq!(
+            example(&none, "http://h/in/s", "x", 1).unwrap_err(),
+            Unsignable::NoSecret
+        );
+        let tg = example(
+            &cfg(VerifyKind::Telegram, "t"),
+            "http://h/in/s",
+            "00000010",
+            1,
+        )
+        .expect("signable");
         let v: Value = serde_json::from_slice(&tg.body).expect("json");
         assert_eq!(v["update_id"], 16);
     }
