@@ -426,9 +426,9 @@ pub async fn send_test(
         return r;
     }
     let s = &c.admin;
-    let Some(h) = s.dispatcher.get(&name) else {
+    if s.dispatcher.get(&name).is_none() {
         return not_found();
-    };
+    }
     let now = s.clock.now_millis();
     let test_id = format!(
         "test_{}",
@@ -447,7 +447,6 @@ pub async fn send_test(
         priority: crate::config::Priority::Normal,
         ordering_key: None,
     };
-    drop(h);
     let body = Bytes::from(payload.to_string());
     match crate::admin::events::store_event(s, TEST_EVENT_TYPE, body, None, vec![delivery]).await {
         Ok(Appended::Stored(id) | Appended::Duplicate(id)) => {

@@ -21,6 +21,14 @@ use super::layout::{self, Nav};
 use super::{Console, FormData};
 use crate::ingest::verify::sign;
 
+/// What is escaped in a path segment: everything but the unreserved characters
+/// (ingest matches `/in/{name}` as sent, so `-`, `_`, `.` and `~` stay as they are).
+pub const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// How long the test request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,7 +127,7 @@ pub async fn send_test(
     let addr = reachable(c.admin.ingest_addr);
     let path = format!(
         "/in/{}",
-        percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+        percent_encoding::utf8_percent_encode(&name, SEGMENT)
     );
     let url = format!("http://{addr}{path}");
     let unique = format!("{:016x}", rand::random::<u64>());

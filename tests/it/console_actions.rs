@@ -29,6 +29,38 @@ verify = {{ type = "standard-webhooks", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZI
 name = "open"
 
 [[sources]]
+name = "stripe"
+verify = {{ type = "stripe", secret = "whsec_stripe" }}
+
+[[sources]]
+name = "slack"
+verify = {{ type = "slack", secret = "slack-secret" }}
+
+[[sources]]
+name = "shopify"
+verify = {{ type = "shopify", secret = "shopify-secret" }}
+
+[[sources]]
+name = "telegram"
+verify = {{ type = "telegram", secret = "tg-secret" }}
+
+[[sources]]
+name = "twilio"
+verify = {{ type = "twilio", secret = "twilio-token" }}
+
+[[sources]]
+name = "twilio-public"
+verify = {{ type = "twilio", secret = "twilio-token", url = "https://hooks.example.com/in/twilio-public" }}
+
+[[sources]]
+name = "meta"
+verify = {{ type = "meta", secret = "meta-secret" }}
+
+[[sources]]
+name = "generic"
+verify = {{ type = "hmac", secret = "h", header = "X-Sig", algorithm = "sha1", prefix = "sha1=" }}
+
+[[sources]]
 name = "fenced"
 verify = {{ type = "bearer", secret = "b" }}
 allow_ips = ["10.9.9.0/24"]
@@ -459,6 +491,44 @@ async fn send_test_webhook_goes_through_verification_and_storage() {
     )
     .await;
     assert!(r.contains("no secret to sign"));
+    for source in [
+        "stripe",
+        "slack",
+        "shopify",
+        "telegram",
+        "twilio",
+        "twilio-public",
+        "meta",
+        "generic",
+    ] {
+        for _ in 0..2 {
+            let html = expect(
+                &b,
+                &format!("/sources/{source}/test"),
+                &[("csrf", &csrf)],
+                StatusCode::OK,
+            )
+            .await;
+            assert!(
+                html.contains("Accepted: ingest answered 200"),
+                "{source}: {html}"
+            );
+            assert!(html.contains("Stored as message"), "{source}");
+        }
+    }
+    let text = b.get("/metrics").await.text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("hookgate_ingest_requests_total")
+                && l.contains("source=\"stripe\"")
+                && l.contains("outcome=\"stored\"")
+        })
+        .expect("stripe's stored counter");
+    assert!(
+        line.ends_with(" 2"),
+        "both sends stored, none a duplicate: {line}"
+    );
     let r = expect(
         &b,
         "/sources/fenced/test",
