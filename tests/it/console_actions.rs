@@ -15,70 +15,72 @@ use crate::harness::{eventually, Gateway, Receiver, ADMIN_TOKEN};
 
 const SITE: &str = "same-origin";
 
+/// Sources of every kind that can be signed (name, the rest of the table),
+/// one without a secret, and one whose allowed addresses exclude loopback.
+const SOURCES: &[(&str, &str)] = &[
+    (
+        "gh",
+        r#"verify = { type = "github", secret = "gh-secret" }"#,
+    ),
+    (
+        "sw",
+        r#"verify = { type = "standard-webhooks", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }"#,
+    ),
+    ("open", ""),
+    (
+        "stripe",
+        r#"verify = { type = "stripe", secret = "whsec_stripe" }"#,
+    ),
+    (
+        "slack",
+        r#"verify = { type = "slack", secret = "slack-secret" }"#,
+    ),
+    (
+        "shopify",
+        r#"verify = { type = "shopify", secret = "shopify-secret" }"#,
+    ),
+    (
+        "telegram",
+        r#"verify = { type = "telegram", secret = "tg-secret" }"#,
+    ),
+    (
+        "twilio",
+        r#"verify = { type = "twilio", secret = "twilio-token" }"#,
+    ),
+    (
+        "twilio-public",
+        r#"verify = { type = "twilio", secret = "twilio-token", url = "https://hooks.example.com/in/twilio-public" }"#,
+    ),
+    (
+        "meta",
+        r#"verify = { type = "meta", secret = "meta-secret" }"#,
+    ),
+    (
+        "generic",
+        r#"verify = { type = "hmac", secret = "h", header = "X-Sig", algorithm = "sha1", prefix = "sha1=" }"#,
+    ),
+    (
+        "fenced",
+        "verify = { type = \"bearer\", secret = \"b\" }\nallow_ips = [\"10.9.9.0/24\"]",
+    ),
+];
+
+/// `SOURCES`, destination `app` at the receiver, and routes from `gh` and `sw` to it.
 fn config(rx: &Receiver) -> String {
-    format!(
-        r#"[[sources]]
-name = "gh"
-verify = {{ type = "github", secret = "gh-secret" }}
-
-[[sources]]
-name = "sw"
-verify = {{ type = "standard-webhooks", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }}
-
-[[sources]]
-name = "open"
-
-[[sources]]
-name = "stripe"
-verify = {{ type = "stripe", secret = "whsec_stripe" }}
-
-[[sources]]
-name = "slack"
-verify = {{ type = "slack", secret = "slack-secret" }}
-
-[[sources]]
-name = "shopify"
-verify = {{ type = "shopify", secret = "shopify-secret" }}
-
-[[sources]]
-name = "telegram"
-verify = {{ type = "telegram", secret = "tg-secret" }}
-
-[[sources]]
-name = "twilio"
-verify = {{ type = "twilio", secret = "twilio-token" }}
-
-[[sources]]
-name = "twilio-public"
-verify = {{ type = "twilio", secret = "twilio-token", url = "https://hooks.example.com/in/twilio-public" }}
-
-[[sources]]
-name = "meta"
-verify = {{ type = "meta", secret = "meta-secret" }}
-
-[[sources]]
-name = "generic"
-verify = {{ type = "hmac", secret = "h", header = "X-Sig", algorithm = "sha1", prefix = "sha1=" }}
-
-[[sources]]
-name = "fenced"
-verify = {{ type = "bearer", secret = "b" }}
-allow_ips = ["10.9.9.0/24"]
-
-[[destinations]]
-name = "app"
-url = "{}"
-
-[[routes]]
-source = "gh"
-to = "app"
-
-[[routes]]
-source = "sw"
-to = "app"
-"#,
+    let mut text: String = SOURCES
+        .iter()
+        .map(|(name, rest)| format!("[[sources]]\nname = \"{name}\"\n{rest}\n\n"))
+        .collect();
+    text.push_str(&format!(
+        "[[destinations]]\nname = \"app\"\nurl = \"{}\"\n\n",
         rx.url("/hook")
-    )
+    ));
+    for source in ["gh", "sw"] {
+        text.push_str(&format!(
+            "[[routes]]\nsource = \"{source}\"\nto = \"app\"\n\n"
+        ));
+    }
+    text
 }
 
 async fn gateway(rx: &Receiver, private_ok: bool) -> Gateway {
