@@ -177,7 +177,7 @@ fn form_page(
                     @let mine: Vec<&Problem> = problems.iter().filter(|p| field_of(p) == *key).collect();
                     div.field {
                         label for=(key) { (label) }
-                        input id=(key) name=(key) type="text" value=(value(key))
+                        input id=(key) name=(key) type=(if *key == "max_in_flight" { "number" } else { "text" }) value=(value(key))
                             aria-describedby={ (key) "-hint" @if !mine.is_empty() { " " (key) "-error" } }
                             aria-invalid=[(!mine.is_empty()).then_some("true")]
                             required[*key == "name" || *key == "url"];
@@ -237,8 +237,8 @@ fn secret_page(a: &Authed, name: &str, heading: &str, secret: &str, extra: Marku
             label for="secret" { "Signing secret (Standard Webhooks)" }
             input.mono id="secret" type="text" readonly value=(secret) autocomplete="off" spellcheck="false";
         }
-        button type="button" data-copy="secret" { "Copy secret" }
-        span.copy-status aria-live="polite" {}
+        button type="button" data-copy="secret" data-status="copy-status" hidden { "Copy secret" }
+        span.copy-status id="copy-status" role="status" {}
         (extra)
         p { a href="/destinations" { "Back to destinations" } }
     };

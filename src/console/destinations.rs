@@ -107,7 +107,7 @@ pub async fn list(
                                     _ => "—",
                                 }
                             }
-                            td.actions {
+                            td.row-actions {
                                 @let base = format!("/destinations/{}", urlencode(&spec.name));
                                 @let (action, label) = if st.paused { ("resume", "Resume") } else { ("pause", "Pause") };
                                 form method="post" action={ (base) "/" (action) } {
@@ -119,9 +119,9 @@ pub async fn list(
                                     button type="submit" aria-describedby=(row_id) { "Send test event" }
                                 }
                                 @if spec.origin == Origin::Api {
-                                    a href={ (base) "/edit" } aria-describedby=(row_id) { "Edit" } " "
-                                    a href={ (base) "/rotate" } aria-describedby=(row_id) { "Rotate secret" } " "
-                                    a href={ (base) "/delete" } aria-describedby=(row_id) { "Delete" }
+                                    a.button href={ (base) "/edit" } aria-describedby=(row_id) { "Edit" }
+                                    a.button href={ (base) "/rotate" } aria-describedby=(row_id) { "Rotate secret" }
+                                    a.button href={ (base) "/delete" } aria-describedby=(row_id) { "Delete" }
                                 } @else {
                                     span.hint { "From the config file (read-only)" }
                                 }

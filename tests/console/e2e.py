@@ -355,6 +355,9 @@ class Run:
         expect(p.get_by_role("status").filter(has_text="not shown again")).to_be_visible()
         first = p.get_by_role("textbox", name="Signing secret (Standard Webhooks)").input_value()
         assert first.startswith("whsec_"), first
+        p.get_by_role("button", name="Copy secret").click()
+        expect(p.get_by_role("status").filter(has_text="Copied.")).to_be_visible()
+        assert p.evaluate("navigator.clipboard.readText()") == first
         p.get_by_role("link", name="Back to destinations").click()
         row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="runtime", exact=True))
         row.get_by_role("link", name="Rotate secret").click()
