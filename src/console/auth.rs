@@ -366,7 +366,11 @@ pub async fn login(
     let ip = peer.map(|p| (p.0).0.ip());
     let now = c.admin.clock.now_millis();
     if let Some(wait) = c.logins.blocked(ip, now) {
-        tracing::warn!(client = ?ip, "console login refused: too many failed attempts");
+        crate::telemetry::events::ConsoleLoginRefused {
+            client: ip,
+            limited: true,
+        }
+        .emit();
         let mut r = login_page(
             &c,
             next,
@@ -396,7 +400,11 @@ pub async fn login(
     }
     let Some(role) = role_of(&c, form.get("token").unwrap_or("")) else {
         c.logins.failed(ip, now);
-        tracing::info!(client = ?ip, "console login failed: token not accepted");
+        crate::telemetry::events::ConsoleLoginRefused {
+            client: ip,
+            limited: false,
+        }
+        .emit();
         return login_page(
             &c,
             next,

@@ -57,6 +57,16 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Logs a console action (see [`crate::telemetry::events::ConsoleAction`]).
+pub fn action(action: &'static str, name: &str, message_id: Option<&str>) {
+    crate::telemetry::events::ConsoleAction {
+        action,
+        name,
+        message_id,
+    }
+    .emit();
+}
+
 fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
@@ -264,7 +274,7 @@ pub async fn create(
     let name = form.get("name").unwrap_or("").trim().to_string();
     match c.admin.registry.create(body).await {
         Ok(secret) => {
-            tracing::info!(destination = %name, "console: destination created");
+            action("destination created", &name, None);
             secret_page(&a, &name, "Destination created", &secret, html! {})
         }
         Err(e) => refused(e, |p| form_page(&a, None, &form.0, p)),
@@ -300,7 +310,7 @@ pub async fn edit(
         .await
     {
         Ok(()) => {
-            tracing::info!(destination = %name, "console: destination changed");
+            action("destination changed", &name, None);
             Redirect::to("/destinations?notice=saved").into_response()
         }
         Err(e) => refused(e, |p| form_page(&a, Some(&name), &form.0, p)),
@@ -356,7 +366,7 @@ pub async fn delete(
     }
     match c.admin.registry.delete(&name).await {
         Ok(()) => {
-            tracing::info!(destination = %name, "console: destination deleted");
+            action("destination deleted", &name, None);
             Redirect::to("/destinations?notice=deleted").into_response()
         }
         Err(e) => refused(e, not_changed),
@@ -404,7 +414,7 @@ pub async fn rotate(
     }
     match c.admin.registry.rotate(&name, None, None).await {
         Ok((secret, until)) => {
-            tracing::info!(destination = %name, "console: signing secret rotated");
+            action("signing secret rotated", &name, None);
             let extra = html! { p { "The previous secret keeps signing until " (layout::when(until, None)) "." } };
             secret_page(&a, &name, "Secret rotated", &secret, extra)
         }
@@ -450,7 +460,7 @@ pub async fn send_test(
     let body = Bytes::from(payload.to_string());
     match crate::admin::events::store_event(s, TEST_EVENT_TYPE, body, None, vec![delivery]).await {
         Ok(Appended::Stored(id) | Appended::Duplicate(id)) => {
-            tracing::info!(destination = %name, message_id = %id, "console: test event sent");
+            action("test event sent", &name, Some(&id.to_string()));
             Redirect::to(&format!("/messages/{id}?notice=test_sent")).into_response()
         }
         Err(e) => layout::error_page(e.status, "Not sent", &e.message),

@@ -142,7 +142,7 @@ pub async fn send_test(
     let outcome = post(&url, ex).await;
     let body = match &outcome {
         Ok(o) => {
-            tracing::info!(source = %name, status = o.status.as_u16(), message_id = ?o.message_id, "console: test webhook sent");
+            super::dest_actions::action("test webhook sent", &name, o.message_id.as_deref());
             html! {
                 @if o.status.is_success() {
                     p.notice role="status" { "Accepted: ingest answered " (o.status.as_u16()) "." }

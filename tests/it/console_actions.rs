@@ -555,12 +555,7 @@ async fn send_test_webhook_goes_through_verification_and_storage() {
 #[tokio::test]
 async fn failed_logins_are_limited_per_address() {
     let rx = Receiver::start().await;
-    let g = Gateway::start_opts(
-        &config(&rx),
-        &format!("admin_read_tokens = [\"{READ_TOKEN}\"]\n"),
-        &[],
-    )
-    .await;
+    let g = gateway(&rx, false).await;
     let mut b = Browser::new(&g);
     for i in 0..5 {
         assert_eq!(
@@ -588,6 +583,16 @@ async fn failed_logins_are_limited_per_address() {
     let wait: u64 = r.headers()[RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "Retry-After {wait}");
     assert!(r.text().await.unwrap().contains("Too many wrong tokens"));
+    let metrics = b.get("/metrics").await.text().await.unwrap();
+    for (reason, n) in [("wrong_token", 5), ("limited", 2)] {
+        let line = format!("hookgate_console_login_refused_total{{reason=\"{reason}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let log = g.log();
+    assert!(
+        log.contains("console login refused") && !log.contains("wrong-token"),
+        "logged without the token"
+    );
 }
 
 /// Posts a console form from its own pages and checks the status; the page.
