@@ -229,6 +229,18 @@ async fn destinations_are_created_edited_rotated_tested_and_deleted() {
         3
     );
 
+    let edit = b.page("/destinations/rt/edit").await;
+    assert!(
+        edit.contains(&format!("value=\"{url}\"")) && edit.contains("value=\"3\""),
+        "the form shows the current values"
+    );
+    assert_eq!(
+        b.post("/destinations/nope/test", &[("csrf", &csrf)], SITE)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
     // Config-file destinations are read-only.
     assert_eq!(
         b.get("/destinations/app/edit").await.status(),
