@@ -139,11 +139,13 @@ pub async fn send_test(
             return result_page(&a, &name, text, StatusCode::CONFLICT);
         }
     };
+    let what = ex.what.clone();
     let outcome = post(&url, ex).await;
     let body = match &outcome {
         Ok(o) => {
             super::dest_actions::action("test webhook sent", &name, o.message_id.as_deref());
             html! {
+                p { "Sent a signed example (" (what) ") to " code { (url) } "." }
                 @if o.status.is_success() {
                     p.notice role="status" { "Accepted: ingest answered " (o.status.as_u16()) "." }
                 } @else {

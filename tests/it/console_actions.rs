@@ -475,6 +475,12 @@ async fn send_test_webhook_goes_through_verification_and_storage() {
             + "href=\"/messages/".len();
         let id = html[i..i + html[i..].find('"').unwrap()].to_string();
         assert!(!html.contains("gh-secret"), "the secret is not shown");
+        let what = if source == "gh" {
+            "github push"
+        } else {
+            "standard-webhooks contact.created"
+        };
+        assert!(html.contains(what), "{source}: says what was sent");
         ids.push(id);
     }
     assert_ne!(ids[0], ids[1], "a repeat is not swallowed as a duplicate");

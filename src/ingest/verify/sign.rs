@@ -24,6 +24,8 @@ pub struct Example {
     pub headers: Vec<(String, String)>,
     /// The exact bytes that were signed.
     pub body: Vec<u8>,
+    /// What it is, as people read it: the provider and its event (`github push`).
+    pub what: String,
 }
 
 /// Why no example can be signed for a source.
@@ -128,10 +130,15 @@ pub fn example(
     for (k, v) in signed {
         set_header(&mut headers, &k, &v);
     }
+    let what = match (f["provider"].as_str(), f["event"].as_str()) {
+        (Some(p), Some(e)) => format!("{p} {e}"),
+        _ => "hookgate.test".to_string(),
+    };
     Ok(Example {
         content_type,
         headers,
         body,
+        what,
     })
 }
 
