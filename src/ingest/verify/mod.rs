@@ -13,6 +13,7 @@ pub mod github;
 pub mod hmac;
 pub mod meta;
 pub mod shopify;
+pub mod sign;
 pub mod simple;
 pub mod slack;
 pub mod standard_webhooks;
