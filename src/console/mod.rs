@@ -19,15 +19,19 @@ pub mod destinations;
 pub mod layout;
 pub mod mask;
 pub mod messages;
+pub mod overview;
+pub mod sampler;
+pub mod series;
 pub mod sources;
 pub mod stats;
+pub mod svg;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -74,7 +78,8 @@ pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
         secure_cookie: opts.secure_cookie,
     };
     Router::new()
-        .route("/", get(|| async { Redirect::to("/messages") }))
+        .route("/", get(overview::page))
+        .route("/overview/fragment", get(overview::fragment))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/messages", get(messages::list))
