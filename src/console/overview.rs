@@ -65,14 +65,17 @@ fn sections(c: &Console) -> Markup {
             (h.spec().name.clone(), state, circuit)
         })
         .collect();
+    let sources = c.admin.overview.sources();
     c.admin.overview.read(|s: &Series| {
         html! {
             section aria-labelledby="ov-sources" {
                 h2 #ov-sources { "Sources" }
-                @if s.sources.is_empty() { p { "No source is configured." } }
+                @if sources.is_empty() { p { "No source is configured." } }
                 div.cards {
-                    @for (name, ring) in &s.sources {
-                        (source_card(name, &ring.iter().copied().collect::<Vec<_>>()))
+                    @for name in sources {
+                        @let points: Vec<SourcePoint> = s.sources.get(name)
+                            .map(|r| r.iter().copied().collect()).unwrap_or_default();
+                        (source_card(name, &points))
                     }
                 }
             }
@@ -265,10 +268,12 @@ fn metric(title: &str, key: &str, summary: &str, chart: Markup) -> Markup {
     }
 }
 
-/// `850 ms`, `0.25 ms`, `12.5 s`, `3 min`, `2.0 h`.
+/// `0 s`, `0.25 ms`, `850 ms`, `12.5 s`, `3 min`, `2.0 h`.
 pub fn seconds(s: f64) -> String {
     let s = if s.is_finite() { s.max(0.0) } else { 0.0 };
-    if s < 0.001 {
+    if s == 0.0 {
+        "0 s".to_string()
+    } else if s < 0.001 {
         format!("{:.2} ms", s * 1000.0)
     } else if s < 1.0 {
         format!("{:.0} ms", s * 1000.0)
@@ -292,8 +297,9 @@ mod tests {
         assert_eq!(seconds(12.5), "12.5 s");
         assert_eq!(seconds(180.0), "3 min");
         assert_eq!(seconds(7200.0), "2.0 h");
-        assert_eq!(seconds(f64::NAN), "0.00 ms");
-        assert_eq!(seconds(-1.0), "0.00 ms");
+        assert_eq!(seconds(f64::NAN), "0 s");
+        assert_eq!(seconds(-1.0), "0 s");
+        assert_eq!(seconds(0.0), "0 s");
     }
 
     #[test]

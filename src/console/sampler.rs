@@ -178,6 +178,11 @@ impl Sampler {
         }
     }
 
+    /// The sources it samples (the configured ones, in the config's order).
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
     /// Runs `f` on the series (under a short lock: no I/O in `f`).
     pub fn read<T>(&self, f: impl FnOnce(&Series) -> T) -> T {
         f(&self.state.lock().series)
