@@ -341,6 +341,37 @@ mod tests {
         assert_eq!(source_point(&cur, &cur, "nope", 1).received, 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_task_takes_one_point_per_interval_and_stops_when_asked() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::new());
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let dispatcher = Dispatcher::for_tests(store.clone(), clock.clone());
+        let sources = vec!["sampler-test".to_string()];
+        let s = Arc::new(Sampler::new(
+            crate::telemetry::metrics_handle(),
+            store,
+            dispatcher,
+            clock,
+            sources,
+        ));
+        let points = || s.read(|x| x.sources.get("sampler-test").map_or(0, |r| r.len()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(s.clone().run(EVERY, stop.clone()));
+        tokio::time::sleep(EVERY - Duration::from_millis(1)).await;
+        assert_eq!(points(), 0, "the first point comes after one interval");
+        tokio::time::sleep(EVERY * 2 + Duration::from_millis(2)).await;
+        assert_eq!(points(), 3);
+        assert_eq!(
+            s.read(|x| *x.sources["sampler-test"].last().unwrap())
+                .received,
+            0
+        );
+        stop.cancel();
+        task.await.unwrap();
+        tokio::time::sleep(EVERY * 2).await;
+        assert_eq!(points(), 3, "no point after the stop");
+    }
+
     #[test]
     fn a_restarted_recorder_counts_from_zero() {
         let (prev, cur) = (after(), before());
