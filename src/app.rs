@@ -188,9 +188,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         config: Arc::new(cfg.clone()),
         draining: shutdown.clone(),
         ingest_addr,
-        overview: overview.clone(),
     });
-    spawn_background(&tasks, &cfg, &admin_state);
+    spawn_background(&tasks, &cfg, &admin_state, &overview);
     tracing::info!(
         listen = %ingest_addr,
         admin = %admin_addr,
@@ -203,6 +202,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         cfg.server.shutdown_grace.0,
         (ingest_listener, ingest),
         (admin_listener, admin_state),
+        overview.clone(),
         tasks,
     );
     let done = tokio::spawn(stop_when(shutdown.clone(), parts));
@@ -283,12 +283,12 @@ fn new_ingest(
 
 /// Starts the background tasks: gauges, retention, the overview's sampler and,
 /// on a shared store, the registry's sync with the other nodes.
-fn spawn_background(tasks: &Tasks, cfg: &Config, s: &AdminState) {
+fn spawn_background(tasks: &Tasks, cfg: &Config, s: &AdminState, overview: &Arc<Sampler>) {
     let (dispatcher, metrics) = (s.dispatcher.clone(), s.metrics.clone());
     tasks.spawn(move |stop| gauges(dispatcher, metrics, stop));
     let (store, clock, keep) = (s.store.clone(), s.clock.clone(), cfg.storage.retention.0);
     tasks.spawn(move |stop| retention(store, clock, keep, stop));
-    let overview = s.overview.clone();
+    let overview = overview.clone();
     tasks.spawn(move |stop| overview.run(sampler::EVERY, stop));
     if cfg.storage.backend == Backend::Postgres {
         let registry = s.registry.clone();
@@ -314,6 +314,7 @@ impl Parts {
         grace: Duration,
         (ingest_listener, ingest): (TcpListener, Arc<Ingest>),
         (admin_listener, admin): (TcpListener, Arc<AdminState>),
+        overview: Arc<Sampler>,
         tasks: Arc<Tasks>,
     ) -> Self {
         let (dispatcher, store) = (admin.dispatcher.clone(), admin.store.clone());
@@ -325,7 +326,7 @@ impl Parts {
         ));
         let stop_admin = CancellationToken::new();
         // The web console shares the admin listener.
-        let pages = crate::console::router(admin.clone());
+        let pages = crate::console::router(admin.clone(), overview);
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             admin,

@@ -57,8 +57,6 @@ pub struct AdminState {
     pub draining: CancellationToken,
     /// Where ingest listens, as bound (the config may say port 0).
     pub ingest_addr: std::net::SocketAddr,
-    /// The console overview's time series.
-    pub overview: Arc<crate::console::sampler::Sampler>,
 }
 
 /// Shared admin state.

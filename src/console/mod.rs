@@ -59,18 +59,25 @@ pub struct Console {
     pub sessions: Arc<auth::Sessions>,
     /// Whether cookies are marked `Secure`.
     pub secure_cookie: bool,
+    /// The overview's time series.
+    pub overview: Arc<sampler::Sampler>,
 }
 
 /// The console's routes, to merge into the admin router (plain HTTP: cookies
-/// without `Secure`).
-pub fn router(state: Shared) -> Router<Shared> {
-    router_with(state, Options::default())
+/// without `Secure`); the overview draws `overview`'s points.
+pub fn router(state: Shared, overview: Arc<sampler::Sampler>) -> Router<Shared> {
+    router_with(state, overview, Options::default())
 }
 
 /// The console's routes with explicit options.
-pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
+pub fn router_with(
+    state: Shared,
+    overview: Arc<sampler::Sampler>,
+    opts: Options,
+) -> Router<Shared> {
     let c = Console {
         admin: state,
+        overview,
         sessions: Arc::new(auth::Sessions::new(
             auth::MAX_SESSIONS,
             auth::SESSION_TTL_MS,

@@ -65,8 +65,8 @@ fn sections(c: &Console) -> Markup {
             (h.spec().name.clone(), state, circuit)
         })
         .collect();
-    let sources = c.admin.overview.sources();
-    c.admin.overview.read(|s: &Series| {
+    let sources = c.overview.sources();
+    c.overview.read(|s: &Series| {
         html! {
             section aria-labelledby="ov-sources" {
                 h2 #ov-sources { "Sources" }
