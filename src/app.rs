@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Backend, Config};
+use crate::console::sampler::{self, Sampler};
 use crate::control::Registry;
 use crate::dispatch::client::DeliveryClient;
 use crate::dispatch::Dispatcher;
@@ -61,12 +62,19 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
+    overview: Arc<Sampler>,
 }
 
 impl Running {
     /// Asks the gateway to stop.
     pub fn stop(&self) {
         self.shutdown.cancel();
+    }
+
+    /// The console overview's sampler (tests take a point with it instead of
+    /// waiting for the next one).
+    pub fn overview(&self) -> &Arc<Sampler> {
+        &self.overview
     }
 
     /// Waits until it has stopped.
@@ -158,6 +166,16 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     warn_orphans(store.as_ref(), &dispatcher).await?;
     let ingest = Arc::new(new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?);
     let tasks = Arc::new(Tasks::new());
+    let overview = Arc::new(Sampler::new(
+        metrics.clone(),
+        store.clone(),
+        dispatcher.clone(),
+        clock.clone(),
+        cfg.sources
+            .iter()
+            .map(|s| s.name.get_ref().clone())
+            .collect(),
+    ));
     let admin_state = Arc::new(AdminState {
         store: store.clone(),
         dispatcher: dispatcher.clone(),
@@ -171,7 +189,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         draining: shutdown.clone(),
         ingest_addr,
     });
-    spawn_background(&tasks, &cfg, &admin_state);
+    spawn_background(&tasks, &cfg, &admin_state, &overview);
     tracing::info!(
         listen = %ingest_addr,
         admin = %admin_addr,
@@ -184,6 +202,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         cfg.server.shutdown_grace.0,
         (ingest_listener, ingest),
         (admin_listener, admin_state),
+        overview.clone(),
         tasks,
     );
     let done = tokio::spawn(stop_when(shutdown.clone(), parts));
@@ -192,6 +211,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         admin_addr,
         shutdown,
         done,
+        overview,
     })
 }
 
@@ -261,13 +281,15 @@ fn new_ingest(
     })
 }
 
-/// Starts the background tasks: gauges, retention and, on a shared store, the
-/// registry's sync with the other nodes.
-fn spawn_background(tasks: &Tasks, cfg: &Config, s: &AdminState) {
+/// Starts the background tasks: gauges, retention, the overview's sampler and,
+/// on a shared store, the registry's sync with the other nodes.
+fn spawn_background(tasks: &Tasks, cfg: &Config, s: &AdminState, overview: &Arc<Sampler>) {
     let (dispatcher, metrics) = (s.dispatcher.clone(), s.metrics.clone());
     tasks.spawn(move |stop| gauges(dispatcher, metrics, stop));
     let (store, clock, keep) = (s.store.clone(), s.clock.clone(), cfg.storage.retention.0);
     tasks.spawn(move |stop| retention(store, clock, keep, stop));
+    let overview = overview.clone();
+    tasks.spawn(move |stop| overview.run(sampler::EVERY, stop));
     if cfg.storage.backend == Backend::Postgres {
         let registry = s.registry.clone();
         tasks.spawn(move |stop| registry.sync(SYNC_EVERY, stop));
@@ -292,6 +314,7 @@ impl Parts {
         grace: Duration,
         (ingest_listener, ingest): (TcpListener, Arc<Ingest>),
         (admin_listener, admin): (TcpListener, Arc<AdminState>),
+        overview: Arc<Sampler>,
         tasks: Arc<Tasks>,
     ) -> Self {
         let (dispatcher, store) = (admin.dispatcher.clone(), admin.store.clone());
@@ -303,7 +326,7 @@ impl Parts {
         ));
         let stop_admin = CancellationToken::new();
         // The web console shares the admin listener.
-        let pages = crate::console::router(admin.clone());
+        let pages = crate::console::router(admin.clone(), overview);
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             admin,

@@ -23,6 +23,7 @@
 //! a progress line on stderr while it runs.
 
 pub mod baseline;
+pub mod consoles;
 pub mod gateway;
 pub mod load;
 pub mod report;
@@ -143,6 +144,10 @@ pub struct BenchArgs {
         default_value = "baseline,saturation,rate,backlog"
     )]
     pub phases: Vec<Phase>,
+    /// Console sessions kept open on the overview during the load phases, each
+    /// loading the page and its live fragment every 10 s (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub consoles: u32,
     /// Print one JSON object on stdout instead of the table (the table goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -285,6 +290,7 @@ impl Bench {
                 .map(|p| p.name().to_string())
                 .collect(),
             max_in_flight: MAX_IN_FLIGHT,
+            consoles: args.consoles,
         };
         let mut report = Report::new(Machine::read(), params);
         report.notes.push(
@@ -525,6 +531,7 @@ impl Bench {
         let setup = self.setup("gateway", sink_url.to_string())?;
         let mut gw = Gateway::spawn(&setup)?;
         gw.wait_healthy(Duration::from_secs(60)).await?;
+        let consoles = consoles::Consoles::start(gw.admin, &setup.token, self.args.consoles);
         let (warmup, duration, conns) = (
             self.args.warmup,
             self.args.duration,
@@ -645,6 +652,14 @@ impl Bench {
             }
         }
 
+        let (answered, failed) = consoles.stop();
+        if self.args.consoles > 0 {
+            self.report.notes.push(format!(
+                "{} open consoles on the overview during the load phases: {answered} pages \
+                 and fragments answered, {failed} failed",
+                self.args.consoles
+            ));
+        }
         if let Some(m) = gw.memory() {
             self.report.rss_mb = Some(round(kib_to_mb(m.rss_kib), 1));
             self.report.rss_peak_mb = Some(round(kib_to_mb(m.hwm_kib), 1));

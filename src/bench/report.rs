@@ -84,6 +84,8 @@ pub struct Params {
     pub phases: Vec<String>,
     /// The sink destination's `max_in_flight`.
     pub max_in_flight: u32,
+    /// Console sessions open on the overview during the load phases.
+    pub consoles: u32,
 }
 
 /// Everything measured. Field names are the JSON keys.
@@ -427,6 +429,7 @@ mod tests {
             backlog: 0,
             phases: vec![],
             max_in_flight: 64,
+            consoles: 0,
         }
     }
 

@@ -311,7 +311,7 @@ fn local_path(next: Option<&str>) -> &str {
         {
             n
         }
-        _ => "/messages",
+        _ => "/",
     }
 }
 
@@ -530,16 +530,13 @@ mod tests {
     #[test]
     fn next_stays_local() {
         assert_eq!(local_path(Some("/messages?x=1")), "/messages?x=1");
-        assert_eq!(local_path(Some("//evil.example/")), "/messages");
-        assert_eq!(local_path(Some("/\\evil.example")), "/messages");
-        assert_eq!(local_path(Some("https://evil.example/")), "/messages");
-        assert_eq!(local_path(None), "/messages");
+        assert_eq!(local_path(Some("//evil.example/")), "/");
+        assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(Some("https://evil.example/")), "/");
+        assert_eq!(local_path(None), "/");
         // Never a header-breaking or odd character (a redirect's Location).
-        assert_eq!(
-            local_path(Some("/messages\r\nSet-Cookie: x=1")),
-            "/messages"
-        );
-        assert_eq!(local_path(Some("/messages é")), "/messages");
+        assert_eq!(local_path(Some("/messages\r\nSet-Cookie: x=1")), "/");
+        assert_eq!(local_path(Some("/messages é")), "/");
     }
 
     #[test]

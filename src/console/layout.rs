@@ -13,6 +13,8 @@ use crate::store::Millis;
 /// Which navigation entry is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
+    /// The overview.
+    Overview,
     /// Messages and message detail.
     Messages,
     /// Dead letters.
@@ -73,8 +75,9 @@ pub fn page_status(
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
-                    a.brand href="/messages" { "hookgate" }
+                    a.brand href="/" { "hookgate" }
                     nav aria-label="Main" {
+                        (item(Nav::Overview, "/", "Overview"))
                         (item(Nav::Messages, "/messages", "Messages"))
                         (item(Nav::Sources, "/sources", "Sources"))
                         (item(Nav::Dead, "/dead", "Dead letters"))

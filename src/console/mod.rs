@@ -22,15 +22,19 @@ pub mod mask;
 pub mod messages;
 pub mod ratelimit;
 pub mod source_test;
+pub mod overview;
+pub mod sampler;
+pub mod series;
 pub mod sources;
 pub mod stats;
+pub mod svg;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -60,18 +64,25 @@ pub struct Console {
     pub secure_cookie: bool,
     /// Failed logins per client address.
     pub logins: Arc<ratelimit::LoginLimiter>,
+    /// The overview's time series.
+    pub overview: Arc<sampler::Sampler>,
 }
 
 /// The console's routes, to merge into the admin router (plain HTTP: cookies
-/// without `Secure`).
-pub fn router(state: Shared) -> Router<Shared> {
-    router_with(state, Options::default())
+/// without `Secure`); the overview draws `overview`'s points.
+pub fn router(state: Shared, overview: Arc<sampler::Sampler>) -> Router<Shared> {
+    router_with(state, overview, Options::default())
 }
 
 /// The console's routes with explicit options.
-pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
+pub fn router_with(
+    state: Shared,
+    overview: Arc<sampler::Sampler>,
+    opts: Options,
+) -> Router<Shared> {
     let c = Console {
         admin: state,
+        overview,
         sessions: Arc::new(auth::Sessions::new(
             auth::MAX_SESSIONS,
             auth::SESSION_TTL_MS,
@@ -80,7 +91,8 @@ pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
         logins: Arc::new(ratelimit::LoginLimiter::new()),
     };
     Router::new()
-        .route("/", get(|| async { Redirect::to("/messages") }))
+        .route("/", get(overview::page))
+        .route("/overview/fragment", get(overview::fragment))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/messages", get(messages::list))

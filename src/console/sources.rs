@@ -12,7 +12,7 @@ use super::layout::{self, Nav};
 use super::Console;
 
 /// Outcomes of `hookgate_ingest_requests_total` that mean the request was taken.
-const ACCEPTED: &[&str] = &["stored", "duplicate", "handshake"];
+pub const ACCEPTED: &[&str] = &["stored", "duplicate", "handshake"];
 
 /// Refusals as people read them.
 const REFUSED: &[(&str, &str)] = &[

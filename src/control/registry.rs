@@ -477,18 +477,10 @@ fn stored_spec(sd: &StoredDestination) -> Result<DestinationSpec, ControlError> 
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::dispatch::client::DeliveryClient;
 
     async fn node(store: Arc<dyn Store>) -> Arc<Registry> {
         let clock: SharedClock = Arc::new(SystemClock);
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            clock.clone(),
-            DeliveryClient::new(false),
-            DeliveryClient::new(false),
-            false,
-            Duration::from_secs(30),
-        );
+        let dispatcher = Dispatcher::for_tests(store.clone(), clock.clone());
         Arc::new(
             Registry::load(store, dispatcher, clock, &[], &[], true)
                 .await

@@ -222,6 +222,19 @@ impl Dispatcher {
         })
     }
 
+    /// A dispatcher for unit tests: unguarded clients, a 30 s lease margin.
+    #[cfg(test)]
+    pub(crate) fn for_tests(store: Arc<dyn Store>, clock: SharedClock) -> Arc<Self> {
+        Self::new(
+            store,
+            clock,
+            client::DeliveryClient::new(false),
+            client::DeliveryClient::new(false),
+            false,
+            Duration::from_secs(30),
+        )
+    }
+
     /// Starts delivering to a destination with its saved state.
     pub fn add(&self, spec: DestinationSpec, state: DestinationState) -> Arc<DestinationHandle> {
         let name = spec.name.clone();

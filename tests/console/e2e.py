@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -114,6 +115,9 @@ verify = {{ type = "twilio", secret = "{TWILIO_TOKEN}", url = "{TWILIO_URL}" }}
 [[sources]]
 name = "gh"
 verify = {{ type = "github", secret = "e2e-github-secret" }}
+
+[[sources]]
+name = "watch"
 
 [[destinations]]
 name = "app"
@@ -235,6 +239,9 @@ class Run:
 
     def login(self, page, token):
         page.goto(f"{self.gw.url}/login")
+        self.fill_login(page, token)
+
+    def fill_login(self, page, token):
         page.get_by_label("Admin token").fill(token)
         page.get_by_role("button", name="Log in").click()
 
@@ -254,11 +261,11 @@ class Run:
         assert h["x-content-type-options"] == "nosniff"
         assert h["referrer-policy"] == "no-referrer"
         # A wrong token is refused.
-        self.login(p, "wrong-token")
+        self.fill_login(p, "wrong-token")
         expect(p.get_by_role("alert")).to_have_text("That token is not accepted.")
         assert "wrong-token" not in p.content()
         # The right one logs in, back to where we were going.
-        self.login(p, ADMIN_TOKEN)
+        self.fill_login(p, ADMIN_TOKEN)
         expect(p).to_have_url(f"{self.gw.url}/messages")
         expect(p.get_by_role("heading", name="Messages")).to_be_visible()
         cookie = next(c for c in self.ctx.cookies() if c["name"] == "hookgate_session")
@@ -491,11 +498,47 @@ class Run:
         assert self.gw.destination("app")["paused"] is False
         ctx.close()
 
+    def overview_updates_live(self):
+        # A fresh login without a target lands on the overview.
+        ctx = self.browser.new_context(viewport={"width": 1280, "height": 900})
+        p = ctx.new_page()
+        p.goto(f"{self.gw.url}/")
+        expect(p).to_have_url(f"{self.gw.url}/login?next=%2F")
+        self.login(p, READ_TOKEN)
+        expect(p).to_have_url(f"{self.gw.url}/")
+        expect(p.get_by_role("heading", name="Overview", level=1)).to_be_visible()
+        expect(p.get_by_role("link", name="Overview")).to_have_attribute("aria-current", "page")
+        # Every chart is an image named by its figures, which are written out too.
+        card = p.locator("article[data-source='watch']")
+        received = card.get_by_role("img", name=re.compile(r"^Received, last hour: \d+ in the last hour"))
+        expect(received).to_have_count(1)
+        charts = p.locator("svg.chart")
+        assert charts.count() >= 2 * 3 + 4 * 2, charts.count()
+        for i in range(charts.count()):
+            name = charts.nth(i).get_attribute("aria-label")
+            assert name and "last hour" in name and charts.nth(i).get_attribute("role") == "img", name
+        figure = card.locator("[data-metric='received'] .figure")
+        expect(figure).to_contain_text("0 in the last hour")
+        dest = p.locator("article[data-destination='app']")
+        expect(dest.get_by_text("running", exact=True)).to_be_visible()
+        expect(dest.get_by_role("link", name=re.compile(r"^\d+$"))).to_have_attribute(
+            "href", "/dead?destination=app")
+        # A message arrives: the figure follows without a reload (the sampler
+        # takes a point every 10 s, the page asks every 10 s).
+        p.evaluate("window.__notReloaded = true")
+        self.gw.send("watch", json.dumps({"seen": True}))
+        expect(figure).to_contain_text("1 in the last hour", timeout=35000)
+        expect(card.get_by_role("img", name=re.compile(r"^Received, last hour: 1 in the last hour"))).to_have_count(1)
+        assert p.evaluate("window.__notReloaded") is True, "the page was reloaded"
+        if self.shots:
+            p.screenshot(path=os.path.join(self.shots, "console-overview.png"), full_page=True)
+        ctx.close()
+
     def readable_on_a_phone(self):
         ctx = self.browser.new_context(viewport={"width": 390, "height": 844})
         p = ctx.new_page()
         self.login(p, ADMIN_TOKEN)
-        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/destinations/new", "/sources"]:
+        for path in ["/", "/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/destinations/new", "/sources"]:
             p.goto(f"{self.gw.url}{path}")
             width = p.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390 px"
@@ -539,6 +582,7 @@ def main():
                 "script_payload_is_shown_not_run",
                 "post_without_csrf_is_refused",
                 "read_only_gets_403_on_replay",
+                "overview_updates_live",
                 "readable_on_a_phone",
                 "logout",
             ]:

@@ -152,7 +152,7 @@ async fn login_roles_and_logout() {
     // Not logged in: pages send to the login form, and come back after.
     let r = b.get("/").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(r.headers()[LOCATION], "/messages");
+    assert_eq!(r.headers()[LOCATION], "/login?next=%2F");
     let r = b.get("/messages?source=hooks").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(
@@ -678,4 +678,138 @@ async fn message_detail_shows_verification_routes_and_response_headers() {
         "{html}"
     );
     assert!(html.contains("no route took it"));
+}
+
+/// The text of the figure `metric` in the overview card whose `attr` is `name`.
+fn overview_figure(html: &str, attr: &str, name: &str, metric: &str) -> String {
+    let card = html
+        .split("<article ")
+        .find(|c| c.contains(&format!("{attr}=\"{name}\"")))
+        .unwrap_or_else(|| panic!("a card for {name} in {html}"));
+    let m = card
+        .split("<figure ")
+        .find(|f| f.contains(&format!("data-metric=\"{metric}\"")))
+        .unwrap_or_else(|| panic!("{metric} in the card of {name}"));
+    let start = m.find("class=\"figure\">").expect("a written figure") + "class=\"figure\">".len();
+    m[start..start + m[start..].find('<').unwrap()].to_string()
+}
+
+/// The hour's count at the start of a count figure ("7 in the last hour, …").
+fn hour_count(figure: &str) -> u64 {
+    figure
+        .split(" in the last hour")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count in {figure:?}"))
+}
+
+#[tokio::test]
+async fn the_overview_shows_what_was_received_delivered_and_failed() {
+    let ok = Receiver::start().await;
+    let bad = Receiver::start().await;
+    bad.respond(|_| (500, vec![], "no".into()));
+    let g = Gateway::start_opts(&format!(
+        "[[sources]]\nname = \"ov-in\"\n\n[[destinations]]\nname = \"ov-ok\"\nurl = \"{}\"\n\n[[destinations]]\nname = \"ov-bad\"\nurl = \"{}\"\nretry = {{ schedule = [\"0s\", \"1h\"] }}\n\n[[routes]]\nsource = \"ov-in\"\nto = \"ov-ok\"\n\n[[routes]]\nsource = \"ov-in\"\nto = \"ov-bad\"\n",
+        ok.url("/hook"),
+        bad.url("/hook")
+    ), &format!("admin_read_tokens = [\"{READ_TOKEN}\"]\n"), &[])
+    .await;
+    let mut b = Browser::new(&g);
+    // Without a session: the page sends to the login form, the fragment says 401.
+    let r = b.get("/").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        b.get("/overview/fragment").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    b.login(READ_TOKEN).await;
+    let html = b.page("/").await;
+    assert!(
+        html.contains("<a href=\"/\" aria-current=\"page\">Overview</a>"),
+        "{html}"
+    );
+    assert!(html.contains("data-overview=\"/overview/fragment\""));
+
+    for _ in 0..3 {
+        let r = crate::harness::client()
+            .post(g.ingest_url("ov-in"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    ok.wait_for(3, Duration::from_secs(20)).await;
+    bad.wait_for(3, Duration::from_secs(20)).await;
+    // Counters move when attempts are recorded: sample until they show.
+    let html = eventually(Duration::from_secs(20), "the overview's counts", || async {
+        g.sample_overview().await;
+        let html = b.page("/overview/fragment").await;
+        let done = hour_count(&overview_figure(
+            &html,
+            "data-destination",
+            "ov-ok",
+            "delivered",
+        )) == 3
+            && hour_count(&overview_figure(
+                &html,
+                "data-destination",
+                "ov-bad",
+                "failed",
+            )) == 3;
+        done.then_some(html)
+    })
+    .await;
+    let received = overview_figure(&html, "data-source", "ov-in", "received");
+    assert_eq!(hour_count(&received), 3, "{received}");
+    assert_eq!(
+        hour_count(&overview_figure(&html, "data-source", "ov-in", "refused")),
+        0
+    );
+    assert_eq!(
+        hour_count(&overview_figure(
+            &html,
+            "data-destination",
+            "ov-ok",
+            "failed"
+        )),
+        0
+    );
+    assert_eq!(
+        hour_count(&overview_figure(
+            &html,
+            "data-destination",
+            "ov-bad",
+            "delivered"
+        )),
+        0
+    );
+    let latency = overview_figure(&html, "data-destination", "ov-ok", "latency");
+    assert!(
+        latency.starts_with("p50 ") && latency.contains(", p99 "),
+        "{latency}"
+    );
+    assert_eq!(
+        overview_figure(&html, "data-destination", "ov-bad", "latency"),
+        "nothing delivered in the last hour"
+    );
+    // The failing destination's backlog, in words, with its dead letters linked.
+    let bad_card = html
+        .split("<article ")
+        .find(|c| c.contains("data-destination=\"ov-bad\""))
+        .unwrap();
+    assert!(
+        bad_card.contains("<dd data-figure=\"pending\">3</dd>"),
+        "{bad_card}"
+    );
+    assert!(
+        bad_card.contains("href=\"/dead?destination=ov-bad\""),
+        "{bad_card}"
+    );
+    assert!(bad_card.contains(">running</span>"), "{bad_card}");
+    // Every chart has an accessible name that carries its figures.
+    let charts = html.matches("<svg ").count();
+    assert_eq!(charts, 2 + 2 * 4, "two per source, four per destination");
+    assert_eq!(html.matches("role=\"img\" aria-label=\"").count(), charts);
+    assert!(html.contains(&format!("aria-label=\"Received, last hour: {received}\"")));
 }

@@ -389,6 +389,15 @@ impl Gateway {
         }
     }
 
+    /// Takes a point of the console overview now, instead of waiting for the
+    /// sampler's next one (in-process only).
+    pub async fn sample_overview(&self) {
+        let Node::InProcess(Some(r)) = &self.node else {
+            panic!("sample the overview of a running in-process gateway");
+        };
+        r.overview().sample_now().await;
+    }
+
     /// Starts it again on the same config, ports and data.
     pub async fn restart(&mut self) {
         match &self.node {

@@ -1,4 +1,4 @@
-// hookgate console: live rows, relative times, "Copy as curl".
+// hookgate console: live rows, the live overview, relative times, "Copy as curl".
 // No inline script anywhere: the Content-Security-Policy allows only this file.
 (function () {
   "use strict";
@@ -65,6 +65,38 @@
     setTimeout(poll, 2000);
   }
 
+  // The overview: every 10 s while the tab is visible, fetch its sections
+  // (server-rendered from the sampler's rings) and swap them in when they
+  // changed. A hidden tab asks nothing, and catches up when shown again.
+  function overview(box) {
+    var url = box.getAttribute("data-overview");
+    var timer = null;
+    var last = null;
+    function schedule() {
+      clearTimeout(timer);
+      timer = setTimeout(poll, 10000);
+    }
+    function poll() {
+      if (document.visibilityState === "hidden") return;
+      fetch(url, { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (html !== null && html !== last) {
+            last = html;
+            box.innerHTML = html;
+          }
+          updateTimes();
+          schedule();
+        })
+        .catch(schedule);
+    }
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "visible") poll();
+      else clearTimeout(timer);
+    });
+    schedule();
+  }
+
   function copyButtons() {
     var buttons = document.querySelectorAll("button[data-copy]");
     for (var i = 0; i < buttons.length; i++) {
@@ -91,6 +123,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     var tbody = document.querySelector("tbody[data-live]");
     if (tbody) live(tbody);
+    var box = document.querySelector("[data-overview]");
+    if (box) overview(box);
     copyButtons();
     updateTimes();
   });
