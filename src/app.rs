@@ -156,7 +156,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         .await?,
     );
     warn_orphans(store.as_ref(), &dispatcher).await?;
-    let ingest = Arc::new(new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?);
+    let ingest = new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?;
+    let rejects = ingest.rejects.clone();
+    let ingest = Arc::new(ingest);
     let tasks = Arc::new(Tasks::new());
     let admin_state = Arc::new(AdminState {
         store: store.clone(),
@@ -170,6 +172,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         config: Arc::new(cfg.clone()),
         draining: shutdown.clone(),
         ingest_addr,
+        rejects,
     });
     spawn_background(&tasks, &cfg, &admin_state);
     tracing::info!(
@@ -258,6 +261,7 @@ fn new_ingest(
             cfg.storage.max_waiting_bytes.0,
         ),
         trusted_proxies: cfg.server.trusted_proxies.iter().map(|n| n.0).collect(),
+        rejects: Arc::new(crate::ingest::rejects::Rejects::new()),
     })
 }
 

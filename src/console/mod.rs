@@ -19,6 +19,7 @@ pub mod destinations;
 pub mod layout;
 pub mod mask;
 pub mod messages;
+pub mod rejected;
 pub mod sources;
 pub mod stats;
 
@@ -86,6 +87,7 @@ pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
         .route("/dead/replay", get(dead::confirm).post(dead::replay))
         .route("/destinations", get(destinations::list))
         .route("/sources", get(sources::list))
+        .route("/rejected", get(rejected::list))
         .route("/destinations/{name}/pause", post(destinations::pause))
         .route("/destinations/{name}/resume", post(destinations::resume))
         .route("/static/console.js", get(js))

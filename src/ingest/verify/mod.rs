@@ -12,6 +12,7 @@
 pub mod github;
 pub mod hmac;
 pub mod meta;
+pub mod reason;
 pub mod shopify;
 pub mod simple;
 pub mod slack;
@@ -30,6 +31,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{HmacAlgorithm, ResponseConfig, VerifyConfig, VerifyKind};
 use crate::select::Selector;
+pub use reason::Reason;
 
 /// Longest signature header a verifier looks at. Real ones are well under 1 KiB
 /// (a Stripe header with two secrets is about 200 bytes); anything longer is
@@ -102,6 +104,12 @@ pub trait Verifier: Send + Sync {
     /// must be signed is verified here too.
     fn handshake(&self, _req: &Request<'_>) -> Option<Result<Handshake, Rejected>> {
         None
+    }
+
+    /// Why `verify` (or `handshake`) refused `req`, in plain words. Called only
+    /// after a refusal, so it may take its time; it never returns a secret.
+    fn explain(&self, _req: &Request<'_>) -> Reason {
+        Reason::mismatch("the signature did not match the source's secret")
     }
 }
 

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::{
-    any_mac_matches, decode_hex, parse_unix_seconds, raw_keys, within_tolerance, Key, Rejected,
-    Request, Verifier,
+    any_mac_matches, decode_hex, parse_unix_seconds, raw_keys, reason, within_tolerance, Key,
+    Reason, Rejected, Request, Verifier,
 };
 use crate::config::{HmacAlgorithm, Secret};
 
@@ -80,6 +80,29 @@ impl Verifier for Stripe {
         } else {
             Err(Rejected::UNAUTHORIZED)
         }
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        let shown = "Stripe-Signature";
+        let h = match reason::header(
+            req,
+            HEADER,
+            shown,
+            "Stripe",
+            "`t=<unix time>,v1=<hex>`",
+            parse_header,
+        ) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        if let Some(r) = reason::stale(h.timestamp, req.now, self.tolerance) {
+            return r;
+        }
+        Reason::mismatch(
+            "no `v1` signature in `Stripe-Signature` matched the body signed with the source's secret: \
+             use the endpoint's signing secret (`whsec_…`, one per endpoint and per mode), \
+             and check that nothing between Stripe and hookgate changes the body",
+        )
     }
 }
 
