@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(h("authorization"), MASKED);
         assert!(h("x-long").len() <= HEADER_VALUE_MAX + '…'.len_utf8());
         assert_eq!(h("x-binary"), "\u{FFFD}\u{FFFD}");
-        let b = r.body.unwrap();
+        let b = r.body.clone().unwrap();
         assert!(b.starts_with("\u{FFFD}\u{FFFD}aaa"));
         assert!(b.ends_with('…'));
         assert!(b.len() <= BODY_MAX + 8);

@@ -9,7 +9,7 @@ use crate::harness::{eventually, Gateway, Receiver, ADMIN_TOKEN};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 
-const READ_TOKEN: &str = "test-read-token";
+pub(crate) const READ_TOKEN: &str = "test-read-token";
 
 async fn gateway(receiver: &Receiver) -> Gateway {
     Gateway::start_opts(
@@ -54,14 +54,14 @@ fn csrf_field(html: &str) -> String {
 }
 
 /// A browser-like session on the console.
-struct Browser {
+pub(crate) struct Browser {
     base: String,
     http: reqwest::Client,
     cookie: Option<String>,
 }
 
 impl Browser {
-    fn new(g: &Gateway) -> Self {
+    pub(crate) fn new(g: &Gateway) -> Self {
         Browser {
             base: g.admin_url(""),
             http: client(),
@@ -77,7 +77,7 @@ impl Browser {
         r.send().await.unwrap()
     }
 
-    async fn page(&self, path: &str) -> String {
+    pub(crate) async fn page(&self, path: &str) -> String {
         let r = self.get(path).await;
         assert_eq!(r.status(), StatusCode::OK, "GET {path}");
         r.text().await.unwrap()
@@ -96,7 +96,7 @@ impl Browser {
     }
 
     /// Logs in; returns the answer's status (303 on success).
-    async fn login(&mut self, token: &str) -> StatusCode {
+    pub(crate) async fn login(&mut self, token: &str) -> StatusCode {
         let r = self.get("/login").await;
         assert_eq!(r.status(), StatusCode::OK);
         let (login_cookie, _) = set_cookie(r.headers(), "hookgate_login").unwrap();
