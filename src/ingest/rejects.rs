@@ -298,7 +298,7 @@ impl Rejects {
                 .cloned()
                 .collect()
         };
-        all.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        all.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         all.into_iter().take(limit).map(|(_, r)| r).collect()
     }
 }

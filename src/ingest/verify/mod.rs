@@ -445,6 +445,42 @@ mod tests {
         }
     }
 
+    /// Every verifier explains a request without its header as a missing header,
+    /// and no explanation, whatever the request holds, shows the secret.
+    #[test]
+    fn explanations_name_the_missing_header_and_never_the_secret() {
+        for kind in ALL {
+            let v = build(&cfg(kind)).unwrap();
+            let empty =
+                testutil::Req::post("/in/s", b"{}").header("content-type", "application/json");
+            let r = v.explain(&empty.view());
+            assert_eq!(r.code, "missing_header", "{kind:?}: {r:?}");
+            let mut full = testutil::Req::post("/in/s?x=s3cret", b"s3cret")
+                .header("host", "example.com")
+                .header("authorization", "Bearer s3cret-not");
+            for h in [
+                "x-telegram-bot-api-secret-token",
+                "x-twilio-signature",
+                "stripe-signature",
+                "x-hub-signature-256",
+                "x-slack-request-timestamp",
+                "x-slack-signature",
+                "x-shopify-hmac-sha256",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+                "x-signature",
+            ] {
+                full = full.header(h, "s3cret");
+            }
+            for req in [&empty, &full] {
+                let r = v.explain(&req.view());
+                assert!(!r.text.contains("s3cret"), "{kind:?}: {r:?}");
+                assert!(!r.text.is_empty() && !r.code.is_empty());
+            }
+        }
+    }
+
     const ALL: [VerifyKind; 12] = [
         VerifyKind::Telegram,
         VerifyKind::Twilio,

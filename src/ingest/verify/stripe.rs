@@ -148,6 +148,33 @@ mod tests {
     }
 
     #[test]
+    fn explanations_tell_stale_from_mismatch() {
+        let v = stripe(&[SECRET]);
+        let req = |now: i64| {
+            Req::post("/in/s", PAYLOAD)
+                .header("Stripe-Signature", SDK_HEADER)
+                .at(now)
+        };
+        let r = v.explain(&req(T + 612).view());
+        assert_eq!(r.code, "stale_timestamp");
+        assert!(
+            r.text.contains("612 s old, more than the 300 s tolerance"),
+            "{}",
+            r.text
+        );
+        let other = stripe(&["whsec_other"]);
+        let r = other.explain(&req(T).view());
+        assert_eq!(r.code, "signature_mismatch");
+        assert!(!r.text.contains("whsec_other") && !r.text.contains("4f1cd7fe"));
+        let r = v.explain(
+            &Req::post("/in/s", PAYLOAD)
+                .header("Stripe-Signature", "v1=zz")
+                .view(),
+        );
+        assert_eq!(r.code, "malformed_header");
+    }
+
+    #[test]
     fn a_header_made_by_stripes_sdk() {
         let v = stripe(&[SECRET]);
         assert_eq!(check(&v, PAYLOAD, SDK_HEADER, T), Ok(()));

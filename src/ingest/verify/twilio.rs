@@ -401,6 +401,45 @@ mod tests {
     }
 
     #[test]
+    fn a_mismatch_names_the_url_signed_and_what_to_set() {
+        let v = twilio(Some("https://mycompany.com/myapp.php"));
+        let r = v.explain(&form_req("/in/tw?foo=1", FORM, "c2lnbmF0dXJl").view());
+        assert_eq!(r.code, "signature_mismatch");
+        assert!(
+            r.text
+                .contains("over the URL https://mycompany.com/myapp.php?foo=1"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("the source's `url`"), "{}", r.text);
+        assert!(
+            !r.text.contains("c2lnbmF0dXJl"),
+            "the received signature is not shown"
+        );
+        let v = twilio(None);
+        let req =
+            form_req("/in/tw?auth_token=x", FORM, EXPECTED).header("Host", "gw.internal:8080");
+        let r = v.explain(&req.view());
+        assert!(
+            r.text
+                .contains("https://gw.internal:8080/in/tw?auth_token=(masked) (or http://"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("set `url` on the source"), "{}", r.text);
+        let json = Req::post("/in/tw", b"{}")
+            .header("Content-Type", "application/json")
+            .header("X-Twilio-Signature", EXPECTED);
+        assert_eq!(v.explain(&json.view()).code, "unsigned_body");
+        let r = v.explain(
+            &Req::post("/in/tw", b"")
+                .header("X-Twilio-Signature", "!!")
+                .view(),
+        );
+        assert_eq!(r.code, "malformed_header");
+    }
+
+    #[test]
     fn repeated_keys_are_sorted_by_value() {
         // test_compute_signature_duplicate_multi_dict / _query_dict.
         let v = twilio(Some("https://mycompany.com/myapp.php"));
