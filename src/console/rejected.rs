@@ -93,12 +93,21 @@ fn row(r: &RejectedRequest, now: i64) -> Markup {
             }
             td { span class="status s-dead" { (r.status) " " (status_text) } }
             td {
-                p.reason { (r.reason) }
+                p.reason { (words(&r.reason)) }
                 details {
                     summary { "Request: " span.mono { (r.method) " " (r.path) } }
                     (request(r))
                 }
             }
+        }
+    }
+}
+
+/// A reason's text with its `quoted` names (headers, config keys) as code.
+fn words(text: &str) -> Markup {
+    html! {
+        @for (i, part) in text.split('`').enumerate() {
+            @if i % 2 == 1 { code { (part) } } @else { (part) }
         }
     }
 }

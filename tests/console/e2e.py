@@ -9,6 +9,9 @@ Waits are on state (Playwright's auto-waiting `expect`, or the admin API polled
 until it shows what a step needs), never a fixed sleep.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import socket
@@ -19,6 +22,7 @@ import threading
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,6 +31,9 @@ from playwright.sync_api import expect, sync_playwright
 ADMIN_TOKEN = "e2e-admin-token"
 READ_TOKEN = "e2e-read-token"
 SIGNATURE = "sha256=e2e-very-secret-signature"
+TWILIO_TOKEN = "e2e-twilio-auth-token"
+TWILIO_URL = "https://hooks.example.test/sms"
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -98,6 +105,10 @@ name = "shop"
 [[sources]]
 name = "batch"
 
+[[sources]]
+name = "sms"
+verify = {{ type = "twilio", secret = "{TWILIO_TOKEN}", url = "{TWILIO_URL}" }}
+
 [[destinations]]
 name = "app"
 url = "http://127.0.0.1:{receiver_port}/app"
@@ -160,6 +171,17 @@ to = "batch"
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200, r.status
             return r.headers["hookgate-message-id"]
+
+    def send_refused(self, source, body, headers):
+        """Sends a request the gateway must refuse; returns the status."""
+        req = urllib.request.Request(
+            f"http://{self.ingest}/in/{source}", data=body.encode(), method="POST", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                raise AssertionError(f"accepted with {r.status}")
+        except urllib.error.HTTPError as e:
+            return e.code
 
     def api(self, path):
         req = urllib.request.Request(
@@ -257,6 +279,38 @@ class Run:
         expect(row.get_by_role("cell").nth(0)).to_have_text(f"http://{self.gw.ingest}/in/shop")
         expect(row.get_by_role("cell").nth(1)).to_have_text("none: anyone can send")
         expect(row.get_by_role("cell").nth(2)).to_have_text("1")
+        p.get_by_role("link", name="Messages").click()
+
+    def rejected_twilio_request_with_its_reason(self):
+        """A Twilio request signed over the URL hookgate listens on instead of the
+        public URL Twilio was given: refused, and the Rejected page says why."""
+        p = self.page
+        with open(os.path.join(FIXTURES, "twilio-sms-received.json")) as f:
+            form = json.load(f)["body"]
+        signed_url = f"http://{self.gw.ingest}/in/sms"
+        text = signed_url + "".join(k + v for k, v in sorted(urllib.parse.parse_qsl(form)))
+        sig = base64.b64encode(hmac.new(TWILIO_TOKEN.encode(), text.encode(), hashlib.sha1).digest()).decode()
+        status = self.gw.send_refused(
+            "sms", form, {"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": sig}
+        )
+        assert status == 401, status
+        p.get_by_role("link", name="Rejected").click()
+        expect(p.get_by_role("heading", name="Rejected requests")).to_be_visible()
+        p.get_by_label("Source").select_option("sms")
+        p.get_by_role("button", name="Filter").click()
+        expect(p).to_have_url(f"{self.gw.url}/rejected?source=sms")
+        row = p.locator("#rejected-list tbody tr.rejected").first
+        expect(row.get_by_text("401 Unauthorized")).to_be_visible()
+        expect(row.get_by_text(f"computed over the URL {TWILIO_URL}", exact=False)).to_be_visible()
+        expect(row.locator("p.reason code", has_text="url").first).to_be_visible()
+        row.locator("summary").click()
+        header = row.get_by_role("row").filter(has=p.get_by_role("rowheader", name="x-twilio-signature"))
+        expect(header.get_by_role("cell")).to_have_text("(masked)")
+        expect(row.get_by_text("MessageSid=SM", exact=False)).to_be_visible()
+        html = p.content()
+        assert sig not in html and TWILIO_TOKEN not in html
+        if self.shots:
+            p.screenshot(path=os.path.join(self.shots, "console-rejected.png"), full_page=True)
         p.get_by_role("link", name="Messages").click()
 
     def open_message_and_see_the_failed_attempt(self):
@@ -406,6 +460,7 @@ def main():
                 "security_headers_and_login",
                 "message_arrives_live",
                 "sources_page",
+                "rejected_twilio_request_with_its_reason",
                 "open_message_and_see_the_failed_attempt",
                 "copy_as_curl_has_no_secret",
                 "replay_and_see_it_delivered",
