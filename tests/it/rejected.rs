@@ -31,6 +31,10 @@ verify = {{ type = "stripe", secret = "{STRIPE_SECRET}" }}
 [[sources]]
 name = "fenced"
 allow_ips = ["10.9.9.0/24"]
+
+[[sources]]
+name = "limited"
+rate_limit = {{ per_second = 1, burst = 1 }}
 "#
     );
     Gateway::start_opts(
@@ -236,4 +240,26 @@ async fn hostile_requests_are_bounded_and_escaped() {
     assert!(page.contains("&lt;script&gt;alert(2)"));
     assert!(page.contains("more headers"));
     assert!(!page.contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_rate_limited_request_says_when_to_come_back() {
+    let gw = gateway().await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(post(&gw, "limited", &[], "x").await);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let items = rejected(&gw, "?source=limited").await;
+    let r = reason(&items, "rate_limited");
+    assert_eq!(r["status"], 429);
+    let text = r["reason"].as_str().unwrap();
+    assert!(
+        text.contains("`rate_limit`") && text.contains("retry in"),
+        "{text}"
+    );
+    assert!(r["body"].is_null(), "a refused body is not read");
 }

@@ -48,6 +48,16 @@ impl StandardWebhooks {
 }
 
 /// A header under its standard name, else under Svix's.
+/// No `webhook-{name}` nor `svix-{name}` header.
+fn missing(name: &str) -> Reason {
+    Reason::new(
+        "missing_header",
+        format!(
+            "no `webhook-{name}` (or `svix-{name}`) header: is this request from a Standard Webhooks or Svix sender?"
+        ),
+    )
+}
+
 fn either<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
     req.signature_header(&format!("webhook-{name}"))
         .or_else(|| req.signature_header(&format!("svix-{name}")))
@@ -85,12 +95,11 @@ impl Verifier for StandardWebhooks {
     }
 
     fn explain(&self, req: &Request<'_>) -> Reason {
-        const WHO: &str = "a Standard Webhooks (or Svix) sender";
         if either(req, "id").filter(|id| !id.is_empty()).is_none() {
-            return Reason::missing("webhook-id` (or `svix-id", WHO);
+            return missing("id");
         }
         let Some(ts) = either(req, "timestamp") else {
-            return Reason::missing("webhook-timestamp` (or `svix-timestamp", WHO);
+            return missing("timestamp");
         };
         let Some(ts) = parse_unix_seconds(ts) else {
             return Reason::malformed("webhook-timestamp", "a Unix time in seconds");
@@ -104,7 +113,7 @@ impl Verifier for StandardWebhooks {
             .is_empty()
         {
             return match either(req, "signature") {
-                None => Reason::missing("webhook-signature` (or `svix-signature", WHO),
+                None => missing("signature"),
                 Some(_) => Reason::malformed("webhook-signature", "`v1,<base64>` entries"),
             };
         }
