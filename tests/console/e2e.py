@@ -427,12 +427,14 @@ class Run:
         ctx = self.browser.new_context(viewport={"width": 390, "height": 844})
         p = ctx.new_page()
         self.login(p, ADMIN_TOKEN)
-        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/sources"]:
+        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/sources", "/rejected"]:
             p.goto(f"{self.gw.url}{path}")
             width = p.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390 px"
             if self.shots and path.startswith("/messages/"):
                 p.screenshot(path=os.path.join(self.shots, "console-message-detail-phone.png"))
+            if self.shots and path == "/rejected":
+                p.screenshot(path=os.path.join(self.shots, "console-rejected-phone.png"), full_page=True)
         ctx.close()
 
     def logout(self):
