@@ -8,7 +8,8 @@
 //!   not exist (404: wrong paths and scanners, in a ring of their own so they
 //!   never push out a real source's entries). An entry holds at most
 //!   [`BODY_MAX`] bytes of body, [`HEADERS_MAX`] headers of at most
-//!   [`HEADER_VALUE_MAX`] bytes, a path of [`PATH_MAX`] and a reason of
+//!   [`HEADER_VALUE_MAX`] bytes (names of [`HEADER_NAME_MAX`]), a path of
+//!   [`PATH_MAX`] and a reason of
 //!   [`REASON_MAX`] bytes, so the whole log stays within a few MiB.
 //! - Written only on the refusal path: an accepted request takes no lock and
 //!   allocates nothing here. 503s (the gateway's own backpressure) are not
@@ -36,6 +37,8 @@ pub const UNKNOWN: usize = 50;
 pub const BODY_MAX: usize = 2048;
 /// Headers kept (the rest are counted).
 pub const HEADERS_MAX: usize = 64;
+/// Bytes kept of a header's name.
+pub const HEADER_NAME_MAX: usize = 128;
 /// Bytes kept of a header's value.
 pub const HEADER_VALUE_MAX: usize = 256;
 /// Bytes kept of the path and query.
@@ -193,7 +196,7 @@ impl RejectedRequest {
             .iter()
             .take(HEADERS_MAX)
             .map(|(k, v)| Header {
-                name: k.as_str().to_string(),
+                name: cut(k.as_str(), HEADER_NAME_MAX),
                 value: if is_secret_header(k.as_str()) {
                     MASKED.to_string()
                 } else {
@@ -451,6 +454,15 @@ mod tests {
         assert_eq!(r.headers.len(), HEADERS_MAX);
         assert_eq!(r.headers_omitted, 200 - HEADERS_MAX);
         assert!(r.body.is_none());
+    }
+
+    #[test]
+    fn secret_query_values_are_masked_however_written() {
+        assert_eq!(
+            mask_query("hub.mode=subscribe&hub%2Everify_token=x&api_key=y&flag&sig=&a=1"),
+            "hub.mode=subscribe&hub%2Everify_token=(masked)&api_key=(masked)&flag&sig=&a=1"
+        );
+        assert_eq!(mask_query("Signature=abc"), "Signature=(masked)");
     }
 
     #[test]
