@@ -7,10 +7,10 @@
 //!   sources (the oldest goes first), plus [`UNKNOWN`] requests for sources that do
 //!   not exist (404: wrong paths and scanners, in a ring of their own so they
 //!   never push out a real source's entries). An entry holds at most
-//!   [`BODY_MAX`] bytes of body, [`HEADERS_MAX`] headers of at most
-//!   [`HEADER_VALUE_MAX`] bytes (names of [`HEADER_NAME_MAX`]), a path of
-//!   [`PATH_MAX`] and a reason of
-//!   [`REASON_MAX`] bytes, so the whole log stays within a few MiB.
+//!   [`BODY_MAX`] bytes of body, [`HEADERS_MAX`] headers and [`HEADER_BYTES_MAX`]
+//!   bytes of them, a path of [`PATH_MAX`] and a reason of [`REASON_MAX`] bytes:
+//!   about 13 KiB, so the whole log stays under 15 MiB however hostile the
+//!   requests (a usual entry is 1 to 3 KiB).
 //! - Written only on the refusal path: an accepted request takes no lock and
 //!   allocates nothing here. 503s (the gateway's own backpressure) are not
 //!   recorded: they say nothing about the sender, and the metrics count them.
@@ -37,6 +37,8 @@ pub const UNKNOWN: usize = 50;
 pub const BODY_MAX: usize = 2048;
 /// Headers kept (the rest are counted).
 pub const HEADERS_MAX: usize = 64;
+/// Bytes kept of all headers' names and values.
+pub const HEADER_BYTES_MAX: usize = 8 * 1024;
 /// Bytes kept of a header's name.
 pub const HEADER_NAME_MAX: usize = 128;
 /// Bytes kept of a header's value.
@@ -183,6 +185,31 @@ fn text(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The headers to keep, secrets masked: at most [`HEADERS_MAX`] of them and
+/// [`HEADER_BYTES_MAX`] bytes in all.
+fn kept_headers(headers: &http::HeaderMap) -> Vec<Header> {
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in headers.iter().take(HEADERS_MAX) {
+        let value = if is_secret_header(k.as_str()) {
+            MASKED.to_string()
+        } else {
+            let b = v.as_bytes();
+            cut(
+                &text(&b[..b.len().min(HEADER_VALUE_MAX + 4)]),
+                HEADER_VALUE_MAX,
+            )
+        };
+        let name = cut(k.as_str(), HEADER_NAME_MAX);
+        bytes += name.len() + value.len();
+        if bytes > HEADER_BYTES_MAX {
+            break;
+        }
+        kept.push(Header { name, value });
+    }
+    kept
+}
+
 impl RejectedRequest {
     /// The entry for a refused request, masked and truncated.
     pub fn capture(at: i64, parts: &http::request::Parts, r: Refused<'_>) -> Self {
@@ -191,26 +218,11 @@ impl RejectedRequest {
             path.push('?');
             path.push_str(&mask_query(q));
         }
-        let headers = parts
-            .headers
-            .iter()
-            .take(HEADERS_MAX)
-            .map(|(k, v)| Header {
-                name: cut(k.as_str(), HEADER_NAME_MAX),
-                value: if is_secret_header(k.as_str()) {
-                    MASKED.to_string()
-                } else {
-                    let b = v.as_bytes();
-                    cut(
-                        &text(&b[..b.len().min(HEADER_VALUE_MAX + 4)]),
-                        HEADER_VALUE_MAX,
-                    )
-                },
-            })
-            .collect();
+        let headers = kept_headers(&parts.headers);
         let body = r.body.map(|b| {
-            let t = text(&b[..b.len().min(BODY_MAX)]);
-            if b.len() > BODY_MAX {
+            // Replacement characters make a text longer than its bytes: cut it too.
+            let t = cut(&text(&b[..b.len().min(BODY_MAX)]), BODY_MAX);
+            if b.len() > BODY_MAX && !t.ends_with('…') {
                 format!("{t}…")
             } else {
                 t
@@ -226,8 +238,8 @@ impl RejectedRequest {
             status: r.status,
             code: r.reason.code,
             reason: cut(&r.reason.text, REASON_MAX),
+            headers_omitted: parts.headers.len().saturating_sub(headers.len()),
             headers,
-            headers_omitted: parts.headers.len().saturating_sub(HEADERS_MAX),
             body,
             body_len: r.body.map(<[u8]>::len),
         }
@@ -428,7 +440,7 @@ mod tests {
         let b = r.body.clone().unwrap();
         assert!(b.starts_with("\u{FFFD}\u{FFFD}aaa"));
         assert!(b.ends_with('…'));
-        assert!(b.len() <= BODY_MAX + 8);
+        assert!(b.len() <= BODY_MAX + '…'.len_utf8());
         assert_eq!(r.body_len, Some(10_000));
         assert!(r.reason.len() <= REASON_MAX + '…'.len_utf8());
         let debug = format!("{r:?}");
