@@ -69,9 +69,40 @@ pub fn parse_rfc3339(v: &str) -> Option<Millis> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// A time as a person types it into a form: RFC 3339, or a `datetime-local`
+/// field's `2026-01-31T12:00` (with or without seconds) taken as UTC.
+pub fn parse_form_time(v: &str) -> Option<Millis> {
+    let v = v.trim();
+    if let Some(t) = parse_rfc3339(v) {
+        return Some(t);
+    }
+    let with_zone = match v.len() {
+        16 => format!("{v}:00Z"),
+        19 => format!("{v}Z"),
+        _ => return None,
+    };
+    parse_rfc3339(&with_zone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_times_are_utc() {
+        assert_eq!(parse_form_time("1970-01-01T00:01"), Some(60_000));
+        assert_eq!(parse_form_time("1970-01-01T00:01:02"), Some(62_000));
+        assert_eq!(parse_form_time(" 1970-01-01T00:00:01Z "), Some(1000));
+        for bad in [
+            "",
+            "yesterday",
+            "1970-01-01",
+            "1970-13-01T00:00",
+            "1970-01-01T00:00:00:00Z",
+        ] {
+            assert_eq!(parse_form_time(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_times() {

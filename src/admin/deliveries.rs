@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{missing, ApiError, ApiResult};
-use super::extract::{given, limit, page_json, parse_status, JsonBody, Params};
+use super::extract::{given, limit, page_json, parse_status, parse_time, JsonBody, Params};
 use super::views::DeliveryView;
 use super::Shared;
 use crate::clock::SharedClock;
@@ -59,14 +59,6 @@ struct BulkReplay {
     status: String,
     since: Option<String>,
     until: Option<String>,
-}
-
-fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
-    crate::clock::parse_rfc3339(v).ok_or_else(|| {
-        ApiError::bad(format!(
-            "{field} must be an RFC 3339 time like 2026-01-31T12:00:00Z"
-        ))
-    })
 }
 
 async fn bulk_replay(

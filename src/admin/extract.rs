@@ -123,3 +123,12 @@ pub fn parse_status<T: std::str::FromStr>(v: Option<&str>, expected: &str) -> Ap
         None => Ok(None),
     }
 }
+
+/// An RFC 3339 time from field `field`, or a 400 that says the format.
+pub fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
+    crate::clock::parse_rfc3339(v).ok_or_else(|| {
+        ApiError::bad(format!(
+            "{field} must be an RFC 3339 time like 2026-01-31T12:00:00Z"
+        ))
+    })
+}

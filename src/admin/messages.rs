@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{missing, ApiError, ApiResult};
-use super::extract::{given, limit, page_json, parse_status, OptionalJson, Params};
+use super::extract::{given, limit, page_json, parse_status, parse_time, OptionalJson, Params};
 use super::views::{DeliveryView, MessageView};
 use super::Shared;
 use crate::store::{MessageId, MessageQuery, MessageStatus};
@@ -31,6 +31,10 @@ fn parse_id(id: &str) -> ApiResult<MessageId> {
 struct MessagesParams {
     source: Option<String>,
     status: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    dedup_key: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -42,6 +46,14 @@ async fn list_messages(
     let q = MessageQuery {
         source: given(p.source),
         status: parse_status::<MessageStatus>(p.status.as_deref(), "pending, delivered, dead")?,
+        event_type: given(p.event_type),
+        since: given(p.since)
+            .map(|t| parse_time("since", &t))
+            .transpose()?,
+        until: given(p.until)
+            .map(|t| parse_time("until", &t))
+            .transpose()?,
+        dedup_key: given(p.dedup_key),
         limit: limit(p.limit)?,
         cursor: given(p.cursor),
     };

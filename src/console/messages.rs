@@ -27,6 +27,12 @@ struct Filter {
     source: Option<String>,
     status: Option<String>,
     destination: Option<String>,
+    event_type: Option<String>,
+    /// Times as typed (`datetime-local`, UTC, or RFC 3339).
+    since: Option<String>,
+    until: Option<String>,
+    /// A dedup key (what the search box holds when it is not a message id).
+    key: Option<String>,
     cursor: Option<String>,
 }
 
@@ -37,6 +43,10 @@ impl Filter {
             source: own("source"),
             status: own("status"),
             destination: own("destination"),
+            event_type: own("event_type"),
+            since: own("since"),
+            until: own("until"),
+            key: own("q"),
             cursor: own("cursor"),
         }
     }
@@ -45,15 +55,55 @@ impl Filter {
     fn query(&self) -> String {
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
+            ("q", &self.key),
             ("source", &self.source),
             ("status", &self.status),
             ("destination", &self.destination),
+            ("event_type", &self.event_type),
+            ("since", &self.since),
+            ("until", &self.until),
         ] {
             if let Some(v) = v {
                 s.append_pair(k, v);
             }
         }
         s.finish()
+    }
+
+    /// Whether a filter that only messages have is set (a listing by
+    /// destination lists deliveries, which these do not filter).
+    fn has_message_filters(&self) -> bool {
+        self.event_type.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+            || self.key.is_some()
+    }
+
+    /// The store's query for this filter; a bad value is a sentence for the user.
+    fn message_query(&self) -> Result<MessageQuery, String> {
+        let status = match self.status.as_deref() {
+            Some(s) => Some(
+                s.parse::<MessageStatus>()
+                    .map_err(|_| "Status is one of pending, delivered, dead.".to_string())?,
+            ),
+            None => None,
+        };
+        let time = |label: &str, v: &Option<String>| match v {
+            Some(v) => crate::clock::parse_form_time(v)
+                .map(Some)
+                .ok_or_else(|| format!("{label} is a time like 2026-01-31T12:00 (UTC).")),
+            None => Ok(None),
+        };
+        Ok(MessageQuery {
+            source: self.source.clone(),
+            status,
+            event_type: self.event_type.clone(),
+            since: time("From", &self.since)?,
+            until: time("To", &self.until)?,
+            dedup_key: self.key.clone(),
+            limit: PAGE,
+            cursor: self.cursor.clone(),
+        })
     }
 }
 
@@ -88,19 +138,7 @@ async fn load(c: &Console, f: &Filter) -> Result<(Rows, Option<String>), String>
         let p = c.admin.store.deliveries(&q).await.map_err(bad_cursor)?;
         Ok((Rows::Deliveries(p.items), p.next_cursor))
     } else {
-        let status = match f.status.as_deref() {
-            Some(s) => Some(
-                s.parse::<MessageStatus>()
-                    .map_err(|_| "Status is one of pending, delivered, dead.".to_string())?,
-            ),
-            None => None,
-        };
-        let q = MessageQuery {
-            source: f.source.clone(),
-            status,
-            limit: PAGE,
-            cursor: f.cursor.clone(),
-        };
+        let q = f.message_query()?;
         let p = c.admin.store.messages(&q).await.map_err(bad_cursor)?;
         Ok((Rows::Messages(p.items), p.next_cursor))
     }
@@ -233,18 +271,33 @@ pub async fn list(
         form.filters method="get" action="/messages" role="search" {
             div.field {
                 label for="q" { "Search" }
-                input id="q" type="search" name="q" placeholder="msg_…" value=[search];
+                input id="q" type="search" name="q" placeholder="message id or dedup key" value=[search];
             }
             (select("source", "Source", "Any source", &sources, f.source.as_deref()))
             (select("status", "Status", "Any status", &statuses, f.status.as_deref()))
             (select("destination", "Destination", "Any destination", &destinations, f.destination.as_deref()))
+            div.field {
+                label for="event_type" { "Event type" }
+                input id="event_type" type="text" name="event_type" value=[f.event_type.as_deref()];
+            }
+            div.field {
+                label for="since" { "From (UTC)" }
+                input id="since" type="datetime-local" step="1" name="since" value=[f.since.as_deref()];
+            }
+            div.field {
+                label for="until" { "To (UTC)" }
+                input id="until" type="datetime-local" step="1" name="until" value=[f.until.as_deref()];
+            }
             button type="submit" { "Filter" }
         }
-        @if search.is_some() {
-            p.notice.error role="alert" { "Search takes a message id, like msg_01J…" }
+        @if let Some(k) = &f.key {
+            p.hint { "Messages remembered under the dedup key " code { (k) } " (a key is kept for its source's dedup window). A message id, msg_…, opens that message." }
         }
         @if f.destination.is_some() {
             p.hint { "Filtered by destination: one row per delivery to it." }
+            @if f.has_message_filters() {
+                p.notice.error role="alert" { "Search, event type and time filter messages, not deliveries: clear the destination to use them." }
+            }
         }
         @match &loaded {
             Err(e) => { p.notice.error role="alert" { (e) } }

@@ -29,7 +29,7 @@ macro_rules! store_conformance_tests {
             delayed_until_due, release_makes_due_again, pending_counts,
             replay_message_creates_deliveries, replayed_dead_delivery_leaves_the_dead_letter_queue,
             a_delivery_that_dies_after_its_replay_is_replayed,
-            message_listing_pages, delivery_listing_filters,
+            message_listing_pages, message_listing_filters, delivery_listing_filters,
             destination_state_round_trip, stored_destinations_crud, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
             message_with_no_deliveries
@@ -593,6 +593,31 @@ pub async fn upgraded_replays_are_replayed(s: &dyn Store, replayed: MessageId, d
     assert_eq!(leased[0].message.id, dead);
 }
 
+/// Every message a query lists, following its cursors with pages of `limit`,
+/// and how many calls that took.
+pub async fn list_all(s: &dyn Store, q: MessageQuery, limit: usize) -> (Vec<MessageId>, usize) {
+    let mut got = Vec::new();
+    let mut cursor = None;
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let page = s
+            .messages(&MessageQuery {
+                limit,
+                cursor: cursor.clone(),
+                ..q.clone()
+            })
+            .await
+            .unwrap();
+        got.extend(page.items.iter().map(|m| m.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return (got, calls),
+        }
+        assert!(calls < 1000, "the cursor does not move: {q:?}");
+    }
+}
+
 /// Listings are newest first and paginate with a cursor; filters apply.
 pub async fn message_listing_pages(s: &dyn Store) {
     let mut ids = Vec::new();
@@ -601,23 +626,7 @@ pub async fn message_listing_pages(s: &dyn Store) {
         ids.push(m.id);
         s.append(m).await.unwrap();
     }
-    let mut seen = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = s
-            .messages(&MessageQuery {
-                limit: 3,
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        seen.extend(page.items.iter().map(|m| m.id));
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
+    let (seen, _) = list_all(s, MessageQuery::default(), 3).await;
     ids.reverse();
     assert_eq!(seen, ids, "newest first, every message once");
     let odd = s
@@ -652,6 +661,93 @@ pub async fn message_listing_pages(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(pending.items.len(), 6);
+}
+
+/// Listings filter by event type, a time range and a dedup key, each alone
+/// and together, and a filter that matches nothing pages to an empty end.
+pub async fn message_listing_filters(s: &dyn Store) {
+    let mut ids = Vec::new();
+    for i in 0..12i64 {
+        let key = format!("key-{i}");
+        let key = (i < 4).then_some(key.as_str());
+        let mut m = msg(if i < 6 { "early" } else { "late" }, &["a"], key);
+        m.event_type = Some(
+            if i % 3 == 0 {
+                "order.paid"
+            } else {
+                "order.created"
+            }
+            .into(),
+        );
+        m.received_at = T0 + i * 1000;
+        ids.push(m.id);
+        s.append(m).await.unwrap();
+    }
+    let list = |q: MessageQuery| async move { list_all(s, q, 2).await.0 };
+    let pick = |f: &dyn Fn(usize) -> bool| -> Vec<MessageId> {
+        (0..ids.len())
+            .rev()
+            .filter(|&i| f(i))
+            .map(|i| ids[i])
+            .collect()
+    };
+    let paid = list(MessageQuery {
+        event_type: Some("order.paid".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(paid, pick(&|i| i % 3 == 0));
+    let window = list(MessageQuery {
+        since: Some(T0 + 3000),
+        until: Some(T0 + 8000),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        window,
+        pick(&|i| (3..8).contains(&i)),
+        "since inclusive, until exclusive"
+    );
+    let keyed = list(MessageQuery {
+        dedup_key: Some("key-1".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(keyed, vec![ids[1]]);
+    let both = list(MessageQuery {
+        dedup_key: Some("key-2".into()),
+        source: Some("early".into()),
+        event_type: Some("order.created".into()),
+        since: Some(T0),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(both, vec![ids[2]]);
+    for none in [
+        MessageQuery {
+            event_type: Some("no.such.type".into()),
+            ..Default::default()
+        },
+        MessageQuery {
+            since: Some(T0 + 60_000_000),
+            ..Default::default()
+        },
+        MessageQuery {
+            until: Some(T0 - 60_000_000),
+            ..Default::default()
+        },
+        MessageQuery {
+            dedup_key: Some("key-1".into()),
+            source: Some("late".into()),
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(
+            list(none.clone()).await,
+            Vec::<MessageId>::new(),
+            "{none:?}"
+        );
+    }
 }
 
 /// Delivery listings filter by destination and status and paginate.

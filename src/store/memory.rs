@@ -448,8 +448,17 @@ impl Store for MemoryStore {
         let (limit, before) = page_bounds(q.limit, q.cursor.as_deref())?;
         let mut items = Vec::new();
         let mut last = before;
+        let keyed: Option<Vec<i64>> = q.dedup_key.as_ref().map(|key| {
+            t.dedup
+                .iter()
+                .filter(|((_, k), _)| k == key)
+                .filter_map(|(_, (id, _))| t.seq_of.get(id).copied())
+                .collect()
+        });
         for (seq, m) in t.messages.range(..before).rev() {
-            if q.source.as_ref().is_some_and(|s| *s != m.source) {
+            if keyed.as_ref().is_some_and(|k| !k.contains(seq))
+                || !q.admits(&m.source, m.event_type.as_deref(), m.received_at)
+            {
                 continue;
             }
             let summary = t.summary(m, *seq);

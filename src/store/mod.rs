@@ -471,10 +471,33 @@ pub struct MessageQuery {
     pub source: Option<String>,
     /// Only this derived status.
     pub status: Option<MessageStatus>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only messages received at or after this time (ms since the epoch).
+    pub since: Option<Millis>,
+    /// Only messages received before this time (ms since the epoch).
+    pub until: Option<Millis>,
+    /// Only the message its source remembers under this dedup key (of
+    /// `source`, or of any source), while the key is remembered.
+    pub dedup_key: Option<String>,
     /// Page size.
     pub limit: usize,
     /// From the cursor of the previous page.
     pub cursor: Option<String>,
+}
+
+impl MessageQuery {
+    /// Whether a message passes the filters on its own columns (not the
+    /// status, which is derived from its deliveries, nor the dedup key).
+    pub fn admits(&self, source: &str, event_type: Option<&str>, received_at: Millis) -> bool {
+        self.source.as_deref().is_none_or(|s| s == source)
+            && self
+                .event_type
+                .as_deref()
+                .is_none_or(|t| Some(t) == event_type)
+            && self.since.is_none_or(|t| received_at >= t)
+            && self.until.is_none_or(|t| received_at < t)
+    }
 }
 
 /// Filter of a delivery listing.

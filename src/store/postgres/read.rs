@@ -174,10 +174,20 @@ pub(super) async fn messages(pool: &PgPool, q: &MessageQuery) -> StoreResult<Pag
                                       AND n.destination = d.destination AND n.id > d.id))
              FROM messages m
              WHERE m.seq < $1 AND ($2::text IS NULL OR m.source = $2)
+               AND ($3::text IS NULL OR m.event_type = $3)
+               AND ($4::bigint IS NULL OR m.received_at >= $4)
+               AND ($5::bigint IS NULL OR m.received_at < $5)
+               AND ($6::text IS NULL OR m.id IN
+                    (SELECT message_id FROM dedup
+                     WHERE key = $6 AND ($2::text IS NULL OR source = $2)))
              ORDER BY m.seq DESC LIMIT 256",
         )
         .bind(before)
         .bind(q.source.as_deref())
+        .bind(q.event_type.as_deref())
+        .bind(q.since)
+        .bind(q.until)
+        .bind(q.dedup_key.as_deref())
         .fetch_all(pool)
         .await
         .map_err(map_err)?;

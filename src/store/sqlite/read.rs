@@ -4,9 +4,6 @@
 use super::*;
 use crate::store::corrupt::{self, CorruptRow};
 
-/// Messages a filtered listing looks at per call at most.
-pub(super) const SCAN_BUDGET: usize = 10_000;
-
 /// A corrupt value as the error of a row closure, at its column `index`;
 /// [`is_corrupt`] tells it from the database's own errors.
 pub(super) fn corrupt_at(index: usize, c: CorruptRow) -> rusqlite::Error {
@@ -165,42 +162,22 @@ pub(super) async fn messages(
     let q = q.clone();
     store
         .read(move |c| {
-            let (limit, mut before) = page_bounds(q.limit, q.cursor.as_deref())?;
+            let (limit, before) = page_bounds(q.limit, q.cursor.as_deref())?;
+            let mut scan = Scan::new(c, &q, before).map_err(map_err)?;
             let mut items = Vec::new();
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT seq, id, source, event_type, received_at FROM messages
-                 WHERE seq < ?1 AND (?2 IS NULL OR source = ?2) ORDER BY seq DESC LIMIT 256",
-                )
-                .map_err(map_err)?;
-            // Scan backwards in chunks; the status is derived per message. A
-            // filtered listing scans a bounded number of messages per call and
-            // hands back a cursor, so a rare status never makes one call slow.
-            let mut scanned = 0usize;
-            let mut truncated = false;
-            'outer: loop {
-                if scanned >= SCAN_BUDGET {
-                    truncated = true;
+            // A status is derived per message (a query each): bounded too.
+            let mut derived = 0usize;
+            'outer: while items.len() < limit {
+                let Some(rows) = scan.next_rows(c, &q).map_err(map_err)? else {
                     break;
-                }
-                let rows: Vec<(i64, MessageId, String, Option<String>, i64)> = stmt
-                    .query_map(params![before, q.source], |r| {
-                        Ok((
-                            r.get(0)?,
-                            message_id_at(r, 1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                        ))
-                    })
-                    .and_then(|rows| rows.collect())
-                    .map_err(map_err)?;
-                if rows.is_empty() {
-                    break;
-                }
+                };
                 for (seq, id, source, event_type, received_at) in rows {
-                    before = seq;
-                    scanned += 1;
+                    if derived >= STATUS_BUDGET {
+                        scan.truncated = true;
+                        break 'outer;
+                    }
+                    derived += 1;
+                    scan.before = seq;
                     let (n, status) = message_summary(c, seq).map_err(map_err)?;
                     if q.status.is_some_and(|s| s != status) {
                         continue;
@@ -218,10 +195,172 @@ pub(super) async fn messages(
                     }
                 }
             }
-            let next_cursor = (items.len() >= limit || truncated).then(|| encode_cursor(before));
+            let next_cursor =
+                (items.len() >= limit || scan.truncated).then(|| encode_cursor(scan.before));
             Ok(Page { items, next_cursor })
         })
         .await
+}
+
+/// Messages whose status one listing call derives at most.
+const STATUS_BUDGET: usize = 10_000;
+/// Message seqs a listing reads per step: a filter that matches rarely moves
+/// down the table a window at a time (each an index range) rather than
+/// scanning it whole in one statement.
+const SEQ_WINDOW: i64 = 4096;
+/// Message seqs one listing call passes over at most; then it hands back a
+/// cursor (a rare filter never makes one call slow).
+const SEQ_BUDGET: i64 = 25 * SEQ_WINDOW;
+/// How far back in time a clock step may put a later message: a time range
+/// stops the scan only this far past its bound.
+const SKEW_MS: Millis = 60_000;
+
+/// A listing's walk down the messages table, newest first.
+struct Scan {
+    /// Below this seq (exclusive) is still to be read.
+    before: i64,
+    /// The scan stops at or below this seq.
+    floor: i64,
+    /// Seqs passed over so far.
+    covered: i64,
+    /// Whether the budget ran out before the table did.
+    truncated: bool,
+    /// With a dedup key: the only seqs that may match.
+    keyed: Option<Vec<i64>>,
+}
+
+type SummaryRow = (i64, MessageId, String, Option<String>, Millis);
+
+impl Scan {
+    fn new(c: &Connection, q: &MessageQuery, before: i64) -> rusqlite::Result<Scan> {
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            c.query_row("SELECT min(seq), max(seq) FROM messages", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let mut scan = Scan {
+            before: before.min(hi.map_or(0, |h| h + 1)),
+            floor: lo.map_or(0, |l| l - 1),
+            covered: 0,
+            truncated: false,
+            keyed: None,
+        };
+        // Seqs follow arrival, so a time range bounds them (within SKEW_MS).
+        if let Some(until) = q.until {
+            if let Some(s) = first_seq_received_from(c, until.saturating_add(SKEW_MS))? {
+                scan.before = scan.before.min(s);
+            }
+        }
+        if let Some(since) = q.since {
+            if let Some(s) = first_seq_received_from(c, since.saturating_sub(SKEW_MS))? {
+                scan.floor = scan.floor.max(s - 1);
+            } else {
+                scan.floor = scan.before;
+            }
+        }
+        if let Some(key) = &q.dedup_key {
+            let mut stmt = c.prepare_cached(
+                "SELECT m.seq FROM dedup d JOIN messages m ON m.id = d.message_id
+                 WHERE d.key = ?1 AND (?2 IS NULL OR d.source = ?2) ORDER BY m.seq DESC",
+            )?;
+            let seqs = stmt
+                .query_map(params![key, q.source], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            scan.keyed = Some(seqs);
+        }
+        Ok(scan)
+    }
+
+    /// The next rows that pass the column filters, or `None` at the end of
+    /// the range or of the budget.
+    fn next_rows(
+        &mut self,
+        c: &Connection,
+        q: &MessageQuery,
+    ) -> rusqlite::Result<Option<Vec<SummaryRow>>> {
+        if let Some(keyed) = &mut self.keyed {
+            // A dedup key names a message or two: read them one by one.
+            let before = self.before;
+            keyed.retain(|&s| s < before);
+            let Some(seq) = keyed.first().copied() else {
+                return Ok(None);
+            };
+            keyed.remove(0);
+            let rows = self.read(c, q, seq + 1, seq - 1)?;
+            self.before = seq;
+            return Ok(Some(rows));
+        }
+        while self.before > self.floor {
+            if self.covered >= SEQ_BUDGET {
+                self.truncated = true;
+                return Ok(None);
+            }
+            let low = (self.before - SEQ_WINDOW).max(self.floor);
+            let rows = self.read(c, q, self.before, low)?;
+            if rows.len() < 256 {
+                // The window is exhausted: the next one starts below it.
+                self.covered += self.before - low;
+                self.before = low;
+            }
+            if !rows.is_empty() {
+                return Ok(Some(rows));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to 256 rows with `low < seq < before` that pass the column filters.
+    fn read(
+        &self,
+        c: &Connection,
+        q: &MessageQuery,
+        before: i64,
+        low: i64,
+    ) -> rusqlite::Result<Vec<SummaryRow>> {
+        let mut stmt = c.prepare_cached(
+            "SELECT seq, id, source, event_type, received_at FROM messages
+             WHERE seq < ?1 AND seq > ?2 AND (?3 IS NULL OR source = ?3)
+               AND (?4 IS NULL OR event_type = ?4)
+               AND (?5 IS NULL OR received_at >= ?5) AND (?6 IS NULL OR received_at < ?6)
+             ORDER BY seq DESC LIMIT 256",
+        )?;
+        let rows = stmt.query_map(
+            params![before, low, q.source, q.event_type, q.since, q.until],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    message_id_at(r, 1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            },
+        )?;
+        rows.collect()
+    }
+}
+
+/// The first message (by seq) received at or after `t`, taking receive times
+/// as rising with seq (they do, but for clock steps): a binary search over
+/// primary-key lookups.
+fn first_seq_received_from(c: &Connection, t: Millis) -> rusqlite::Result<Option<i64>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT seq, received_at FROM messages WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+    )?;
+    let mut at = |s: i64| -> rusqlite::Result<Option<(i64, Millis)>> {
+        stmt.query_row([s], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    };
+    // Seqs start at 1.
+    let (mut lo, mut hi) = (0, i64::MAX);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match at(mid)? {
+            Some((_, received)) if received >= t => hi = mid,
+            Some((seq, _)) => lo = seq.saturating_add(1).max(mid.saturating_add(1)),
+            None => hi = mid,
+        }
+    }
+    Ok(at(lo)?.filter(|&(_, r)| r >= t).map(|(s, _)| s))
 }
 
 pub(super) async fn deliveries(
