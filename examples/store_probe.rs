@@ -95,6 +95,7 @@ async fn main() {
                             duration_us: 100,
                             status: Some(200),
                             response_body: Some(Bytes::from_static(b"ok")),
+                            response_headers: None,
                             error: None,
                             next: Next::Delivered,
                         }])

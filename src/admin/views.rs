@@ -83,6 +83,9 @@ pub struct AttemptView<'a> {
     duration_ms: f64,
     response_code: Option<u16>,
     response_body: Option<&'a str>,
+    /// Header names to values; a name sent more than once has its values
+    /// joined with ", " (as HTTP allows).
+    response_headers: serde_json::Map<String, serde_json::Value>,
     error: Option<&'a str>,
 }
 
@@ -95,9 +98,27 @@ impl<'a> From<&'a AttemptInfo> for AttemptView<'a> {
             duration_ms: a.duration_ms,
             response_code: a.response_status,
             response_body: a.response_body.as_deref(),
+            response_headers: joined_headers(&a.response_headers),
             error: a.error.as_deref(),
         }
     }
+}
+
+/// Headers as a JSON object, repeated names joined with ", ".
+fn joined_headers(h: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in h {
+        match out.get_mut(k) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(v);
+            }
+            _ => {
+                out.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -135,13 +156,20 @@ mod tests {
             duration_ms: 1.5,
             response_status: Some(503),
             response_body: Some("busy".into()),
+            response_headers: vec![
+                ("retry-after".into(), "5".into()),
+                ("vary".into(), "accept".into()),
+                ("vary".into(), "origin".into()),
+            ],
             error: None,
         }]);
         let v = serde_json::to_value(DeliveryView::from(&d)).unwrap();
         assert_eq!(
             v["attempts"],
             json!([{"attempt": 1, "status": "failed", "started_at": 3, "duration_ms": 1.5,
-                    "response_code": 503, "response_body": "busy", "error": null}])
+                    "response_code": 503, "response_body": "busy",
+                    "response_headers": {"retry-after": "5", "vary": "accept, origin"},
+                    "error": null}])
         );
     }
 }

@@ -392,6 +392,54 @@ fn body_view(content_type: Option<&str>, body: &[u8]) -> Markup {
     }
 }
 
+/// How a stored message was verified: every stored message passed its
+/// source's check (a refused one is never stored), so this names the check.
+fn verification(c: &Console, source: &str) -> Markup {
+    if source == crate::config::API_SOURCE {
+        return html! { "published through the API (admin token)" };
+    }
+    let verify = c
+        .admin
+        .config
+        .sources
+        .iter()
+        .find(|s| s.name.get_ref() == source)
+        .map(|s| s.verify.as_ref().map(|v| v.get_ref().kind.as_str()));
+    match verify {
+        Some(Some(kind)) => {
+            html! { (layout::status("passed")) " the source's " code { "verify" } " (" (kind) ")" }
+        }
+        Some(None) => {
+            html! { "none: the source has no " code { "verify" } ", anyone can send to it" }
+        }
+        None => html! { "unknown: the source " code { (source) } " is no longer configured" },
+    }
+}
+
+/// A two-column table of headers, secret values masked.
+fn header_table(caption: &str, headers: &[(String, String)]) -> Markup {
+    html! {
+        div.table-wrap {
+            table.kv {
+                caption { (caption) }
+                thead { tr { th scope="col" { "Header" } th scope="col" { "Value" } } }
+                tbody {
+                    @for (k, v) in headers {
+                        tr {
+                            th scope="row" { (k) }
+                            @if mask::is_secret_header(k) {
+                                td.masked { (mask::MASKED) }
+                            } @else {
+                                td { (v) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn delivery_view(d: &DeliveryInfo, now: i64) -> Markup {
     html! {
         section.delivery aria-labelledby={ "d" (d.id) } {
@@ -421,6 +469,12 @@ fn delivery_view(d: &DeliveryInfo, now: i64) -> Markup {
                                 }
                                 @if let Some(e) = &t.error {
                                     p.error { "Error: " (e) }
+                                }
+                                @if !t.response_headers.is_empty() {
+                                    details.response-headers {
+                                        summary { "Response headers (" (t.response_headers.len()) ")" }
+                                        (header_table("Response headers (secrets masked)", &t.response_headers))
+                                    }
                                 }
                                 @if let Some(b) = &t.response_body {
                                     p.label { "Response body (first 4 KiB)" }
@@ -459,13 +513,17 @@ pub async fn detail(
     };
     let now = c.admin.clock.now_millis();
     let m = &d.message;
-    let headers = crate::store::decode_headers(&m.headers);
+    let raw_headers = crate::store::decode_headers(&m.headers);
     let ingest = c.admin.ingest_addr;
     let curl = mask::curl(
         &format!("http://{ingest}/in/{}", m.source),
-        &headers,
+        &raw_headers,
         &m.body,
     );
+    let headers: Vec<(String, String)> = raw_headers
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
     let mut dests: Vec<&str> = d
         .deliveries
         .iter()
@@ -483,6 +541,14 @@ pub async fn detail(
             dt { "Event type" } dd { (d.summary.event_type.as_deref().unwrap_or("—")) }
             dt { "Received" } dd { (layout::when(d.summary.received_at, Some(now))) }
             dt { "Content type" } dd { (m.content_type.as_deref().unwrap_or("—")) }
+            dt { "Verification" } dd { (verification(&c, &m.source)) }
+            dt { "Routed to" } dd {
+                @if dests.is_empty() { "no route took it" }
+                @for (i, dest) in dests.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    (dest)
+                }
+            }
         }
         div.actions {
             form.replay method="post" action={ "/messages/" (id) "/replay" } {
@@ -502,24 +568,7 @@ pub async fn detail(
             span id="copy-status" role="status" {}
         }
         h2 { "Request" }
-        div.table-wrap {
-            table.kv {
-                caption { "Headers (secrets and signatures masked)" }
-                thead { tr { th scope="col" { "Header" } th scope="col" { "Value" } } }
-                tbody {
-                    @for (k, v) in &headers {
-                        tr {
-                            th scope="row" { (k) }
-                            @if mask::is_secret_header(k) {
-                                td.masked { (mask::MASKED) }
-                            } @else {
-                                td { (String::from_utf8_lossy(v)) }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        (header_table("Headers (secrets and signatures masked)", &headers))
         h2 { "Body" }
         (body_view(m.content_type.as_deref(), &m.body))
         p { a href={ "/messages/" (id) "/raw" } download { "Download the raw body (" (m.body.len()) " bytes)" } }

@@ -12,7 +12,7 @@ use super::client::{DeliveryClient, SendError};
 use super::destination::DestinationSpec;
 use super::retry::MAX_RETRY_AFTER;
 use crate::config::ForwardHeaders;
-use crate::store::{decode_headers, Leased};
+use crate::store::{decode_headers, encode_headers, Leased, RESPONSE_HEADERS_KEEP};
 
 /// Bytes of the response body kept for the attempt log.
 pub const RESPONSE_KEEP: usize = 4096;
@@ -26,6 +26,8 @@ pub struct Outcome {
     pub status: Option<u16>,
     /// The first bytes of the response body.
     pub body: Option<Bytes>,
+    /// The response's headers, encoded (see [`kept_headers`]).
+    pub headers: Option<Bytes>,
     /// `Retry-After`, when the response had a valid one.
     pub retry_after: Option<Duration>,
     /// The response asked not to retry (`webhook-delivery: abort-message`).
@@ -200,6 +202,18 @@ pub async fn send(
     }
 }
 
+/// A response's headers for the attempt log, encoded, in the order received,
+/// up to [`RESPONSE_HEADERS_KEEP`] bytes: a header that would pass it is left
+/// out, with the ones after it.
+pub fn kept_headers(h: &http::HeaderMap) -> Bytes {
+    let mut size = 0usize;
+    let kept = h.iter().take_while(|(k, v)| {
+        size += 8 + k.as_str().len() + v.len();
+        size <= RESPONSE_HEADERS_KEEP
+    });
+    encode_headers(kept.map(|(k, v)| (k.as_str(), v.as_bytes())))
+}
+
 /// The User-Agent of deliveries.
 const USER_AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
 
@@ -217,6 +231,7 @@ async fn read_response(resp: http::Response<hyper::body::Incoming>) -> Outcome {
         .get("webhook-delivery")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("abort-message"));
+    let headers = kept_headers(resp.headers());
     let mut body = resp.into_body();
     let mut kept = BytesMut::new();
     let mut read = 0usize;
@@ -245,6 +260,7 @@ async fn read_response(resp: http::Response<hyper::body::Incoming>) -> Outcome {
     Outcome {
         status: Some(status),
         body: (!kept.is_empty()).then(|| kept.freeze()),
+        headers: Some(headers),
         retry_after,
         abort,
         error,
@@ -309,5 +325,22 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("", now), None);
+    }
+
+    /// Response headers are kept in order up to the cap; the ones that would
+    /// pass it are left out whole, never cut.
+    #[test]
+    fn kept_response_headers_are_bounded() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-first", http::HeaderValue::from_static("1"));
+        for i in 0..100 {
+            let name = http::HeaderName::try_from(format!("x-filler-{i}")).unwrap();
+            h.insert(name, http::HeaderValue::from_str(&"v".repeat(100)).unwrap());
+        }
+        let kept = crate::store::decode_headers(&kept_headers(&h));
+        assert!(kept.len() > 1 && kept.len() < 101, "{}", kept.len());
+        assert!(kept_headers(&h).len() <= RESPONSE_HEADERS_KEEP);
+        assert!(kept.iter().all(|(_, v)| v.len() == 100 || v == b"1"));
+        assert!(kept_headers(&http::HeaderMap::new()).is_empty());
     }
 }

@@ -545,6 +545,7 @@ async fn attempt(
         duration_us: elapsed.as_micros() as i64,
         status: outcome.status,
         response_body: outcome.body,
+        response_headers: outcome.headers,
         error: outcome.error,
         next,
     };

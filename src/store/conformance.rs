@@ -96,6 +96,13 @@ pub fn result(l: &Leased, next: Next) -> AttemptResult {
             _ => 500,
         }),
         response_body: Some(Bytes::from_static(b"ok")),
+        response_headers: Some(encode_headers(
+            [
+                ("content-type", &b"text/plain"[..]),
+                ("x-request-id", &b"r-1"[..]),
+            ]
+            .into_iter(),
+        )),
         error: None,
         next,
     }
@@ -138,6 +145,13 @@ pub async fn append_lease_complete(s: &dyn Store) {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].response_status, Some(200));
     assert_eq!(log[0].response_body.as_deref(), Some("ok"));
+    assert_eq!(
+        log[0].response_headers,
+        vec![
+            ("content-type".to_string(), "text/plain".to_string()),
+            ("x-request-id".to_string(), "r-1".to_string())
+        ]
+    );
     assert_eq!(log[0].duration_ms, 1.5);
 }
 

@@ -361,6 +361,7 @@ impl Store for MemoryStore {
                         .response_body
                         .map(|b| String::from_utf8_lossy(&b).into_owned()),
                     error: r.error,
+                    response_headers: crate::store::response_headers(r.response_headers.as_deref()),
                 },
             );
             match r.next {

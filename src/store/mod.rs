@@ -235,10 +235,29 @@ pub struct AttemptResult {
     pub status: Option<u16>,
     /// The first bytes (at most 4 KiB) of the response body.
     pub response_body: Option<Bytes>,
+    /// The response's headers, encoded with [`encode_headers`] (at most
+    /// [`RESPONSE_HEADERS_KEEP`] bytes of them).
+    pub response_headers: Option<Bytes>,
     /// Why it failed, when it did without a status (timeout, connection error).
     pub error: Option<String>,
     /// What follows.
     pub next: Next,
+}
+
+/// Bytes of a response's encoded headers kept in the attempt log at most:
+/// the headers past it are left out, whole.
+pub const RESPONSE_HEADERS_KEEP: usize = 4096;
+
+/// Response headers as an attempt log shows them, from their stored encoding.
+pub fn response_headers(encoded: Option<&[u8]>) -> Vec<(String, String)> {
+    encoded
+        .map(|b| {
+            decode_headers(b)
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Status of a delivery.
@@ -410,6 +429,9 @@ pub struct AttemptInfo {
     pub response_status: Option<u16>,
     /// First 4 KiB of the response body (lossy UTF-8).
     pub response_body: Option<String>,
+    /// The response's headers, as received (names lower-case; values lossy
+    /// UTF-8); empty when none were kept.
+    pub response_headers: Vec<(String, String)>,
     /// Error text, if any.
     pub error: Option<String>,
 }

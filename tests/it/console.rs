@@ -586,3 +586,87 @@ async fn messages_filter_by_event_type_time_and_dedup_key() {
         "{v}"
     );
 }
+
+/// The message detail shows how the message was verified, where it was routed,
+/// and each attempt's response headers (secret ones masked), as the API does.
+#[tokio::test]
+async fn message_detail_shows_verification_routes_and_response_headers() {
+    let rx = Receiver::start().await;
+    rx.respond(|_| {
+        (
+            503,
+            vec![
+                ("retry-after".into(), "1".into()),
+                ("x-request-id".into(), "req-<b>42</b>".into()),
+                ("set-cookie".into(), "session=very-secret-cookie".into()),
+            ],
+            "down for maintenance".into(),
+        )
+    });
+    let g = Gateway::start(&format!(
+        "[[sources]]\nname = \"signed\"\nverify = {{ type = \"hmac\", header = \"x-sig\", secret = \"s3cret-key\", algorithm = \"sha256\", encoding = \"hex\" }}\n\n\
+         [[sources]]\nname = \"open\"\n\n\
+         [[destinations]]\nname = \"app\"\nurl = \"{}\"\nretry = {{ max_attempts = 1 }}\n\n\
+         [[routes]]\nsource = \"open\"\nto = \"app\"\n",
+        rx.url("/hook")
+    ))
+    .await;
+    let r = crate::harness::client()
+        .post(g.ingest_url("open"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let id = crate::harness::message_id(&r);
+    let (_, v) = eventually(
+        Duration::from_secs(20),
+        "the attempt is recorded",
+        || async {
+            let (s, v) = g.api_get(&format!("/api/v1/messages/{id}")).await;
+            let done = v["deliveries"][0]["attempts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty());
+            done.then_some((s, v))
+        },
+    )
+    .await;
+    let headers = &v["deliveries"][0]["attempts"][0]["response_headers"];
+    assert_eq!(headers["x-request-id"], "req-<b>42</b>", "{v}");
+    assert_eq!(headers["retry-after"], "1");
+
+    let mut b = Browser::new(&g);
+    b.login(ADMIN_TOKEN).await;
+    let html = b.page(&format!("/messages/{id}")).await;
+    assert!(html.contains("<summary>Response headers ("), "{html}");
+    assert!(html.contains("req-&lt;b&gt;42&lt;/b&gt;"), "escaped");
+    assert!(!html.contains("very-secret-cookie"), "set-cookie is masked");
+    assert!(html.contains("<dt>Routed to</dt><dd>app</dd>"), "{html}");
+    assert!(
+        html.contains("anyone can send to it"),
+        "an open source says so"
+    );
+    // The unrouted message of a verified source: passed, and routed nowhere.
+    let body = "{\"a\":1}";
+    let sig = {
+        use hmac::Mac as _;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret-key").unwrap();
+        m.update(body.as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    };
+    let r = crate::harness::client()
+        .post(g.ingest_url("signed"))
+        .header("x-sig", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = b
+        .page(&format!("/messages/{}", crate::harness::message_id(&r)))
+        .await;
+    assert!(
+        html.contains("passed</span> the source's <code>verify</code> (hmac)"),
+        "{html}"
+    );
+    assert!(html.contains("no route took it"));
+}

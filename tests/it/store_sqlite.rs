@@ -226,11 +226,18 @@ async fn a_schema_1_database_keeps_its_dead_letters_and_marks_the_replayed_ones(
              INSERT INTO deliveries (id, message_seq, destination, status, priority, due_at, attempts, created_at, finished_at) VALUES
                  (1, 1, 'a', 3, 1, {T0}, 1, {T0}, {T0}),
                  (2, 1, 'a', 2, 1, {T0}, 1, {T0}, {T0}),
-                 (3, 2, 'a', 3, 1, {T0}, 1, {T0}, {T0});"
+                 (3, 2, 'a', 3, 1, {T0}, 1, {T0}, {T0});
+             INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error) VALUES
+                 (3, 1, {T0}, 1000, 503, x'6f6f7073', NULL);"
         ))
         .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
+    // An attempt from before schema 3 reads with no response headers.
+    let d = store.message(dead).await.unwrap();
+    let log = d.deliveries[0].attempt_log.as_ref().unwrap();
+    assert_eq!(log[0].response_body.as_deref(), Some("oops"));
+    assert!(log[0].response_headers.is_empty());
     hookgate::store::conformance::upgraded_replays_are_replayed(&store, replayed, dead).await;
     store.close().await;
 }
@@ -334,10 +341,21 @@ async fn a_damaged_database_is_refused_after_an_unclean_shutdown() {
     // Clean marker: not checked (the check costs time at every start otherwise).
     let store = SqliteStore::open(&path).unwrap();
     assert!(!marker.exists(), "opening clears the marker");
-    drop(store); // no close: as if killed
-    let err = SqliteStore::open(&path)
-        .err()
-        .expect("a damaged file is refused");
+    // No close, as if killed. Its threads let go of the lock file as they
+    // wind down (at once on an idle machine, later on a busy one): the next
+    // open waits for that, not for a time.
+    drop(store);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let err = loop {
+        match SqliteStore::open(&path) {
+            Err(StoreError::Unavailable(m))
+                if m.contains("in use") && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            other => break other.err().expect("a damaged file is refused"),
+        }
+    };
     assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
     assert!(err.to_string().contains("integrity check"), "{err}");
 }

@@ -57,6 +57,11 @@ use super::*;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "schema", include_str!("migrations/0001_schema.sql")),
     (2, "replayed", include_str!("migrations/0002_replayed.sql")),
+    (
+        3,
+        "response headers",
+        include_str!("migrations/0003_response_headers.sql"),
+    ),
 ];
 
 /// Advisory lock class of ordering keys (`pg_advisory_xact_lock(class, hash)`;

@@ -72,6 +72,9 @@ fn attempt_info(r: &PgRow) -> Result<(i64, AttemptInfo), sqlx::Error> {
         response_status: r.try_get::<Option<i32>, _>(4)?.map(|s| s as u16),
         response_body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
         error: r.try_get(6)?,
+        response_headers: crate::store::response_headers(
+            r.try_get::<Option<Vec<u8>>, _>(7)?.as_deref(),
+        ),
     };
     Ok((r.try_get(0)?, attempt))
 }
@@ -126,7 +129,7 @@ pub(super) async fn message(pool: &PgPool, id: MessageId) -> StoreResult<Message
     let mut logs: HashMap<i64, Vec<AttemptInfo>> = HashMap::new();
     if !ids.is_empty() {
         let rows = sqlx::query(
-            "SELECT delivery_id, attempt, started_at, duration_us, status, response_body, error
+            "SELECT delivery_id, attempt, started_at, duration_us, status, response_body, error, response_headers
              FROM attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
         )
         .bind(&ids)

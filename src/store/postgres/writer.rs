@@ -669,13 +669,17 @@ async fn record_attempts(
         .iter()
         .map(|r| r.error.as_deref().map(text))
         .collect();
+    let headers: Vec<Option<Vec<u8>>> = recorded
+        .iter()
+        .map(|r| r.response_headers.as_ref().map(|b| b.to_vec()))
+        .collect();
     sqlx::query(
-        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
-         SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int4[], $6::bytea[], $7::text[])
+        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error, response_headers)
+         SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int4[], $6::bytea[], $7::text[], $8::bytea[])
          ON CONFLICT (delivery_id, attempt) DO UPDATE SET
              started_at = excluded.started_at, duration_us = excluded.duration_us,
              status = excluded.status, response_body = excluded.response_body,
-             error = excluded.error",
+             error = excluded.error, response_headers = excluded.response_headers",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -684,6 +688,7 @@ async fn record_attempts(
     .bind(&statuses)
     .bind(&bodies)
     .bind(&errors)
+    .bind(&headers)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -907,6 +912,7 @@ mod tests {
             duration_us: 0,
             status: None,
             response_body: None,
+            response_headers: None,
             error: None,
             next: Next::Delivered,
         };

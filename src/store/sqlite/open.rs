@@ -10,7 +10,7 @@ use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
 
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of hookgate's databases ("hgat"): what tells our
 /// file from another program's.
@@ -69,22 +69,22 @@ pub(super) fn ownership(c: &Connection) -> rusqlite::Result<Ownership> {
     })
 }
 
+/// Whether `table` exists without `column` (a file of an older schema).
+fn lacks_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)
+            AND NOT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        [table, column],
+        |r| r.get(0),
+    )
+}
+
 /// Creates or upgrades the schema, all in one transaction, and marks the file
 /// as hookgate's.
 pub(super) fn migrate(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch("BEGIN IMMEDIATE")?;
     let r = (|| {
-        let has_deliveries: bool = c.query_row(
-            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'deliveries'",
-            [],
-            |r| r.get(0),
-        )?;
-        let has_replayed_by: bool = c.query_row(
-            "SELECT count(*) > 0 FROM pragma_table_info('deliveries') WHERE name = 'replayed_by'",
-            [],
-            |r| r.get(0),
-        )?;
-        if has_deliveries && !has_replayed_by {
+        if lacks_column(c, "deliveries", "replayed_by")? {
             // Schema 2. A dead delivery with a later delivery of its message to
             // the same destination was replayed already: mark it so, so that a
             // bulk replay does not send it again.
@@ -97,6 +97,10 @@ pub(super) fn migrate(c: &Connection) -> rusqlite::Result<()> {
                      SELECT 1 FROM deliveries n WHERE n.message_seq = deliveries.message_seq
                          AND n.destination = deliveries.destination AND n.id > deliveries.id);",
             )?;
+        }
+        if lacks_column(c, "attempts", "response_headers")? {
+            // Schema 3: attempts recorded before it have no response headers.
+            c.execute_batch("ALTER TABLE attempts ADD COLUMN response_headers BLOB;")?;
         }
         c.execute_batch(SCHEMA)?;
         c.execute_batch(&format!(

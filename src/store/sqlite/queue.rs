@@ -334,8 +334,8 @@ fn record(c: &Connection, results: &[AttemptResult]) -> StoreResult<Recorded> {
             status
         };
         c.prepare_cached(
-            "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO attempts (delivery_id, attempt, started_at, duration_us, status, response_body, error, response_headers)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -345,7 +345,8 @@ fn record(c: &Connection, results: &[AttemptResult]) -> StoreResult<Recorded> {
                 r.duration_us,
                 r.status,
                 r.response_body.as_deref(),
-                r.error
+                r.error,
+                r.response_headers.as_deref()
             ])
         })
         .map_err(map_err)?;

@@ -118,7 +118,7 @@ pub(super) async fn message(store: &SqliteStore, id: MessageId) -> StoreResult<M
                 .map_err(map_err)?;
             let mut astmt = c
                 .prepare_cached(
-                    "SELECT attempt, started_at, duration_us, status, response_body, error
+                    "SELECT attempt, started_at, duration_us, status, response_body, error, response_headers
                  FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
                 )
                 .map_err(map_err)?;
@@ -133,6 +133,9 @@ pub(super) async fn message(store: &SqliteStore, id: MessageId) -> StoreResult<M
                             response_status: r.get(3)?,
                             response_body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
                             error: r.get(5)?,
+                            response_headers: crate::store::response_headers(
+                                r.get::<_, Option<Vec<u8>>>(6)?.as_deref(),
+                            ),
                         })
                     })
                     .and_then(|rows| rows.collect())

@@ -1,4 +1,5 @@
--- hookgate embedded store, schema version 2 (2 added `deliveries.replayed_by`).
+-- hookgate embedded store, schema version 3 (2 added `deliveries.replayed_by`,
+-- 3 `attempts.response_headers`).
 -- Times are milliseconds since the Unix epoch.
 
 CREATE TABLE IF NOT EXISTS messages (
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     status        INTEGER,
     response_body BLOB,
     error         TEXT,
+    response_headers BLOB,               -- encoded like messages.headers
     PRIMARY KEY (delivery_id, attempt)
 ) WITHOUT ROWID;
 
