@@ -96,13 +96,6 @@ async fn publish(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let now = s.clock.now_millis();
     let deliver_at = checked_deliver_at(&p, now)?;
-    if s.store.pending_estimate() >= s.max_pending {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many undelivered messages (storage.max_pending); retry later",
-        ));
-    }
     let body = Bytes::copy_from_slice(p.payload.get().as_bytes());
     let headers = HeaderMap::new();
     let inbound = Inbound::new(&headers, None, &body);
@@ -117,37 +110,11 @@ async fn publish(
         &inbound,
         now,
         &overrides,
-        &|d| {
-            s.dispatcher
-                .get(d)
-                .map(|h| h.spec().retry.first_delay())
-                .unwrap_or_default()
-        },
+        &|d| first_delay(&s, d),
     );
     let routed = deliveries.len();
     let event_type = p.event_type.clone();
-    let msg = NewMessage {
-        id: MessageId::new(),
-        source: API_SOURCE.to_string(),
-        event_type: Some(p.event_type.clone()),
-        received_at: now,
-        content_type: Some("application/json".into()),
-        headers: encode_headers(std::iter::empty()),
-        body: body.clone(),
-        dedup: p.idempotency_key.map(|key| Dedup {
-            key,
-            until: now.saturating_add(s.config.storage.retention.as_millis_i64()),
-        }),
-        deliveries,
-    };
-    let appended = s.store.append(msg).await.map_err(|e| match e {
-        StoreError::Full => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_full",
-            "the store is full",
-        ),
-        e => e.into(),
-    })?;
+    let appended = store_event(&s, &p.event_type, body, p.idempotency_key, deliveries).await?;
     let (id, duplicate) = match appended {
         Appended::Stored(id) => (id, false),
         Appended::Duplicate(id) => (id, true),
@@ -165,4 +132,54 @@ async fn publish(
         ));
     }
     Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// A destination's delay before its first attempt.
+pub fn first_delay(s: &Shared, destination: &str) -> std::time::Duration {
+    s.dispatcher
+        .get(destination)
+        .map(|h| h.spec().retry.first_delay())
+        .unwrap_or_default()
+}
+
+/// Stores an event of source `api` with its `deliveries`, durably, as
+/// `POST /api/v1/events` does (the console's **Send test event** too): refused
+/// with 503 past `storage.max_pending` or when the store is full.
+pub async fn store_event(
+    s: &Shared,
+    event_type: &str,
+    body: Bytes,
+    idempotency_key: Option<String>,
+    deliveries: Vec<crate::store::NewDelivery>,
+) -> ApiResult<Appended> {
+    if s.store.pending_estimate() >= s.max_pending {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many undelivered messages (storage.max_pending); retry later",
+        ));
+    }
+    let now = s.clock.now_millis();
+    let msg = NewMessage {
+        id: MessageId::new(),
+        source: API_SOURCE.to_string(),
+        event_type: Some(event_type.to_string()),
+        received_at: now,
+        content_type: Some("application/json".into()),
+        headers: encode_headers(std::iter::empty()),
+        body,
+        dedup: idempotency_key.map(|key| Dedup {
+            key,
+            until: now.saturating_add(s.config.storage.retention.as_millis_i64()),
+        }),
+        deliveries,
+    };
+    s.store.append(msg).await.map_err(|e| match e {
+        StoreError::Full => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_full",
+            "the store is full",
+        ),
+        e => e.into(),
+    })
 }

@@ -128,9 +128,13 @@ pub async fn serve(
         max_connections: state.config.server.admin_max_connections.max(1),
     };
     let app = router(state, pages);
-    crate::listener::serve(listener, limits, shutdown, move |req, _peer| {
+    crate::listener::serve(listener, limits, shutdown, move |req, peer| {
+        let mut req = req.map(axum::body::Body::new);
+        // The console limits failed logins per client address.
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         // A router is always ready, so `call` needs no `poll_ready` first.
-        let call = app.clone().call(req.map(axum::body::Body::new));
+        let call = app.clone().call(req);
         async move {
             match call.await {
                 Ok(r) => r,

@@ -9,6 +9,8 @@
 //!   `Origin`), the session's CSRF token in the form, and, for a change, the
 //!   admin role. The login form, which has no session yet, uses a double-submit
 //!   cookie instead.
+//! - Failed logins are limited per client address ([`super::ratelimit`]): past
+//!   the limit the token is not even compared, the answer is 429.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -356,10 +358,29 @@ fn login_page(
 /// `POST /login`
 pub async fn login(
     axum::extract::State(c): axum::extract::State<Console>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     form: super::FormData,
 ) -> Response {
     let next = form.get("next");
+    let ip = peer.map(|p| (p.0).0.ip());
+    let now = c.admin.clock.now_millis();
+    if let Some(wait) = c.logins.blocked(ip, now) {
+        crate::telemetry::events::ConsoleLoginRefused {
+            client: ip,
+            limited: true,
+        }
+        .emit();
+        let mut r = login_page(
+            &c,
+            next,
+            Some("Too many wrong tokens from this address. Wait a minute and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return r;
+    }
     if !same_origin(&headers) {
         return layout::error_page(
             StatusCode::FORBIDDEN,
@@ -378,6 +399,12 @@ pub async fn login(
         );
     }
     let Some(role) = role_of(&c, form.get("token").unwrap_or("")) else {
+        c.logins.failed(ip, now);
+        crate::telemetry::events::ConsoleLoginRefused {
+            client: ip,
+            limited: false,
+        }
+        .emit();
         return login_page(
             &c,
             next,
@@ -385,7 +412,8 @@ pub async fn login(
             StatusCode::UNAUTHORIZED,
         );
     };
-    let (id, _) = c.sessions.create(role, c.admin.clock.now_millis());
+    c.logins.succeeded(ip);
+    let (id, _) = c.sessions.create(role, now);
     let mut r = Redirect::to(local_path(next)).into_response();
     let h = r.headers_mut();
     h.append(

@@ -1,6 +1,7 @@
 //! Destinations: pending, dead, circuit and paused state of each, with **Pause**
 //! and **Resume** through the registry, as the admin API does (the state is
-//! stored, so other nodes follow).
+//! stored, so other nodes follow). Creating, editing, deleting, rotating and
+//! test events are in [`super::dest_actions`].
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,6 +13,7 @@ use super::auth::{check_post, Authed};
 use super::layout::{self, Nav};
 use super::messages::unavailable;
 use super::{mask, param, stats, Console, FormData};
+use crate::dispatch::destination::Origin;
 
 /// `GET /destinations`
 pub async fn list(
@@ -47,6 +49,7 @@ pub async fn list(
     let body = html! {
         (layout::notice_box(param(&q, "notice")))
         h1 { "Destinations" }
+        p { a href="/destinations/new" { "New destination" } }
         div.table-wrap {
             table {
                 caption.visually-hidden { "Destinations" }
@@ -104,11 +107,23 @@ pub async fn list(
                                     _ => "—",
                                 }
                             }
-                            td {
+                            td.row-actions {
+                                @let base = format!("/destinations/{}", urlencode(&spec.name));
                                 @let (action, label) = if st.paused { ("resume", "Resume") } else { ("pause", "Pause") };
-                                form method="post" action={ "/destinations/" (urlencode(&spec.name)) "/" (action) } {
+                                form method="post" action={ (base) "/" (action) } {
                                     input type="hidden" name="csrf" value=(csrf);
                                     button type="submit" aria-describedby=(row_id) { (label) }
+                                }
+                                form method="post" action={ (base) "/test" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" aria-describedby=(row_id) { "Send test event" }
+                                }
+                                @if spec.origin == Origin::Api {
+                                    a.button href={ (base) "/edit" } aria-describedby=(row_id) { "Edit" }
+                                    a.button href={ (base) "/rotate" } aria-describedby=(row_id) { "Rotate secret" }
+                                    a.button href={ (base) "/delete" } aria-describedby=(row_id) { "Delete" }
+                                } @else {
+                                    span.hint { "From the config file (read-only)" }
                                 }
                             }
                         }

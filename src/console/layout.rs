@@ -174,6 +174,9 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         "replayed" => "Replay queued: a new delivery was made for each destination.",
         "paused" => "Destination paused: messages keep queueing.",
         "resumed" => "Destination resumed.",
+        "saved" => "Destination saved.",
+        "deleted" => "Destination deleted.",
+        "test_sent" => "Test event stored: its delivery is below.",
         "bulk" => "Bulk replay started: the dead letters are being revived in the background.",
         _ => return None,
     })

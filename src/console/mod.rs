@@ -15,11 +15,14 @@
 
 pub mod auth;
 pub mod dead;
+pub mod dest_actions;
 pub mod destinations;
 pub mod layout;
 pub mod mask;
 pub mod messages;
+pub mod ratelimit;
 pub mod rejected;
+pub mod source_test;
 pub mod sources;
 pub mod stats;
 
@@ -56,6 +59,8 @@ pub struct Console {
     pub sessions: Arc<auth::Sessions>,
     /// Whether cookies are marked `Secure`.
     pub secure_cookie: bool,
+    /// Failed logins per client address.
+    pub logins: Arc<ratelimit::LoginLimiter>,
 }
 
 /// The console's routes, to merge into the admin router (plain HTTP: cookies
@@ -73,6 +78,7 @@ pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
             auth::SESSION_TTL_MS,
         )),
         secure_cookie: opts.secure_cookie,
+        logins: Arc::new(ratelimit::LoginLimiter::new()),
     };
     Router::new()
         .route("/", get(|| async { Redirect::to("/messages") }))
@@ -88,8 +94,26 @@ pub fn router_with(state: Shared, opts: Options) -> Router<Shared> {
         .route("/destinations", get(destinations::list))
         .route("/sources", get(sources::list))
         .route("/rejected", get(rejected::list))
+        .route("/sources/{name}/test", post(source_test::send_test))
         .route("/destinations/{name}/pause", post(destinations::pause))
         .route("/destinations/{name}/resume", post(destinations::resume))
+        .route(
+            "/destinations/new",
+            get(dest_actions::new_form).post(dest_actions::create),
+        )
+        .route(
+            "/destinations/{name}/edit",
+            get(dest_actions::edit_form).post(dest_actions::edit),
+        )
+        .route(
+            "/destinations/{name}/delete",
+            get(dest_actions::delete_confirm).post(dest_actions::delete),
+        )
+        .route(
+            "/destinations/{name}/rotate",
+            get(dest_actions::rotate_confirm).post(dest_actions::rotate),
+        )
+        .route("/destinations/{name}/test", post(dest_actions::send_test))
         .route("/static/console.js", get(js))
         .route("/static/console.css", get(css))
         .layer(axum::middleware::map_response(security_headers))

@@ -1,6 +1,7 @@
 //! Sources: the URL to give each provider, how requests are verified, and how
 //! many were accepted and refused since the gateway started (read from the
 //! ingest counters of `/metrics`, so the page adds nothing to the ingest path).
+//! **Send test webhook** is in [`super::source_test`].
 
 use axum::extract::State;
 use axum::response::Response;
@@ -25,6 +26,7 @@ const REFUSED: &[(&str, &str)] = &[
 
 /// `GET /sources`
 pub async fn list(State(c): State<Console>, a: Authed) -> Response {
+    let csrf = &a.session.csrf;
     let counts = super::stats::by_labels(
         &c.admin.metrics.render(),
         "hookgate_ingest_requests_total",
@@ -55,6 +57,7 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
                         th scope="col" { "Verification" }
                         th scope="col" { "Accepted" }
                         th scope="col" { "Refused" }
+                        th scope="col" { "Action" }
                     }
                 }
                 tbody {
@@ -65,8 +68,9 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
                             .map(|(o, label)| (*label, count(name, o)))
                             .filter(|(_, n)| *n > 0)
                             .collect();
-                        tr {
-                            th scope="row" { (name) }
+                        @let row_id = format!("src-{}", hex::encode(name.as_bytes()));
+                        tr data-source=(name) {
+                            th scope="row" id=(row_id) { (name) }
                             td.mono {
                                 @match verify.and_then(|v| v.url.as_deref()) {
                                     Some(u) => (u),
@@ -85,6 +89,12 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
                                 @for (i, (label, n)) in refused.iter().enumerate() {
                                     @if i > 0 { br; }
                                     (n) " × " (label)
+                                }
+                            }
+                            td {
+                                form method="post" action={ "/sources/" (percent_encoding::utf8_percent_encode(name, super::source_test::SEGMENT)) "/test" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" aria-describedby=(row_id) { "Send test webhook" }
                                 }
                             }
                         }

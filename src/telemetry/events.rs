@@ -508,6 +508,51 @@ impl StoreWriteHealthChanged {
     }
 }
 
+/// An action taken in the web console; it names what it was done to, never a
+/// secret.
+pub struct ConsoleAction<'a> {
+    /// What was done, in words (`destination created`, `signing secret rotated`…).
+    pub action: &'static str,
+    /// The destination or source it was done to.
+    pub name: &'a str,
+    /// The message it stored, if any.
+    pub message_id: Option<&'a str>,
+}
+
+impl ConsoleAction<'_> {
+    /// Logs.
+    pub fn emit(self) {
+        tracing::info!(
+            name = self.name,
+            message_id = self.message_id,
+            "console: {}",
+            self.action
+        );
+    }
+}
+
+/// A console login was refused: a wrong token, or too many of them
+/// (`limited`) from `client`.
+pub struct ConsoleLoginRefused {
+    /// The client's address, when known.
+    pub client: Option<std::net::IpAddr>,
+    /// Refused by the failed-login limit, without looking at the token.
+    pub limited: bool,
+}
+
+impl ConsoleLoginRefused {
+    /// Logs and counts.
+    pub fn emit(self) {
+        let reason = if self.limited {
+            "limited"
+        } else {
+            "wrong_token"
+        };
+        counter!("hookgate_console_login_refused_total", "reason" => reason).increment(1);
+        tracing::warn!(client = ?self.client, reason, "console login refused");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,8 @@ class Receiver(BaseHTTPRequestHandler):
     answers = {
         "/app": (422, "invalid payload: field <amount> is missing"),
         "/batch": (410, "gone for now"),
+        "/hooks": (200, "ok"),
+        "/runtime": (200, "ok"),
     }
     delivered = {"/app": 0, "/batch": 0}
 
@@ -95,6 +97,7 @@ admin_listen = "{self.admin}"
 admin_tokens = ["{ADMIN_TOKEN}"]
 admin_read_tokens = ["{READ_TOKEN}"]
 shutdown_grace = "2s"
+allow_private_destinations = true
 
 [storage]
 path = "{os.path.join(self.dir.name, 'hookgate.db')}"
@@ -108,6 +111,10 @@ name = "batch"
 [[sources]]
 name = "sms"
 verify = {{ type = "twilio", secret = "{TWILIO_TOKEN}", url = "{TWILIO_URL}" }}
+
+[[sources]]
+name = "gh"
+verify = {{ type = "github", secret = "e2e-github-secret" }}
 
 [[destinations]]
 name = "app"
@@ -124,6 +131,14 @@ to = "app"
 [[routes]]
 source = "batch"
 to = "batch"
+
+[[destinations]]
+name = "hooks"
+url = "http://127.0.0.1:{receiver_port}/hooks"
+
+[[routes]]
+source = "gh"
+to = "hooks"
 """
             )
         self.log = open(os.path.join(self.dir.name, "hookgate.log"), "w+")
@@ -363,6 +378,59 @@ class Run:
         expect(row.get_by_text("running", exact=True)).to_be_visible()
         assert self.gw.destination("app")["paused"] is False
 
+    def send_test_webhook_from_a_source_page(self):
+        p = self.page
+        p.get_by_role("link", name="Sources").click()
+        row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="gh", exact=True))
+        row.get_by_role("button", name="Send test webhook").click()
+        expect(p.get_by_role("status").filter(has_text="Accepted")).to_contain_text("ingest answered 200")
+        link = p.get_by_role("link", name="msg_")
+        id = link.text_content()
+        link.click()
+        expect(p.get_by_role("heading", name=id)).to_be_visible()
+        expect(p.get_by_role("row", name="x-hub-signature-256 (masked)")).to_be_visible()
+        assert "e2e-github-secret" not in p.content()
+        self.gw.until("the test webhook delivered", lambda: self.gw.message_status(id) == "delivered")
+        p.get_by_role("link", name="Messages").click()
+        expect(p.get_by_role("link", name=id)).to_be_visible()
+
+    def create_rotate_and_delete_a_destination(self):
+        p = self.page
+        p.get_by_role("link", name="Destinations").click()
+        p.get_by_role("link", name="New destination").click()
+        p.get_by_role("textbox", name="Name").fill("runtime")
+        p.get_by_role("textbox", name="URL").fill("ftp://example.com/<b>")
+        p.get_by_role("button", name="Create destination").click()
+        expect(p.get_by_role("alert")).to_contain_text("not saved")
+        expect(p.get_by_role("textbox", name="Name")).to_have_value("runtime")
+        receiver = self.gw.destination("hooks")["url"].replace("/hooks", "/runtime")
+        p.get_by_role("textbox", name="URL").fill(receiver)
+        p.get_by_role("button", name="Create destination").click()
+        expect(p.get_by_role("status").filter(has_text="not shown again")).to_be_visible()
+        first = p.get_by_role("textbox", name="Signing secret (Standard Webhooks)").input_value()
+        assert first.startswith("whsec_"), first
+        p.get_by_role("button", name="Copy secret").click()
+        expect(p.get_by_role("status").filter(has_text="Copied.")).to_be_visible()
+        assert p.evaluate("navigator.clipboard.readText()") == first
+        p.get_by_role("link", name="Back to destinations").click()
+        row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="runtime", exact=True))
+        row.get_by_role("link", name="Rotate secret").click()
+        p.get_by_role("button", name="Rotate secret").click()
+        second = p.get_by_role("textbox", name="Signing secret (Standard Webhooks)").input_value()
+        assert second.startswith("whsec_") and second != first
+        p.get_by_role("link", name="Back to destinations").click()
+        assert first not in p.content() and second not in p.content()
+        row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="runtime", exact=True))
+        row.get_by_role("button", name="Send test event").click()
+        expect(p.get_by_role("status").filter(has_text="Test event stored")).to_be_visible()
+        self.gw.until("the test event delivered", lambda: delivered("/runtime") >= 1)
+        p.get_by_role("link", name="Destinations").click()
+        row = p.get_by_role("row").filter(has=p.get_by_role("rowheader", name="runtime", exact=True))
+        row.get_by_role("link", name="Delete").click()
+        p.get_by_role("button", name="Delete").click()
+        expect(p.get_by_role("status").filter(has_text="Destination deleted")).to_be_visible()
+        expect(p.get_by_role("rowheader", name="runtime", exact=True)).to_have_count(0)
+
     def bulk_replay_dead_letters(self):
         p = self.page
         for i in range(3):
@@ -427,7 +495,7 @@ class Run:
         ctx = self.browser.new_context(viewport={"width": 390, "height": 844})
         p = ctx.new_page()
         self.login(p, ADMIN_TOKEN)
-        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/sources", "/rejected"]:
+        for path in ["/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/destinations/new", "/sources", "/rejected"]:
             p.goto(f"{self.gw.url}{path}")
             width = p.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390 px"
@@ -467,6 +535,8 @@ def main():
                 "copy_as_curl_has_no_secret",
                 "replay_and_see_it_delivered",
                 "pause_and_resume",
+                "send_test_webhook_from_a_source_page",
+                "create_rotate_and_delete_a_destination",
                 "bulk_replay_dead_letters",
                 "script_payload_is_shown_not_run",
                 "post_without_csrf_is_refused",

@@ -23,7 +23,7 @@ async fn gateway(receiver: &Receiver) -> Gateway {
     .await
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -45,7 +45,7 @@ fn set_cookie(h: &HeaderMap, name: &str) -> Option<(String, String)> {
 }
 
 /// The value of the first hidden `csrf` field of a page.
-fn csrf_field(html: &str) -> String {
+pub(crate) fn csrf_field(html: &str) -> String {
     let i = html
         .find("name=\"csrf\" value=\"")
         .expect("a csrf field on the page");
@@ -57,7 +57,7 @@ fn csrf_field(html: &str) -> String {
 pub(crate) struct Browser {
     base: String,
     http: reqwest::Client,
-    cookie: Option<String>,
+    pub(crate) cookie: Option<String>,
 }
 
 impl Browser {
@@ -69,7 +69,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         let mut r = self.http.get(format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             r = r.header("cookie", format!("hookgate_session={c}"));
@@ -83,7 +83,12 @@ impl Browser {
         r.text().await.unwrap()
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)], site: &str) -> reqwest::Response {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        site: &str,
+    ) -> reqwest::Response {
         let mut r = self
             .http
             .post(format!("{}{path}", self.base))
@@ -95,23 +100,27 @@ impl Browser {
         r.send().await.unwrap()
     }
 
-    /// Logs in; returns the answer's status (303 on success).
-    pub(crate) async fn login(&mut self, token: &str) -> StatusCode {
+    /// Posts the login form with `token`; the answer as it came.
+    pub(crate) async fn login_response(&self, token: &str) -> reqwest::Response {
         let r = self.get("/login").await;
         assert_eq!(r.status(), StatusCode::OK);
         let (login_cookie, _) = set_cookie(r.headers(), "hookgate_login").unwrap();
         let html = r.text().await.unwrap();
         let csrf = csrf_field(&html);
         assert_eq!(csrf, login_cookie, "double-submit token");
-        let r = self
-            .http
+        self.http
             .post(format!("{}/login", self.base))
             .header("sec-fetch-site", "same-origin")
             .header("cookie", format!("hookgate_login={login_cookie}"))
             .form(&[("csrf", csrf.as_str()), ("token", token), ("next", "/")])
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Logs in; returns the answer's status (303 on success).
+    pub(crate) async fn login(&mut self, token: &str) -> StatusCode {
+        let r = self.login_response(token).await;
         let status = r.status();
         if let Some((v, whole)) = set_cookie(r.headers(), "hookgate_session") {
             assert!(whole.contains("HttpOnly"), "{whole}");
@@ -124,7 +133,7 @@ impl Browser {
         status
     }
 
-    async fn csrf(&self) -> String {
+    pub(crate) async fn csrf(&self) -> String {
         csrf_field(&self.page("/destinations").await)
     }
 }

@@ -6,6 +6,7 @@ mod harness;
 mod bench;
 mod cli;
 mod console;
+mod console_actions;
 mod control;
 mod core;
 mod diskfull;

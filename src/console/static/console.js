@@ -73,7 +73,7 @@
         b.addEventListener("click", function () {
           var src = document.getElementById(b.getAttribute("data-copy"));
           var out = document.getElementById(b.getAttribute("data-status"));
-          var text = src ? src.textContent : "";
+          var text = !src ? "" : src.tagName === "INPUT" ? src.value : src.textContent;
           var done = function (msg) { if (out) out.textContent = msg; };
           if (navigator.clipboard && navigator.clipboard.writeText) {
             navigator.clipboard.writeText(text).then(

@@ -14,6 +14,7 @@ pub mod hmac;
 pub mod meta;
 pub mod reason;
 pub mod shopify;
+pub mod sign;
 pub mod simple;
 pub mod slack;
 pub mod standard_webhooks;
