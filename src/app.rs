@@ -164,7 +164,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         .await?,
     );
     warn_orphans(store.as_ref(), &dispatcher).await?;
-    let ingest = Arc::new(new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?);
+    let ingest = new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?;
+    let rejects = ingest.rejects.clone();
+    let ingest = Arc::new(ingest);
     let tasks = Arc::new(Tasks::new());
     let overview = Arc::new(Sampler::new(
         metrics.clone(),
@@ -188,6 +190,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         config: Arc::new(cfg.clone()),
         draining: shutdown.clone(),
         ingest_addr,
+        rejects,
     });
     spawn_background(&tasks, &cfg, &admin_state, &overview);
     tracing::info!(
@@ -278,6 +281,7 @@ fn new_ingest(
             cfg.storage.max_waiting_bytes.0,
         ),
         trusted_proxies: cfg.server.trusted_proxies.iter().map(|n| n.0).collect(),
+        rejects: Arc::new(crate::ingest::rejects::Rejects::new()),
     })
 }
 

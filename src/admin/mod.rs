@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod messages;
 pub mod ready;
+pub mod rejected;
 pub mod views;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct AdminState {
     pub draining: CancellationToken,
     /// Where ingest listens, as bound (the config may say port 0).
     pub ingest_addr: std::net::SocketAddr,
+    /// The last requests ingest refused (`GET /api/v1/rejected`).
+    pub rejects: Arc<crate::ingest::rejects::Rejects>,
 }
 
 /// Shared admin state.
@@ -70,6 +73,7 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(deliveries::router())
         .merge(destinations::router())
         .merge(events::router())
+        .merge(rejected::router())
         .fallback(|| async { ApiError::not_found("API route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()

@@ -23,6 +23,8 @@ pub enum Nav {
     Destinations,
     /// Sources.
     Sources,
+    /// Rejected requests.
+    Rejected,
 }
 
 fn head(title: &str) -> Markup {
@@ -82,6 +84,7 @@ pub fn page_status(
                         (item(Nav::Sources, "/sources", "Sources"))
                         (item(Nav::Dead, "/dead", "Dead letters"))
                         (item(Nav::Destinations, "/destinations", "Destinations"))
+                        (item(Nav::Rejected, "/rejected", "Rejected"))
                     }
                     span.role {
                         @if a.role() == Role::ReadOnly { "Read-only" } @else { "Admin" }

@@ -2,34 +2,8 @@
 //! URLs. Also the body views (JSON pretty-printed without reordering, form posts
 //! decoded) and the "Copy as curl" text, which carries no secret.
 
-/// Whether a header's value is a secret or a signature and must be masked.
-pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    const EXACT: &[&str] = &[
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api-key",
-        "apikey",
-    ];
-    const PARTS: &[&str] = &[
-        "signature",
-        "secret",
-        "token",
-        "hmac",
-        "password",
-        "api-key",
-        "apikey",
-        "auth",
-        "credential",
-    ];
-    EXACT.contains(&n.as_str()) || PARTS.iter().any(|p| n.contains(p))
-}
-
-/// What a masked value is shown as.
-pub const MASKED: &str = "(masked)";
+/// The predicate and the mask are shared with ingest's log of refused requests.
+pub use crate::ingest::rejects::{is_secret_header, MASKED};
 
 /// A URL without its user info and query values: `https://host:port/path?…`.
 pub fn safe_url(u: &reqwest::Url) -> String {

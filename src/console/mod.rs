@@ -21,6 +21,7 @@ pub mod layout;
 pub mod mask;
 pub mod messages;
 pub mod ratelimit;
+pub mod rejected;
 pub mod source_test;
 pub mod overview;
 pub mod sampler;
@@ -104,6 +105,7 @@ pub fn router_with(
         .route("/dead/replay", get(dead::confirm).post(dead::replay))
         .route("/destinations", get(destinations::list))
         .route("/sources", get(sources::list))
+        .route("/rejected", get(rejected::list))
         .route("/sources/{name}/test", post(source_test::send_test))
         .route("/destinations/{name}/pause", post(destinations::pause))
         .route("/destinations/{name}/resume", post(destinations::resume))

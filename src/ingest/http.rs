@@ -19,9 +19,10 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::rejects::{Refused, RejectedRequest, Rejects};
 use super::route::{Overrides, Routing};
 use super::source::Source;
-use super::verify;
+use super::verify::{self, Reason};
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
 use crate::listener::{Limits, RequestBody};
@@ -53,6 +54,8 @@ pub struct Ingest {
     pub waiting: Waiting,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The last refused requests, with their reasons (written on refusals only).
+    pub rejects: Arc<Rejects>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -212,6 +215,7 @@ impl Ingest {
         body_read: &mut bool,
     ) -> Resp {
         let Some(src) = self.source(parts) else {
+            self.record(None, parts, peer, &Refusal::UnknownSource);
             return Refusal::UnknownSource.response();
         };
         match self
@@ -223,9 +227,77 @@ impl Ingest {
                 if let Some(outcome) = refusal.outcome() {
                     handled(&src, outcome, t0, None);
                 }
+                self.record(Some(&src), parts, peer, &refusal);
                 refusal.response()
             }
         }
+    }
+
+    /// Keeps a refused request in [`Rejects`] with its reason (503s are not kept).
+    fn record(
+        &self,
+        src: Option<&Source>,
+        parts: &http::request::Parts,
+        peer: SocketAddr,
+        refusal: &Refusal,
+    ) {
+        let ip = client_ip(peer.ip(), &parts.headers, &self.trusted_proxies);
+        let Some(reason) = self.reason(parts, peer, ip, refusal) else {
+            return;
+        };
+        let name = match src {
+            Some(s) => s.name.as_str(),
+            None => path_source(parts.uri.path()),
+        };
+        let body = match refusal {
+            Refusal::Unauthorized(f) => Some(&f.body[..]),
+            _ => None,
+        };
+        let entry = RejectedRequest::capture(
+            self.clock.now_millis(),
+            parts,
+            Refused {
+                source: name,
+                known: src.is_some(),
+                client_ip: ip,
+                status: refusal.status().as_u16(),
+                reason,
+                body,
+            },
+        );
+        self.rejects.record(entry);
+    }
+
+    /// A refusal's reason in plain words; `None` for one that is not kept.
+    fn reason(
+        &self,
+        parts: &http::request::Parts,
+        peer: SocketAddr,
+        ip: IpAddr,
+        refusal: &Refusal,
+    ) -> Option<Reason> {
+        Some(match refusal {
+            Refusal::UnknownSource => unknown_source(parts.uri.path()),
+            Refusal::Forbidden => forbidden(peer.ip(), ip, parts),
+            Refusal::RateLimited { retry_after } => Reason::new(
+                "rate_limited",
+                format!("over the source's `rate_limit`: the sender may retry in {retry_after} s"),
+            ),
+            Refusal::TooLarge => too_large(parts, self.max_body),
+            Refusal::BadBody => Reason::new(
+                "bad_body",
+                "the body could not be read: the connection broke, or its chunked encoding is malformed",
+            ),
+            Refusal::Timeout => Reason::new(
+                "timeout",
+                format!(
+                    "the body did not arrive within `server.read_timeout` ({} s)",
+                    self.read_timeout.as_secs_f64()
+                ),
+            ),
+            Refusal::Unauthorized(f) => f.reason.clone(),
+            Refusal::Busy { .. } => return None,
+        })
     }
 
     /// Checks, reads, verifies and stores one request of a known source, in
@@ -409,13 +481,35 @@ enum Refusal {
     /// The body did not arrive within `read_timeout`: 408.
     Timeout,
     /// Verification (or a handshake) failed: 401, or the handshake's own status.
-    Unauthorized(StatusCode),
+    Unauthorized(Box<Failed>),
     /// `max_pending`, a full store, no waiting place left, or a failed append:
     /// 503 with `Retry-After`.
     Busy { retry_after: u64 },
 }
 
+/// A failed verification: the status, why, and the body that was checked.
+#[derive(Debug)]
+struct Failed {
+    status: StatusCode,
+    reason: Reason,
+    body: Bytes,
+}
+
 impl Refusal {
+    /// The status answered.
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::UnknownSource => StatusCode::NOT_FOUND,
+            Refusal::Forbidden => StatusCode::FORBIDDEN,
+            Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BadBody => StatusCode::BAD_REQUEST,
+            Refusal::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::Unauthorized(f) => f.status,
+            Refusal::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
     /// What it counts as (`hookgate_ingest_requests_total{outcome}`).
     fn outcome(&self) -> Option<IngestOutcome> {
         Some(match self {
@@ -431,21 +525,67 @@ impl Refusal {
 
     /// The answer.
     fn response(self) -> Resp {
+        let status = self.status();
         match self {
-            Refusal::UnknownSource => plain(StatusCode::NOT_FOUND, "unknown source\n"),
-            Refusal::Forbidden => plain(StatusCode::FORBIDDEN, ""),
-            Refusal::RateLimited { retry_after } => {
-                with_retry_after(plain(StatusCode::TOO_MANY_REQUESTS, ""), retry_after)
+            Refusal::UnknownSource => plain(status, "unknown source\n"),
+            Refusal::RateLimited { retry_after } | Refusal::Busy { retry_after } => {
+                with_retry_after(plain(status, ""), retry_after)
             }
-            Refusal::TooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE, ""),
-            Refusal::BadBody => plain(StatusCode::BAD_REQUEST, ""),
-            Refusal::Timeout => plain(StatusCode::REQUEST_TIMEOUT, ""),
-            Refusal::Unauthorized(status) => plain(status, ""),
-            Refusal::Busy { retry_after } => {
-                with_retry_after(plain(StatusCode::SERVICE_UNAVAILABLE, ""), retry_after)
-            }
+            _ => plain(status, ""),
         }
     }
+}
+
+/// The source name in an ingest path (`/in/{name}/…`), or `""`.
+fn path_source(path: &str) -> &str {
+    path.strip_prefix("/in/")
+        .map(|rest| rest.split('/').next().unwrap_or(""))
+        .unwrap_or("")
+}
+
+/// Why a path names no source.
+fn unknown_source(path: &str) -> Reason {
+    let text = if path.starts_with("/in/") && !path_source(path).is_empty() {
+        format!(
+            "no source named `{}` is configured: ingest URLs are `/in/{{source}}` with a source's `name`",
+            path_source(path)
+        )
+    } else {
+        "not an ingest URL: webhooks go to `/in/{source}`".to_string()
+    };
+    Reason::new("unknown_source", text)
+}
+
+/// Why `allow_ips` refused the client `ip` (seen from the peer `peer`).
+fn forbidden(peer: IpAddr, ip: IpAddr, parts: &http::request::Parts) -> Reason {
+    let how = if peer != ip {
+        format!(" (taken from `X-Forwarded-For` of the trusted proxy {peer})")
+    } else if parts.headers.contains_key("x-forwarded-for") {
+        " (the connection's own address: `X-Forwarded-For` is believed only from `server.trusted_proxies`)".to_string()
+    } else {
+        String::new()
+    };
+    Reason::new(
+        "forbidden_ip",
+        format!("address {ip}{how} is not in the source's `allow_ips`"),
+    )
+}
+
+/// Why a body is too large: its declared length, or that more arrived than allowed.
+fn too_large(parts: &http::request::Parts, max: u64) -> Reason {
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > max);
+    let text = match declared {
+        Some(n) => format!(
+            "the body is {n} bytes (its `Content-Length`), more than `server.max_body` ({max} bytes)"
+        ),
+        None => format!("the body grew past `server.max_body` ({max} bytes)"),
+    };
+    Reason::new("too_large", text)
 }
 
 /// What is logged of a message that no route takes.
@@ -493,17 +633,22 @@ fn verify_request(
         body,
         now: now_ms.div_euclid(1000),
     };
+    let failed = |rej: verify::Rejected| {
+        Refusal::Unauthorized(Box::new(Failed {
+            status: rej.0,
+            reason: v.explain(&vreq),
+            body: body.clone(),
+        }))
+    };
     if let Some(hs) = v.handshake(&vreq) {
-        let h = hs.map_err(|rej| Refusal::Unauthorized(rej.0))?;
+        let h = hs.map_err(failed)?;
         let mut r = Response::new(Full::new(h.body));
         *r.status_mut() = h.status;
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(h.content_type));
         return Ok(Some(r));
     }
-    v.verify(&vreq)
-        .map(|_| None)
-        .map_err(|_| Refusal::Unauthorized(StatusCode::UNAUTHORIZED))
+    v.verify(&vreq).map(|_| None).map_err(failed)
 }
 
 /// The answer to a stored (or duplicate) message: the source's answer and the

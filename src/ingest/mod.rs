@@ -2,6 +2,7 @@
 //! their keys and event types, routes them, and makes them durable before it answers.
 
 pub mod http;
+pub mod rejects;
 pub mod route;
 pub mod source;
 pub mod verify;

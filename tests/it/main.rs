@@ -16,6 +16,7 @@ mod multinode;
 mod outage;
 mod providers;
 mod readiness;
+mod rejected;
 
 // The store suites and the layering check: in the same binary, so that they run
 // beside the gateway tests instead of after them.

@@ -35,7 +35,7 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
     for p in parts {
         m.update(p);
@@ -52,7 +52,7 @@ fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Twilio's scheme: URL, then each form pair `namevalue` sorted by name and value.
-fn twilio_signature(token: &str, url: &str, form: &[u8]) -> String {
+pub(crate) fn twilio_signature(token: &str, url: &str, form: &[u8]) -> String {
     let mut pairs: Vec<(String, String)> = form_urlencoded::parse(form).into_owned().collect();
     pairs.sort();
     let mut s = url.to_string();

@@ -2,7 +2,9 @@
 //! with the webhook's secret. The legacy SHA-1 `X-Hub-Signature` is not accepted:
 //! GitHub sends both, and SHA-256 is the one it documents.
 
-use super::{any_mac_matches, decode_hex, raw_keys, Key, Rejected, Request, Verifier};
+use super::{
+    any_mac_matches, decode_hex, raw_keys, reason, Key, Reason, Rejected, Request, Verifier,
+};
 use crate::config::{HmacAlgorithm, Secret};
 
 /// The header GitHub (and Meta) sign in.
@@ -44,9 +46,32 @@ pub(super) fn verify_hub_signature(keys: &[Key], req: &Request<'_>) -> Result<()
     }
 }
 
+/// Why [`verify_hub_signature`] refused `req` (`provider`: GitHub or Meta).
+pub(super) fn explain_hub_signature(req: &Request<'_>, provider: &str) -> Reason {
+    let shown = "X-Hub-Signature-256";
+    if let Err(r) = reason::header(
+        req,
+        HEADER,
+        shown,
+        provider,
+        "`sha256=<64 hex digits>`",
+        parse_signature,
+    ) {
+        return r;
+    }
+    Reason::mismatch(format!(
+        "the `{shown}` did not match the raw body signed with the source's secret: \
+         use the secret set on the {provider} webhook (or app), and check that nothing changes the body on the way"
+    ))
+}
+
 impl Verifier for Github {
     fn verify(&self, req: &Request<'_>) -> Result<(), Rejected> {
         verify_hub_signature(&self.keys, req)
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        explain_hub_signature(req, "GitHub")
     }
 }
 

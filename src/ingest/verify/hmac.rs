@@ -10,7 +10,9 @@
 use base64::Engine as _;
 use http::HeaderName;
 
-use super::{any_mac_matches, decode_hex, raw_keys, Key, Rejected, Request, Verifier, B64_LENIENT};
+use super::{
+    any_mac_matches, decode_hex, raw_keys, Key, Reason, Rejected, Request, Verifier, B64_LENIENT,
+};
 use crate::config::{HmacAlgorithm, Secret, SigEncoding};
 
 /// The length of a digest in bytes.
@@ -83,6 +85,25 @@ impl Verifier for GenericHmac {
         } else {
             Err(Rejected::UNAUTHORIZED)
         }
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        let name = self.header.as_str();
+        let parse = |v: &str| parse_signature(v, &self.prefix, self.encoding, self.algorithm);
+        let expected = format!(
+            "expected `{}` followed by the {:?} HMAC in {:?}",
+            self.prefix, self.algorithm, self.encoding
+        );
+        if let Err(r) =
+            super::reason::header(req, name, name, "the configured sender", &expected, parse)
+        {
+            return r;
+        }
+        Reason::mismatch(format!(
+            "the `{name}` did not match the body signed ({:?}) with the source's secret: \
+             check the secret, `algorithm`, `encoding` and `prefix`",
+            self.algorithm
+        ))
     }
 }
 

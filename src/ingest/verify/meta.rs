@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use super::github::verify_hub_signature;
-use super::{ct_eq, raw_keys, Handshake, Key, Rejected, Request, Verifier};
+use super::{ct_eq, raw_keys, Handshake, Key, Reason, Rejected, Request, Verifier};
 use crate::config::Secret;
 
 /// Longest `hub.challenge` echoed back; Meta's are short numbers.
@@ -65,6 +65,17 @@ impl Meta {
 impl Verifier for Meta {
     fn verify(&self, req: &Request<'_>) -> Result<(), Rejected> {
         verify_hub_signature(&self.keys, req)
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        if req.method == Method::GET {
+            return Reason::new(
+                "handshake_failed",
+                "the subscription check failed: it needs `hub.mode=subscribe`, a `hub.challenge`, \
+                 and a `hub.verify_token` equal to the source's `verify_token`",
+            );
+        }
+        super::github::explain_hub_signature(req, "Meta")
     }
 
     fn handshake(&self, req: &Request<'_>) -> Option<Result<Handshake, Rejected>> {

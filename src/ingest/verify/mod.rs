@@ -12,6 +12,7 @@
 pub mod github;
 pub mod hmac;
 pub mod meta;
+pub mod reason;
 pub mod shopify;
 pub mod sign;
 pub mod simple;
@@ -31,6 +32,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{HmacAlgorithm, ResponseConfig, VerifyConfig, VerifyKind};
 use crate::select::Selector;
+pub use reason::Reason;
 
 /// Longest signature header a verifier looks at. Real ones are well under 1 KiB
 /// (a Stripe header with two secrets is about 200 bytes); anything longer is
@@ -103,6 +105,12 @@ pub trait Verifier: Send + Sync {
     /// must be signed is verified here too.
     fn handshake(&self, _req: &Request<'_>) -> Option<Result<Handshake, Rejected>> {
         None
+    }
+
+    /// Why `verify` (or `handshake`) refused `req`, in plain words. Called only
+    /// after a refusal, so it may take its time; it never returns a secret.
+    fn explain(&self, _req: &Request<'_>) -> Reason {
+        Reason::mismatch("the signature did not match the source's secret")
     }
 }
 
@@ -435,6 +443,42 @@ mod tests {
             encoding: None,
             prefix: None,
             verify_token: None,
+        }
+    }
+
+    /// Every verifier explains a request without its header as a missing header,
+    /// and no explanation, whatever the request holds, shows the secret.
+    #[test]
+    fn explanations_name_the_missing_header_and_never_the_secret() {
+        for kind in ALL {
+            let v = build(&cfg(kind)).unwrap();
+            let empty =
+                testutil::Req::post("/in/s", b"{}").header("content-type", "application/json");
+            let r = v.explain(&empty.view());
+            assert_eq!(r.code, "missing_header", "{kind:?}: {r:?}");
+            let mut full = testutil::Req::post("/in/s?x=s3cret", b"s3cret")
+                .header("host", "example.com")
+                .header("authorization", "Bearer s3cret-not");
+            for h in [
+                "x-telegram-bot-api-secret-token",
+                "x-twilio-signature",
+                "stripe-signature",
+                "x-hub-signature-256",
+                "x-slack-request-timestamp",
+                "x-slack-signature",
+                "x-shopify-hmac-sha256",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+                "x-signature",
+            ] {
+                full = full.header(h, "s3cret");
+            }
+            for req in [&empty, &full] {
+                let r = v.explain(&req.view());
+                assert!(!r.text.contains("s3cret"), "{kind:?}: {r:?}");
+                assert!(!r.text.is_empty() && !r.code.is_empty());
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 //! Shopify: `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of the raw body>`, keyed
 //! with the app's client secret (or the webhook signing key shown in the admin).
 
-use super::{any_mac_matches, raw_keys, Key, Rejected, Request, Verifier, B64_LENIENT};
+use super::{
+    any_mac_matches, raw_keys, reason, Key, Reason, Rejected, Request, Verifier, B64_LENIENT,
+};
 use crate::config::{HmacAlgorithm, Secret};
 use base64::Engine as _;
 
@@ -39,6 +41,24 @@ impl Verifier for Shopify {
         } else {
             Err(Rejected::UNAUTHORIZED)
         }
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        let shown = "X-Shopify-Hmac-Sha256";
+        if let Err(r) = reason::header(
+            req,
+            HEADER,
+            shown,
+            "Shopify",
+            "base64 of 32 bytes",
+            parse_signature,
+        ) {
+            return r;
+        }
+        Reason::mismatch(format!(
+            "the `{shown}` did not match the raw body signed with the source's secret: \
+             use the app's client secret (or the store's webhook signing secret), and check that nothing changes the body"
+        ))
     }
 }
 

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use http::HeaderName;
 
-use super::{any_key_eq, Rejected, Request, Verifier};
+use super::{any_key_eq, Reason, Rejected, Request, Verifier};
 use crate::config::Secret;
 
 /// HTTP basic authentication.
@@ -37,6 +37,43 @@ impl Verifier for Basic {
             Err(Rejected::UNAUTHORIZED)
         }
     }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        explain_authorization(req, "Basic")
+    }
+}
+
+/// Why an `Authorization: {scheme} …` check failed.
+fn explain_authorization(req: &Request<'_>, scheme: &str) -> Reason {
+    match req.header("authorization") {
+        None => Reason::missing(
+            "Authorization",
+            &format!("a sender given the source's {scheme} credentials"),
+        ),
+        Some(v)
+            if !v
+                .split_once(' ')
+                .is_some_and(|(s, _)| s.eq_ignore_ascii_case(scheme)) =>
+        {
+            Reason::malformed("Authorization", &format!("`{scheme} …`"))
+        }
+        Some(_) => Reason::new(
+            "wrong_credentials",
+            format!("the {scheme} credentials did not match the source's secret"),
+        ),
+    }
+}
+
+/// Why a header that must equal a secret refused the request.
+pub(super) fn explain_equals(req: &Request<'_>, name: &HeaderName, sender: &str) -> Reason {
+    if req.headers.contains_key(name) {
+        Reason::new(
+            "wrong_credentials",
+            format!("the `{name}` header did not match the source's secret"),
+        )
+    } else {
+        Reason::missing(name.as_str(), sender)
+    }
 }
 
 /// A bearer token.
@@ -64,6 +101,10 @@ impl Verifier for Bearer {
             Err(Rejected::UNAUTHORIZED)
         }
     }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        explain_authorization(req, "Bearer")
+    }
 }
 
 /// A named header equal to a secret.
@@ -87,6 +128,10 @@ impl Verifier for HeaderEquals {
         } else {
             Err(Rejected::UNAUTHORIZED)
         }
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        explain_equals(req, &self.name, "the configured sender")
     }
 }
 

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::{
-    any_mac_matches, decode_hex, parse_unix_seconds, raw_keys, within_tolerance, Handshake, Key,
-    Rejected, Request, Verifier,
+    any_mac_matches, decode_hex, parse_unix_seconds, raw_keys, reason, within_tolerance, Handshake,
+    Key, Reason, Rejected, Request, Verifier,
 };
 use crate::config::{HmacAlgorithm, Secret};
 
@@ -87,6 +87,38 @@ impl Verifier for Slack {
         } else {
             Err(Rejected::UNAUTHORIZED)
         }
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        let ts = reason::header(
+            req,
+            TIMESTAMP,
+            "X-Slack-Request-Timestamp",
+            "Slack",
+            "a Unix time in seconds",
+            parse_unix_seconds,
+        );
+        let t = match ts {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        if let Some(r) = reason::stale(t, req.now, self.tolerance) {
+            return r;
+        }
+        if let Err(r) = reason::header(
+            req,
+            SIGNATURE,
+            "X-Slack-Signature",
+            "Slack",
+            "`v0=<hex>`",
+            parse_signature,
+        ) {
+            return r;
+        }
+        Reason::mismatch(
+            "the `X-Slack-Signature` did not match `v0:{timestamp}:{body}` signed with the source's secret: \
+             use the app's Signing Secret (Basic Information), not a bot token or the verification token",
+        )
     }
 
     fn handshake(&self, req: &Request<'_>) -> Option<Result<Handshake, Rejected>> {

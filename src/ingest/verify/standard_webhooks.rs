@@ -10,8 +10,8 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::{
-    any_mac_matches, parse_unix_seconds, within_tolerance, BuildError, Key, Rejected, Request,
-    Verifier, B64_LENIENT,
+    any_mac_matches, parse_unix_seconds, reason, within_tolerance, BuildError, Key, Reason,
+    Rejected, Request, Verifier, B64_LENIENT,
 };
 use crate::config::{HmacAlgorithm, Secret};
 
@@ -48,6 +48,16 @@ impl StandardWebhooks {
 }
 
 /// A header under its standard name, else under Svix's.
+/// No `webhook-{name}` nor `svix-{name}` header.
+fn missing(name: &str) -> Reason {
+    Reason::new(
+        "missing_header",
+        format!(
+            "no `webhook-{name}` (or `svix-{name}`) header: is this request from a Standard Webhooks or Svix sender?"
+        ),
+    )
+}
+
 fn either<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
     req.signature_header(&format!("webhook-{name}"))
         .or_else(|| req.signature_header(&format!("svix-{name}")))
@@ -82,6 +92,35 @@ impl Verifier for StandardWebhooks {
         } else {
             Err(Rejected::UNAUTHORIZED)
         }
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        if either(req, "id").filter(|id| !id.is_empty()).is_none() {
+            return missing("id");
+        }
+        let Some(ts) = either(req, "timestamp") else {
+            return missing("timestamp");
+        };
+        let Some(ts) = parse_unix_seconds(ts) else {
+            return Reason::malformed("webhook-timestamp", "a Unix time in seconds");
+        };
+        if let Some(r) = reason::stale(ts, req.now, self.tolerance) {
+            return r;
+        }
+        if either(req, "signature")
+            .map(parse_signatures)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return match either(req, "signature") {
+                None => missing("signature"),
+                Some(_) => Reason::malformed("webhook-signature", "`v1,<base64>` entries"),
+            };
+        }
+        Reason::mismatch(
+            "no `v1` entry of `webhook-signature` matched `{id}.{timestamp}.{body}` signed with the source's secret: \
+             use the endpoint's `whsec_…` secret, and check that nothing changes the body on the way",
+        )
     }
 }
 

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::{
-    any_mac_matches, decode_hex, parse_unix_seconds, raw_keys, within_tolerance, Key, Rejected,
-    Request, Verifier,
+    any_mac_matches, decode_hex, parse_unix_seconds, raw_keys, reason, within_tolerance, Key,
+    Reason, Rejected, Request, Verifier,
 };
 use crate::config::{HmacAlgorithm, Secret};
 
@@ -81,6 +81,29 @@ impl Verifier for Stripe {
             Err(Rejected::UNAUTHORIZED)
         }
     }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        let shown = "Stripe-Signature";
+        let h = match reason::header(
+            req,
+            HEADER,
+            shown,
+            "Stripe",
+            "`t=<unix time>,v1=<hex>`",
+            parse_header,
+        ) {
+            Ok(h) => h,
+            Err(r) => return r,
+        };
+        if let Some(r) = reason::stale(h.timestamp, req.now, self.tolerance) {
+            return r;
+        }
+        Reason::mismatch(
+            "no `v1` signature in `Stripe-Signature` matched the body signed with the source's secret: \
+             use the endpoint's signing secret (`whsec_…`, one per endpoint and per mode), \
+             and check that nothing between Stripe and hookgate changes the body",
+        )
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +145,33 @@ mod tests {
             &[t.to_string().as_bytes(), b".", body],
         );
         hex::encode(m)
+    }
+
+    #[test]
+    fn explanations_tell_stale_from_mismatch() {
+        let v = stripe(&[SECRET]);
+        let req = |now: i64| {
+            Req::post("/in/s", PAYLOAD)
+                .header("Stripe-Signature", SDK_HEADER)
+                .at(now)
+        };
+        let r = v.explain(&req(T + 612).view());
+        assert_eq!(r.code, "stale_timestamp");
+        assert!(
+            r.text.contains("612 s old, more than the 300 s tolerance"),
+            "{}",
+            r.text
+        );
+        let other = stripe(&["whsec_other"]);
+        let r = other.explain(&req(T).view());
+        assert_eq!(r.code, "signature_mismatch");
+        assert!(!r.text.contains("whsec_other") && !r.text.contains("4f1cd7fe"));
+        let r = v.explain(
+            &Req::post("/in/s", PAYLOAD)
+                .header("Stripe-Signature", "v1=zz")
+                .view(),
+        );
+        assert_eq!(r.code, "malformed_header");
     }
 
     #[test]

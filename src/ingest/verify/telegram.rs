@@ -1,7 +1,7 @@
 //! Telegram: the `secret_token` given to `setWebhook` comes back in the header
 //! `X-Telegram-Bot-Api-Secret-Token` of every update.
 
-use super::{any_key_eq, Rejected, Request, Verifier};
+use super::{any_key_eq, Reason, Rejected, Request, Verifier};
 use crate::config::Secret;
 
 /// Checks `X-Telegram-Bot-Api-Secret-Token`.
@@ -27,6 +27,23 @@ impl Verifier for Telegram {
         } else {
             Err(Rejected::UNAUTHORIZED)
         }
+    }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        let name = http::HeaderName::from_static("x-telegram-bot-api-secret-token");
+        let r = super::simple::explain_equals(
+            req,
+            &name,
+            "Telegram (set `secret_token` in setWebhook)",
+        );
+        if r.code == "wrong_credentials" {
+            return Reason::new(
+                r.code,
+                "the `X-Telegram-Bot-Api-Secret-Token` did not match the source's secret: \
+                 it must be the `secret_token` given to setWebhook",
+            );
+        }
+        r
     }
 }
 

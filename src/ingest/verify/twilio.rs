@@ -17,7 +17,8 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    any_mac_matches, ct_eq, raw_keys, BuildError, Key, Rejected, Request, Verifier, B64_LENIENT,
+    any_mac_matches, ct_eq, raw_keys, reason, BuildError, Key, Reason, Rejected, Request, Verifier,
+    B64_LENIENT,
 };
 use crate::config::{HmacAlgorithm, Secret};
 
@@ -241,6 +242,100 @@ impl Verifier for Twilio {
             Err(Rejected::UNAUTHORIZED)
         }
     }
+
+    fn explain(&self, req: &Request<'_>) -> Reason {
+        if parse_settings(req.signature_header(SETTINGS)).is_none() {
+            return Reason::malformed(
+                "X-Twilio-Webhooks-Signature-Settings",
+                "`algorithm=HMAC_SHA1` or `algorithm=HMAC_SHA256`",
+            );
+        }
+        let sig = reason::header(
+            req,
+            SIGNATURE,
+            "X-Twilio-Signature",
+            "Twilio",
+            "base64",
+            |s| B64_LENIENT.decode(s.trim()).ok(),
+        );
+        if let Err(r) = sig {
+            return r;
+        }
+        if Self::params(req).is_none() {
+            return unsigned_body(req);
+        }
+        self.url_mismatch(req)
+    }
+}
+
+/// Why the body of a Twilio request cannot be what Twilio signed.
+fn unsigned_body(req: &Request<'_>) -> Reason {
+    let query = req.uri.query().unwrap_or("");
+    if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "bodySHA256") {
+        return Reason::new(
+            "body_changed",
+            "the body's SHA-256 is not the `bodySHA256` of the URL: the body was changed on the way",
+        );
+    }
+    let ct = req.header("content-type").unwrap_or("");
+    if ct.is_empty()
+        || ct
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    {
+        return Reason::malformed("form body", "its names and values are not UTF-8 text");
+    }
+    Reason::new(
+        "unsigned_body",
+        format!(
+            "the body is `{}`, not a form post, and the URL has no `bodySHA256`: Twilio signs form posts, \
+             and JSON bodies only through `bodySHA256`",
+            ct.chars().take(100).collect::<String>()
+        ),
+    )
+}
+
+impl Twilio {
+    /// The signature did not match: over which URL it was computed, and what to set.
+    fn url_mismatch(&self, req: &Request<'_>) -> Reason {
+        let query = req
+            .uri
+            .query()
+            .map(|q| format!("?{}", crate::ingest::rejects::mask_query(q)))
+            .unwrap_or_default();
+        let urls: Vec<String> = self
+            .bases(req)
+            .iter()
+            .map(|b| format!("{b}{query}"))
+            .collect();
+        let Some(first) = urls.first() else {
+            return Reason::mismatch(
+                "the request has no `Host` to rebuild the URL Twilio called: set `url` on the source \
+                 to the exact public URL configured in Twilio",
+            );
+        };
+        let text = if self.url.is_some() {
+            format!(
+                "the X-Twilio-Signature did not match a signature computed over the URL {first} \
+                 (the source's `url`, with the form parameters): Twilio signs the exact URL configured \
+                 for the number or service, so `url` must be that URL (scheme, host, port and path); \
+                 else the auth token is not the account's"
+            )
+        } else {
+            let others: Vec<&str> = urls[1..].iter().map(String::as_str).collect();
+            let or = if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (or {})", others.join(", "))
+            };
+            format!(
+                "the X-Twilio-Signature did not match a signature computed over the URL {first}{or} \
+                 (with the form parameters); Twilio signs the exact public URL it calls: set `url` \
+                 on the source to that URL"
+            )
+        };
+        Reason::mismatch(text)
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +398,45 @@ mod tests {
         )
         .unwrap();
         assert!(ok(&both, form_req("/in/tw?foo=1&bar=2", FORM, EXPECTED)));
+    }
+
+    #[test]
+    fn a_mismatch_names_the_url_signed_and_what_to_set() {
+        let v = twilio(Some("https://mycompany.com/myapp.php"));
+        let r = v.explain(&form_req("/in/tw?foo=1", FORM, "c2lnbmF0dXJl").view());
+        assert_eq!(r.code, "signature_mismatch");
+        assert!(
+            r.text
+                .contains("over the URL https://mycompany.com/myapp.php?foo=1"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("the source's `url`"), "{}", r.text);
+        assert!(
+            !r.text.contains("c2lnbmF0dXJl"),
+            "the received signature is not shown"
+        );
+        let v = twilio(None);
+        let req =
+            form_req("/in/tw?auth_token=x", FORM, EXPECTED).header("Host", "gw.internal:8080");
+        let r = v.explain(&req.view());
+        assert!(
+            r.text
+                .contains("https://gw.internal:8080/in/tw?auth_token=(masked) (or http://"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("set `url` on the source"), "{}", r.text);
+        let json = Req::post("/in/tw", b"{}")
+            .header("Content-Type", "application/json")
+            .header("X-Twilio-Signature", EXPECTED);
+        assert_eq!(v.explain(&json.view()).code, "unsigned_body");
+        let r = v.explain(
+            &Req::post("/in/tw", b"")
+                .header("X-Twilio-Signature", "!!")
+                .view(),
+        );
+        assert_eq!(r.code, "malformed_header");
     }
 
     #[test]
