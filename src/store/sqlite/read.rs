@@ -237,9 +237,14 @@ type SummaryRow = (i64, MessageId, String, Option<String>, Millis);
 impl Scan {
     fn new(c: &Connection, q: &MessageQuery, before: i64) -> rusqlite::Result<Scan> {
         let (lo, hi): (Option<i64>, Option<i64>) =
-            c.query_row("SELECT min(seq), max(seq) FROM messages", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+            // Two subqueries: SQLite reads min() and max() of the key from the
+            // index ends only when each is alone in its query (together they
+            // would scan the table).
+            c.query_row(
+                "SELECT (SELECT min(seq) FROM messages), (SELECT max(seq) FROM messages)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
         let mut scan = Scan {
             before: before.min(hi.map_or(0, |h| h + 1)),
             floor: lo.map_or(0, |l| l - 1),
@@ -261,9 +266,19 @@ impl Scan {
             }
         }
         if let Some(key) = &q.dedup_key {
+            // The key is looked up per source on the (source, key) primary key;
+            // the sources come from the same index, one step per source (a
+            // loose index scan), so no call reads the whole dedup table.
             let mut stmt = c.prepare_cached(
-                "SELECT m.seq FROM dedup d JOIN messages m ON m.id = d.message_id
-                 WHERE d.key = ?1 AND (?2 IS NULL OR d.source = ?2) ORDER BY m.seq DESC",
+                "WITH RECURSIVE s(source) AS (
+                     SELECT coalesce(?2, (SELECT min(source) FROM dedup))
+                     UNION ALL
+                     SELECT (SELECT min(source) FROM dedup WHERE source > s.source)
+                     FROM s WHERE ?2 IS NULL AND s.source IS NOT NULL)
+                 SELECT m.seq FROM s
+                 JOIN dedup d ON d.source = s.source AND d.key = ?1
+                 JOIN messages m ON m.id = d.message_id
+                 ORDER BY m.seq DESC",
             )?;
             let seqs = stmt
                 .query_map(params![key, q.source], |r| r.get(0))?
