@@ -1,4 +1,5 @@
-//! Destinations: pending, dead, circuit and paused state of each, with **Pause**
+//! Destinations: pending, dead, circuit and paused state of each, the last
+//! five minutes' rates and latency (from the overview's sampler), with **Pause**
 //! and **Resume** through the registry, as the admin API does (the state is
 //! stored, so other nodes follow). Creating, editing, deleting, rotating and
 //! test events are in [`super::dest_actions`].
@@ -65,6 +66,7 @@ pub async fn list(
                         th scope="col" { "Dead" }
                         th scope="col" { "Since start" }
                         th scope="col" { "Mean attempt" }
+                        th scope="col" { "Last 5 minutes" }
                         th scope="col" { "Action" }
                     }
                 }
@@ -107,6 +109,7 @@ pub async fn list(
                                     _ => "—",
                                 }
                             }
+                            td { (recent(&c, &spec.name)) }
                             td.row-actions {
                                 @let base = format!("/destinations/{}", urlencode(&spec.name));
                                 @let (action, label) = if st.paused { ("resume", "Resume") } else { ("pause", "Pause") };
@@ -133,6 +136,48 @@ pub async fn list(
         }
     };
     layout::page(&a, Nav::Destinations, "Destinations", body)
+}
+
+/// Points of the overview's sampler in the last five minutes.
+const RECENT_POINTS: usize = 30;
+
+/// A destination's last five minutes from the overview's points: attempts per
+/// second (delivered, failed), and the delivery latency (receipt to delivered)
+/// of the newest interval that delivered anything.
+fn recent(c: &Console, name: &str) -> maud::Markup {
+    let r = c.overview.read(|s| {
+        let ring = s.destinations.get(name)?;
+        // Oldest first.
+        let skip = ring.len().saturating_sub(RECENT_POINTS);
+        let points: Vec<_> = ring.iter().skip(skip).copied().collect();
+        let first = points.first()?;
+        let last = points.last()?;
+        // Each point covers the 10 s before its time.
+        let secs = ((last.at - first.at) as f64 / 1000.0 + 10.0).max(10.0);
+        let delivered: u64 = points.iter().map(|p| p.delivered).sum();
+        let failed: u64 = points.iter().map(|p| p.failed).sum();
+        let latency = points.iter().rev().find_map(|p| Some((p.p50?, p.p99?)));
+        Some((delivered as f64 / secs, failed as f64 / secs, latency))
+    });
+    let ms = |s: f64| {
+        if s < 1.0 {
+            format!("{:.0} ms", s * 1000.0)
+        } else {
+            format!("{s:.1} s")
+        }
+    };
+    html! {
+        @match r {
+            None => span.hint { "no sample yet" },
+            Some((ok, failed, latency)) => {
+                (format!("{ok:.1}")) "/s delivered, " (format!("{failed:.1}")) "/s failed"
+                @if let Some((p50, p99)) = latency {
+                    br;
+                    "latency p50 " (ms(p50)) ", p99 " (ms(p99))
+                }
+            }
+        }
+    }
 }
 
 fn urlencode(s: &str) -> String {

@@ -793,6 +793,23 @@ async fn the_overview_shows_what_was_received_delivered_and_failed() {
         overview_figure(&html, "data-destination", "ov-bad", "latency"),
         "nothing delivered in the last hour"
     );
+    // The destinations page shows the same points as rates and latency.
+    let page = b.page("/destinations").await;
+    let row = |name: &str| {
+        page.split("<tr ")
+            .find(|r| r.contains(&format!("data-destination=\"{name}\"")))
+            .unwrap_or_else(|| panic!("a row for {name} in {page}"))
+            .to_string()
+    };
+    let (ok_row, bad_row) = (row("ov-ok"), row("ov-bad"));
+    assert!(
+        ok_row.contains("/s delivered, 0.0/s failed<br>latency p50 "),
+        "{ok_row}"
+    );
+    assert!(
+        bad_row.contains("0.0/s delivered, ") && !bad_row.contains("latency"),
+        "{bad_row}"
+    );
     // The failing destination's backlog, in words, with its dead letters linked.
     let bad_card = html
         .split("<article ")
