@@ -9,20 +9,7 @@ use hookgate::config::{Secret, VerifyConfig, VerifyKind};
 use hookgate::ingest::verify::{build, Request};
 use libfuzzer_sys::fuzz_target;
 
-const KINDS: [VerifyKind; 12] = [
-    VerifyKind::Telegram,
-    VerifyKind::Twilio,
-    VerifyKind::Stripe,
-    VerifyKind::Github,
-    VerifyKind::Slack,
-    VerifyKind::Shopify,
-    VerifyKind::Meta,
-    VerifyKind::StandardWebhooks,
-    VerifyKind::Hmac,
-    VerifyKind::Basic,
-    VerifyKind::Bearer,
-    VerifyKind::Header,
-];
+const KINDS: [VerifyKind; 12] = VerifyKind::ALL;
 
 const HEADERS: [&str; 16] = [
     "x-telegram-bot-api-secret-token",

@@ -274,6 +274,22 @@ pub enum VerifyKind {
 }
 
 impl VerifyKind {
+    /// Every type, in the order of SPEC §2.
+    pub const ALL: [VerifyKind; 12] = [
+        VerifyKind::Telegram,
+        VerifyKind::Twilio,
+        VerifyKind::Stripe,
+        VerifyKind::Github,
+        VerifyKind::Slack,
+        VerifyKind::Shopify,
+        VerifyKind::Meta,
+        VerifyKind::StandardWebhooks,
+        VerifyKind::Hmac,
+        VerifyKind::Basic,
+        VerifyKind::Bearer,
+        VerifyKind::Header,
+    ];
+
     /// The name as written in the config.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -67,10 +67,6 @@ pub fn action(action: &'static str, name: &str, message_id: Option<&str>) {
     .emit();
 }
 
-fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
 fn not_found() -> Response {
     layout::error_page(
         StatusCode::NOT_FOUND,
@@ -85,6 +81,19 @@ fn read_only() -> Response {
         "Defined in the config file",
         "This destination is defined in the config file; change it there.",
     )
+}
+
+/// What refuses a change to destination `name`: a POST that fails
+/// [`check_post`] (origin, CSRF token, role), or a destination not made at
+/// run time ([`api_only`]).
+fn change_of(
+    c: &Console,
+    a: &Authed,
+    headers: &HeaderMap,
+    form: &FormData,
+    name: &str,
+) -> Option<Response> {
+    check_post(a, headers, form, true).or_else(|| api_only(c, name))
 }
 
 /// `None` when `name` is a run-time destination; otherwise the answer (404, 409).
@@ -165,7 +174,7 @@ fn form_page(
     let (title, action) = match name {
         Some(n) => (
             format!("Edit {n}"),
-            format!("/destinations/{}/edit", urlencode(n)),
+            format!("/destinations/{}/edit", layout::path_segment(n)),
         ),
         None => (
             "New destination".to_string(),
@@ -297,10 +306,7 @@ pub async fn edit(
     Path(name): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Some(r) = check_post(&a, &headers, &form, true) {
-        return r;
-    }
-    if let Some(r) = api_only(&c, &name) {
+    if let Some(r) = change_of(&c, &a, &headers, &form, &name) {
         return r;
     }
     match c
@@ -345,7 +351,7 @@ pub async fn delete_confirm(
         &a,
         "Delete destination",
         q,
-        &format!("/destinations/{}/delete", urlencode(&name)),
+        &format!("/destinations/{}/delete", layout::path_segment(&name)),
         "Delete",
     )
 }
@@ -358,10 +364,7 @@ pub async fn delete(
     Path(name): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Some(r) = check_post(&a, &headers, &form, true) {
-        return r;
-    }
-    if let Some(r) = api_only(&c, &name) {
+    if let Some(r) = change_of(&c, &a, &headers, &form, &name) {
         return r;
     }
     match c.admin.registry.delete(&name).await {
@@ -393,7 +396,7 @@ pub async fn rotate_confirm(
         &a,
         "Rotate secret",
         q,
-        &format!("/destinations/{}/rotate", urlencode(&name)),
+        &format!("/destinations/{}/rotate", layout::path_segment(&name)),
         "Rotate secret",
     )
 }
@@ -406,10 +409,7 @@ pub async fn rotate(
     Path(name): Path<String>,
     form: FormData,
 ) -> Response {
-    if let Some(r) = check_post(&a, &headers, &form, true) {
-        return r;
-    }
-    if let Some(r) = api_only(&c, &name) {
+    if let Some(r) = change_of(&c, &a, &headers, &form, &name) {
         return r;
     }
     match c.admin.registry.rotate(&name, None, None).await {

@@ -111,7 +111,7 @@ pub async fn list(
                             }
                             td { (recent(&c, &spec.name)) }
                             td.row-actions {
-                                @let base = format!("/destinations/{}", urlencode(&spec.name));
+                                @let base = format!("/destinations/{}", layout::path_segment(&spec.name));
                                 @let (action, label) = if st.paused { ("resume", "Resume") } else { ("pause", "Pause") };
                                 form method="post" action={ (base) "/" (action) } {
                                     input type="hidden" name="csrf" value=(csrf);
@@ -178,10 +178,6 @@ fn recent(c: &Console, name: &str) -> maud::Markup {
             }
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 async fn set_paused(

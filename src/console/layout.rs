@@ -194,6 +194,20 @@ pub fn notice_box(code: Option<&str>) -> Markup {
     }
 }
 
+/// What is escaped in a URL path segment: everything but the unreserved
+/// characters (ingest matches `/in/{name}` as sent, so `-`, `_`, `.` and `~`
+/// stay as they are).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A name (of a source or destination) as one segment of a URL path.
+pub fn path_segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,14 +21,6 @@ use super::layout::{self, Nav};
 use super::{Console, FormData};
 use crate::ingest::verify::sign;
 
-/// What is escaped in a path segment: everything but the unreserved characters
-/// (ingest matches `/in/{name}` as sent, so `-`, `_`, `.` and `~` stay as they are).
-pub const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 /// How long the test request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -125,10 +117,7 @@ pub async fn send_test(
         return result_page(&a, &name, text, StatusCode::CONFLICT);
     };
     let addr = reachable(c.admin.ingest_addr);
-    let path = format!(
-        "/in/{}",
-        percent_encoding::utf8_percent_encode(&name, SEGMENT)
-    );
+    let path = format!("/in/{}", layout::path_segment(&name));
     let url = format!("http://{addr}{path}");
     let unique = format!("{:016x}", rand::random::<u64>());
     let now = c.admin.clock.now_millis() / 1000;

@@ -92,7 +92,7 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
                                 }
                             }
                             td {
-                                form method="post" action={ "/sources/" (percent_encoding::utf8_percent_encode(name, super::source_test::SEGMENT)) "/test" } {
+                                form method="post" action={ "/sources/" (super::layout::path_segment(name)) "/test" } {
                                     input type="hidden" name="csrf" value=(csrf);
                                     button type="submit" aria-describedby=(row_id) { "Send test webhook" }
                                 }

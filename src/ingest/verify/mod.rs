@@ -482,20 +482,7 @@ mod tests {
         }
     }
 
-    const ALL: [VerifyKind; 12] = [
-        VerifyKind::Telegram,
-        VerifyKind::Twilio,
-        VerifyKind::Stripe,
-        VerifyKind::Github,
-        VerifyKind::Slack,
-        VerifyKind::Shopify,
-        VerifyKind::Meta,
-        VerifyKind::StandardWebhooks,
-        VerifyKind::Hmac,
-        VerifyKind::Basic,
-        VerifyKind::Bearer,
-        VerifyKind::Header,
-    ];
+    const ALL: [VerifyKind; 12] = VerifyKind::ALL;
 
     #[test]
     fn every_type_builds_and_refuses_an_unsigned_request() {

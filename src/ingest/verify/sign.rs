@@ -248,20 +248,7 @@ mod tests {
     use super::*;
     use crate::config::Secret;
 
-    const ALL: [VerifyKind; 12] = [
-        VerifyKind::Telegram,
-        VerifyKind::Twilio,
-        VerifyKind::Stripe,
-        VerifyKind::Github,
-        VerifyKind::Slack,
-        VerifyKind::Shopify,
-        VerifyKind::Meta,
-        VerifyKind::StandardWebhooks,
-        VerifyKind::Hmac,
-        VerifyKind::Basic,
-        VerifyKind::Bearer,
-        VerifyKind::Header,
-    ];
+    const ALL: [VerifyKind; 12] = VerifyKind::ALL;
 
     fn cfg(kind: VerifyKind, secret: &str) -> VerifyConfig {
         let mut c: VerifyConfig =
