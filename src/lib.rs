@@ -14,6 +14,7 @@ pub mod control;
 pub mod dispatch;
 pub mod echo;
 pub mod ingest;
+pub mod listen;
 pub mod listener;
 pub mod select;
 pub mod signing;

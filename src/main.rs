@@ -1,4 +1,4 @@
-//! The `hookgate` command: `serve`, `check`, `echo` and `bench`.
+//! The `hookgate` command: `serve`, `check`, `echo`, `bench` and `listen`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +62,9 @@ enum Command {
     },
     /// Benchmark the gateway against a bare HTTP server on this machine.
     Bench(hookgate::bench::BenchArgs),
+    /// Consume a pull destination and forward each delivery to a local URL,
+    /// until SIGINT or SIGTERM.
+    Listen(hookgate::listen::ListenArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(c) => check(&c.config),
+        Command::Listen(args) => listen(args),
         Command::Serve(s) => serve(&s.config.config, s.adopt),
         Command::Echo { listen, secret } => {
             let rt = runtime();
@@ -88,6 +92,26 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn listen(args: hookgate::listen::ListenArgs) -> ExitCode {
+    let rt = runtime();
+    rt.block_on(async move {
+        let stop = CancellationToken::new();
+        let signals = Signals::install();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            signals.wait().await;
+            on_signal.cancel();
+        });
+        match hookgate::listen::run(args, stop).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        }
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -92,10 +92,11 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
-/// Hop-by-hop headers and others that must not be forwarded.
-fn never_forward(name: &HeaderName) -> bool {
+/// Headers of one connection, or that the client sets itself: never copied
+/// from another request.
+pub fn connection_header(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection"
             | "keep-alive"
             | "proxy-authenticate"
@@ -109,7 +110,13 @@ fn never_forward(name: &HeaderName) -> bool {
             | "content-length"
             | "content-type"
             | "expect"
-    ) || name.as_str().starts_with("webhook-")
+    )
+}
+
+/// Hop-by-hop headers and others that must not be forwarded.
+fn never_forward(name: &HeaderName) -> bool {
+    connection_header(name.as_str())
+        || name.as_str().starts_with("webhook-")
         || name.as_str().starts_with("hookgate-")
 }
 
@@ -177,13 +184,30 @@ pub async fn send(
         http::header::USER_AGENT,
         HeaderValue::from_static(USER_AGENT),
     );
+    exchange(
+        client,
+        &spec.uri,
+        headers,
+        item.message.body.clone(),
+        spec.timeout,
+    )
+    .await
+}
+
+/// Posts one request and reads its answer, all within `timeout`: the exchange
+/// of push delivery, and of `hookgate listen` with the local app.
+pub async fn exchange(
+    client: &DeliveryClient,
+    uri: &http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Outcome {
     let exchange = async {
-        let resp = client
-            .post(&spec.uri, headers, item.message.body.clone())
-            .await?;
+        let resp = client.post(uri, headers, body).await?;
         Ok::<_, SendError>(read_response(resp).await)
     };
-    match tokio::time::timeout(spec.timeout, exchange).await {
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) => Outcome {
             error: Some(match e {
@@ -195,7 +219,7 @@ pub async fn send(
         Err(_) => Outcome {
             error: Some(format!(
                 "timeout: no complete answer within {}",
-                crate::config::Dur(spec.timeout)
+                crate::config::Dur(timeout)
             )),
             ..Outcome::default()
         },
@@ -215,7 +239,7 @@ pub fn kept_headers(h: &http::HeaderMap) -> Bytes {
 }
 
 /// The User-Agent of deliveries.
-const USER_AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
+pub const USER_AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
 
 /// Reads the status, `Retry-After`, `webhook-delivery` and the first bytes of the body.
 async fn read_response(resp: http::Response<hyper::body::Incoming>) -> Outcome {
