@@ -138,7 +138,7 @@ struct Plan {
 }
 
 /// A URL of a flag: absolute, http or https.
-fn http_url(flag: &str, v: &str, problems: &mut Vec<String>) -> Option<url::Url> {
+fn http_url(flag: &str, v: &str, like: &str, problems: &mut Vec<String>) -> Option<url::Url> {
     match url::Url::parse(v) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
         Ok(_) => {
@@ -147,7 +147,7 @@ fn http_url(flag: &str, v: &str, problems: &mut Vec<String>) -> Option<url::Url>
         }
         Err(e) => {
             problems.push(format!(
-                "{flag} {v:?} is not a URL ({e}); write it like http://localhost:3000/webhooks"
+                "{flag} {v:?} is not a URL ({e}); write it like {like}"
             ));
             None
         }
@@ -187,8 +187,18 @@ impl ListenArgs {
     /// Checks what clap cannot, collecting every problem.
     fn plan(&self) -> Result<Plan, ListenError> {
         let mut problems = Vec::new();
-        let gateway = http_url("--gateway", &self.gateway, &mut problems);
-        let forward_to = http_url("--forward-to", &self.forward_to, &mut problems);
+        let gateway = http_url(
+            "--gateway",
+            &self.gateway,
+            "http://127.0.0.1:8081",
+            &mut problems,
+        );
+        let forward_to = http_url(
+            "--forward-to",
+            &self.forward_to,
+            "http://localhost:3000/webhooks",
+            &mut problems,
+        );
         let destination = match &self.destination {
             Some(d) => d.clone(),
             None => generated_name(&hostname(), rand::random()),
@@ -256,11 +266,18 @@ impl ListenArgs {
     }
 }
 
-/// Whether a destination as the API shows it is a pull destination (a
-/// gateway that does not say is left to the first pull to find out).
-fn is_pull(v: &Value) -> bool {
-    v["type"].as_str().is_none_or(|t| t == "pull")
+/// Why a destination as the API shows it cannot be consumed, if it cannot.
+fn not_consumable(name: &str, v: &Value) -> Option<String> {
+    match v["type"].as_str() {
+        Some("pull") => None,
+        Some(_) => Some(session::not_pull(name)),
+        None => Some(OLD_GATEWAY.to_string()),
+    }
 }
+
+/// A gateway whose destinations have no `type`.
+const OLD_GATEWAY: &str =
+    "the gateway does not know pull destinations: it needs a version with `type = \"pull\"`";
 
 /// Creates the destination of `--create`, or reuses a pull destination of
 /// that name. `Some(true)` when it was created here (then it is removed on
@@ -314,8 +331,8 @@ async fn check(gw: &Gateway, name: &str, stop: &CancellationToken) -> Result<boo
         return Ok(false);
     };
     let v = r.map_err(|e| ListenError::Failed(fatal(&e, name, "reading the destination")))?;
-    if !is_pull(&v) {
-        return Err(ListenError::Failed(session::not_pull(name)));
+    if let Some(why) = not_consumable(name, &v) {
+        return Err(ListenError::Failed(why));
     }
     Ok(true)
 }
@@ -534,9 +551,11 @@ mod tests {
     }
 
     #[test]
-    fn pull_or_unknown_type() {
-        assert!(is_pull(&json!({"type": "pull"})));
-        assert!(is_pull(&json!({"name": "old-gateway"})));
-        assert!(!is_pull(&json!({"type": "http"})));
+    fn only_pull_destinations_are_consumed() {
+        assert_eq!(not_consumable("d", &json!({"type": "pull"})), None);
+        let push = not_consumable("d", &json!({"type": "push"})).unwrap();
+        assert!(push.contains("\"d\" is a push destination"), "{push}");
+        let old = not_consumable("d", &json!({"name": "d", "url": "https://x"})).unwrap();
+        assert!(old.contains("does not know pull destinations"), "{old}");
     }
 }

@@ -501,8 +501,11 @@ pub fn fatal(e: &GatewayError, destination: &str, doing: &str) -> String {
             "the gateway refused the token (401): check --token or HOOKGATE_TOKEN".into()
         }
         (Some(403), _) => format!("the token may not do this ({e})"),
-        (Some(404), "not_found") | (Some(404), "") => format!(
-            "the gateway has no destination named {destination:?} (or does not know pull destinations)"
+        (Some(404), "not_found") => {
+            format!("the gateway has no destination named {destination:?}")
+        }
+        (Some(404), "") => format!(
+            "{doing} failed: the gateway answered 404 without an API error: is --gateway its admin address, and a version with pull destinations?"
         ),
         (Some(409), "not_pull") => not_pull(destination),
         _ => format!("{doing} failed: {e}"),
