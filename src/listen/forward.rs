@@ -18,8 +18,7 @@ use crate::dispatch::http::{connection_header, exchange, Outcome};
 
 /// The request headers to the local app: the delivery's headers (a list
 /// value repeats the header), its Content-Type, and push delivery's
-/// User-Agent when it has none. Names or values that cannot be sent are left
-/// out.
+/// User-Agent. Names or values that cannot be sent are left out.
 pub fn request_headers(item: &Item) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(item.headers.len() + 2);
     for (name, value) in &item.headers {
@@ -47,12 +46,11 @@ pub fn request_headers(item: &Item) -> HeaderMap {
     {
         h.insert(CONTENT_TYPE, ct);
     }
-    if !h.contains_key(USER_AGENT) {
-        h.insert(
-            USER_AGENT,
-            HeaderValue::from_static(crate::dispatch::http::USER_AGENT),
-        );
-    }
+    // As push delivery: always its own, whatever came with the delivery.
+    h.insert(
+        USER_AGENT,
+        HeaderValue::from_static(crate::dispatch::http::USER_AGENT),
+    );
     h
 }
 
@@ -202,7 +200,12 @@ mod tests {
     fn without_a_content_type_none_is_made_up() {
         let h = request_headers(&item(json!({"headers": {"user-agent": "TelegramBot"}})));
         assert!(!h.contains_key("content-type"));
-        assert_eq!(h["user-agent"], "TelegramBot", "the original agent is kept");
+        assert_eq!(
+            h["user-agent"],
+            crate::dispatch::http::USER_AGENT,
+            "push delivery's, as for push"
+        );
+        assert_eq!(h.get_all("user-agent").iter().count(), 1);
     }
 
     #[test]
