@@ -549,3 +549,104 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, code: &str) -> GatewayError {
+        GatewayError::Status {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            retry_after: None,
+            data: None,
+        }
+    }
+
+    /// Transient failures are retried on the backoff schedule (on tokio's
+    /// paused clock: 0.5 s, then 1 s); the first other answer ends it.
+    #[tokio::test(start_paused = true)]
+    async fn until_answered_retries_on_the_schedule() {
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let mut calls = 0;
+        let r = until_answered("reading", &stop, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                match n {
+                    1 => Err(GatewayError::Unreachable("refused".into())),
+                    2 => Err(status(503, "store_unavailable")),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap().unwrap(), 3);
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+
+        let r: Option<Result<(), _>> =
+            until_answered("reading", &stop, || async { Err(status(401, "")) }).await;
+        assert_eq!(r.unwrap().unwrap_err().status(), Some(401), "not retried");
+    }
+
+    /// A `Retry-After` longer than the backoff is honoured.
+    #[tokio::test(start_paused = true)]
+    async fn until_answered_honours_retry_after() {
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let mut first = true;
+        let r = until_answered("reading", &stop, || {
+            let busy = std::mem::take(&mut first);
+            async move {
+                if busy {
+                    Err(GatewayError::Status {
+                        status: 503,
+                        code: String::new(),
+                        message: String::new(),
+                        retry_after: Some(Duration::from_secs(3)),
+                        data: None,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(r.unwrap().is_ok());
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_retries() {
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            s.cancel();
+        });
+        let r: Option<Result<(), _>> = until_answered("reading", &stop, || async {
+            Err(GatewayError::Unreachable("refused".into()))
+        })
+        .await;
+        assert!(r.is_none());
+    }
+
+    #[test]
+    fn fatal_messages_say_what_to_do() {
+        let bad_token = fatal(&status(401, "unauthorized"), "dev", "leasing");
+        assert!(
+            bad_token.contains("--token or HOOKGATE_TOKEN"),
+            "{bad_token}"
+        );
+        let gone = fatal(&status(404, "not_found"), "dev", "leasing");
+        assert_eq!(gone, "the gateway has no destination named \"dev\"");
+        let not_api = fatal(&status(404, ""), "dev", "leasing deliveries");
+        assert!(not_api.contains("admin address"), "{not_api}");
+        let push = fatal(&status(409, "not_pull"), "dev", "leasing");
+        assert!(push.contains("\"dev\" is a push destination"), "{push}");
+        let other = fatal(&status(400, "invalid_request"), "dev", "reporting results");
+        assert_eq!(other, "reporting results failed: 400 invalid_request: m");
+    }
+}
