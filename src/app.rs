@@ -160,6 +160,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             &cfg.destinations,
             &cfg.routes,
             cfg.server.allow_private_destinations,
+            cfg.sources
+                .iter()
+                .map(|s| s.name.get_ref().clone())
+                .collect(),
         )
         .await?,
     );

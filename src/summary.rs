@@ -32,7 +32,11 @@ pub fn render(cfg: &Config) -> String {
     }
     let _ = writeln!(s, "destinations {}", cfg.destinations.len());
     for d in &cfg.destinations {
-        let _ = writeln!(s, "  {:<24} {}", d.name, d.url);
+        let target = d
+            .url
+            .as_deref()
+            .unwrap_or("pull (consumers lease its deliveries)");
+        let _ = writeln!(s, "  {:<24} {target}", d.name);
     }
     let _ = writeln!(s, "routes       {}", cfg.routes.len());
     for r in &cfg.routes {

@@ -43,12 +43,14 @@ pub fn destination_json(
         .map(|t| ((now - t).max(0) as f64) / 1000.0);
     json!({
         "name": spec.name,
-        "url": spec.url.as_str(),
+        "type": spec.kind.as_str(),
+        "url": (!spec.is_pull()).then(|| spec.url.as_str()),
         "origin": match spec.origin { crate::dispatch::destination::Origin::Config => "config", crate::dispatch::destination::Origin::Api => "api" },
         "timeout": format!("{}", crate::config::Dur(spec.timeout)),
         "max_in_flight": spec.max_in_flight,
         "rate_limit": spec.rate_limit.map(|r| json!({"per_second": r.per_second, "burst": r.burst()})),
         "event_types": spec.event_types,
+        "source": (spec.origin == crate::dispatch::destination::Origin::Api).then_some(&spec.source),
         "circuit": circuit,
         "paused": st.paused,
         "disabled": st.disabled_at.is_some(),

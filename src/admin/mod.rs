@@ -9,6 +9,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod pull;
 pub mod ready;
 pub mod rejected;
 pub mod views;
@@ -72,6 +73,7 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(messages::router())
         .merge(deliveries::router())
         .merge(destinations::router())
+        .merge(pull::router())
         .merge(events::router())
         .merge(rejected::router())
         .fallback(|| async { ApiError::not_found("API route") })

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use super::def::{DestinationDef, Origin, RouteDef};
+use super::def::{DestinationDef, DestinationType, Origin, RouteDef};
 use super::{OneOrMany, RetryConfig, API_SOURCE};
 use crate::select::Condition;
 
@@ -85,8 +85,54 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
     if !valid_name(&d.name) {
         out.push(Problem::at("name", bad_name("destination", &d.name)));
     }
-    if let Err(msg) = check_url(&d.url) {
-        out.push(Problem::at("url", msg));
+    match (d.kind, &d.url) {
+        (DestinationType::Push, Some(u)) => {
+            if let Err(msg) = check_url(u) {
+                out.push(Problem::at("url", msg));
+            }
+        }
+        // A `url` or `type` written with a bad value was reported where it was read.
+        (DestinationType::Push, None) if d.spans.has("url") || d.spans.has("type") => {}
+        (DestinationType::Push, None) => out.push(Problem::at(
+            "url",
+            "a destination needs a url (or type = \"pull\", for a consumer that pulls its deliveries)",
+        )),
+        (DestinationType::Pull, Some(_)) => out.push(Problem::at(
+            "url",
+            "a pull destination has no url: its consumer pulls the deliveries",
+        )),
+        (DestinationType::Pull, None) => {}
+    }
+    if d.kind == DestinationType::Pull && d.circuit_breaker.is_some() {
+        out.push(Problem::at(
+            "circuit_breaker",
+            "circuit_breaker does not apply to a pull destination (its consumer takes deliveries at its own pace)",
+        ));
+    }
+    if origin == Origin::Config {
+        if d.source.is_some() {
+            out.push(Problem::at(
+                "source",
+                "source applies to destinations made through the API; in the file, [[routes]] send messages to a destination",
+            ));
+        }
+        if !d.filter.is_empty() {
+            out.push(Problem::at(
+                "filter",
+                "filter applies to destinations made through the API; in the file, put it on a [[routes]] table",
+            ));
+        }
+    }
+    if let Some(s) = &d.source {
+        if s != API_SOURCE && !valid_name(s) {
+            out.push(Problem::at("source", bad_name("source", s)));
+        }
+    }
+    for (i, f) in d.filter.iter().enumerate() {
+        if let Err(msg) = Condition::try_from(f.clone()) {
+            let i = i.to_string();
+            out.push(Problem::at_keys(&["filter", &i], msg));
+        }
     }
     match (&d.event_types, origin) {
         (Some(_), Origin::Config) => out.push(Problem::at(

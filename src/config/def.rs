@@ -24,19 +24,54 @@ pub enum Origin {
     Api,
 }
 
-/// A destination: an HTTP endpoint of the user's. `[[destinations]]` in the file,
-/// the body of `POST /api/v1/destinations` in the API.
+/// How a destination's deliveries reach it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationType {
+    /// hookgate sends each delivery to the destination's `url` (the default).
+    #[default]
+    Push,
+    /// A consumer leases the deliveries over the admin API
+    /// (`POST /api/v1/destinations/{name}/pull`) and reports each result.
+    Pull,
+}
+
+impl DestinationType {
+    /// `push` or `pull`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationType::Push => "push",
+            DestinationType::Pull => "pull",
+        }
+    }
+}
+
+/// A destination: an HTTP endpoint of the user's, or a queue a consumer pulls
+/// from. `[[destinations]]` in the file, the body of `POST /api/v1/destinations`
+/// in the API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationDef {
     /// Name used by routes, the API and metrics.
     pub name: String,
-    /// `http://` or `https://` URL.
-    pub url: String,
-    /// API destinations: the event types of source `api` routed here (globs;
-    /// default all). File destinations are reached through `[[routes]]`.
+    /// `push` (default) or `pull`.
+    #[serde(default, rename = "type")]
+    pub kind: DestinationType,
+    /// `http://` or `https://` URL (push destinations only).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// API destinations: the event types routed here (globs; default all).
+    /// File destinations are reached through `[[routes]]`.
     #[serde(default)]
     pub event_types: Option<Vec<String>>,
+    /// API destinations: the source whose messages are routed here (default
+    /// `api`, the events published through the API).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// API destinations: conditions a message must meet to be routed here (as a
+    /// route's `filter`).
+    #[serde(default)]
+    pub filter: Vec<FilterSpec>,
     /// Per-attempt timeout.
     #[serde(default)]
     pub timeout: Option<Dur>,
@@ -114,11 +149,25 @@ pub struct RouteDef {
 impl RouteDef {
     /// The route of an API destination: `api` events of these types, to it.
     pub fn for_api_destination(name: &str, event_types: &[String]) -> Self {
+        Self::for_api_destination_from(name, API_SOURCE, event_types, &[])
+    }
+
+    /// The route of an API destination: messages of `source` of these types
+    /// that meet `filter`, to it.
+    pub fn for_api_destination_from(
+        name: &str,
+        source: &str,
+        event_types: &[String],
+        filter: &[FilterSpec],
+    ) -> Self {
         RouteDef {
-            source: Spanned::new(0..0, API_SOURCE.to_string()),
+            source: Spanned::new(0..0, source.to_string()),
             event_types: event_types.to_vec(),
             to: Spanned::new(0..0, OneOrMany::One(name.to_string())),
-            filter: Vec::new(),
+            filter: filter
+                .iter()
+                .map(|f| Spanned::new(0..0, f.clone()))
+                .collect(),
             ordering_key: None,
             priority: Priority::Normal,
             delay: Dur::default(),

@@ -53,6 +53,11 @@ impl FieldSpans {
         }
     }
 
+    /// Whether `path` was written (even with a value that was then refused).
+    pub fn has(&self, path: &str) -> bool {
+        self.0.contains_key(path)
+    }
+
     /// The span of `path`, or of the nearest enclosing field that has one.
     pub(super) fn find(&self, path: &str) -> Option<Range<usize>> {
         let mut p = path;

@@ -628,3 +628,46 @@ fn what_only_api_destinations_take_is_refused_in_the_file_at_its_key() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn a_pull_destination_has_no_url_and_a_push_one_needs_one() {
+    let ok = parse(
+        "[[destinations]]\nname = \"inbox\"\ntype = \"pull\"\nmax_in_flight = 5\n",
+        "hg.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(ok.destinations[0].kind, super::def::DestinationType::Pull);
+    assert_eq!(ok.destinations[0].url, None);
+    for (text, (line, says)) in [
+        (
+            "[[destinations]]\nname = \"d\"\n",
+            (1, "needs a url (or type = \"pull\""),
+        ),
+        (
+            "[[destinations]]\nname = \"d\"\ntype = \"pull\"\nurl = \"http://x/\"\n",
+            (4, "a pull destination has no url"),
+        ),
+        (
+            "[[destinations]]\nname = \"d\"\ntype = \"pull\"\ncircuit_breaker = { failures = 3, cooldown = \"30s\" }\n",
+            (4, "circuit_breaker does not apply to a pull destination"),
+        ),
+        (
+            "[[destinations]]\nname = \"d\"\ntype = \"poll\"\n",
+            (3, "did you mean \"pull\"?"),
+        ),
+        (
+            "[[destinations]]\nname = \"d\"\ntype = \"pull\"\nsource = \"s\"\n",
+            (4, "source applies to destinations made through the API"),
+        ),
+        (
+            "[[destinations]]\nname = \"d\"\ntype = \"pull\"\nfilter = [{ field = \"body:/x\", eq = 1 }]\n",
+            (4, "filter applies to destinations made through the API"),
+        ),
+    ] {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{text}: {errs:#?}");
+        assert_eq!(errs[0].line, Some(line), "{text}: {errs:#?}");
+        assert!(errs[0].message.contains(says), "{text}: {errs:#?}");
+    }
+}

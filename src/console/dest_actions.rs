@@ -145,7 +145,15 @@ fn values_of(c: &Console, name: &str) -> Vec<(String, String)> {
     let spec = h.spec();
     vec![
         ("name".into(), spec.name.clone()),
-        ("url".into(), spec.url.to_string()),
+        ("type".into(), spec.kind.as_str().to_string()),
+        (
+            "url".into(),
+            if spec.is_pull() {
+                String::new()
+            } else {
+                spec.url.to_string()
+            },
+        ),
         ("event_types".into(), spec.event_types.join(", ")),
         (
             "timeout".into(),
@@ -192,7 +200,8 @@ fn form_page(
         form.dest-form method="post" action=(action) {
             input type="hidden" name="csrf" value=(a.session.csrf);
             @for (key, label, hint) in FIELDS {
-                @if *key != "name" || name.is_none() {
+                // A pull destination has no URL to edit.
+                @if (*key != "name" || name.is_none()) && !(*key == "url" && value("type") == "pull") {
                     @let mine: Vec<&Problem> = problems.iter().filter(|p| field_of(p) == *key).collect();
                     div.field {
                         label for=(key) { (label) }

@@ -80,7 +80,11 @@ pub async fn list(
                         @let row_id = format!("dest-{}", hex::encode(spec.name.as_bytes()));
                         tr data-destination=(spec.name) {
                             th scope="row" id=(row_id) { (spec.name) }
-                            td.mono { (mask::safe_url(&spec.url)) }
+                            @if spec.is_pull() {
+                                td { "pull (consumers lease its deliveries)" }
+                            } @else {
+                                td.mono { (mask::safe_url(&spec.url)) }
+                            }
                             td { (layout::status(state)) }
                             td { (layout::status(circuit)) }
                             td { (h.in_flight()) " / " (spec.max_in_flight) }

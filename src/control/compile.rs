@@ -43,22 +43,30 @@ pub enum CompileError {
     SigningSecret,
 }
 
+/// The URL a pull destination's spec holds: a reserved name (RFC 6761) that
+/// nothing resolves.
+const PULL_PLACEHOLDER: &str = "http://pull.invalid/";
+
 /// The runtime spec of a destination defined in `origin`.
 pub fn destination(d: &DestinationDef, origin: Origin) -> Result<DestinationSpec, CompileError> {
-    let url = url::Url::parse(&d.url).map_err(|source| CompileError::Url {
-        url: d.url.clone(),
+    // A pull destination is never sent to: its URL is a placeholder no
+    // request goes to (the worker of a pull destination makes none).
+    let given = d.url.as_deref().unwrap_or(PULL_PLACEHOLDER);
+    let url = url::Url::parse(given).map_err(|source| CompileError::Url {
+        url: given.to_string(),
         source,
     })?;
     let uri = url
         .as_str()
         .parse::<http::Uri>()
         .map_err(|source| CompileError::Uri {
-            url: d.url.clone(),
+            url: given.to_string(),
             source,
         })?;
     let retry = d.retry.clone().unwrap_or_default();
     Ok(DestinationSpec {
         name: d.name.clone(),
+        kind: d.kind,
         url,
         uri,
         timeout: d.timeout.map_or(defaults::TIMEOUT, |t| t.0),
@@ -76,6 +84,11 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Result<DestinationSpec
             Origin::Api => d.event_types.clone().unwrap_or_else(defaults::event_types),
             Origin::Config => Vec::new(),
         },
+        source: d
+            .source
+            .clone()
+            .unwrap_or_else(|| crate::config::API_SOURCE.to_string()),
+        filter: d.filter.clone(),
     })
 }
 

@@ -89,6 +89,8 @@ pub struct Registry {
     file_routes: Vec<RouteDef>,
     /// `server.allow_private_destinations`: no SSRF check on API destinations.
     allow_private: bool,
+    /// The sources of the config file (an API destination may be routed from one).
+    sources: HashSet<String>,
 }
 
 /// Fields of a stored destination that users may not set.
@@ -105,6 +107,7 @@ impl Registry {
         file: &[DestinationDef],
         file_routes: &[RouteDef],
         allow_private: bool,
+        sources: HashSet<String>,
     ) -> Result<Self, LoadError> {
         let states = store.destination_states().await?;
         let mut file_names = HashSet::new();
@@ -141,6 +144,7 @@ impl Registry {
             file_names,
             file_routes: file_routes.to_vec(),
             allow_private,
+            sources,
         };
         registry.rebuild_routes();
         Ok(registry)
@@ -165,7 +169,14 @@ impl Registry {
             .iter()
             .map(|h| h.spec())
             .filter(|sp| sp.origin == Origin::Api)
-            .map(|sp| RouteDef::for_api_destination(&sp.name, &sp.event_types))
+            .map(|sp| {
+                RouteDef::for_api_destination_from(
+                    &sp.name,
+                    &sp.source,
+                    &sp.event_types,
+                    &sp.filter,
+                )
+            })
             .collect::<Vec<_>>();
         RouteTable::new(self.file_routes.iter().chain(api.iter()))
     }
@@ -187,6 +198,7 @@ impl Registry {
         if self.is_file(&d.name) || self.dispatcher.get(&d.name).is_some() {
             return Err(ControlError::Exists(d.name));
         }
+        self.check_source(&d)?;
         self.guard(&d).await?;
         let secret = d
             .signing_secret
@@ -256,7 +268,15 @@ impl Registry {
             }
         }
         let d = parse(&merged)?;
-        if d.url != current.spec["url"].as_str().unwrap_or_default() {
+        let was = parse(current.spec.as_object().unwrap_or(&Map::new()))?;
+        if d.kind != was.kind {
+            return Err(ControlError::invalid(
+                "type",
+                "the type of a destination cannot be changed; make a new one",
+            ));
+        }
+        self.check_source(&d)?;
+        if d.url.as_deref() != current.spec["url"].as_str() {
             self.guard(&d).await?;
         }
         let spec = compile_api(&d)?;
@@ -333,13 +353,25 @@ impl Registry {
             .ok_or(ControlError::NotFound)
     }
 
+    /// Checks that an API destination's `source` is a defined source (or `api`).
+    fn check_source(&self, d: &DestinationDef) -> Result<(), ControlError> {
+        match d.source.as_deref() {
+            Some(s) if s != crate::config::API_SOURCE && !self.sources.contains(s) => {
+                Err(ControlError::invalid(
+                    "source",
+                    format!("source `{s}` is not a defined source (nor `api`)"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the URL of an API destination against the SSRF guard.
     async fn guard(&self, d: &DestinationDef) -> Result<(), ControlError> {
-        if self.allow_private {
+        let Some(url) = d.url.as_deref().filter(|_| !self.allow_private) else {
             return Ok(());
-        }
-        let url =
-            url::Url::parse(&d.url).map_err(|e| ControlError::invalid("url", e.to_string()))?;
+        };
+        let url = url::Url::parse(url).map_err(|e| ControlError::invalid("url", e.to_string()))?;
         ssrf::check(&url)
             .await
             .map_err(|e| ControlError::invalid("url", e.to_string()))
@@ -482,7 +514,7 @@ mod tests {
         let clock: SharedClock = Arc::new(SystemClock);
         let dispatcher = Dispatcher::for_tests(store.clone(), clock.clone());
         Arc::new(
-            Registry::load(store, dispatcher, clock, &[], &[], true)
+            Registry::load(store, dispatcher, clock, &[], &[], true, HashSet::new())
                 .await
                 .unwrap(),
         )

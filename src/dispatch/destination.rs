@@ -29,14 +29,17 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-pub use crate::config::def::Origin;
+pub use crate::config::def::{DestinationType, Origin};
+use crate::select::FilterSpec;
 
 /// Everything needed to deliver to one destination.
 #[derive(Debug, Clone)]
 pub struct DestinationSpec {
     /// Name.
     pub name: String,
-    /// Target URL.
+    /// Push (sent to `url`) or pull (leased by a consumer; `url` unused).
+    pub kind: DestinationType,
+    /// Target URL (a placeholder for a pull destination).
     pub url: url::Url,
     /// The same, as the HTTP client takes it.
     pub uri: http::Uri,
@@ -62,11 +65,20 @@ pub struct DestinationSpec {
     pub disable_after: Duration,
     /// Config file or API.
     pub origin: Origin,
-    /// API destinations: event types of source `api` routed here.
+    /// API destinations: event types of `source` routed here.
     pub event_types: Vec<String>,
+    /// API destinations: the source routed here (`api` unless given).
+    pub source: String,
+    /// API destinations: conditions on the messages routed here.
+    pub filter: Vec<FilterSpec>,
 }
 
 impl DestinationSpec {
+    /// Whether a consumer pulls this destination's deliveries.
+    pub fn is_pull(&self) -> bool {
+        self.kind == DestinationType::Pull
+    }
+
     /// How long a lease lasts: longer than any attempt can take, by `margin`
     /// (`storage.lease_margin`) for the time around the HTTP exchange.
     pub fn lease_ms(&self, margin: Duration) -> i64 {

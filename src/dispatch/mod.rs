@@ -26,6 +26,7 @@ pub mod bucket;
 pub mod client;
 pub mod destination;
 pub mod http;
+pub mod pull;
 pub mod retry;
 pub mod ssrf;
 mod worker;
@@ -131,6 +132,8 @@ pub struct DestinationHandle {
     metrics: DestinationMetrics,
     removed: CancellationToken,
     wake: Arc<Notify>,
+    /// A pull destination's rate-limit bucket.
+    pull_bucket: Mutex<pull::PullBucket>,
 }
 
 impl DestinationHandle {
@@ -247,19 +250,34 @@ impl Dispatcher {
             in_flight: AtomicU32::new(0),
             removed: CancellationToken::new(),
             wake: self.ctx.store.wakeups().get(&name),
+            pull_bucket: Mutex::default(),
         });
         handle.mirror_state();
         if let Some(old) = self.handles.write().insert(name, handle.clone()) {
             old.removed.cancel();
         }
-        let worker = Worker::new(self.ctx.clone(), handle.clone());
-        self.tasks.lock().spawn(worker.run());
+        if handle.spec().is_pull() {
+            // Nothing is sent: consumers lease through `pull`; expired leases
+            // are recorded by the sweeper.
+            self.tasks
+                .lock()
+                .spawn(pull::sweep(self.ctx.clone(), handle.clone()));
+        } else {
+            let worker = Worker::new(self.ctx.clone(), handle.clone());
+            self.tasks.lock().spawn(worker.run());
+        }
         handle
     }
 
     /// Replaces a destination's settings; its worker picks them up at once.
     pub fn update(&self, spec: DestinationSpec) -> bool {
         match self.get(&spec.name) {
+            Some(h) if h.spec().kind != spec.kind => {
+                // Another kind of task serves it: start over with its state.
+                let st = h.state();
+                self.add(spec, st);
+                true
+            }
             Some(h) => {
                 *h.spec.write() = Arc::new(spec);
                 h.wake.notify_one();
@@ -467,6 +485,12 @@ mod tests {
         }
         async fn release(&self, ids: Vec<i64>) -> crate::store::StoreResult<()> {
             self.inner.release(ids).await
+        }
+        fn local_pulls(&self) -> Option<&crate::store::pull::LocalPulls> {
+            self.inner.local_pulls()
+        }
+        async fn delivery_destination(&self, id: i64) -> crate::store::StoreResult<Option<String>> {
+            self.inner.delivery_destination(id).await
         }
         fn pending_estimate(&self) -> u64 {
             self.inner.pending_estimate()

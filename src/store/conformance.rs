@@ -32,7 +32,7 @@ macro_rules! store_conformance_tests {
             message_listing_pages, message_listing_filters, delivery_listing_filters,
             destination_state_round_trip, stored_destinations_crud, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
-            message_with_no_deliveries
+            message_with_no_deliveries, pull_leases_name_their_owner, pull_leases_expire
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -360,6 +360,220 @@ pub async fn release_makes_due_again(s: &dyn Store) {
     let again = lease(s, "a", T0, 10).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 1);
+}
+
+/// Pull limits as the dispatcher passes them.
+fn pull_limits(max_in_flight: u32) -> LeaseLimits {
+    LeaseLimits {
+        max_in_flight,
+        rate: None,
+    }
+}
+
+/// A consumer's result for `l` under `owner`.
+fn pulled(owner: &str, l: &Leased, next: Next) -> PullResult {
+    PullResult {
+        owner: owner.into(),
+        result: result(l, next),
+    }
+}
+
+/// Pull leases: each held by its owner; a result applies once, only under its
+/// owner and at its destination; a release makes the delivery due again with
+/// no attempt; `max_in_flight` counts every consumer's leases.
+pub async fn pull_leases_name_their_owner(s: &dyn Store) {
+    for _ in 0..3 {
+        s.append(msg("src", &["p"], None)).await.unwrap();
+    }
+    s.append(msg("src", &["q"], None)).await.unwrap();
+    let lim = pull_limits(10);
+    let a = s
+        .lease_pull("p", "pull:a", T0, 2, 60_000, &lim)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(a.len(), 2);
+    let b = s
+        .lease_pull("p", "pull:b", T0, 10, 60_000, &lim)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(b.len(), 1, "held leases are not handed out again");
+    assert!(s
+        .lease_pull("p", "pull:x", T0, 10, 60_000, &lim)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // The push lease of a pull-held delivery finds nothing either.
+    assert!(lease(s, "p", T0, 10).await.is_empty());
+
+    let out = s
+        .complete_pull(
+            "p",
+            vec![
+                pulled("pull:a", &a[0], Next::Delivered),
+                pulled("pull:b", &a[1], Next::Delivered),
+            ],
+            T0 + 1,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, [PullOutcome::Applied, PullOutcome::NotHeld]);
+    let d = s.message(a[0].message.id).await.unwrap();
+    assert_eq!(d.deliveries[0].status, DeliveryStatus::Delivered);
+    // A second result for the same lease records nothing.
+    let again = s
+        .complete_pull(
+            "p",
+            vec![pulled("pull:a", &a[0], Next::Dead)],
+            T0 + 2,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, [PullOutcome::NotHeld]);
+    assert_eq!(
+        s.message(a[0].message.id).await.unwrap().deliveries[0].status,
+        DeliveryStatus::Delivered
+    );
+    // Another destination's delivery, under its own owner, through `p`.
+    let q = s
+        .lease_pull("q", "pull:q", T0, 10, 60_000, &lim)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(q.len(), 1);
+    let wrong = s
+        .complete_pull(
+            "p",
+            vec![pulled("pull:q", &q[0], Next::Delivered)],
+            T0 + 3,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong, [PullOutcome::OtherDestination]);
+    assert_eq!(
+        s.message(q[0].message.id).await.unwrap().deliveries[0].status,
+        DeliveryStatus::Pending
+    );
+    assert_eq!(
+        s.delivery_destination(q[0].delivery_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("q")
+    );
+    assert_eq!(s.delivery_destination(i64::MAX).await.unwrap(), None);
+
+    // A release: due again at once, the same attempt number, nothing recorded.
+    let rel = s
+        .release_pull(
+            "p",
+            vec![
+                PullRelease {
+                    owner: "pull:b".into(),
+                    delivery_id: b[0].delivery_id,
+                },
+                PullRelease {
+                    owner: "pull:b".into(),
+                    delivery_id: b[0].delivery_id,
+                },
+            ],
+            T0 + 4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rel, [PullOutcome::Applied, PullOutcome::NotHeld]);
+    let c = s
+        .lease_pull("p", "pull:c", T0 + 5, 10, 60_000, &lim)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].delivery_id, b[0].delivery_id);
+    assert_eq!(c[0].attempt, 1);
+
+    // `max_in_flight`: a[1] (pull:a) and c[0] (pull:c) are held.
+    let held = s
+        .lease_pull("p", "pull:d", T0 + 6, 10, 60_000, &pull_limits(2))
+        .await
+        .unwrap();
+    assert!(held.items.is_empty());
+    s.append(msg("src", &["p"], None)).await.unwrap();
+    let held = s
+        .lease_pull("p", "pull:d", T0 + 6, 10, 60_000, &pull_limits(2))
+        .await
+        .unwrap();
+    assert!(
+        held.items.is_empty(),
+        "max_in_flight counts every consumer's leases"
+    );
+    let one = s
+        .lease_pull("p", "pull:d", T0 + 6, 10, 60_000, &pull_limits(3))
+        .await
+        .unwrap();
+    assert_eq!(one.items.len(), 1);
+}
+
+/// A pull lease that runs out: its result no longer applies, the sweep finds
+/// it, records it once as a timed-out attempt, and it is due again.
+pub async fn pull_leases_expire(s: &dyn Store) {
+    s.append(msg("src", &["p"], None)).await.unwrap();
+    let lim = pull_limits(10);
+    // 50 ms by the store's clock (PostgreSQL leases by the database's).
+    let l = s
+        .lease_pull("p", "pull:a", T0, 10, 50, &lim)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(l.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    let later = T0 + 60_000;
+    let late = s
+        .complete_pull(
+            "p",
+            vec![pulled("pull:a", &l[0], Next::Delivered)],
+            later,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, [PullOutcome::Expired]);
+    let expired = s.expired_pulls("p", later, 100).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    let e = &expired[0];
+    assert_eq!(
+        (e.delivery_id, e.owner.as_str(), e.attempt, e.retry_index),
+        (l[0].delivery_id, "pull:a", 1, 0)
+    );
+    assert_eq!(e.message_id, l[0].message.id);
+    assert!(s.expired_pulls("q", later, 100).await.unwrap().is_empty());
+    // Two sweeps (two nodes) record it once.
+    let timeout = pulled("pull:a", &l[0], Next::Retry(T0 + 1000));
+    let first = s
+        .complete_pull("p", vec![timeout.clone()], later, true)
+        .await
+        .unwrap();
+    let second = s
+        .complete_pull("p", vec![timeout], later, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first[0], second[0]),
+        (PullOutcome::Applied, PullOutcome::NotHeld)
+    );
+    assert!(s.expired_pulls("p", later, 100).await.unwrap().is_empty());
+    let again = s
+        .lease_pull("p", "pull:b", T0 + 2000, 10, 60_000, &lim)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].retry_index, 1);
 }
 
 /// Pending counts follow appends and completions.

@@ -219,6 +219,8 @@ pub struct MemoryStore {
     tables: Arc<Mutex<Tables>>,
     wakeups: Arc<Wakeups>,
     closed: Arc<AtomicBool>,
+    /// Leases held by pull consumers (over the rows' own leases).
+    pulls: Arc<pull::LocalPulls>,
 }
 
 impl MemoryStore {
@@ -416,6 +418,17 @@ impl Store for MemoryStore {
         drop(t);
         self.wakeups.wake_all();
         Ok(())
+    }
+
+    fn local_pulls(&self) -> Option<&pull::LocalPulls> {
+        Some(&self.pulls)
+    }
+
+    async fn delivery_destination(&self, delivery_id: i64) -> StoreResult<Option<String>> {
+        let t = self.open()?;
+        Ok(t.deliveries
+            .get(&delivery_id)
+            .map(|d| d.destination.clone()))
     }
 
     fn pending_estimate(&self) -> u64 {

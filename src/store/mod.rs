@@ -18,6 +18,7 @@ pub mod conformance;
 pub mod corrupt;
 pub mod memory;
 pub mod postgres;
+pub mod pull;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use ulid::Ulid;
 use crate::config::{Priority, RateLimitConfig};
 
 pub use crate::clock::{now_millis, Millis};
+pub use pull::{ExpiredPull, PullOutcome, PullRelease, PullResult};
 
 /// A message id, written `msg_<ULID>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -437,10 +439,11 @@ pub struct AttemptInfo {
 }
 
 impl AttemptInfo {
-    /// `succeeded` for a 2xx answer, else `failed`.
+    /// `succeeded` for a 2xx answer (or, from a pull consumer, a success it
+    /// reported without a status: no status and no error), else `failed`.
     pub fn status(&self) -> &'static str {
-        match self.response_status {
-            Some(200..=299) => "succeeded",
+        match (self.response_status, &self.error) {
+            (Some(200..=299), _) | (None, None) => "succeeded",
             _ => "failed",
         }
     }
@@ -609,6 +612,11 @@ pub enum StoreError {
     Corrupt(#[from] corrupt::CorruptRow),
 }
 
+/// The error of a store that keeps no pull leases (a bug: every backend does).
+fn no_pulls() -> StoreError {
+    StoreError::Refused("this store cannot lease to pull consumers".into())
+}
+
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -688,6 +696,82 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends leases without an attempt; the deliveries are due again as they were.
     async fn release(&self, delivery_ids: Vec<i64>) -> StoreResult<()>;
+
+    /// The pull leases of a store owned by one process, kept in memory; a
+    /// store shared by several nodes keeps them in its tables instead and
+    /// implements the pull methods itself.
+    fn local_pulls(&self) -> Option<&pull::LocalPulls> {
+        None
+    }
+
+    /// Leases up to `limit` due deliveries of a pull destination for a
+    /// consumer: each held by `owner` until `now + lease_ms`, within `limits`
+    /// (leases held by every consumer on every node count against
+    /// `max_in_flight`). See [`pull`].
+    async fn lease_pull(
+        &self,
+        destination: &str,
+        owner: &str,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+        limits: &LeaseLimits,
+    ) -> StoreResult<LeaseBatch> {
+        let pulls = self.local_pulls().ok_or_else(no_pulls)?;
+        let ask = pull::PullAsk {
+            destination,
+            owner,
+            now,
+            limit,
+            lease_ms,
+            limits,
+        };
+        pulls.lease(self, ask).await
+    }
+
+    /// Records consumers' results: each applies only if its owner still holds
+    /// the delivery's lease at `destination`, and (unless `expired_ok`) the
+    /// lease has not run out by `now`. One outcome per result, in order. On an
+    /// error nothing is recorded and the leases stay held.
+    async fn complete_pull(
+        &self,
+        destination: &str,
+        results: Vec<PullResult>,
+        now: Millis,
+        expired_ok: bool,
+    ) -> StoreResult<Vec<PullOutcome>> {
+        let pulls = self.local_pulls().ok_or_else(no_pulls)?;
+        pulls
+            .complete(self, destination, results, now, expired_ok)
+            .await
+    }
+
+    /// Ends consumers' leases without an attempt (held by their owners at
+    /// `destination`, expired or not). One outcome per release, in order.
+    async fn release_pull(
+        &self,
+        destination: &str,
+        releases: Vec<PullRelease>,
+        now: Millis,
+    ) -> StoreResult<Vec<PullOutcome>> {
+        let pulls = self.local_pulls().ok_or_else(no_pulls)?;
+        pulls.release(self, destination, releases, now).await
+    }
+
+    /// Up to `limit` pull leases of `destination` that ran out by `now` with no result.
+    async fn expired_pulls(
+        &self,
+        destination: &str,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<Vec<ExpiredPull>> {
+        let pulls = self.local_pulls().ok_or_else(no_pulls)?;
+        Ok(pulls.expired(destination, now, limit))
+    }
+
+    /// The destination of a delivery, live or finished; `None` if there is no
+    /// such delivery.
+    async fn delivery_destination(&self, delivery_id: i64) -> StoreResult<Option<String>>;
 
     /// Pending and queued deliveries in all (exact for one node, an estimate across nodes).
     fn pending_estimate(&self) -> u64;

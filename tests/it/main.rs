@@ -16,6 +16,7 @@ mod listener;
 mod multinode;
 mod outage;
 mod providers;
+mod pull;
 mod readiness;
 mod rejected;
 

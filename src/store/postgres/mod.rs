@@ -27,6 +27,7 @@ mod health;
 mod lease;
 mod listen;
 mod pending;
+mod pull;
 mod read;
 mod replay;
 pub mod scratch;
@@ -449,8 +450,47 @@ impl PgStore {
         }
     }
 
+    /// One outcome per lease: applied if its id is in `applied` (the first
+    /// time only: a second result for one delivery in the same call did not
+    /// apply), else as [`pull::classify`] finds it.
+    async fn pull_outcomes(
+        &self,
+        destination: &str,
+        leases: &[(i64, String)],
+        applied: &HashSet<i64>,
+    ) -> StoreResult<Vec<PullOutcome>> {
+        let rest: Vec<(i64, String)> = leases
+            .iter()
+            .filter(|(id, _)| !applied.contains(id))
+            .cloned()
+            .collect();
+        let other = if rest.is_empty() {
+            HashMap::new()
+        } else {
+            pull::classify(self.pool()?, destination, &rest)
+                .await
+                .map_err(map_err)?
+        };
+        let mut seen = HashSet::new();
+        Ok(leases
+            .iter()
+            .map(|(id, _)| {
+                if applied.contains(id) {
+                    if seen.insert(*id) {
+                        PullOutcome::Applied
+                    } else {
+                        PullOutcome::NotHeld
+                    }
+                } else {
+                    other.get(id).copied().unwrap_or(PullOutcome::NotHeld)
+                }
+            })
+            .collect())
+    }
+
     async fn lease_inner(
         &self,
+        owner: &str,
         destination: &str,
         now: Millis,
         limit: usize,
@@ -461,16 +501,8 @@ impl PgStore {
         let pool = self.pool()?;
         let work = async {
             let mut tx = pool.begin().await?;
-            let batch = lease::lease(
-                &mut tx,
-                &self.inner.node,
-                destination,
-                now,
-                limit,
-                lease_ms,
-                limits,
-            )
-            .await?;
+            let batch =
+                lease::lease(&mut tx, owner, destination, now, limit, lease_ms, limits).await?;
             tx.commit().await?;
             Ok(batch)
         };
@@ -550,7 +582,7 @@ impl Store for PgStore {
         limit: usize,
         lease_ms: i64,
     ) -> StoreResult<LeaseBatch> {
-        self.lease_inner(destination, now, limit, lease_ms, None)
+        self.lease_inner(&self.inner.node, destination, now, limit, lease_ms, None)
             .await
     }
 
@@ -562,8 +594,15 @@ impl Store for PgStore {
         lease_ms: i64,
         limits: &LeaseLimits,
     ) -> StoreResult<LeaseBatch> {
-        self.lease_inner(destination, now, limit, lease_ms, Some(limits))
-            .await
+        self.lease_inner(
+            &self.inner.node,
+            destination,
+            now,
+            limit,
+            lease_ms,
+            Some(limits),
+        )
+        .await
     }
 
     async fn complete(&self, results: Vec<AttemptResult>) -> StoreResult<()> {
@@ -599,6 +638,99 @@ impl Store for PgStore {
         .map_err(map_err)?;
         self.inner.wakeups.wake_all();
         Ok(())
+    }
+
+    async fn lease_pull(
+        &self,
+        destination: &str,
+        owner: &str,
+        now: Millis,
+        limit: usize,
+        lease_ms: i64,
+        limits: &LeaseLimits,
+    ) -> StoreResult<LeaseBatch> {
+        self.lease_inner(owner, destination, now, limit, lease_ms, Some(limits))
+            .await
+    }
+
+    async fn complete_pull(
+        &self,
+        destination: &str,
+        results: Vec<PullResult>,
+        _now: Millis,
+        expired_ok: bool,
+    ) -> StoreResult<Vec<PullOutcome>> {
+        self.inner.health.check()?;
+        let pool = self.pool()?;
+        let node = &self.inner.node;
+        let leases: Vec<(i64, String)> = results
+            .iter()
+            .map(|r| (r.result.delivery_id, r.owner.clone()))
+            .collect();
+        let adopted = pull::adopt(pool, node, destination, &leases, expired_ok)
+            .await
+            .map_err(map_err)?;
+        let outcomes = self.pull_outcomes(destination, &leases, &adopted).await?;
+        let mine: Vec<(i64, String)> = leases
+            .into_iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == PullOutcome::Applied)
+            .map(|(l, _)| l)
+            .collect();
+        let apply: Vec<AttemptResult> = results
+            .into_iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == PullOutcome::Applied)
+            .map(|(r, _)| r.result)
+            .collect();
+        if let Err(e) = self.complete(apply).await {
+            // Nothing was recorded: the leases go back to their owners, who
+            // may send the results again.
+            if let Err(e) = pull::disown(pool, node, &mine).await {
+                tracing::warn!(error = %e, "could not hand pull leases back; they end at their expiry");
+            }
+            return Err(e);
+        }
+        Ok(outcomes)
+    }
+
+    async fn release_pull(
+        &self,
+        destination: &str,
+        releases: Vec<PullRelease>,
+        _now: Millis,
+    ) -> StoreResult<Vec<PullOutcome>> {
+        self.inner.health.check()?;
+        let pool = self.pool()?;
+        let leases: Vec<(i64, String)> = releases
+            .into_iter()
+            .map(|r| (r.delivery_id, r.owner))
+            .collect();
+        let released = pull::release(pool, destination, &leases)
+            .await
+            .map_err(map_err)?;
+        if !released.is_empty() {
+            self.inner.wakeups.wake(destination);
+        }
+        self.pull_outcomes(destination, &leases, &released).await
+    }
+
+    async fn expired_pulls(
+        &self,
+        destination: &str,
+        _now: Millis,
+        limit: usize,
+    ) -> StoreResult<Vec<ExpiredPull>> {
+        self.inner.health.check()?;
+        pull::expired(self.pool()?, destination, limit)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn delivery_destination(&self, delivery_id: i64) -> StoreResult<Option<String>> {
+        pull::destination_of(self.pool()?, delivery_id)
+            .await
+            .map_err(map_err)
     }
 
     fn pending_estimate(&self) -> u64 {

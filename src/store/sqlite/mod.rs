@@ -59,6 +59,8 @@ struct Inner {
     writer: Writer,
     readers: crossbeam_channel::Sender<ReadJob>,
     leases: Leases,
+    /// Leases held by pull consumers (over `leases`).
+    pulls: pull::LocalPulls,
     pending: Pending,
     wakeups: Arc<Wakeups>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -200,6 +202,7 @@ impl SqliteStore {
                 writer,
                 readers: rtx,
                 leases: Leases::default(),
+                pulls: Default::default(),
                 pending,
                 wakeups: Arc::new(Wakeups::default()),
                 threads: Mutex::new(threads),
@@ -280,6 +283,19 @@ impl Store for SqliteStore {
 
     async fn release(&self, delivery_ids: Vec<i64>) -> StoreResult<()> {
         queue::release(self, delivery_ids).await
+    }
+
+    fn local_pulls(&self) -> Option<&pull::LocalPulls> {
+        Some(&self.inner.pulls)
+    }
+
+    async fn delivery_destination(&self, delivery_id: i64) -> StoreResult<Option<String>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT destination FROM deliveries WHERE id = ?1")
+                .and_then(|mut s| s.query_row([delivery_id], |r| r.get(0)).optional())
+                .map_err(map_err)
+        })
+        .await
     }
 
     fn pending_estimate(&self) -> u64 {
