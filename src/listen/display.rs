@@ -3,7 +3,7 @@
 //! `--json`), and a summary on exit. Pure formatting: the session decides
 //! when to print.
 
-use serde_json::json;
+use serde::Serialize;
 
 /// One forwarded (or interrupted) delivery, as shown.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,23 +111,36 @@ fn status_text(s: u16) -> String {
     }
 }
 
+/// A `--json` line, its fields in this order.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    message_id: &'a str,
+    event_type: Option<&'a str>,
+    attempt: u32,
+    status: Option<u16>,
+    error: Option<&'a str>,
+    duration_ms: f64,
+    result: &'a str,
+}
+
 /// The `--json` line of a delivery.
 pub fn json_line(d: &Delivery, result: &str) -> String {
-    json!({
-        "time": rfc3339(d.at_ms),
-        "message_id": d.message_id,
-        "event_type": d.event_type,
-        "attempt": d.attempt,
-        "status": d.status,
-        "error": d.error,
-        "duration_ms": (d.duration_ms * 1000.0).round() / 1000.0,
-        "result": result,
+    serde_json::to_string(&JsonLine {
+        time: rfc3339(d.at_ms),
+        message_id: &d.message_id,
+        event_type: d.event_type.as_deref(),
+        attempt: d.attempt,
+        status: d.status,
+        error: d.error.as_deref(),
+        duration_ms: (d.duration_ms * 1000.0).round() / 1000.0,
+        result,
     })
-    .to_string()
+    .unwrap_or_default()
 }
 
 /// Counts shown when `listen` exits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     /// Deliveries sent to the local app (or interrupted on the way).
     pub forwarded: u64,
@@ -167,14 +180,11 @@ impl Summary {
     /// The summary as a `--json` line: one object under `summary`, so that
     /// it cannot be mistaken for a delivery.
     pub fn json(&self) -> String {
-        json!({"summary": {
-            "forwarded": self.forwarded,
-            "ok": self.ok,
-            "failed": self.failed,
-            "released": self.released,
-            "unacknowledged": self.unacknowledged,
-        }})
-        .to_string()
+        #[derive(Serialize)]
+        struct Line<'a> {
+            summary: &'a Summary,
+        }
+        serde_json::to_string(&Line { summary: self }).unwrap_or_default()
     }
 }
 
@@ -208,6 +218,7 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// 2026-12-01T03:04:05.678Z
     const AT: i64 = 1_796_094_245_678;
@@ -276,6 +287,11 @@ mod tests {
 
     #[test]
     fn a_json_line_per_delivery() {
+        assert_eq!(
+            json_line(&d(), "recorded"),
+            r#"{"time":"2026-12-01T03:04:05.678Z","message_id":"msg_01JDEMO","event_type":"message","attempt":1,"status":200,"error":null,"duration_ms":12.4,"result":"recorded"}"#,
+            "fields in a fixed order, for people reading it too"
+        );
         let v: serde_json::Value = serde_json::from_str(&json_line(&d(), "recorded")).unwrap();
         assert_eq!(
             v,
@@ -309,10 +325,9 @@ mod tests {
         assert_eq!(s.text(), "forwarded 3: 1 ok, 2 failed; released 2");
         s.unacknowledged = 1;
         assert!(s.text().ends_with("; 1 not acknowledged"));
-        let v: serde_json::Value = serde_json::from_str(&s.json()).unwrap();
         assert_eq!(
-            v,
-            json!({"summary": {"forwarded": 3, "ok": 1, "failed": 2, "released": 2, "unacknowledged": 1}})
+            s.json(),
+            r#"{"summary":{"forwarded":3,"ok":1,"failed":2,"released":2,"unacknowledged":1}}"#
         );
     }
 }
