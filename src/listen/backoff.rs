@@ -41,12 +41,9 @@ impl Backoff {
         wait
     }
 
-    /// Notes a success: the next failure waits [`FIRST`] again. Returns
-    /// whether there had been failures since the last success.
-    pub fn succeed(&mut self) -> bool {
-        let had = self.failures > 0;
+    /// Notes a success: the next failure waits [`FIRST`] again.
+    pub fn succeed(&mut self) {
         *self = Self::default();
-        had
     }
 
     /// Whether the last attempt failed.
@@ -70,10 +67,9 @@ mod tests {
     #[test]
     fn a_success_starts_over() {
         let mut b = Backoff::new();
-        assert!(!b.succeed(), "no failure yet");
         b.fail();
         b.fail();
-        assert!(b.succeed());
+        b.succeed();
         assert!(!b.failing());
         assert_eq!(b.fail(), FIRST);
     }

@@ -137,6 +137,8 @@ pub struct Session {
     ack_backoff: Backoff,
     /// Deliveries leased so far (for `--max`).
     leased: u64,
+    /// A call failed for want of an answer, and none has succeeded since.
+    unreachable: bool,
     stopping: Option<Deadlines>,
 }
 
@@ -179,6 +181,7 @@ impl Session {
             ack_at: None,
             ack_backoff: Backoff::new(),
             leased: 0,
+            unreachable: false,
             stopping: None,
         }
     }
@@ -318,13 +321,13 @@ impl Session {
                     .max(e.retry_after().unwrap_or_default());
                 eprintln!("{}; trying again in {}", trouble(&e), human(wait));
                 self.pull_at = Some(Instant::now() + wait);
+                self.unreachable = true;
                 return Ok(());
             }
             Err(e) => return Err(fatal(&e, &self.s.destination, "leasing deliveries")),
         };
-        if self.pull_backoff.succeed() {
-            eprintln!("connected to the gateway again");
-        }
+        self.pull_backoff.succeed();
+        self.reached();
         for item in items {
             let over_max = self.s.max.is_some_and(|m| self.leased >= m);
             if self.stopping.is_some() || over_max {
@@ -409,10 +412,12 @@ impl Session {
                     );
                 }
                 self.ack_at = Some(Instant::now() + wait);
+                self.unreachable = true;
                 return Ok(());
             }
         };
         self.ack_backoff.succeed();
+        self.reached();
         for o in batch {
             let result = outcomes
                 .get(&o.entry.token)
@@ -424,6 +429,13 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The gateway answered: says so if it had not been reachable.
+    fn reached(&mut self) {
+        if std::mem::take(&mut self.unreachable) {
+            eprintln!("connected to the gateway again");
+        }
     }
 
     /// The grace is over: forwards still under way are reported as failed.

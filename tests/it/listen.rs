@@ -61,10 +61,15 @@ impl Listen {
     /// Starts `hookgate listen` against `gw` with `args` (the token comes
     /// from `HOOKGATE_TOKEN`).
     fn start(gw: &Gateway, args: &[&str]) -> Listen {
+        Self::start_at(&gw.admin_url(""), args)
+    }
+
+    /// Like [`Listen::start`] with the gateway at `url`.
+    fn start_at(url: &str, args: &[&str]) -> Listen {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .arg("listen")
             .arg("--gateway")
-            .arg(gw.admin_url(""))
+            .arg(url)
             .args(args)
             .env("HOOKGATE_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::piped())
@@ -488,4 +493,37 @@ async fn listen_reconnects_when_the_gateway_comes_back() {
     gw.settled(&id).await;
     listen.interrupt();
     assert_eq!(listen.exit_code().await, Some(0), "{}", listen.stderr());
+}
+
+/// A result that cannot reach the gateway is kept and sent again once the
+/// way is back: the delivery is recorded once, never forwarded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_wait_for_the_gateway_to_come_back() {
+    let gw = Gateway::start(&pull_config("")).await;
+    let proxy = TcpProxy::start(gw.admin).await;
+    let rx = Receiver::start().await;
+    rx.set_delay(Duration::from_millis(1000));
+    let id = send_json(&gw, "app", "{}").await;
+    let mut listen = Listen::start_at(
+        &format!("http://{}", proxy.addr),
+        &["--destination", "dev", "--forward-to", &rx.url("/hook")],
+    );
+    rx.wait_for(1, Duration::from_secs(30)).await;
+    // The local app is still answering: cut the way to the gateway.
+    proxy.set(ProxyMode::Refuse);
+    listen.wait_stderr("cannot reach the gateway").await;
+    let (_, m) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
+    assert_eq!(m["deliveries"][0]["status"], "pending", "{m}");
+    proxy.set(ProxyMode::Forward);
+    let m = gw.settled(&id).await;
+    let d = &m["deliveries"][0];
+    assert_eq!(d["status"], "delivered", "{m}");
+    assert_eq!(d["attempt_count"], 1, "{m}");
+    listen.wait_stderr("connected to the gateway again").await;
+    listen.interrupt();
+    assert_eq!(listen.exit_code().await, Some(0), "{}", listen.stderr());
+    assert_eq!(rx.count(), 1, "forwarded once");
+    let out = listen.stdout();
+    assert!(out[0].contains(&id) && out[0].contains("200 OK"), "{out:?}");
+    assert_eq!(out[1], "forwarded 1: 1 ok, 0 failed; released 0");
 }
