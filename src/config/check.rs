@@ -103,11 +103,31 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
         )),
         (DestinationType::Pull, None) => {}
     }
-    if d.kind == DestinationType::Pull && d.circuit_breaker.is_some() {
-        out.push(Problem::at(
-            "circuit_breaker",
-            "circuit_breaker does not apply to a pull destination (its consumer takes deliveries at its own pace)",
-        ));
+    if d.kind == DestinationType::Pull {
+        for (set, field, why) in [
+            (
+                d.circuit_breaker.is_some(),
+                "circuit_breaker",
+                "its consumer takes deliveries at its own pace",
+            ),
+            (
+                d.timeout.is_some(),
+                "timeout",
+                "each pull says how long its leases last",
+            ),
+            (
+                d.disable_after.is_some(),
+                "disable_after",
+                "a consumer that stops pulling leaves its deliveries queued",
+            ),
+        ] {
+            if set {
+                out.push(Problem::at(
+                    field,
+                    format!("{field} does not apply to a pull destination ({why})"),
+                ));
+            }
+        }
     }
     if origin == Origin::Config {
         if d.source.is_some() {

@@ -653,6 +653,10 @@ fn a_pull_destination_has_no_url_and_a_push_one_needs_one() {
             (4, "circuit_breaker does not apply to a pull destination"),
         ),
         (
+            "[[destinations]]\nname = \"d\"\ntype = \"pull\"\ntimeout = \"5s\"\n",
+            (4, "timeout does not apply to a pull destination"),
+        ),
+        (
             "[[destinations]]\nname = \"d\"\ntype = \"poll\"\n",
             (3, "did you mean \"pull\"?"),
         ),
