@@ -527,3 +527,78 @@ async fn results_wait_for_the_gateway_to_come_back() {
     assert!(out[0].contains(&id) && out[0].contains("200 OK"), "{out:?}");
     assert_eq!(out[1], "forwarded 1: 1 ok, 0 failed; released 0");
 }
+
+/// Per-key order through `listen`, with a local app that fails every third
+/// request: a key's next message is forwarded only after the one before it
+/// was answered 2xx, however many forwards run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_through_a_failing_local_app() {
+    let gw = Gateway::start(
+        r#"
+[[sources]]
+name = "app"
+
+[[destinations]]
+name = "dev"
+type = "pull"
+retry = { schedule = ["0s", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms"] }
+
+[[routes]]
+source = "app"
+to = "dev"
+ordering_key = "body:/k"
+"#,
+    )
+    .await;
+    let rx = Receiver::start().await;
+    // (key, n, status) in the order the requests came.
+    let log: Arc<Mutex<Vec<(String, u64, u16)>>> = Arc::default();
+    let l = log.clone();
+    rx.respond(move |r| {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let mut log = l.lock();
+        let status = if (log.len() + 1) % 3 == 0 { 503 } else { 200 };
+        log.push((
+            v["k"].as_str().unwrap().to_string(),
+            v["n"].as_u64().unwrap(),
+            status,
+        ));
+        (status, vec![], String::new())
+    });
+    const PER_KEY: u64 = 15;
+    for n in 0..PER_KEY {
+        for k in ["a", "b", "c"] {
+            send_json(&gw, "app", &format!(r#"{{"k":"{k}","n":{n}}}"#)).await;
+        }
+    }
+    let mut listen = Listen::dev(&gw, &rx, &["--concurrency", "8"]);
+    gw.nothing_pending().await;
+    listen.interrupt();
+    assert_eq!(listen.exit_code().await, Some(0), "{}", listen.stderr());
+
+    let log = log.lock().clone();
+    for k in ["a", "b", "c"] {
+        let seen: Vec<(u64, u16)> = log
+            .iter()
+            .filter(|(key, ..)| key == k)
+            .map(|&(_, n, s)| (n, s))
+            .collect();
+        // In order; a message repeats only while it fails, and the next
+        // comes only after it succeeded.
+        let mut expected = 0;
+        for &(n, status) in &seen {
+            assert_eq!(n, expected, "key {k}: {seen:?}");
+            if status == 200 {
+                expected += 1;
+            }
+        }
+        assert_eq!(
+            expected, PER_KEY,
+            "key {k}: every message delivered: {seen:?}"
+        );
+    }
+    assert!(
+        log.iter().any(|&(.., s)| s == 503),
+        "some failed and were retried"
+    );
+}
