@@ -17,8 +17,9 @@ use crate::harness::*;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// Source `app` routed to the pull destination `dev`, which signs.
-fn pull_config(extra: &str) -> String {
+/// Source `app` routed to the pull destination `dev`, which signs; `dest`
+/// and `route` are extra lines of the destination and of the route.
+fn pull_config(dest: &str, route: &str) -> String {
     format!(
         r#"
 [[sources]]
@@ -28,11 +29,12 @@ name = "app"
 name = "dev"
 type = "pull"
 signing_secret = "{SECRET}"
-{extra}
+{dest}
 
 [[routes]]
 source = "app"
 to = "dev"
+{route}
 "#
     )
 }
@@ -183,7 +185,7 @@ fn delivery_lines(out: &[String]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_reaches_the_local_app_once_signed_and_byte_for_byte() {
-    let gw = Gateway::start(&pull_config("")).await;
+    let gw = Gateway::start(&pull_config("", "")).await;
     let rx = Receiver::start().await;
     const N: usize = 200;
     let mut sent: HashMap<String, (Vec<u8>, &str)> = HashMap::new();
@@ -259,7 +261,11 @@ async fn every_message_reaches_the_local_app_once_signed_and_byte_for_byte() {
 /// recorded by the gateway, which retries on its schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_answer_is_recorded_and_retried_by_the_gateway() {
-    let gw = Gateway::start(&pull_config(r#"retry = { schedule = ["0s", "100ms"] }"#)).await;
+    let gw = Gateway::start(&pull_config(
+        r#"retry = { schedule = ["0s", "100ms"] }"#,
+        "",
+    ))
+    .await;
     let rx = Receiver::start().await;
     let answers = Arc::new(Mutex::new(0usize));
     let a = answers.clone();
@@ -416,7 +422,7 @@ async fn create_makes_a_temporary_destination_and_keep_keeps_it() {
 /// answer (within the grace), reports it, prints the summary and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_finishes_what_is_under_way_and_prints_the_summary() {
-    let gw = Gateway::start(&pull_config("")).await;
+    let gw = Gateway::start(&pull_config("", "")).await;
     let rx = Receiver::start().await;
     rx.set_delay(Duration::from_millis(1500));
     let id = send_json(&gw, "app", "{\"slow\":true}").await;
@@ -434,7 +440,7 @@ async fn sigint_finishes_what_is_under_way_and_prints_the_summary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_or_an_unknown_destination_is_a_clear_error() {
-    let gw = Gateway::start(&pull_config("")).await;
+    let gw = Gateway::start(&pull_config("", "")).await;
     let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .args([
             "listen",
@@ -479,7 +485,7 @@ async fn a_bad_token_or_an_unknown_destination_is_a_clear_error() {
 /// The gateway away, then back: listen says so, keeps trying, and carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_reconnects_when_the_gateway_comes_back() {
-    let mut gw = Gateway::binary(&pull_config("")).await;
+    let mut gw = Gateway::binary(&pull_config("", "")).await;
     let rx = Receiver::start().await;
     let mut listen = Listen::dev(&gw, &rx, &["--wait", "1s"]);
     listen.wait_stderr("forwarding deliveries of dev").await;
@@ -499,7 +505,7 @@ async fn listen_reconnects_when_the_gateway_comes_back() {
 /// way is back: the delivery is recorded once, never forwarded twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_wait_for_the_gateway_to_come_back() {
-    let gw = Gateway::start(&pull_config("")).await;
+    let gw = Gateway::start(&pull_config("", "")).await;
     let proxy = TcpProxy::start(gw.admin).await;
     let rx = Receiver::start().await;
     rx.set_delay(Duration::from_millis(1000));
@@ -533,23 +539,11 @@ async fn results_wait_for_the_gateway_to_come_back() {
 /// was answered 2xx, however many forwards run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_order_holds_through_a_failing_local_app() {
-    let gw = Gateway::start(
-        r#"
-[[sources]]
-name = "app"
-
-[[destinations]]
-name = "dev"
-type = "pull"
-retry = { schedule = ["0s", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms"] }
-
-[[routes]]
-source = "app"
-to = "dev"
-ordering_key = "body:/k"
-"#,
-    )
-    .await;
+    let retry = format!(
+        r#"retry = {{ schedule = ["0s"{}] }}"#,
+        r#", "50ms""#.repeat(9)
+    );
+    let gw = Gateway::start(&pull_config(&retry, r#"ordering_key = "body:/k""#)).await;
     let rx = Receiver::start().await;
     // (key, n, status) in the order the requests came.
     let log: Arc<Mutex<Vec<(String, u64, u16)>>> = Arc::default();
@@ -557,7 +551,11 @@ ordering_key = "body:/k"
     rx.respond(move |r| {
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         let mut log = l.lock();
-        let status = if (log.len() + 1) % 3 == 0 { 503 } else { 200 };
+        let status = if (log.len() + 1).is_multiple_of(3) {
+            503
+        } else {
+            200
+        };
         log.push((
             v["k"].as_str().unwrap().to_string(),
             v["n"].as_u64().unwrap(),
