@@ -2,7 +2,9 @@
 //! a pull destination holds reaches a local receiver once each, signed and
 //! byte for byte; `--create` makes a temporary destination that SIGINT removes
 //! (and `--keep` keeps); SIGINT lets deliveries under way finish, prints the
-//! summary and exits 0; a bad token or an unknown destination is a clear error.
+//! summary and exits 0; a bad token or an unknown destination is a clear error;
+//! the gateway going away (restarted, or cut off while results wait) loses
+//! nothing; per-key order holds through a local app that fails.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
