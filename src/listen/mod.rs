@@ -324,17 +324,22 @@ async fn create(
     }
 }
 
-/// Checks that the destination exists and is a pull destination.
-async fn check(gw: &Gateway, name: &str, stop: &CancellationToken) -> Result<bool, ListenError> {
+/// Checks that the destination exists and is a pull destination; `None`
+/// when stopped first.
+async fn check(
+    gw: &Gateway,
+    name: &str,
+    stop: &CancellationToken,
+) -> Result<Option<()>, ListenError> {
     let Some(r) = until_answered("reading the destination", stop, || gw.destination(name)).await
     else {
-        return Ok(false);
+        return Ok(None);
     };
     let v = r.map_err(|e| ListenError::Failed(fatal(&e, name, "reading the destination")))?;
-    if let Some(why) = not_consumable(name, &v) {
-        return Err(ListenError::Failed(why));
+    match not_consumable(name, &v) {
+        Some(why) => Err(ListenError::Failed(why)),
+        None => Ok(Some(())),
     }
-    Ok(true)
 }
 
 /// Removes the destination made by `--create`, trying for a few seconds.
@@ -370,20 +375,13 @@ pub async fn run(args: ListenArgs, stop: CancellationToken) -> Result<Summary, L
     let out = Output { json: plan.json };
     let name = plan.settings.destination.clone();
     let created = match &plan.create {
-        Some(def) => match create(&gw, &name, def, &stop).await? {
-            Some(created) => created,
-            None => {
-                out.summary(&Summary::default());
-                return Ok(Summary::default());
-            }
-        },
-        None => {
-            if !check(&gw, &name, &stop).await? {
-                out.summary(&Summary::default());
-                return Ok(Summary::default());
-            }
-            false
-        }
+        Some(def) => create(&gw, &name, def, &stop).await?,
+        None => check(&gw, &name, &stop).await?.map(|()| false),
+    };
+    let Some(created) = created else {
+        // Stopped before the gateway answered.
+        out.summary(&Summary::default());
+        return Ok(Summary::default());
     };
     eprintln!(
         "forwarding deliveries of {name} to {} (Ctrl-C to stop)",
