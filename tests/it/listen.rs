@@ -115,10 +115,15 @@ impl Listen {
         .await;
     }
 
-    /// Sends SIGINT.
+    /// Sends SIGINT (Ctrl-C).
     fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    /// Sends `signal` (`-INT`, `-TERM`).
+    fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
-            .arg("-INT")
+            .arg(signal)
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
@@ -379,7 +384,8 @@ async fn create_makes_a_temporary_destination_and_keep_keeps_it() {
     // --keep: it stays, and what comes meanwhile waits for the next run.
     let mut kept = Listen::start(&gw, &create_args("kept-dev", &forward_to, &["--keep"]));
     kept.wait_stderr("forwarding deliveries of kept-dev").await;
-    kept.interrupt();
+    // SIGTERM (a service manager's stop) is a clean stop too.
+    kept.signal("-TERM");
     assert_eq!(kept.exit_code().await, Some(0), "{}", kept.stderr());
     let (st, v) = gw.api_get("/api/v1/destinations/kept-dev").await;
     assert_eq!(st, 200, "kept with --keep: {v}");
