@@ -12,6 +12,7 @@ mod core;
 mod diskfull;
 mod events;
 mod listen;
+mod listen_faults;
 mod listener;
 mod multinode;
 mod outage;
