@@ -224,7 +224,7 @@ fn the_pull_phase_drains_every_message_through_consumers() {
     assert!(f("pull_ack_p50_ms") > 0.0 && f("pull_ack_p50_ms") <= f("pull_ack_p99_ms"));
     // At most a batch per pull, and at least 500 / 40 pulls that returned some.
     let batch = f("pull_batch_avg");
-    assert!(batch >= 1.0 && batch <= 40.0, "{batch}");
+    assert!((1.0..=40.0).contains(&batch), "{batch}");
     assert!(v["pull_calls"].as_u64().unwrap() >= 13);
     assert_eq!(v["params"]["pull_consumers"], 3);
     assert_eq!(v["params"]["pull_batch"], 40);
