@@ -45,6 +45,8 @@ pub const SIGNATURE_HEADER: &str = "X-Signature";
 pub const SOURCE: &str = "bench";
 /// The destination name.
 pub const DESTINATION: &str = "sink";
+/// The pull destination's name (the pull phase).
+pub const PULL_DESTINATION: &str = "pull";
 
 /// Everything a gateway config is made from.
 #[derive(Debug, Clone)]
@@ -67,8 +69,10 @@ pub struct Setup {
     pub verify: Verify,
     /// Largest body.
     pub max_body: usize,
-    /// Concurrent deliveries to the sink.
+    /// Concurrent deliveries (leases, for the pull destination) at most.
     pub max_in_flight: u32,
+    /// Route the source to a pull destination instead of the sink.
+    pub pull: bool,
 }
 
 /// A TOML string literal (paths and URLs may hold quotes or backslashes).
@@ -100,6 +104,19 @@ impl Setup {
                 format!("verify = {{ type = \"bearer\", secret = {} }}\n", lit(secret))
             }
         };
+        // Only one destination is routed, so a message is delivered once.
+        let (to, pull) = if self.pull {
+            (
+                PULL_DESTINATION,
+                format!(
+                    "\n[[destinations]]\nname = \"{PULL_DESTINATION}\"\ntype = \"pull\"\n\
+                     max_in_flight = {}\nretry = {{ schedule = [\"0s\", \"1s\", \"5s\", \"30s\"] }}\n",
+                    self.max_in_flight
+                ),
+            )
+        } else {
+            (DESTINATION, String::new())
+        };
         format!(
             r#"# Written by `hookgate bench`.
 [server]
@@ -121,10 +138,10 @@ url = {sink}
 timeout = "10s"
 max_in_flight = {mif}
 retry = {{ schedule = ["0s", "1s", "5s", "30s"] }}
-
+{pull}
 [[routes]]
 source = "{SOURCE}"
-to = "{DESTINATION}"
+to = "{to}"
 "#,
             ingest = self.ingest,
             admin = self.admin,
@@ -421,6 +438,7 @@ mod tests {
             verify,
             max_body: 1 << 20,
             max_in_flight: 64,
+            pull: false,
         }
     }
 
@@ -439,6 +457,30 @@ mod tests {
                 assert_eq!(cfg.sources.len(), 1);
             }
         }
+    }
+
+    #[test]
+    fn the_pull_setup_routes_the_source_to_a_pull_destination_only() {
+        let s = Setup {
+            pull: true,
+            max_in_flight: 400,
+            ..setup(Verify::Off, Backend::Sqlite)
+        };
+        let text = s.config();
+        let cfg = crate::config::parse(&text, "bench.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let pull = cfg
+            .destinations
+            .iter()
+            .find(|d| d.name == PULL_DESTINATION)
+            .unwrap();
+        assert_eq!(pull.kind, crate::config::def::DestinationType::Pull);
+        assert_eq!(pull.max_in_flight, Some(400));
+        assert_eq!(cfg.routes.len(), 1);
+        assert!(s.check().is_ok());
+        assert!(!setup(Verify::Off, Backend::Sqlite)
+            .config()
+            .contains("type = \"pull\""));
     }
 
     #[test]

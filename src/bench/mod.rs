@@ -13,6 +13,10 @@
 //! 4. `backlog`: destination paused, N messages ingested, memory read; the
 //!    gateway is killed (SIGKILL), started again, the destination resumed, and
 //!    the time to the first delivery and the drain rate measured.
+//! 5. `pull` (not run unless named): the source routed to a pull destination
+//!    instead, the same N messages ingested, then drained by K consumers
+//!    pulling batches of B over the admin API and acknowledging each batch
+//!    ([`pull`]); the drain rate sits beside the push drain of `backlog`.
 //!
 //! The load generator, the sink and the baseline share the bench process (on
 //! two runtimes of their own); the gateway is a separate process. All of them
@@ -26,6 +30,7 @@ pub mod baseline;
 pub mod consoles;
 pub mod gateway;
 pub mod load;
+pub mod pull;
 pub mod report;
 pub mod sink;
 
@@ -48,6 +53,7 @@ const RUN_BASELINE: u8 = 0;
 const RUN_SATURATION: u8 = 1;
 const RUN_RATE: u8 = 2;
 const RUN_BACKLOG: u8 = 3;
+const RUN_PULL: u8 = 4;
 
 /// Largest `--body-size` (the gateway's `max_body` follows it).
 const MAX_BODY: usize = 8 << 20;
@@ -84,6 +90,8 @@ pub enum Phase {
     Rate,
     /// Backlog: ingest with the destination paused, restart, drain.
     Backlog,
+    /// Pull: the backlog ingested for a pull destination, drained by consumers.
+    Pull,
 }
 
 impl Phase {
@@ -93,6 +101,7 @@ impl Phase {
             Phase::Saturation => "saturation",
             Phase::Rate => "rate",
             Phase::Backlog => "backlog",
+            Phase::Pull => "pull",
         }
     }
 }
@@ -130,13 +139,19 @@ pub struct BenchArgs {
     /// PostgreSQL connection URL (with `--backend postgres`).
     #[arg(long)]
     pub pg_url: Option<String>,
-    /// Messages of the backlog phase (0 skips it).
+    /// Messages of the backlog phase, and of the pull phase (0 skips them).
     #[arg(long, default_value_t = 100_000)]
     pub backlog: u64,
     /// How long the backlog's ingest, and its drain, may take each.
     #[arg(long, default_value = "10m", value_parser = duration_arg)]
     pub backlog_timeout: Duration,
-    /// Phases to run, comma-separated.
+    /// Consumers of the pull phase, each pulling and acknowledging in turn.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub pull_consumers: u32,
+    /// Deliveries each pull of the pull phase asks for (the API's `max`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pull_batch: u32,
+    /// Phases to run, comma-separated (`pull` runs only when named).
     #[arg(
         long,
         value_enum,
@@ -213,7 +228,7 @@ impl BenchArgs {
     }
 
     fn runs(&self, p: Phase) -> bool {
-        self.phases.contains(&p) && (p != Phase::Backlog || self.backlog > 0)
+        self.phases.contains(&p) && (!matches!(p, Phase::Backlog | Phase::Pull) || self.backlog > 0)
     }
 }
 
@@ -278,7 +293,7 @@ impl Bench {
                 BackendArg::Sqlite => "sqlite".into(),
                 BackendArg::Postgres => "postgres".into(),
             },
-            backlog: if args.runs(Phase::Backlog) {
+            backlog: if args.runs(Phase::Backlog) || args.runs(Phase::Pull) {
                 args.backlog
             } else {
                 0
@@ -291,6 +306,8 @@ impl Bench {
                 .collect(),
             max_in_flight: MAX_IN_FLIGHT,
             consoles: args.consoles,
+            pull_consumers: args.runs(Phase::Pull).then_some(args.pull_consumers),
+            pull_batch: args.runs(Phase::Pull).then_some(args.pull_batch),
         };
         let mut report = Report::new(Machine::read(), params);
         report.notes.push(
@@ -326,7 +343,7 @@ impl Bench {
         } else {
             candidates.push(Verify::Off);
         }
-        let probe = self.setup("probe", "http://127.0.0.1:9/".into())?;
+        let probe = self.setup("probe", "http://127.0.0.1:9/".into(), false)?;
         let mut refusals = Vec::new();
         for v in candidates {
             let setup = Setup {
@@ -365,8 +382,10 @@ impl Bench {
         )))
     }
 
-    /// A gateway setup in `<tempdir>/<name>` on fresh ports.
-    fn setup(&self, name: &str, sink_url: String) -> Result<Setup, BenchError> {
+    /// A gateway setup in `<tempdir>/<name>` on fresh ports; with `pull`, the
+    /// source routed to a pull destination that lets every consumer hold a
+    /// full batch of leases.
+    fn setup(&self, name: &str, sink_url: String, pull: bool) -> Result<Setup, BenchError> {
         Ok(Setup {
             dir: self.dir.path().join(name),
             ingest: free_addr()?,
@@ -380,7 +399,12 @@ impl Bench {
             pg_url: self.args.pg_url.clone(),
             verify: self.verify.clone(),
             max_body: self.args.body_size.max(1 << 20),
-            max_in_flight: MAX_IN_FLIGHT,
+            max_in_flight: if pull {
+                self.args.pull_consumers * self.args.pull_batch
+            } else {
+                MAX_IN_FLIGHT
+            },
+            pull,
         })
     }
 
@@ -425,11 +449,12 @@ impl Bench {
         self.report.fsync_p50_ms = ms(&probe, 0.5);
         self.report.fsync_p99_ms = ms(&probe, 0.99);
         let a = &self.args;
-        let (want_base, want_sat, want_rate, want_backlog) = (
+        let (want_base, want_sat, want_rate, want_backlog, want_pull) = (
             a.runs(Phase::Baseline),
             a.runs(Phase::Saturation),
             a.runs(Phase::Rate),
             a.runs(Phase::Backlog),
+            a.runs(Phase::Pull),
         );
         if want_base {
             self.baseline().await?;
@@ -448,6 +473,9 @@ impl Bench {
             if want_backlog {
                 self.backlog(&stats, &sink_url).await?;
             }
+            if want_pull {
+                self.pull(&stats, &sink_url).await?;
+            }
             Ok::<(), BenchError>(())
         }
         .await;
@@ -460,8 +488,9 @@ impl Bench {
         let foreign = stats.foreign.load(Ordering::Relaxed);
         if foreign > 0 {
             self.report.notes.push(format!(
-                "{foreign} deliveries reached the sink without this run's `{}` header \
-                 (left over from an earlier run in a shared database, or the header was not forwarded)",
+                "{foreign} deliveries reached the sink (or a pull consumer) without this run's `{}` \
+                 header (left over from an earlier run in a shared database, or the header was \
+                 not forwarded)",
                 load::TAG_HEADER
             ));
         }
@@ -528,7 +557,7 @@ impl Bench {
         want_sat: bool,
         want_rate: bool,
     ) -> Result<(), BenchError> {
-        let setup = self.setup("gateway", sink_url.to_string())?;
+        let setup = self.setup("gateway", sink_url.to_string(), false)?;
         let mut gw = Gateway::spawn(&setup)?;
         gw.wait_healthy(Duration::from_secs(60)).await?;
         let consoles = consoles::Consoles::start(gw.admin, &setup.token, self.args.consoles);
@@ -668,10 +697,63 @@ impl Bench {
         Ok(())
     }
 
-    async fn backlog(&mut self, stats: &Arc<SinkStats>, sink_url: &str) -> Result<(), BenchError> {
+    /// Sends `--backlog` messages to `gw` as fast as the connections allow, and
+    /// records the phase's errors (and a note when not all were accepted).
+    async fn ingest_counted(
+        &mut self,
+        gw: &mut Gateway,
+        run: u8,
+        phase: &'static str,
+        label: &'static str,
+    ) -> Result<LoadReport, BenchError> {
         let n = self.args.backlog;
+        let w = self.workload(gw.ingest, run)?;
+        let live = Arc::new(Live::default());
+        let p = Progress::counted(label, live.clone(), n);
+        let conns = self.args.connections as usize;
         let limit = self.args.backlog_timeout;
-        let setup = self.setup("backlog", sink_url.to_string())?;
+        let r = load::closed_loop(w, conns, Duration::ZERO, limit, Some(n), live).await;
+        p.finish(format!(
+            "{phase}: {} messages accepted at {:.0}/s",
+            r.acked_total,
+            r.rps()
+        ))
+        .await;
+        gw.check_alive()?;
+        self.errors(phase, &r);
+        if r.acked_total < n {
+            self.report.notes.push(format!(
+                "{phase}: {} of {n} messages were accepted",
+                r.acked_total
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Stops the gateway after a drain (an error if it died meanwhile), with a
+    /// note when the drain did not finish in time.
+    fn end_drain(
+        &mut self,
+        gw: &mut Gateway,
+        drained: Result<Duration, u64>,
+        phase: &str,
+        done: &str,
+        accepted: u64,
+    ) -> Result<(), BenchError> {
+        gw.check_alive()?;
+        gw.terminate(Duration::from_secs(10));
+        if let Err(got) = drained {
+            self.report.notes.push(format!(
+                "{phase}: only {got} of {accepted} messages were {done} within {:?}",
+                self.args.backlog_timeout
+            ));
+        }
+        Ok(())
+    }
+
+    async fn backlog(&mut self, stats: &Arc<SinkStats>, sink_url: &str) -> Result<(), BenchError> {
+        let limit = self.args.backlog_timeout;
+        let setup = self.setup("backlog", sink_url.to_string(), false)?;
         let mut gw = Gateway::spawn(&setup)?;
         gw.wait_healthy(Duration::from_secs(60)).await?;
         let pause = format!("/api/v1/destinations/{}/pause", gateway::DESTINATION);
@@ -685,27 +767,12 @@ impl Bench {
             }
         }
 
-        let w = self.workload(gw.ingest, RUN_BACKLOG)?;
-        let live = Arc::new(Live::default());
-        let p = Progress::counted("backlog: ingest", live.clone(), n);
-        let conns = self.args.connections as usize;
-        let r = load::closed_loop(w, conns, Duration::ZERO, limit, Some(n), live).await;
-        p.finish(format!(
-            "backlog: {} messages accepted at {:.0}/s",
-            r.acked_total,
-            r.rps()
-        ))
-        .await;
-        gw.check_alive()?;
-        self.errors("backlog", &r);
+        let r = self
+            .ingest_counted(&mut gw, RUN_BACKLOG, "backlog", "backlog: ingest")
+            .await?;
         let accepted = r.acked_total;
         self.report.backlog_messages = Some(accepted);
         self.report.backlog_ingest_rps = Some(round(r.rps(), 1));
-        if accepted < n {
-            self.report
-                .notes
-                .push(format!("backlog: {accepted} of {n} messages were accepted"));
-        }
         let held = gw.memory();
         self.report.backlog_rss_after_ingest_mb = held.map(|m| round(kib_to_mb(m.rss_kib), 1));
 
@@ -726,13 +793,7 @@ impl Bench {
         let drained =
             wait_delivered("backlog: draining", stats, RUN_BACKLOG, accepted, limit).await;
         let drain_peak = gw.memory();
-        gw.check_alive()?;
-        gw.terminate(Duration::from_secs(10));
-        if let Err(got) = drained {
-            self.report.notes.push(format!(
-                "backlog: only {got} of {accepted} messages were delivered within {limit:?}"
-            ));
-        }
+        self.end_drain(&mut gw, drained, "backlog", "delivered", accepted)?;
 
         let s = stats.snapshot(RUN_BACKLOG);
         let t0_ns = self.clock.ns(t0);
@@ -740,13 +801,7 @@ impl Bench {
             self.report.restart_to_first_delivery_ms =
                 Some(round(first.saturating_sub(t0_ns) as f64 / 1e6, 1));
         }
-        if let (Some(first), Some(last)) = (s.first_ns, s.last_ns) {
-            let span = Duration::from_nanos(last.saturating_sub(first));
-            self.report.backlog_drain_s = Some(round(span.as_secs_f64(), 3));
-            if !span.is_zero() {
-                self.report.drain_per_s = Some(round(load::per_second(s.distinct, span), 1));
-            }
-        }
+        (self.report.backlog_drain_s, self.report.drain_per_s) = drain_rate(&s);
         self.report.backlog_delivered = Some(s.distinct);
         self.report.backlog_rss_restart_peak_mb =
             drain_peak.map(|m| round(kib_to_mb(m.hwm_kib), 1));
@@ -763,6 +818,67 @@ impl Bench {
         );
         Ok(())
     }
+
+    /// The pull phase: the source routed to a pull destination, `--backlog`
+    /// messages ingested, then drained by the consumers ([`pull`]).
+    async fn pull(&mut self, stats: &Arc<SinkStats>, sink_url: &str) -> Result<(), BenchError> {
+        let limit = self.args.backlog_timeout;
+        let setup = self.setup("pull", sink_url.to_string(), true)?;
+        let mut gw = Gateway::spawn(&setup)?;
+        gw.wait_healthy(Duration::from_secs(60)).await?;
+        let r = self
+            .ingest_counted(&mut gw, RUN_PULL, "pull", "pull: ingest")
+            .await?;
+        let accepted = r.acked_total;
+        self.report.pull_messages = Some(accepted);
+        self.report.pull_ingest_rps = Some(round(r.rps(), 1));
+
+        let target = pull::Target {
+            admin: gw.admin,
+            token: setup.token.clone(),
+            destination: gateway::PULL_DESTINATION.to_string(),
+        };
+        let (k, b) = (self.args.pull_consumers, self.args.pull_batch);
+        let consumers = pull::Consumers::start(target, k, b, stats.clone(), self.clock)
+            .map_err(BenchError::Io)?;
+        let drained = wait_delivered("pull: draining", stats, RUN_PULL, accepted, limit).await;
+        let tally = consumers.stop().await;
+        let peak = gw.memory();
+        self.end_drain(&mut gw, drained, "pull", "acknowledged", accepted)?;
+
+        let s = stats.snapshot(RUN_PULL);
+        (self.report.pull_drain_s, self.report.pull_per_s) = drain_rate(&s);
+        self.report.pull_acknowledged = Some(s.distinct);
+        self.report.pull_repeats = Some(s.repeats);
+        self.report.pull_call_p50_ms = ms(&tally.pull_us, 0.5);
+        self.report.pull_call_p99_ms = ms(&tally.pull_us, 0.99);
+        self.report.pull_ack_p50_ms = ms(&tally.ack_us, 0.5);
+        self.report.pull_ack_p99_ms = ms(&tally.ack_us, 0.99);
+        self.report.pull_batch_avg = tally.batch_avg().map(|x| round(x, 1));
+        self.report.pull_calls = Some(tally.pulls + tally.empty_pulls);
+        self.report.pull_failed_calls = Some(tally.failed_calls);
+        self.report.pull_not_recorded = Some(tally.not_recorded);
+        self.report.pull_rss_mb = peak.map(|m| round(kib_to_mb(m.hwm_kib), 1));
+        self.report.notes.push(format!(
+            "pull: the source is routed to a pull destination (max_in_flight {}) instead of \
+             the sink; {k} consumers each pull up to {b} deliveries (wait 1s) and acknowledge \
+             them all as ok in one call; the drain runs from the first acknowledged delivery \
+             to the last",
+            setup.max_in_flight
+        ));
+        Ok(())
+    }
+}
+
+/// A drain's seconds from its first delivery to its last, and its distinct
+/// deliveries per second over that span (`None` without a span to divide by).
+fn drain_rate(s: &sink::RunStats) -> (Option<f64>, Option<f64>) {
+    let (Some(first), Some(last)) = (s.first_ns, s.last_ns) else {
+        return (None, None);
+    };
+    let span = Duration::from_nanos(last.saturating_sub(first));
+    let rate = (!span.is_zero()).then(|| round(load::per_second(s.distinct, span), 1));
+    (Some(round(span.as_secs_f64(), 3)), rate)
 }
 
 /// Syncs the disk probe makes.
@@ -976,8 +1092,13 @@ mod tests {
         ] {
             assert!(a.runs(p), "{p:?}");
         }
-        let a = parse(&["--backlog", "0", "--phases", "rate,backlog"]).unwrap();
+        assert!(!a.runs(Phase::Pull), "pull runs only when named");
+        assert_eq!((a.pull_consumers, a.pull_batch), (4, 100));
+        let a = parse(&["--backlog", "0", "--phases", "rate,backlog,pull"]).unwrap();
         assert!(a.runs(Phase::Rate) && !a.runs(Phase::Backlog) && !a.runs(Phase::Baseline));
+        assert!(!a.runs(Phase::Pull));
+        let a = parse(&["--phases", "pull", "--pull-batch", "1000"]).unwrap();
+        assert!(a.runs(Phase::Pull) && !a.runs(Phase::Backlog));
     }
 
     #[test]
@@ -999,6 +1120,9 @@ mod tests {
             ),
             (&["--phases", "warp"][..], "warp"),
             (&["--rate", "0"][..], "rate"),
+            (&["--pull-batch", "1001"][..], "pull-batch"),
+            (&["--pull-batch", "0"][..], "pull-batch"),
+            (&["--pull-consumers", "0"][..], "pull-consumers"),
         ] {
             let err = parse(args)
                 .err()

@@ -86,6 +86,10 @@ pub struct Params {
     pub max_in_flight: u32,
     /// Console sessions open on the overview during the load phases.
     pub consoles: u32,
+    /// Consumers of the pull phase (`null` when it did not run).
+    pub pull_consumers: Option<u32>,
+    /// Deliveries each pull asks for (`null` when the pull phase did not run).
+    pub pull_batch: Option<u32>,
 }
 
 /// Everything measured. Field names are the JSON keys.
@@ -154,6 +158,39 @@ pub struct Report {
     pub backlog_delivered: Option<u64>,
     /// Backlog: seconds from the first delivery to the last.
     pub backlog_drain_s: Option<f64>,
+    /// Pull: messages accepted for the pull destination (the deliveries to drain).
+    pub pull_messages: Option<u64>,
+    /// Pull: acknowledgements per second of that ingest (nothing pulled meanwhile).
+    pub pull_ingest_rps: Option<f64>,
+    /// Pull: distinct messages whose `ok` result the gateway recorded.
+    pub pull_acknowledged: Option<u64>,
+    /// Pull: seconds from the first acknowledged delivery to the last.
+    pub pull_drain_s: Option<f64>,
+    /// Pull: deliveries acknowledged per second, first to last.
+    pub pull_per_s: Option<f64>,
+    /// `pull_per_s / drain_per_s`: pull drain against push drain of the same
+    /// number of messages (both phases run).
+    pub pull_vs_push_drain: Option<f64>,
+    /// Pull: latency of a pull call that returned deliveries, p50.
+    pub pull_call_p50_ms: Option<f64>,
+    /// Pull: the same, p99.
+    pub pull_call_p99_ms: Option<f64>,
+    /// Pull: latency of an ack call, p50.
+    pub pull_ack_p50_ms: Option<f64>,
+    /// Pull: the same, p99.
+    pub pull_ack_p99_ms: Option<f64>,
+    /// Pull: mean deliveries per pull that returned any.
+    pub pull_batch_avg: Option<f64>,
+    /// Pull: pull calls made, empty ones (a wait that ran out) included.
+    pub pull_calls: Option<u64>,
+    /// Pull: pull and ack calls that failed (no answer, or an error without results).
+    pub pull_failed_calls: Option<u64>,
+    /// Pull: results the gateway did not record (an expired or ended lease).
+    pub pull_not_recorded: Option<u64>,
+    /// Pull: acknowledged deliveries of a message already acknowledged.
+    pub pull_repeats: Option<u64>,
+    /// Pull: peak resident memory of the gateway over the pull phase (VmHWM), MB.
+    pub pull_rss_mb: Option<f64>,
     /// The disk: 4 KiB append + `fdatasync` in the bench's temp dir, p50.
     pub fsync_p50_ms: Option<f64>,
     /// The same, p99.
@@ -208,6 +245,22 @@ impl Report {
             restart_to_ready_ms: None,
             backlog_delivered: None,
             backlog_drain_s: None,
+            pull_messages: None,
+            pull_ingest_rps: None,
+            pull_acknowledged: None,
+            pull_drain_s: None,
+            pull_per_s: None,
+            pull_vs_push_drain: None,
+            pull_call_p50_ms: None,
+            pull_call_p99_ms: None,
+            pull_ack_p50_ms: None,
+            pull_ack_p99_ms: None,
+            pull_batch_avg: None,
+            pull_calls: None,
+            pull_failed_calls: None,
+            pull_not_recorded: None,
+            pull_repeats: None,
+            pull_rss_mb: None,
             fsync_p50_ms: None,
             fsync_p99_ms: None,
             duplicate_deliveries: 0,
@@ -228,6 +281,7 @@ impl Report {
         };
         self.ingest_vs_baseline = ratio(self.ingest_rps, self.baseline_rps);
         self.drain_vs_baseline = ratio(self.drain_per_s, self.baseline_rps);
+        self.pull_vs_push_drain = ratio(self.pull_per_s, self.drain_per_s);
     }
 
     /// The JSON object.
@@ -307,11 +361,7 @@ impl Report {
                 "",
             ),
             (
-                format!(
-                    "backlog of {}: ingest acks/s",
-                    self.backlog_messages
-                        .map_or_else(|| "-".to_string(), |n| n.to_string())
-                ),
+                format!("backlog of {}: ingest acks/s", count(self.backlog_messages)),
                 num(self.backlog_ingest_rps, 0, ""),
                 "",
             ),
@@ -334,6 +384,41 @@ impl Report {
                 "  drain vs baseline".into(),
                 num(self.drain_vs_baseline, 3, " x"),
                 ">= 0.5 x",
+            ),
+            (
+                format!(
+                    "pull of {}: {} consumers, batches of {}, acknowledged",
+                    count(self.pull_messages),
+                    count(p.pull_consumers.map(u64::from)),
+                    count(p.pull_batch.map(u64::from)),
+                ),
+                count(self.pull_acknowledged),
+                "",
+            ),
+            (
+                "  pull drain, deliveries/s".into(),
+                num(self.pull_per_s, 0, ""),
+                "",
+            ),
+            (
+                "  pull drain vs push drain".into(),
+                num(self.pull_vs_push_drain, 3, " x"),
+                "",
+            ),
+            (
+                "  pull call p50 / p99".into(),
+                pair(self.pull_call_p50_ms, self.pull_call_p99_ms),
+                "",
+            ),
+            (
+                "  ack call p50 / p99".into(),
+                pair(self.pull_ack_p50_ms, self.pull_ack_p99_ms),
+                "",
+            ),
+            (
+                "  deliveries per pull (mean)".into(),
+                num(self.pull_batch_avg, 1, ""),
+                "",
             ),
         ];
         let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
@@ -394,6 +479,10 @@ fn num(v: Option<f64>, places: usize, unit: &str) -> String {
     }
 }
 
+fn count(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
 fn pair(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) => format!("{a:.3} / {b:.3} ms"),
@@ -430,6 +519,8 @@ mod tests {
             phases: vec![],
             max_in_flight: 64,
             consoles: 0,
+            pull_consumers: None,
+            pull_batch: None,
         }
     }
 
@@ -444,6 +535,11 @@ mod tests {
         assert_eq!(r.ingest_vs_baseline, Some(0.25));
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert!(v["drain_vs_baseline"].is_null());
+        assert!(v["pull_vs_push_drain"].is_null() && v["pull_per_s"].is_null());
+        r.drain_per_s = Some(20.0);
+        r.pull_per_s = Some(30.0);
+        r.derive_ratios();
+        assert_eq!(r.pull_vs_push_drain, Some(1.5));
         assert_eq!(v["ingest_vs_baseline"], 0.25);
         assert!(r.table().contains("0.250 x"));
     }

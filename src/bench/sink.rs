@@ -20,8 +20,9 @@ use tokio::net::TcpListener;
 
 use super::load::{histogram, Clock, Tag, TAG_HEADER};
 
-/// Number of distinct runs (phases) the sink keeps apart.
-pub const RUNS: usize = 4;
+/// Number of distinct runs (phases) kept apart: the sink's four, and the pull
+/// phase's, whose consumers record each acknowledged delivery here too.
+pub const RUNS: usize = 5;
 
 /// What the sink saw of one run.
 #[derive(Debug, Clone)]

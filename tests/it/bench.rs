@@ -28,6 +28,21 @@ fn bench(args: &[&str], timeout: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The JSON report of a run that must succeed, and its stderr.
+fn report(out: Output) -> (serde_json::Value, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON object ({e}):\n{stdout}\nstderr:\n{stderr}")
+    });
+    (v, stderr)
+}
+
 #[test]
 fn a_short_bench_reports_every_figure_as_json() {
     let out = bench(
@@ -46,15 +61,7 @@ fn a_short_bench_reports_every_figure_as_json() {
         ],
         Duration::from_secs(120),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr:\n{stderr}",
-        out.status
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let v: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{stdout}"));
+    let (v, stderr) = report(out);
     assert!(v.is_object());
 
     for key in [
@@ -160,4 +167,72 @@ fn a_skipped_phase_is_null_and_bad_flags_are_usage_errors() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[test]
+fn the_pull_phase_drains_every_message_through_consumers() {
+    let out = bench(
+        &[
+            "--json",
+            "--phases",
+            "backlog,pull",
+            "--backlog",
+            "500",
+            "--connections",
+            "4",
+            "--pull-consumers",
+            "3",
+            "--pull-batch",
+            "40",
+            "--backlog-timeout",
+            "60s",
+        ],
+        Duration::from_secs(120),
+    );
+    let (v, stderr) = report(out);
+    assert_eq!(v["pull_messages"], 500, "every message accepted\n{stderr}");
+    assert_eq!(
+        v["pull_acknowledged"], 500,
+        "every message acknowledged\n{stderr}"
+    );
+    assert_eq!(v["pull_repeats"], 0, "{stderr}");
+    assert_eq!(v["pull_not_recorded"], 0, "{stderr}");
+    assert_eq!(v["backlog_delivered"], 500, "{stderr}");
+    let f = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} is not a number: {}\nstderr:\n{stderr}", v[k]))
+    };
+    for key in [
+        "pull_per_s",
+        "pull_ingest_rps",
+        "drain_per_s",
+        "pull_rss_mb",
+    ] {
+        assert!(f(key).is_finite() && f(key) > 0.0, "{key} = {}", v[key]);
+    }
+    // Acknowledged per second over the drain's span, as the report says.
+    let per_s = 500.0 / f("pull_drain_s");
+    assert!(
+        (f("pull_per_s") - per_s).abs() <= per_s * 0.01 + 1.0,
+        "pull_per_s {} against 500 / {} s",
+        v["pull_per_s"],
+        v["pull_drain_s"]
+    );
+    let ratio = f("pull_per_s") / f("drain_per_s");
+    assert!((f("pull_vs_push_drain") - ratio).abs() < 0.01, "{ratio}");
+    assert!(f("pull_call_p50_ms") > 0.0 && f("pull_call_p50_ms") <= f("pull_call_p99_ms"));
+    assert!(f("pull_ack_p50_ms") > 0.0 && f("pull_ack_p50_ms") <= f("pull_ack_p99_ms"));
+    // At most a batch per pull, and at least 500 / 40 pulls that returned some.
+    let batch = f("pull_batch_avg");
+    assert!((1.0..=40.0).contains(&batch), "{batch}");
+    assert!(v["pull_calls"].as_u64().unwrap() >= 13);
+    assert_eq!(v["params"]["pull_consumers"], 3);
+    assert_eq!(v["params"]["pull_batch"], 40);
+    assert_eq!(
+        v["params"]["phases"],
+        serde_json::json!(["backlog", "pull"])
+    );
+    assert!(v["errors"]["pull"]["non_2xx"].is_u64());
+    assert!(v["baseline_rps"].is_null() && v["ingest_rps"].is_null());
+    assert!(stderr.contains("pull drain, deliveries/s"), "{stderr}");
 }
