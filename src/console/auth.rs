@@ -180,11 +180,9 @@ pub fn role_of(c: &Console, token: &str) -> Option<Role> {
     if token.is_empty() {
         return None;
     }
-    let admin = crate::ingest::verify::any_key_eq(&c.admin.tokens, token.as_bytes());
-    let read = crate::ingest::verify::any_key_eq(
-        &c.admin.config.server.admin_read_tokens,
-        token.as_bytes(),
-    );
+    let cfg = c.admin.config();
+    let admin = crate::ingest::verify::any_key_eq(&cfg.server.admin_tokens, token.as_bytes());
+    let read = crate::ingest::verify::any_key_eq(&cfg.server.admin_read_tokens, token.as_bytes());
     if admin {
         Some(Role::Admin)
     } else if read {
