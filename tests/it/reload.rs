@@ -11,6 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::console::Browser;
 use crate::harness::*;
 
 /// Source `app` routed to `svc` at `rx`.
@@ -413,12 +414,16 @@ async fn a_changed_source_secret_applies_from_the_reload_on() {
     assert!(!gw.log().contains("new-secret"), "a secret in the log");
 }
 
-/// Admin tokens rotate with a reload: the old one is refused from then on.
-/// A setting fixed at start is named as needing a restart and keeps its value.
+/// Admin tokens rotate with a reload: the old one is refused from then on,
+/// and a console session opened with it ends. A setting fixed at start is
+/// named as needing a restart and keeps its value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_tokens_rotate_and_fixed_settings_need_a_restart() {
     let rx = Receiver::start().await;
     let gw = Gateway::binary(&base(&rx)).await;
+    let mut browser = Browser::new(&gw);
+    assert_eq!(browser.login(ADMIN_TOKEN).await, 303);
+    assert_eq!(browser.get("/messages").await.status(), 200);
     rewrite(&gw, |t| {
         t.replace(ADMIN_TOKEN, "rotated-token")
             .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"6s\"")
@@ -450,6 +455,10 @@ async fn admin_tokens_rotate_and_fixed_settings_need_a_restart() {
     assert_eq!(list("rotated-token").await, 200);
     let (status, _) = reload_with(&gw, ADMIN_TOKEN).await;
     assert_eq!(status, 401, "reloading takes the admin token too");
+    // The console: the old session ends, the old token no longer logs in.
+    assert_eq!(browser.get("/messages").await.status(), 303);
+    assert_eq!(Browser::new(&gw).login(ADMIN_TOKEN).await, 401);
+    assert_eq!(Browser::new(&gw).login("rotated-token").await, 303);
     let log = gw.log();
     assert!(
         log.contains("needs a restart: server.shutdown_grace"),
