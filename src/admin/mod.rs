@@ -90,9 +90,9 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(health::router())
         .merge(api)
         .merge(pages)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.config().server.max_body.0 as usize,
-        ))
+        // `server.max_body` is applied per request by `serve` (a reload may
+        // change it); no second, fixed limit here.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -144,9 +144,13 @@ pub async fn serve(
         header_timeout: cfg.server.read_timeout.0,
         max_connections: cfg.server.admin_max_connections.max(1),
     };
+    let live = state.live.clone();
     let app = router(state, pages);
     crate::listener::serve(listener, limits, shutdown, move |req, peer| {
-        let mut req = req.map(axum::body::Body::new);
+        // The running `server.max_body`: a larger body fails to read, which
+        // the extractors answer with 413.
+        let max_body = usize::try_from(live.load().server.max_body.0).unwrap_or(usize::MAX);
+        let mut req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, max_body)));
         // The console limits failed logins per client address.
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));

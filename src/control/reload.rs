@@ -150,11 +150,6 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
         server.max_body, storage.retention, storage.max_pending, storage.max_waiting,
         storage.max_waiting_bytes,
     );
-    if settings.contains(&"server.max_body") {
-        // Ingest reads it per request; the admin listener's body limit is
-        // part of its router, built at start.
-        needs_restart.push("server.max_body (admin listener)");
-    }
     let sources = named(
         &old.sources,
         &new.sources,
@@ -466,7 +461,7 @@ to = "svc"
     }
 
     #[test]
-    fn store_settings_need_a_restart_and_max_body_is_half_applied() {
+    fn store_settings_need_a_restart_and_limits_apply() {
         let old = cfg(BASE);
         let text = BASE.replace(
             "[server]\n",
@@ -474,14 +469,7 @@ to = "svc"
         );
         let mut new = cfg(&text);
         let c = diff(&old, &mut new);
-        assert_eq!(
-            c.needs_restart,
-            [
-                "storage.path",
-                "storage.pool_size",
-                "server.max_body (admin listener)"
-            ]
-        );
+        assert_eq!(c.needs_restart, ["storage.path", "storage.pool_size"]);
         assert_eq!(c.settings, ["server.max_body", "storage.max_pending"]);
         assert_eq!(new.storage.path, old.storage.path);
         assert_eq!(new.storage.max_pending, 5);

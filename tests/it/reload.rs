@@ -501,3 +501,40 @@ async fn without_a_file_there_is_nothing_to_reload() {
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["error"]["code"], "no_config_file");
 }
+
+/// `server.max_body` follows a reload on both listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_body_follows_the_reload_on_both_listeners() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::binary(&base(&rx)).await;
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(6000));
+    let ingest = |body: String| {
+        let url = gw.ingest_url("app");
+        async move {
+            let r = client().post(url).body(body).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    let publish = |pad: usize| {
+        let gw = &gw;
+        async move {
+            let body = json!({"type": "t.x", "payload": {"pad": "x".repeat(pad)}});
+            gw.api_post("/api/v1/events", body).await.0.as_u16()
+        }
+    };
+    assert_eq!(ingest(big.clone()).await, 200);
+    assert_eq!(publish(6000).await, 202);
+
+    rewrite(&gw, |t| {
+        t.replacen("[server]\n", "[server]\nmax_body = \"4KiB\"\n", 1)
+    });
+    let (status, v) = reload(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changes"]["settings"], json!(["server.max_body"]), "{v}");
+    assert_eq!(v["needs_restart"], json!([]), "{v}");
+
+    assert_eq!(ingest(big).await, 413);
+    assert_eq!(ingest("{}".into()).await, 200);
+    assert_eq!(publish(6000).await, 413);
+    assert_eq!(publish(10).await, 202);
+}
