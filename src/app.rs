@@ -3,7 +3,6 @@
 //! stop accepting → stop leasing → finish in-flight within the grace period →
 //! release leases → flush and close the store.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, Live};
 use crate::console::sampler::{self, Sampler};
-use crate::control::Registry;
+use crate::control::reload::{Changes, ReloadError};
+use crate::control::{Registry, Reloader};
 use crate::dispatch::client::DeliveryClient;
 use crate::dispatch::Dispatcher;
-use crate::ingest::http::Ingest;
-use crate::ingest::source::Source;
+use crate::ingest::http::{Ingest, Settings};
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -63,6 +62,7 @@ pub struct Running {
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
     overview: Arc<Sampler>,
+    reloader: Arc<Reloader>,
 }
 
 impl Running {
@@ -75,6 +75,12 @@ impl Running {
     /// waiting for the next one).
     pub fn overview(&self) -> &Arc<Sampler> {
         &self.overview
+    }
+
+    /// Reads the config file again and applies it (SIGHUP); the outcome is
+    /// logged and counted either way.
+    pub async fn reload(&self) -> Result<Changes, ReloadError> {
+        self.reloader.reload().await
     }
 
     /// Waits until it has stopped.
@@ -170,28 +176,31 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     warn_orphans(store.as_ref(), &dispatcher).await?;
     let ingest = new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?;
     let rejects = ingest.rejects.clone();
-    let ingest = Arc::new(ingest);
     let tasks = Arc::new(Tasks::new());
     let overview = Arc::new(Sampler::new(
         metrics.clone(),
         store.clone(),
         dispatcher.clone(),
         clock.clone(),
-        cfg.sources
-            .iter()
-            .map(|s| s.name.get_ref().clone())
-            .collect(),
+        source_names(&cfg),
     ));
+    let live = Arc::new(Live::new(cfg.clone()));
+    let reloader = {
+        let overview = overview.clone();
+        Reloader::new(live.clone(), ingest.settings.clone(), registry.clone())
+            .after_apply(Box::new(move |c| overview.set_sources(source_names(c))))
+    };
+    let reloader = Arc::new(reloader);
+    let ingest = Arc::new(ingest);
     let admin_state = Arc::new(AdminState {
         store: store.clone(),
         dispatcher: dispatcher.clone(),
         registry: registry.clone(),
         tasks: tasks.clone(),
         clock: clock.clone(),
-        tokens: cfg.server.admin_tokens.clone(),
-        max_pending: cfg.storage.max_pending,
         metrics,
-        config: Arc::new(cfg.clone()),
+        live,
+        reloader: reloader.clone(),
         draining: shutdown.clone(),
         ingest_addr,
         rejects,
@@ -219,7 +228,16 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         shutdown,
         done,
         overview,
+        reloader,
     })
+}
+
+/// The names of the config's sources, in its order.
+fn source_names(cfg: &Config) -> Vec<String> {
+    cfg.sources
+        .iter()
+        .map(|s| s.name.get_ref().clone())
+        .collect()
 }
 
 /// Binds a listener; returns it with the address it got (port 0 picks one).
@@ -266,25 +284,13 @@ fn new_ingest(
     registry: &Registry,
     clock: &SharedClock,
 ) -> Result<Ingest, StartError> {
-    let mut sources = HashMap::new();
-    for s in &cfg.sources {
-        let src = Source::build(s, cfg.storage.retention.0)?;
-        sources.insert(src.name.clone(), Arc::new(src));
-    }
     Ok(Ingest {
-        sources,
+        settings: Arc::new(Live::new(Settings::build(cfg, &|_| None, None)?)),
         routing: registry.routing(),
         store: store.clone(),
         dispatcher: dispatcher.clone(),
         clock: clock.clone(),
-        max_body: cfg.server.max_body.0,
         read_timeout: cfg.server.read_timeout.0,
-        max_pending: cfg.storage.max_pending,
-        waiting: crate::ingest::http::Waiting::new(
-            cfg.storage.max_waiting,
-            cfg.storage.max_waiting_bytes.0,
-        ),
-        trusted_proxies: cfg.server.trusted_proxies.iter().map(|n| n.0).collect(),
         rejects: Arc::new(crate::ingest::rejects::Rejects::new()),
     })
 }
@@ -294,8 +300,8 @@ fn new_ingest(
 fn spawn_background(tasks: &Tasks, cfg: &Config, s: &AdminState, overview: &Arc<Sampler>) {
     let (dispatcher, metrics) = (s.dispatcher.clone(), s.metrics.clone());
     tasks.spawn(move |stop| gauges(dispatcher, metrics, stop));
-    let (store, clock, keep) = (s.store.clone(), s.clock.clone(), cfg.storage.retention.0);
-    tasks.spawn(move |stop| retention(store, clock, keep, stop));
+    let (store, clock, live) = (s.store.clone(), s.clock.clone(), s.live.clone());
+    tasks.spawn(move |stop| retention(store, clock, live, stop));
     let overview = overview.clone();
     tasks.spawn(move |stop| overview.run(sampler::EVERY, stop));
     if cfg.storage.backend == Backend::Postgres {
@@ -397,16 +403,18 @@ async fn gauges(
     }
 }
 
-/// Removes finished messages older than the retention, in small batches so
-/// that ingest is never held up for long.
+/// Removes finished messages older than the retention (of the running config,
+/// which a reload may change), in small batches so that ingest is never held
+/// up for long.
 async fn retention(
     store: Arc<dyn Store>,
     clock: SharedClock,
-    retention: Duration,
+    live: Arc<Live<Config>>,
     stop: CancellationToken,
 ) {
     const BATCH: usize = 500;
     loop {
+        let retention = live.load().storage.retention.0;
         let now = clock.now_millis();
         let cutoff = now - retention.as_millis() as i64;
         let pause = match store.cleanup(cutoff, now, BATCH).await {

@@ -47,7 +47,8 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway until SIGINT or SIGTERM, then drain and exit.
+    /// Run the gateway until SIGINT or SIGTERM, then drain and exit; SIGHUP
+    /// reloads the config file.
     Serve(ServeArgs),
     /// Check a config file and print a summary of it.
     Check(ConfigArg),
@@ -98,10 +99,11 @@ fn listen(args: hookgate::listen::ListenArgs) -> ExitCode {
     let rt = runtime();
     rt.block_on(async move {
         let stop = CancellationToken::new();
-        let signals = Signals::install();
+        let mut signals = Signals::install();
         let on_signal = stop.clone();
         tokio::spawn(async move {
-            signals.wait().await;
+            // SIGHUP means nothing to listen: only a stop ends it.
+            while signals.wait().await != Signal::Stop {}
             on_signal.cancel();
         });
         match hookgate::listen::run(args, stop).await {
@@ -158,7 +160,7 @@ fn serve(path: &std::path::Path, adopt: bool) -> ExitCode {
         let shutdown = CancellationToken::new();
         // Installed before anything listens: a SIGTERM sent as soon as
         // `/healthz` answers must stop the gateway cleanly, not kill it.
-        let signals = Signals::install();
+        let mut signals = Signals::install();
         let running = match hookgate::app::start(cfg, shutdown.clone()).await {
             Ok(r) => r,
             Err(e) => {
@@ -167,17 +169,31 @@ fn serve(path: &std::path::Path, adopt: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        signals.wait().await;
+        // A refused reload is logged and counted by the reload itself; the
+        // gateway keeps running with the config it has.
+        while signals.wait().await == Signal::Reload {
+            let _ = running.reload().await;
+        }
         running.stop();
         running.wait().await;
         ExitCode::SUCCESS
     })
 }
 
-/// SIGTERM and SIGINT, caught from the moment they are installed.
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment they are installed.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+#[derive(PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+    /// SIGHUP: reload the config file.
+    Reload,
 }
 
 impl Signals {
@@ -186,14 +202,16 @@ impl Signals {
         Signals {
             term: signal(SignalKind::terminate()).expect("install the SIGTERM handler"),
             int: signal(SignalKind::interrupt()).expect("install the SIGINT handler"),
+            hup: signal(SignalKind::hangup()).expect("install the SIGHUP handler"),
         }
     }
 
-    /// Waits for either.
-    async fn wait(mut self) {
+    /// Waits for the next one.
+    async fn wait(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }

@@ -214,7 +214,7 @@ impl<'a> Inbound<'a> {
 }
 
 /// One filter condition of a route, as written in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     /// The selector whose value is tested.

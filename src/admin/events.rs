@@ -152,7 +152,7 @@ pub async fn store_event(
     idempotency_key: Option<String>,
     deliveries: Vec<crate::store::NewDelivery>,
 ) -> ApiResult<Appended> {
-    if s.store.pending_estimate() >= s.max_pending {
+    if s.store.pending_estimate() >= s.config().storage.max_pending {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -170,7 +170,7 @@ pub async fn store_event(
         body,
         dedup: idempotency_key.map(|key| Dedup {
             key,
-            until: now.saturating_add(s.config.storage.retention.as_millis_i64()),
+            until: now.saturating_add(s.config().storage.retention.as_millis_i64()),
         }),
         deliveries,
     };

@@ -30,6 +30,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "invalid_body",
                 e.body_text(),
             )),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the body is larger than server.max_body",
+            )),
             Err(e) => Err(ApiError::bad(e.body_text())),
         }
     }

@@ -27,7 +27,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
             s.store.as_ref(),
             s.draining.is_cancelled(),
             s.dispatcher.store_write_failing(),
-            s.max_pending,
+            s.config().storage.max_pending,
         )
     };
     match tokio::time::timeout(ready::READY_DEADLINE, check).await {

@@ -12,6 +12,7 @@ pub mod messages;
 pub mod pull;
 pub mod ready;
 pub mod rejected;
+pub mod reload;
 pub mod views;
 
 use std::sync::Arc;
@@ -27,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::clock::SharedClock;
-use crate::config::{Config, Secret};
-use crate::control::Registry;
+use crate::config::{Config, Live};
+use crate::control::{Registry, Reloader};
 use crate::dispatch::Dispatcher;
 use crate::listener::Limits;
 use crate::store::Store;
@@ -47,20 +48,26 @@ pub struct AdminState {
     pub tasks: Arc<Tasks>,
     /// Wall clock.
     pub clock: SharedClock,
-    /// Accepted bearer tokens.
-    pub tokens: Vec<Secret>,
-    /// Backpressure threshold (readiness).
-    pub max_pending: u64,
     /// The Prometheus recorder.
     pub metrics: PrometheusHandle,
-    /// The config the gateway runs with.
-    pub config: Arc<Config>,
+    /// The config the gateway runs with (its admin tokens, limits, sources);
+    /// a reload replaces it, so handlers read it through [`AdminState::config`].
+    pub live: Arc<Live<Config>>,
+    /// Applies the config file again (`POST /api/v1/reload`, SIGHUP).
+    pub reloader: Arc<Reloader>,
     /// Cancelled when shutdown starts: from then on the node is not ready.
     pub draining: CancellationToken,
     /// Where ingest listens, as bound (the config may say port 0).
     pub ingest_addr: std::net::SocketAddr,
     /// The last requests ingest refused (`GET /api/v1/rejected`).
     pub rejects: Arc<crate::ingest::rejects::Rejects>,
+}
+
+impl AdminState {
+    /// The config in effect now; hold it for one request at most.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.load()
+    }
 }
 
 /// Shared admin state.
@@ -76,15 +83,16 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(pull::router())
         .merge(events::router())
         .merge(rejected::router())
+        .merge(reload::router())
         .fallback(|| async { ApiError::not_found("API route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(health::router())
         .merge(api)
         .merge(pages)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.config.server.max_body.0 as usize,
-        ))
+        // `server.max_body` is applied per request by `serve` (a reload may
+        // change it); no second, fixed limit here.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -99,7 +107,13 @@ async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
             scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
         });
     match token {
-        Some(t) if !t.is_empty() && crate::ingest::verify::any_key_eq(&s.tokens, t.as_bytes()) => {
+        Some(t)
+            if !t.is_empty()
+                && crate::ingest::verify::any_key_eq(
+                    &s.config().server.admin_tokens,
+                    t.as_bytes(),
+                ) =>
+        {
             next.run(req).await
         }
         _ => {
@@ -125,13 +139,18 @@ pub async fn serve(
     pages: Router<Shared>,
     shutdown: CancellationToken,
 ) {
+    let cfg = state.config();
     let limits = Limits {
-        header_timeout: state.config.server.read_timeout.0,
-        max_connections: state.config.server.admin_max_connections.max(1),
+        header_timeout: cfg.server.read_timeout.0,
+        max_connections: cfg.server.admin_max_connections.max(1),
     };
+    let live = state.live.clone();
     let app = router(state, pages);
     crate::listener::serve(listener, limits, shutdown, move |req, peer| {
-        let mut req = req.map(axum::body::Body::new);
+        // The running `server.max_body`: a larger body fails to read, which
+        // the extractors answer with 413.
+        let max_body = usize::try_from(live.load().server.max_body.0).unwrap_or(usize::MAX);
+        let mut req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, max_body)));
         // The console limits failed logins per client address.
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));

@@ -49,7 +49,7 @@ impl DestinationType {
 /// A destination: an HTTP endpoint of the user's, or a queue a consumer pulls
 /// from. `[[destinations]]` in the file, the body of `POST /api/v1/destinations`
 /// in the API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationDef {
     /// Name used by routes, the API and metrics.
@@ -119,7 +119,7 @@ pub struct StoredKey {
 
 /// A route: from a source to destinations. `[[routes]]` in the file; an API
 /// destination has one implied by its `event_types` ([`RouteDef::for_api_destination`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteDef {
     /// A source name, or `api` for events published through the API.

@@ -31,7 +31,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
-    parse(&text, &file, &|name| std::env::var(name).ok())
+    let mut cfg = parse(&text, &file, &|name| std::env::var(name).ok())?;
+    cfg.file = Some(path.to_path_buf());
+    Ok(cfg)
 }
 
 /// Parses and checks config text; `file` names it in errors, `env` resolves `${VAR}`.

@@ -10,6 +10,7 @@ pub mod def;
 pub mod defaults;
 mod error;
 mod lenient;
+mod live;
 mod load;
 mod report;
 mod units;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use live::Live;
 pub use load::{load, parse};
 pub(crate) use report::reword;
 pub use report::FieldSpans;
@@ -48,6 +50,9 @@ pub struct Config {
     pub routes: Vec<RouteDef>,
     /// Where the `server.*` and `storage.*` fields are in the file.
     pub spans: FieldSpans,
+    /// The file it was read from ([`load`]; `None` for text given to
+    /// [`parse`]): a reload reads it again.
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// `[server]`
@@ -166,7 +171,7 @@ impl Default for StorageConfig {
 }
 
 /// `[[sources]]`: one ingest endpoint, `/in/{name}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The name in the ingest URL.
@@ -195,7 +200,7 @@ pub struct SourceConfig {
 }
 
 /// `verify = { type = "...", ... }`: how a source authenticates requests.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// The verifier: telegram, twilio, stripe, github, slack, shopify, meta,
@@ -334,7 +339,7 @@ pub enum SigEncoding {
 }
 
 /// `dedup = { key, window }`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DedupConfig {
     /// Selector of the dedup key; the provider's preset when absent.
@@ -346,7 +351,7 @@ pub struct DedupConfig {
 }
 
 /// `rate_limit = { per_second, burst }`
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained rate.
@@ -366,7 +371,7 @@ impl RateLimitConfig {
 }
 
 /// `response = { status, content_type, body }`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseConfig {
     /// HTTP status (2xx).
@@ -486,7 +491,7 @@ impl Priority {
 }
 
 /// One name or a list of names.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// `to = "bot"`

@@ -24,6 +24,7 @@ use rand::RngCore;
 
 use super::layout;
 use super::Console;
+use crate::config::Secret;
 use crate::store::Millis;
 
 /// Sessions held at once; a login beyond this ends the oldest session.
@@ -59,6 +60,9 @@ impl Role {
 pub struct Session {
     /// Its role.
     pub role: Role,
+    /// The SHA-256 digest of the token it logged in with (never the token):
+    /// a session ends when a reload takes the token away or changes its role.
+    pub token_digest: [u8; 32],
     /// The token every form of this session carries.
     pub csrf: String,
     /// When it ends.
@@ -90,10 +94,11 @@ impl Sessions {
     }
 
     /// Starts a session; returns its id and the session.
-    pub fn create(&self, role: Role, now: Millis) -> (String, Session) {
+    pub fn create(&self, role: Role, token_digest: [u8; 32], now: Millis) -> (String, Session) {
         let id = random_token();
         let s = Session {
             role,
+            token_digest,
             csrf: random_token(),
             expires_at: now + self.ttl_ms,
         };
@@ -180,14 +185,37 @@ pub fn role_of(c: &Console, token: &str) -> Option<Role> {
     if token.is_empty() {
         return None;
     }
-    let admin = crate::ingest::verify::any_key_eq(&c.admin.tokens, token.as_bytes());
-    let read = crate::ingest::verify::any_key_eq(
-        &c.admin.config.server.admin_read_tokens,
-        token.as_bytes(),
-    );
+    let cfg = c.admin.config();
+    let admin = crate::ingest::verify::any_key_eq(&cfg.server.admin_tokens, token.as_bytes());
+    let read = crate::ingest::verify::any_key_eq(&cfg.server.admin_read_tokens, token.as_bytes());
     if admin {
         Some(Role::Admin)
     } else if read {
+        Some(Role::ReadOnly)
+    } else {
+        None
+    }
+}
+
+/// The digest a session keeps of its token.
+pub fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// The role of the token whose digest a session keeps, under the tokens
+/// configured now (a reload may have taken it away).
+fn role_of_digest(c: &Console, d: &[u8; 32]) -> Option<Role> {
+    let cfg = c.admin.config();
+    let any = |tokens: &[Secret]| {
+        // Every token is compared, so the time taken says nothing of which matched.
+        tokens.iter().fold(false, |hit, t| {
+            crate::ingest::verify::ct_eq(&digest(t.expose()), d) | hit
+        })
+    };
+    if any(&cfg.server.admin_tokens) {
+        Some(Role::Admin)
+    } else if any(&cfg.server.admin_read_tokens) {
         Some(Role::ReadOnly)
     } else {
         None
@@ -234,6 +262,11 @@ impl Authed {
 pub fn session_of(c: &Console, headers: &HeaderMap) -> Option<Authed> {
     let id = cookie(headers, SESSION_COOKIE)?;
     let session = c.sessions.get(id, c.admin.clock.now_millis())?;
+    if role_of_digest(c, &session.token_digest) != Some(session.role) {
+        // The token was rotated out by a reload: the session ends with it.
+        c.sessions.remove(id);
+        return None;
+    }
     Some(Authed {
         id: id.to_string(),
         session,
@@ -398,7 +431,8 @@ pub async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let Some(role) = role_of(&c, form.get("token").unwrap_or("")) else {
+    let token = form.get("token").unwrap_or("");
+    let Some(role) = role_of(&c, token) else {
         c.logins.failed(ip, now);
         crate::telemetry::events::ConsoleLoginRefused {
             client: ip,
@@ -413,7 +447,7 @@ pub async fn login(
         );
     };
     c.logins.succeeded(ip);
-    let (id, _) = c.sessions.create(role, now);
+    let (id, _) = c.sessions.create(role, digest(token), now);
     let mut r = Redirect::to(local_path(next)).into_response();
     let h = r.headers_mut();
     h.append(
@@ -459,7 +493,9 @@ mod tests {
     #[test]
     fn sessions_are_bounded_and_the_oldest_goes_first() {
         let s = Sessions::new(3, 1000);
-        let ids: Vec<String> = (0..5).map(|_| s.create(Role::Admin, 0).0).collect();
+        let ids: Vec<String> = (0..5)
+            .map(|_| s.create(Role::Admin, digest("t"), 0).0)
+            .collect();
         assert_eq!(s.len(), 3);
         assert!(s.get(&ids[0], 1).is_none());
         assert!(s.get(&ids[1], 1).is_none());
@@ -472,7 +508,7 @@ mod tests {
     fn logged_out_ids_do_not_grow_the_order_without_bound() {
         let s = Sessions::new(2, 1000);
         for _ in 0..100 {
-            let (id, _) = s.create(Role::ReadOnly, 0);
+            let (id, _) = s.create(Role::ReadOnly, digest("t"), 0);
             s.remove(&id);
         }
         assert!(s.inner.lock().order.len() <= 4);
@@ -482,7 +518,7 @@ mod tests {
     #[test]
     fn sessions_expire() {
         let s = Sessions::new(10, 1000);
-        let (id, sess) = s.create(Role::ReadOnly, 5);
+        let (id, sess) = s.create(Role::ReadOnly, digest("t"), 5);
         assert_eq!(sess.role, Role::ReadOnly);
         assert!(s.get(&id, 1004).is_some());
         assert!(s.get(&id, 1005).is_none());
@@ -492,8 +528,8 @@ mod tests {
     #[test]
     fn ids_and_csrf_tokens_are_random_and_distinct() {
         let s = Sessions::new(10, 1000);
-        let (a, sa) = s.create(Role::Admin, 0);
-        let (b, sb) = s.create(Role::Admin, 0);
+        let (a, sa) = s.create(Role::Admin, digest("t"), 0);
+        let (b, sb) = s.create(Role::Admin, digest("t"), 0);
         assert_ne!(a, b);
         assert_ne!(sa.csrf, sb.csrf);
         assert_ne!(a, sa.csrf);

@@ -242,7 +242,7 @@ pub async fn list(
     let now = c.admin.clock.now_millis();
     let mut sources: Vec<String> = c
         .admin
-        .config
+        .config()
         .sources
         .iter()
         .map(|s| s.name.get_ref().clone())
@@ -400,7 +400,7 @@ fn verification(c: &Console, source: &str) -> Markup {
     }
     let verify = c
         .admin
-        .config
+        .config()
         .sources
         .iter()
         .find(|s| s.name.get_ref() == source)

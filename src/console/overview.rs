@@ -72,7 +72,7 @@ fn sections(c: &Console) -> Markup {
                 h2 #ov-sources { "Sources" }
                 @if sources.is_empty() { p { "No source is configured." } }
                 div.cards {
-                    @for name in sources {
+                    @for name in &sources {
                         @let points: Vec<SourcePoint> = s.sources.get(name)
                             .map(|r| r.iter().copied().collect()).unwrap_or_default();
                         (source_card(name, &points))

@@ -29,8 +29,8 @@ pub async fn list(
     let s = &c.admin;
     let items = s.rejects.list(source, PAGE);
     let now = s.clock.now_millis();
-    let names: Vec<&str> = s
-        .config
+    let cfg = s.config();
+    let names: Vec<&str> = cfg
         .sources
         .iter()
         .map(|s| s.name.get_ref().as_str())

@@ -148,7 +148,8 @@ pub struct Sampler {
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
     clock: SharedClock,
-    sources: Vec<String>,
+    /// The running config's sources (a reload changes them).
+    sources: Mutex<Vec<String>>,
     one_at_a_time: tokio::sync::Mutex<()>,
     state: Mutex<State>,
 }
@@ -169,7 +170,7 @@ impl Sampler {
             store,
             dispatcher,
             clock,
-            sources,
+            sources: Mutex::new(sources),
             one_at_a_time: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 prev,
@@ -179,8 +180,14 @@ impl Sampler {
     }
 
     /// The sources it samples (the configured ones, in the config's order).
-    pub fn sources(&self) -> &[String] {
-        &self.sources
+    pub fn sources(&self) -> Vec<String> {
+        self.sources.lock().clone()
+    }
+
+    /// Samples these sources from now on (after a reload); the series of a
+    /// source no longer configured go at the next point.
+    pub fn set_sources(&self, sources: Vec<String>) {
+        *self.sources.lock() = sources;
     }
 
     /// Runs `f` on the series (under a short lock: no I/O in `f`).
@@ -206,8 +213,10 @@ impl Sampler {
             .iter()
             .map(|h| h.spec().name.clone())
             .collect();
+        let sources = self.sources();
         let mut st = self.state.lock();
-        for s in &self.sources {
+        st.series.sources.retain(|s, _| sources.contains(s));
+        for s in &sources {
             let p = source_point(&st.prev, &cur, s, now);
             ring(&mut st.series.sources, s).push(p);
         }

@@ -99,13 +99,8 @@ pub async fn send_test(
     if let Some(r) = check_post(&a, &headers, &form, true) {
         return r;
     }
-    let Some(src) = c
-        .admin
-        .config
-        .sources
-        .iter()
-        .find(|s| s.name.get_ref() == &name)
-    else {
+    let cfg = c.admin.config();
+    let Some(src) = cfg.sources.iter().find(|s| s.name.get_ref() == &name) else {
         return layout::error_page(
             StatusCode::NOT_FOUND,
             "Not found",

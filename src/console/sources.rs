@@ -61,7 +61,7 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
                     }
                 }
                 tbody {
-                    @for s in &c.admin.config.sources {
+                    @for s in &c.admin.config().sources {
                         @let name = s.name.get_ref();
                         @let verify = s.verify.as_ref().map(|v| v.get_ref());
                         @let refused: Vec<(&str, u64)> = REFUSED.iter()

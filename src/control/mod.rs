@@ -7,10 +7,12 @@
 //! [`defaults`] and compiled by [`compile::destination`] into the dispatcher's
 //! `DestinationSpec`. The [`Registry`] owns the set of them at run time: config
 //! destinations read-only, API destinations stored in the store and kept in step
-//! across nodes, and the route table built from both.
+//! across nodes, and the route table built from both. [`reload`] applies a
+//! changed config file to the running gateway.
 
 pub mod compile;
 pub mod registry;
+pub mod reload;
 
 pub use crate::config::check as validate;
 pub use crate::config::{def, defaults};
@@ -18,3 +20,4 @@ pub use crate::config::{def, defaults};
 pub use crate::config::check::Problem;
 pub use crate::config::def::{DestinationDef, RouteDef, StoredKey};
 pub use registry::{ControlError, Registry};
+pub use reload::Reloader;

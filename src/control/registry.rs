@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -83,14 +84,25 @@ pub struct Registry {
     dispatcher: Arc<Dispatcher>,
     routing: Arc<Routing>,
     clock: SharedClock,
-    /// Names of the config-file destinations (read-only).
-    file_names: HashSet<String>,
+    /// Names of the config-file destinations (read-only; a reload changes them).
+    file_names: RwLock<HashSet<String>>,
     /// The config-file routes.
-    file_routes: Vec<RouteDef>,
+    file_routes: RwLock<Vec<RouteDef>>,
     /// `server.allow_private_destinations`: no SSRF check on API destinations.
     allow_private: bool,
     /// The sources of the config file (an API destination may be routed from one).
-    sources: HashSet<String>,
+    sources: RwLock<HashSet<String>>,
+}
+
+/// Why a reload of the config file's destinations was refused (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum FileRefused {
+    /// Problems with the new destinations, one line each.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Fields of a stored destination that users may not set.
@@ -141,10 +153,10 @@ impl Registry {
             dispatcher,
             routing: Arc::new(Routing::new(RouteTable::default())),
             clock,
-            file_names,
-            file_routes: file_routes.to_vec(),
+            file_names: RwLock::new(file_names),
+            file_routes: RwLock::new(file_routes.to_vec()),
             allow_private,
-            sources,
+            sources: RwLock::new(sources),
         };
         registry.rebuild_routes();
         Ok(registry)
@@ -157,7 +169,7 @@ impl Registry {
 
     /// Whether `name` is a config-file destination.
     pub fn is_file(&self, name: &str) -> bool {
-        self.file_names.contains(name)
+        self.file_names.read().contains(name)
     }
 
     /// The route table: the config routes, then one route per API destination.
@@ -178,11 +190,69 @@ impl Registry {
                 )
             })
             .collect::<Vec<_>>();
-        RouteTable::new(self.file_routes.iter().chain(api.iter()))
+        RouteTable::new(self.file_routes.read().iter().chain(api.iter()))
     }
 
     fn rebuild_routes(&self) {
         self.routing.replace(self.route_table());
+    }
+
+    /// A reload of the config file: its destinations become `file` (those in
+    /// `changed` get their new settings; a new one starts with its saved state;
+    /// one no longer there stops, its deliveries staying stored), its routes
+    /// `routes` and its sources `sources`. API destinations are untouched. Every
+    /// check runs first, so a refusal changes nothing: each new destination must
+    /// compile, and none may have the name of an API destination. The order keeps
+    /// every message routed somewhere that exists: destinations are added
+    /// before the route table that names them, and removed after it.
+    pub async fn reload_file(
+        &self,
+        file: &[DestinationDef],
+        changed: &HashSet<String>,
+        routes: &[RouteDef],
+        sources: HashSet<String>,
+    ) -> Result<(), FileRefused> {
+        let mut problems = Vec::new();
+        let mut specs = Vec::new();
+        for d in file {
+            let clash = self
+                .dispatcher
+                .get(&d.name)
+                .is_some_and(|h| h.spec().origin == Origin::Api);
+            if clash {
+                problems.push(format!(
+                    "destination `{}` has the name of a destination made through the API; rename it in the file, or delete the API one first",
+                    d.name
+                ));
+                continue;
+            }
+            match compile::destination(d, Origin::Config) {
+                Ok(spec) => specs.push(spec),
+                Err(e) => problems.push(format!("destination `{}`: {e}", d.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(FileRefused::Invalid(problems));
+        }
+        let states = self.store.destination_states().await?;
+        let new_names: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let old_names = self.file_names.read().clone();
+        for spec in specs {
+            if !old_names.contains(&spec.name) {
+                let st = states.get(&spec.name).cloned().unwrap_or_default();
+                self.dispatcher.add(spec, st);
+            } else if changed.contains(&spec.name) {
+                self.dispatcher.update(spec);
+            }
+        }
+        *self.file_names.write() = new_names.clone();
+        *self.file_routes.write() = routes.to_vec();
+        *self.sources.write() = sources;
+        self.rebuild_routes();
+        for gone in old_names.difference(&new_names) {
+            self.dispatcher.remove(gone);
+        }
+        Ok(())
     }
 
     /// `POST /api/v1/destinations`: makes an API destination from a JSON body;
@@ -356,7 +426,7 @@ impl Registry {
     /// Checks that an API destination's `source` is a defined source (or `api`).
     fn check_source(&self, d: &DestinationDef) -> Result<(), ControlError> {
         match d.source.as_deref() {
-            Some(s) if s != crate::config::API_SOURCE && !self.sources.contains(s) => {
+            Some(s) if s != crate::config::API_SOURCE && !self.sources.read().contains(s) => {
                 Err(ControlError::invalid(
                     "source",
                     format!("source `{s}` is not a defined source (nor `api`)"),

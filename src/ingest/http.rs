@@ -7,6 +7,7 @@
 //! waiting for the store (503) → select, route, append. The 2xx is sent only after the
 //! store reports the message committed and synced.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::rejects::{Refused, RejectedRequest, Rejects};
 use super::route::{Overrides, Routing};
-use super::source::Source;
+use super::source::{BuildError, Source};
 use super::verify::{self, Reason};
 use crate::clock::SharedClock;
+use crate::config::{Config, Live, SourceConfig};
 use crate::dispatch::Dispatcher;
 use crate::listener::{Limits, RequestBody};
 use crate::select::Inbound;
@@ -32,8 +34,9 @@ use crate::telemetry::events::{IngestHandled, IngestOutcome, MessageUnrouted};
 
 /// Everything the ingest handler needs.
 pub struct Ingest {
-    /// Sources by name.
-    pub sources: std::collections::HashMap<String, Arc<Source>>,
+    /// The sources and limits, which a reload replaces whole; each request
+    /// reads them once and keeps them until it is answered.
+    pub settings: Arc<Live<Settings>>,
     /// Routes.
     pub routing: Arc<Routing>,
     /// The store.
@@ -42,20 +45,63 @@ pub struct Ingest {
     pub dispatcher: Arc<Dispatcher>,
     /// Wall clock.
     pub clock: SharedClock,
+    /// Whole-request deadline (also the listener's header timeout, so it is
+    /// fixed while running).
+    pub read_timeout: Duration,
+    /// The last refused requests, with their reasons (written on refusals only).
+    pub rejects: Arc<Rejects>,
+}
+
+/// What a reload may change on the ingest path: the sources and the limits
+/// read per request.
+pub struct Settings {
+    /// Sources by name.
+    pub sources: HashMap<String, Arc<Source>>,
     /// Largest body.
     pub max_body: u64,
-    /// Whole-request deadline.
-    pub read_timeout: Duration,
     /// Backpressure threshold.
     pub max_pending: u64,
     /// Requests waiting for the store (`storage.max_waiting`,
     /// `storage.max_waiting_bytes`): when either is used up the answer is 503
     /// at once instead of one more request held.
-    pub waiting: Waiting,
+    pub waiting: Arc<Waiting>,
+    /// The two bounds `waiting` was made with.
+    pub waiting_bounds: (u32, u64),
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
-    /// The last refused requests, with their reasons (written on refusals only).
-    pub rejects: Arc<Rejects>,
+}
+
+impl Settings {
+    /// The settings of `cfg`. A source `reuse` returns is kept as it is (with
+    /// its rate limiter's state); the others are built. `waiting` is kept when
+    /// its bounds did not change, so requests already waiting still count.
+    pub fn build(
+        cfg: &Config,
+        reuse: &dyn Fn(&SourceConfig) -> Option<Arc<Source>>,
+        waiting: Option<&Settings>,
+    ) -> Result<Self, BuildError> {
+        let mut sources = HashMap::new();
+        for s in &cfg.sources {
+            let src = match reuse(s) {
+                Some(src) => src,
+                None => Arc::new(Source::build(s, cfg.storage.retention.0)?),
+            };
+            sources.insert(src.name.clone(), src);
+        }
+        let bounds = (cfg.storage.max_waiting, cfg.storage.max_waiting_bytes.0);
+        let waiting = match waiting {
+            Some(w) if w.waiting_bounds == bounds => w.waiting.clone(),
+            _ => Arc::new(Waiting::new(bounds.0, bounds.1)),
+        };
+        Ok(Settings {
+            sources,
+            max_body: cfg.server.max_body.0,
+            max_pending: cfg.storage.max_pending,
+            waiting,
+            waiting_bounds: bounds,
+            trusted_proxies: cfg.server.trusted_proxies.iter().map(|n| n.0).collect(),
+        })
+    }
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -158,8 +204,9 @@ impl Ingest {
                 .get(CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() != b"0");
         let mut body_read = false;
+        let set = self.settings.load();
         let mut resp = self
-            .handle_inner(&parts, &mut body, peer, t0, &mut body_read)
+            .handle_inner(&set, &parts, &mut body, peer, t0, &mut body_read)
             .await;
         if has_body && !body_read {
             // Answered without taking the body (404, 403, 429, 413, 408): the
@@ -208,18 +255,19 @@ impl Ingest {
     /// counted and answered here.
     async fn handle_inner(
         &self,
+        set: &Settings,
         parts: &http::request::Parts,
         body: &mut RequestBody,
         peer: SocketAddr,
         t0: Instant,
         body_read: &mut bool,
     ) -> Resp {
-        let Some(src) = self.source(parts) else {
-            self.record(None, parts, peer, &Refusal::UnknownSource);
+        let Some(src) = source(set, parts) else {
+            self.record(set, None, parts, peer, &Refusal::UnknownSource);
             return Refusal::UnknownSource.response();
         };
         match self
-            .admit_and_store(&src, parts, body, peer, t0, body_read)
+            .admit_and_store(set, &src, parts, body, peer, t0, body_read)
             .await
         {
             Ok(r) => r,
@@ -227,7 +275,7 @@ impl Ingest {
                 if let Some(outcome) = refusal.outcome() {
                     handled(&src, outcome, t0, None);
                 }
-                self.record(Some(&src), parts, peer, &refusal);
+                self.record(set, Some(&src), parts, peer, &refusal);
                 refusal.response()
             }
         }
@@ -236,13 +284,14 @@ impl Ingest {
     /// Keeps a refused request in [`Rejects`] with its reason (503s are not kept).
     fn record(
         &self,
+        set: &Settings,
         src: Option<&Source>,
         parts: &http::request::Parts,
         peer: SocketAddr,
         refusal: &Refusal,
     ) {
-        let ip = client_ip(peer.ip(), &parts.headers, &self.trusted_proxies);
-        let Some(reason) = self.reason(parts, peer, ip, refusal) else {
+        let ip = client_ip(peer.ip(), &parts.headers, &set.trusted_proxies);
+        let Some(reason) = self.reason(set, parts, peer, ip, refusal) else {
             return;
         };
         let name = match src {
@@ -271,6 +320,7 @@ impl Ingest {
     /// A refusal's reason in plain words; `None` for one that is not kept.
     fn reason(
         &self,
+        set: &Settings,
         parts: &http::request::Parts,
         peer: SocketAddr,
         ip: IpAddr,
@@ -283,7 +333,7 @@ impl Ingest {
                 "rate_limited",
                 format!("over the source's `rate_limit`: the sender may retry in {retry_after} s"),
             ),
-            Refusal::TooLarge => too_large(parts, self.max_body),
+            Refusal::TooLarge => too_large(parts, set.max_body),
             Refusal::BadBody => Reason::new(
                 "bad_body",
                 "the body could not be read: the connection broke, or its chunked encoding is malformed",
@@ -302,8 +352,10 @@ impl Ingest {
 
     /// Checks, reads, verifies and stores one request of a known source, in
     /// the order of the module's header.
+    #[allow(clippy::too_many_arguments)]
     async fn admit_and_store(
         &self,
+        set: &Settings,
         src: &Source,
         parts: &http::request::Parts,
         body: &mut RequestBody,
@@ -311,19 +363,21 @@ impl Ingest {
         t0: Instant,
         body_read: &mut bool,
     ) -> Result<Resp, Refusal> {
-        self.check_ip(src, parts, peer)?;
+        check_ip(set, src, parts, peer)?;
         check_rate(src)?;
-        let body = self.read_body(parts, body, t0, body_read).await?;
+        let body = self
+            .read_body(set.max_body, parts, body, t0, body_read)
+            .await?;
         let now_ms = self.clock.now_millis();
         if let Some(answer) = verify_request(src, parts, &body, now_ms)? {
             handled(src, IngestOutcome::Handshake, t0, None);
             return Ok(answer);
         }
-        if self.store.pending_estimate() >= self.max_pending || self.store.is_full() {
+        if self.store.pending_estimate() >= set.max_pending || self.store.is_full() {
             return Err(Refusal::Busy { retry_after: 5 });
         }
         // Held until the store answers; none left means the store is not keeping up.
-        let Some(_waiting) = self.waiting.try_hold(body.len()) else {
+        let Some(_waiting) = set.waiting.try_hold(body.len()) else {
             return Err(Refusal::Busy { retry_after: 1 });
         };
         let (msg, unrouted) = self.message(src, parts, body, now_ms);
@@ -336,41 +390,10 @@ impl Ingest {
         Ok(stored(src, appended, unrouted, t0))
     }
 
-    /// The source named by the path (`/in/{source}[/...]`).
-    fn source(&self, parts: &http::request::Parts) -> Option<Arc<Source>> {
-        let name = parts
-            .uri
-            .path()
-            .strip_prefix("/in/")
-            .map(|rest| rest.split('/').next().unwrap_or(""));
-        name.and_then(|n| self.sources.get(n)).cloned()
-    }
-
-    /// `allow_ips`: the client address (see [`client_ip`]) must be in one of them.
-    fn check_ip(
-        &self,
-        src: &Source,
-        parts: &http::request::Parts,
-        peer: SocketAddr,
-    ) -> Result<(), Refusal> {
-        if src.allow_ips.is_empty() {
-            return Ok(());
-        }
-        let ip = client_ip(peer.ip(), &parts.headers, &self.trusted_proxies);
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        if src.allow_ips.iter().any(|n| n.contains(&ip)) {
-            Ok(())
-        } else {
-            Err(Refusal::Forbidden)
-        }
-    }
-
     /// The body, within `max_body` and what is left of `read_timeout`.
     async fn read_body(
         &self,
+        max_body: u64,
         parts: &http::request::Parts,
         body: &mut RequestBody,
         t0: Instant,
@@ -381,13 +404,13 @@ impl Ingest {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body) {
+        if declared.is_some_and(|n| n > max_body) {
             return Err(Refusal::TooLarge);
         }
         let remaining = self.read_timeout.saturating_sub(t0.elapsed());
         let collected = tokio::time::timeout(
             remaining,
-            Limited::new(&mut *body, self.max_body as usize).collect(),
+            Limited::new(&mut *body, max_body as usize).collect(),
         )
         .await;
         match collected {
@@ -461,6 +484,38 @@ impl Ingest {
             deliveries,
         };
         (msg, unrouted)
+    }
+}
+
+/// The source named by the path (`/in/{source}[/...]`).
+fn source(set: &Settings, parts: &http::request::Parts) -> Option<Arc<Source>> {
+    let name = parts
+        .uri
+        .path()
+        .strip_prefix("/in/")
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    name.and_then(|n| set.sources.get(n)).cloned()
+}
+
+/// `allow_ips`: the client address (see [`client_ip`]) must be in one of them.
+fn check_ip(
+    set: &Settings,
+    src: &Source,
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+) -> Result<(), Refusal> {
+    if src.allow_ips.is_empty() {
+        return Ok(());
+    }
+    let ip = client_ip(peer.ip(), &parts.headers, &set.trusted_proxies);
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    if src.allow_ips.iter().any(|n| n.contains(&ip)) {
+        Ok(())
+    } else {
+        Err(Refusal::Forbidden)
     }
 }
 

@@ -90,6 +90,10 @@ pub fn describe() {
         "hookgate_replayed_total",
         "Deliveries created or revived by replay, by destination."
     );
+    describe_counter!(
+        "hookgate_config_reloads_total",
+        "Reloads of the config file (SIGHUP or POST /api/v1/reload), by outcome: applied, or refused (the running config stays)."
+    );
 }
 
 /// How an ingest request ended.
@@ -505,6 +509,51 @@ impl StoreWriteHealthChanged {
         } else {
             tracing::info!("the store records delivery results again");
         }
+    }
+}
+
+/// A reload of the config file was applied: what changed (names, never
+/// values) and the settings that need a restart to take effect.
+pub struct ConfigReloaded<'a> {
+    /// What changed, in words (`source `a` added, 1 route removed`), or
+    /// `nothing changed`.
+    pub changes: &'a str,
+    /// Settings changed in the file that keep their running value until a restart.
+    pub needs_restart: &'a [&'static str],
+}
+
+impl ConfigReloaded<'_> {
+    /// Logs and counts.
+    pub fn emit(self) {
+        counter!("hookgate_config_reloads_total", "outcome" => "applied").increment(1);
+        if self.needs_restart.is_empty() {
+            tracing::info!("config reloaded: {}", self.changes);
+        } else {
+            tracing::warn!(
+                "config reloaded: {}; needs a restart: {}",
+                self.changes,
+                self.needs_restart.join(", ")
+            );
+        }
+    }
+}
+
+/// A reload of the config file was refused; the running config stays.
+pub struct ConfigReloadRefused<'a> {
+    /// Each problem, one line each, as `hookgate check` prints them.
+    pub errors: &'a [String],
+}
+
+impl ConfigReloadRefused<'_> {
+    /// Logs and counts.
+    pub fn emit(self) {
+        counter!("hookgate_config_reloads_total", "outcome" => "refused").increment(1);
+        tracing::error!(
+            "config reload refused, the running config stays: {} error{}\n{}",
+            self.errors.len(),
+            if self.errors.len() == 1 { "" } else { "s" },
+            self.errors.join("\n")
+        );
     }
 }
 

@@ -20,6 +20,7 @@ mod providers;
 mod pull;
 mod readiness;
 mod rejected;
+mod reload;
 
 // The store suites and the layering check: in the same binary, so that they run
 // beside the gateway tests instead of after them.
