@@ -479,3 +479,140 @@ async fn on_postgres_a_lease_taken_on_one_node_is_acknowledged_on_the_other() {
     drop((a, b));
     drop(db);
 }
+
+/// A pull destination made at run time for published events: priorities,
+/// delays, replay of a dead delivery and the rate limit apply as for push;
+/// the console lists it as a pull destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_delays_replay_and_rate_limit_apply_to_a_run_time_pull_destination() {
+    let gw = Gateway::start("[[sources]]\nname = \"app\"\n").await;
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/destinations",
+            json!({"name": "jobs", "type": "pull", "event_types": ["job.*"],
+                   "rate_limit": {"per_second": 2, "burst": 3}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["type"], "pull");
+    assert_eq!(v["source"], "api");
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/destinations",
+            json!({"name": "bad", "type": "pull", "source": "nope"}),
+        )
+        .await;
+    assert_eq!(st, 422, "an unknown source: {v}");
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/destinations",
+            json!({"name": "bad", "type": "pull", "url": "http://127.0.0.1:1/"}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["details"][0]["pointer"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("/url"))
+    );
+    let publish = |body: Value| {
+        let gw = &gw;
+        async move {
+            let (st, v) = gw.api_post("/api/v1/events", body).await;
+            assert_eq!(st, 202, "{v}");
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let low = publish(json!({"type": "job.run", "payload": {"n": 1}, "priority": "low"})).await;
+    let later = publish(json!({"type": "job.run", "payload": {"n": 2}, "delay": "1h"})).await;
+    let high = publish(json!({"type": "job.run", "payload": {"n": 3}, "priority": "high"})).await;
+    publish(json!({"type": "other.thing", "payload": {}})).await;
+
+    let pull_jobs = |body: Value| {
+        let gw = &gw;
+        async move {
+            let (st, v) = pull(gw, "jobs", body).await;
+            assert_eq!(st, 200, "{v}");
+            v["data"].as_array().unwrap().clone()
+        }
+    };
+    let first = pull_jobs(json!({"max": 10})).await;
+    let order: Vec<&str> = first
+        .iter()
+        .map(|i| i["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [high.as_str(), low.as_str()],
+        "high first; the delayed one and the other type not at all"
+    );
+    assert_eq!(first[0]["priority"], "high");
+    let results: Vec<Value> = first
+        .iter()
+        .map(|i| json!({"token": i["token"], "result": "dead", "error": "no"}))
+        .collect();
+    let (st, _) = ack(&gw, "jobs", Value::Array(results)).await;
+    assert_eq!(st, 200);
+    let (_, dead) = gw
+        .api_get("/api/v1/deliveries?destination=jobs&status=dead")
+        .await;
+    assert_eq!(dead["data"].as_array().unwrap().len(), 2);
+
+    // Replayed: handed out again, as a new delivery.
+    let (st, _) = gw
+        .api_post(&format!("/api/v1/messages/{high}/replay"), json!({}))
+        .await;
+    assert!(st.is_success());
+    let again = pull_jobs(json!({"max": 10, "wait": "5s"})).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["message_id"], high.as_str());
+    assert_ne!(again[0]["delivery_id"], first[0]["delivery_id"]);
+    let (st, _) = ack(
+        &gw,
+        "jobs",
+        json!([{"token": again[0]["token"], "result": "ok"}]),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        delivery_status_of(&gw, &later, "jobs").await,
+        "pending",
+        "the delayed one waits"
+    );
+
+    // The rate limit: a burst of 3, then 2 per second: however long the test
+    // took so far, one pull gets at most the burst.
+    for i in 0..6 {
+        publish(json!({"type": "job.burst", "payload": {"i": i}})).await;
+    }
+    let got = pull_jobs(json!({"max": 100})).await;
+    assert!(
+        got.len() <= 2,
+        "the rate limit let {} through at once",
+        got.len()
+    );
+
+    // The console lists it as a pull destination.
+    let mut b = crate::console::Browser::new(&gw);
+    assert_eq!(b.login(ADMIN_TOKEN).await, StatusCode::SEE_OTHER);
+    let page = b.page("/destinations").await;
+    let row = page
+        .split("<tr ")
+        .find(|r| r.contains("data-destination=\"jobs\""))
+        .expect("a row for jobs")
+        .to_string();
+    assert!(
+        row.contains("pull (consumers lease its deliveries)"),
+        "{row}"
+    );
+}
+
+/// The status of a message's delivery to `dest`.
+async fn delivery_status_of(gw: &Gateway, id: &str, dest: &str) -> String {
+    let (_, v) = gw.api_get(&format!("/api/v1/messages/{id}")).await;
+    v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == dest)
+        .map(|d| d["status"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
