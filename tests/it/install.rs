@@ -31,8 +31,8 @@ fn check_version(bin: &Path) {
     }
 }
 
-/// The bash script loads in bash and registers a completion for `hookgate`
-/// that knows the subcommands.
+/// The bash script loads in bash, registers a completion for `hookgate`, and
+/// completes a subcommand and the shells `completions` takes.
 fn check_completions(bin: &Path, dir: &Path) {
     let out = Command::new(bin)
         .args(["completions", "bash"])
@@ -48,17 +48,30 @@ fn check_completions(bin: &Path, dir: &Path) {
     let loaded = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "set -e; source '{}'; complete -p hookgate",
+            r#"set -e; source '{}'; complete -p hookgate
+            COMP_WORDS=(hookgate in); COMP_CWORD=1; _hookgate hookgate in hookgate
+            echo "[${{COMPREPLY[*]}}]"
+            COMP_WORDS=(hookgate completions ''); COMP_CWORD=2; _hookgate hookgate '' completions
+            echo "[${{COMPREPLY[*]}}]""#,
             script.display()
         ))
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&loaded.stdout);
+    let lines: Vec<&str> = said.lines().collect();
     assert!(
-        loaded.status.success() && said.contains("-F _hookgate") && said.contains("hookgate"),
+        loaded.status.success() && lines.len() == 3,
         "{said}{}",
         String::from_utf8_lossy(&loaded.stderr)
     );
+    assert!(
+        lines[0].contains("-F _hookgate") && lines[0].ends_with(" hookgate"),
+        "{said}"
+    );
+    assert_eq!(lines[1], "[init]");
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(lines[2].contains(shell), "{said}");
+    }
 }
 
 /// `init` for every verifier type piped into `check --config /dev/stdin`, with
