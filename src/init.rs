@@ -71,6 +71,10 @@ pub enum InitError {
     /// A destination or public URL that is not an absolute http(s) URL.
     #[error("--{0}: {1}")]
     BadUrl(&'static str, String),
+    /// The config would not load (a listener given twice, a destination URL
+    /// the destination check refuses): the loader's own messages.
+    #[error("the config would not load:\n{0}")]
+    Invalid(String),
     /// The output file exists and `--force` was not given.
     #[error("{0} exists; pass --force to overwrite it")]
     Exists(String),
@@ -490,9 +494,17 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-/// Runs `hookgate init`: the config on stdout, or in `--output`.
+/// A value every variable of the starter config may take, for loading it
+/// before it is written: a `whsec_` key is also a valid token, user name and
+/// password.
+const PLACEHOLDER: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Runs `hookgate init`: the config on stdout, or in `--output`. It is loaded
+/// with the config module first, so what is written is what `check` accepts.
 pub fn run(args: &InitArgs) -> Result<(), InitError> {
     let text = Starter::from_args(args)?.render();
+    crate::config::parse(&text, "hookgate init", &|_| Some(PLACEHOLDER.into()))
+        .map_err(|e| InitError::Invalid(e.to_string()))?;
     match &args.output {
         None => std::io::stdout()
             .write_all(text.as_bytes())
@@ -535,9 +547,7 @@ mod tests {
             .init
     }
 
-    /// A value every variable may take: a valid `whsec_` key is also a valid
-    /// token, user name and password.
-    const VALUE: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const VALUE: &str = PLACEHOLDER;
 
     fn load(s: &Starter) -> Config {
         let text = s.render();
@@ -746,6 +756,26 @@ mod tests {
             cfg.sources[2].verify.as_ref().unwrap().get_ref().kind,
             VerifyKind::StandardWebhooks
         );
+    }
+
+    #[test]
+    fn a_config_that_would_not_load_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.toml");
+        let e = run(&args(&[
+            "--source",
+            "github",
+            "--destination",
+            "http://x/",
+            "--listen",
+            "127.0.0.1:8081",
+            "--output",
+            path.to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(matches!(e, InitError::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("must differ"), "{e}");
+        assert!(!path.exists());
     }
 
     #[test]
