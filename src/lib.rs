@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod cli_extra;
 pub mod clock;
 pub mod config;
 pub mod console;
@@ -14,6 +15,7 @@ pub mod control;
 pub mod dispatch;
 pub mod echo;
 pub mod ingest;
+pub mod init;
 pub mod listen;
 pub mod listener;
 pub mod select;

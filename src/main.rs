@@ -1,9 +1,10 @@
-//! The `hookgate` command: `serve`, `check`, `echo`, `bench` and `listen`.
+//! The `hookgate` command: `serve`, `check`, `echo`, `bench` and `listen`, and the
+//! setup commands of [`hookgate::cli_extra`] (`completions`, `man`, `init`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: measured under saturation, glibc's
 /// malloc and free took about a tenth of the gateway's CPU, much of it in
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(
     name = "hookgate",
-    version,
+    version = hookgate::cli_extra::VERSION,
     about = "A durable webhook gateway: receive, verify, store, deliver and send webhooks."
 )]
 struct Cli {
@@ -66,12 +67,15 @@ enum Command {
     /// Consume a pull destination and forward each delivery to a local URL,
     /// until SIGINT or SIGTERM.
     Listen(hookgate::listen::ListenArgs),
+    #[command(flatten)]
+    Extra(hookgate::cli_extra::Extra),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     hookgate::telemetry::init_logging();
     match cli.command {
+        Command::Extra(e) => hookgate::cli_extra::run(e, Cli::command()),
         Command::Bench(args) => match hookgate::bench::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

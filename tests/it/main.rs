@@ -11,6 +11,7 @@ mod control;
 mod core;
 mod diskfull;
 mod events;
+mod install;
 mod listen;
 mod listen_faults;
 mod listener;
