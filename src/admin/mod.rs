@@ -132,11 +132,13 @@ async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
 
 /// Serves the admin router until `shutdown`, with the same header and idle
 /// timeout as ingest (`read_timeout`) and at most `admin_max_connections`
-/// connections (see [`crate::listener`]).
+/// connections (see [`crate::listener`]); over TLS with `tls` (HTTP/2 when
+/// the client asks for it by ALPN).
 pub async fn serve(
     listener: TcpListener,
     state: Shared,
     pages: Router<Shared>,
+    tls: Option<crate::tls::Acceptor>,
     shutdown: CancellationToken,
 ) {
     let cfg = state.config();
@@ -146,7 +148,7 @@ pub async fn serve(
     };
     let live = state.live.clone();
     let app = router(state, pages);
-    crate::listener::serve(listener, limits, shutdown, move |req, peer| {
+    crate::listener::serve(listener, limits, tls, shutdown, move |req, peer| {
         // The running `server.max_body`: a larger body fails to read, which
         // the extractors answer with 413.
         let max_body = usize::try_from(live.load().server.max_body.0).unwrap_or(usize::MAX);
