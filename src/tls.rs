@@ -296,17 +296,28 @@ mod tests {
         assert_eq!(which, Which::Cert);
         assert!(e.to_string().contains("nope.pem"), "{e}");
 
-        let f = files(dir.path(), "not pem at all", "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n");
+        let f = files(
+            dir.path(),
+            "not pem at all",
+            "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n",
+        );
         let (which, e) = f.load().unwrap_err();
         assert_eq!(which, Which::Cert);
         assert!(e.to_string().contains("c.pem"), "{e}");
 
         let cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        let f = files(dir.path(), cert, "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n");
+        let f = files(
+            dir.path(),
+            cert,
+            "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n",
+        );
         let (which, e) = f.load().unwrap_err();
         assert_eq!(which, Which::Key);
         let text = format!("{e} {e:?}");
-        assert!(text.contains("k.pem") && !text.contains("SECRETSTUFF"), "{text}");
+        assert!(
+            text.contains("k.pem") && !text.contains("SECRETSTUFF"),
+            "{text}"
+        );
 
         let f = files(dir.path(), cert, "nothing here");
         let (_, e) = f.load().unwrap_err();

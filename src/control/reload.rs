@@ -151,7 +151,11 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
     let mut settings = Vec::new();
     for (name, was, now) in [
         ("server.tls", &old.server.tls, &mut new.server.tls),
-        ("server.admin_tls", &old.server.admin_tls, &mut new.server.admin_tls),
+        (
+            "server.admin_tls",
+            &old.server.admin_tls,
+            &mut new.server.admin_tls,
+        ),
     ] {
         if was.is_some() != now.is_some() {
             // The listener's kind (plain or TLS) is fixed at start.
