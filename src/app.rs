@@ -217,6 +217,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         reloader: reloader.clone(),
         draining: shutdown.clone(),
         ingest_addr,
+        ingest_tls: tls.ingest.is_some(),
         rejects,
     });
     spawn_background(&tasks, &cfg, &admin_state, &overview);

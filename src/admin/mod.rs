@@ -59,6 +59,9 @@ pub struct AdminState {
     pub draining: CancellationToken,
     /// Where ingest listens, as bound (the config may say port 0).
     pub ingest_addr: std::net::SocketAddr,
+    /// Whether ingest serves HTTPS (`server.tls`): the console's ingest URLs
+    /// and its test webhooks use `https`.
+    pub ingest_tls: bool,
     /// The last requests ingest refused (`GET /api/v1/rejected`).
     pub rejects: Arc<crate::ingest::rejects::Rejects>,
 }

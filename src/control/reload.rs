@@ -495,6 +495,24 @@ to = "svc"
     }
 
     #[test]
+    fn tls_paths_apply_and_turning_tls_on_needs_a_restart() {
+        let with = |s: &str| cfg(&BASE.replace("[server]\n", &format!("[server]\n{s}\n")));
+        let old = with("tls = { cert = \"a.pem\", key = \"a.key\" }");
+        let mut new = with("tls = { cert = \"b.pem\", key = \"b.key\" }\nadmin_tls = { cert = \"c.pem\", key = \"c.key\" }");
+        let c = diff(&old, &mut new);
+        assert_eq!(c.settings, ["server.tls"]);
+        assert_eq!(c.needs_restart, ["server.admin_tls"]);
+        assert!(
+            new.server.admin_tls.is_none(),
+            "the admin listener stays plain"
+        );
+        assert_eq!(
+            new.server.tls.as_ref().unwrap().cert.to_str(),
+            Some("b.pem")
+        );
+    }
+
+    #[test]
     fn store_settings_need_a_restart_and_limits_apply() {
         let old = cfg(BASE);
         let text = BASE.replace(

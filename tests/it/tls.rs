@@ -14,7 +14,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{app_to_svc, config_text, eventually, Receiver, ADMIN_TOKEN};
+use crate::console::Browser;
+use crate::harness::{app_to_svc, config_text, eventually, Gateway, Receiver, ADMIN_TOKEN};
 
 /// A CA made for one test, and the files of the certificates it issues.
 struct Ca {
@@ -403,4 +404,52 @@ fn check_loads_the_files_and_names_them() {
     ));
     assert!(!ok);
     assert!(err.contains("does not match"), "{err}");
+}
+
+/// The real binary with TLS on ingest only: SIGHUP moves ingest to the files
+/// a changed `tls` names (files the watcher does not look at), and the
+/// console's **Send test webhook** posts to the HTTPS ingest.
+#[tokio::test]
+async fn sighup_applies_new_certificate_paths_and_the_console_posts_over_https() {
+    let (ca, rx) = (Ca::new(), Receiver::start().await);
+    let first = ca.issue("ingest", 1);
+    let body = format!(
+        "[[sources]]\nname = \"gh\"\nverify = {{ type = \"github\", secret = \"gh-secret\" }}\n\n\
+         [[routes]]\nsource = \"gh\"\nto = \"svc\"\n\n{}",
+        app_to_svc(&rx, None, "")
+    );
+    let gw = Gateway::binary_opts(&body, &format!("tls = {}\n", ca.setting("ingest")), &[]).await;
+    let port = gw.ingest.port();
+    assert_eq!(ca.served(port).await, first);
+
+    let second = ca.issue("moved", 5);
+    let text = std::fs::read_to_string(&gw.config)
+        .unwrap()
+        .replace(&ca.setting("ingest"), &ca.setting("moved"));
+    std::fs::write(&gw.config, text).unwrap();
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(gw.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually(Duration::from_secs(20), "the SIGHUP reload", || async {
+        (ca.served(port).await == second).then_some(())
+    })
+    .await;
+    assert!(gw.log().contains("server.tls changed"), "{}", gw.log());
+
+    let mut b = Browser::new(&gw);
+    assert_eq!(b.login(ADMIN_TOKEN).await, reqwest::StatusCode::SEE_OTHER);
+    let csrf = crate::console::csrf_field(&b.page("/sources").await);
+    let r = b
+        .post("/sources/gh/test", &[("csrf", &csrf)], "same-origin")
+        .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Accepted: ingest answered 200") && html.contains("https://"),
+        "{html}"
+    );
+    rx.wait_for(1, Duration::from_secs(20)).await;
 }
