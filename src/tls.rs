@@ -195,9 +195,25 @@ impl Certificates {
     /// and serves them from the next handshake on. On failure the running
     /// certificate stays, and the error is logged and returned.
     pub fn reload(&self, files: &CertFiles) -> Result<(), TlsError> {
+        let mut held = self.files.lock();
+        self.load_into(&mut held, files)
+    }
+
+    /// Loads the files again if they changed since they were last loaded.
+    pub fn reload_if_changed(&self) {
+        // One lock for the look and the load: a reload with new paths
+        // cannot be undone by a look at the old ones.
+        let mut held = self.files.lock();
+        let files = held.0.clone();
+        if files.stamp() != held.1 {
+            let _ = self.load_into(&mut held, &files);
+        }
+    }
+
+    fn load_into(&self, held: &mut (CertFiles, Stamp), files: &CertFiles) -> Result<(), TlsError> {
+        // The stamp first: a change during the load is seen at the next look.
         let stamp = files.stamp();
         let loaded = files.load().map_err(|(_, e)| e);
-        let mut held = self.files.lock();
         // Seen, even if it failed: the watcher logs a bad pair once, not
         // at every look.
         *held = (files.clone(), stamp);
@@ -219,14 +235,6 @@ impl Certificates {
                 );
                 Err(e)
             }
-        }
-    }
-
-    /// Loads the files again if they changed since they were last loaded.
-    pub fn reload_if_changed(&self) {
-        let (files, seen) = self.files.lock().clone();
-        if files.stamp() != seen {
-            let _ = self.reload(&files);
         }
     }
 
