@@ -374,12 +374,23 @@ fn check_loads_the_files_and_names_them() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let path: PathBuf = dir.path().join("c.toml");
     let (ok, err) = run(&format!(
         "tls = {}\nadmin_tls = {}",
         ca.setting("good"),
         ca.setting("other")
     ));
     assert!(ok, "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("(TLS: ") && summary.contains("good.crt"),
+        "{summary}"
+    );
 
     let missing = Path::new("/nonexistent/x.crt");
     let (ok, err) = run(&format!(
