@@ -24,6 +24,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
 use crate::telemetry::events::StoreCommitted;
+use crate::tls::{Acceptor, Certificates};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,14 @@ pub enum StartError {
     /// `storage.backend = "postgres"` without `storage.url`.
     #[error("storage.backend = \"postgres\" needs storage.url")]
     NoStoreUrl,
+    /// A listener's certificate or key did not load.
+    #[error("cannot load the certificate of {setting}: {source}")]
+    Tls {
+        /// `server.tls` or `server.admin_tls`.
+        setting: &'static str,
+        /// Why.
+        source: crate::tls::TlsError,
+    },
     /// The task that opens the embedded store failed.
     #[error("cannot open the store: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -156,6 +165,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     // Bind first: a port in use is reported before anything is opened.
     let (ingest_listener, ingest_addr) = bind(cfg.server.listen.0).await?;
     let (admin_listener, admin_addr) = bind(cfg.server.admin_listen.0).await?;
+    let tls = Tls::load(&cfg)?;
     let store = open_store(&cfg).await?;
     let dispatcher = new_dispatcher(&cfg, &store, &clock);
     let registry = Arc::new(
@@ -190,6 +200,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         Reloader::new(live.clone(), ingest.settings.clone(), registry.clone())
             .after_apply(Box::new(move |c| overview.set_sources(source_names(c))))
     };
+    let reloader = {
+        let tls = tls.clone();
+        reloader.on_every_reload(Box::new(move |c| tls.reload(c)))
+    };
     let reloader = Arc::new(reloader);
     let ingest = Arc::new(ingest);
     let admin_state = Arc::new(AdminState {
@@ -203,9 +217,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         reloader: reloader.clone(),
         draining: shutdown.clone(),
         ingest_addr,
+        ingest_tls: tls.ingest.is_some(),
         rejects,
     });
     spawn_background(&tasks, &cfg, &admin_state, &overview);
+    for certs in tls.certificates() {
+        tasks.spawn(move |stop| certs.watch(crate::tls::WATCH_EVERY, stop));
+    }
     tracing::info!(
         listen = %ingest_addr,
         admin = %admin_addr,
@@ -216,8 +234,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     );
     let parts = Parts::serve(
         cfg.server.shutdown_grace.0,
-        (ingest_listener, ingest),
-        (admin_listener, admin_state),
+        (ingest_listener, ingest, tls.ingest.clone()),
+        (admin_listener, admin_state, tls.admin.clone()),
         overview.clone(),
         tasks,
     );
@@ -238,6 +256,57 @@ fn source_names(cfg: &Config) -> Vec<String> {
         .iter()
         .map(|s| s.name.get_ref().clone())
         .collect()
+}
+
+/// The TLS of the two listeners, if configured.
+#[derive(Clone)]
+struct Tls {
+    ingest: Option<Acceptor>,
+    admin: Option<Acceptor>,
+}
+
+impl Tls {
+    /// Loads the certificates: `http/1.1` on ingest (what providers speak),
+    /// `h2` and `http/1.1` on the admin listener.
+    fn load(cfg: &Config) -> Result<Self, StartError> {
+        let one = |setting: &'static str, t: &Option<crate::config::TlsConfig>, alpn| {
+            t.as_ref()
+                .map(|t| {
+                    Certificates::load(setting, t.files())
+                        .map(|c| Acceptor::new(c, alpn))
+                        .map_err(|source| StartError::Tls { setting, source })
+                })
+                .transpose()
+        };
+        Ok(Tls {
+            ingest: one("server.tls", &cfg.server.tls, &[b"http/1.1"])?,
+            admin: one(
+                "server.admin_tls",
+                &cfg.server.admin_tls,
+                &[b"h2", b"http/1.1"],
+            )?,
+        })
+    }
+
+    fn certificates(&self) -> impl Iterator<Item = Arc<Certificates>> + '_ {
+        [&self.ingest, &self.admin]
+            .into_iter()
+            .flatten()
+            .map(|a| a.certificates.clone())
+    }
+
+    /// Reads the certificates again, from the paths of the running config
+    /// (a failure is logged, and the running certificate stays).
+    fn reload(&self, cfg: &Config) {
+        for (acceptor, t) in [
+            (&self.ingest, &cfg.server.tls),
+            (&self.admin, &cfg.server.admin_tls),
+        ] {
+            if let (Some(a), Some(t)) = (acceptor, t) {
+                let _ = a.certificates.reload(&t.files());
+            }
+        }
+    }
 }
 
 /// Binds a listener; returns it with the address it got (port 0 picks one).
@@ -326,8 +395,8 @@ impl Parts {
     /// Starts serving ingest and the admin API; returns what stops them.
     fn serve(
         grace: Duration,
-        (ingest_listener, ingest): (TcpListener, Arc<Ingest>),
-        (admin_listener, admin): (TcpListener, Arc<AdminState>),
+        (ingest_listener, ingest, ingest_tls): (TcpListener, Arc<Ingest>, Option<Acceptor>),
+        (admin_listener, admin, admin_tls): (TcpListener, Arc<AdminState>, Option<Acceptor>),
         overview: Arc<Sampler>,
         tasks: Arc<Tasks>,
     ) -> Self {
@@ -336,6 +405,7 @@ impl Parts {
         let ingest_task = tokio::spawn(crate::ingest::http::serve(
             ingest_listener,
             ingest,
+            ingest_tls,
             stop_ingest.clone(),
         ));
         let stop_admin = CancellationToken::new();
@@ -345,6 +415,7 @@ impl Parts {
             admin_listener,
             admin,
             pages,
+            admin_tls,
             stop_admin.clone(),
         ));
         Parts {

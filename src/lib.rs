@@ -25,3 +25,4 @@ pub mod summary;
 pub mod tasks;
 pub mod telemetry;
 pub mod throttle;
+pub mod tls;

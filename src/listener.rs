@@ -12,6 +12,13 @@
 //!   header, or whose head ends a line with a bare LF instead of CRLF, is
 //!   answered 400 and the connection closed (a lenient parser in front of a
 //!   strict one is how requests get smuggled).
+//!
+//! With TLS ([`crate::tls::Acceptor`]) the handshake runs in the connection's
+//! task (never in the accept loop) and must end within the header timeout. A
+//! connection that negotiated `h2` by ALPN (offered on the admin listener
+//! only) is served as HTTP/2: no request-line framing to check there, at most
+//! [`MAX_H2_STREAMS`] requests at once, header lists of at most
+//! [`MAX_HEADER_BYTES`], and pings every header timeout to drop dead peers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,13 +34,15 @@ use http::header::{CONNECTION, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::tls::Acceptor;
 
 /// Largest request head (request line plus headers), like common servers'
 /// defaults (nginx allows 4 × 8 KiB, Node 16 KiB, Go 1 MiB).
@@ -41,6 +50,9 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 100;
+
+/// Most requests at once on one HTTP/2 connection.
+pub const MAX_H2_STREAMS: u32 = 100;
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -100,8 +112,8 @@ struct LineCheck {
 /// The socket, scanning each request head for bare LFs as hyper reads it.
 /// Only heads are scanned (from the connection's start, and again once a
 /// request's body has been read to its end), never bodies.
-struct Scanned {
-    io: TcpStream,
+struct Scanned<S> {
+    io: S,
     shared: Arc<LineCheck>,
     scanning: bool,
     prev: u8,
@@ -109,8 +121,8 @@ struct Scanned {
     lines: usize,
 }
 
-impl Scanned {
-    fn new(io: TcpStream, shared: Arc<LineCheck>) -> Self {
+impl<S> Scanned<S> {
+    fn new(io: S, shared: Arc<LineCheck>) -> Self {
         Scanned {
             io,
             shared,
@@ -153,7 +165,7 @@ impl Scanned {
     }
 }
 
-impl AsyncRead for Scanned {
+impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -169,7 +181,7 @@ impl AsyncRead for Scanned {
     }
 }
 
-impl AsyncWrite for Scanned {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Scanned<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -223,10 +235,12 @@ fn bad_request<B>(text: &'static str) -> Response<Either<Full<Bytes>, B>> {
 }
 
 /// Accepts connections until `shutdown`, serving each with `handler(request,
-/// peer)`; then lets requests in progress finish and returns.
+/// peer)`, over TLS with `tls`; then lets requests in progress finish and
+/// returns.
 pub async fn serve<H, Fut, B>(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<Acceptor>,
     shutdown: CancellationToken,
     handler: H,
 ) where
@@ -258,47 +272,148 @@ pub async fn serve<H, Fut, B>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let shutdown = shutdown.clone();
+        let conn = Conn {
+            peer,
+            limits,
+            shutdown: shutdown.clone(),
+            handler: handler.clone(),
+        };
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _slot = slot;
-            let lines = Arc::new(LineCheck::default());
-            let io = Scanned::new(stream, lines.clone());
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let handler = handler.clone();
-                let lines = lines.clone();
-                async move {
-                    if let Some(why) = framing_error(&req, &lines) {
-                        return Ok::<_, Infallible>(bad_request(why));
-                    }
-                    if req.body().is_end_stream() {
-                        lines.rearm.store(true, Ordering::Release);
-                    }
-                    let req = req.map(|inner| RequestBody { inner, lines });
-                    Ok(handler(req, peer).await.map(Either::Right))
-                }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_header_size(MAX_HEADER_BYTES)
-                .max_headers(MAX_HEADERS)
-                // A head that has not ended within this much is too large too,
-                // without waiting for hyper's default 400 KiB to fill.
-                .max_buf_size(2 * MAX_HEADER_BYTES)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            match tls {
+                None => conn.http1(stream).await,
+                Some(tls) => conn.tls(&tls, stream).await,
             }
         });
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn<H> {
+    peer: SocketAddr,
+    limits: Limits,
+    shutdown: CancellationToken,
+    handler: H,
+}
+
+impl<H, Fut, B> Conn<H>
+where
+    H: Fn(Request<RequestBody>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The TLS handshake, within the header timeout, then HTTP/2 if ALPN
+    /// chose it, else HTTP/1.1.
+    async fn tls(self, tls: &Acceptor, stream: TcpStream) {
+        let peer = self.peer;
+        let handshake = tokio::time::timeout(self.limits.header_timeout, tls.inner.accept(stream));
+        let stream = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake did not finish within the header timeout");
+                    return;
+                }
+            },
+            _ = self.shutdown.cancelled() => return,
+        };
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            self.http2(stream).await
+        } else {
+            self.http1(stream).await
+        }
+    }
+
+    /// HTTP/1.1 with the framing checks of this module.
+    async fn http1<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            peer,
+            limits,
+            shutdown,
+            handler,
+        } = self;
+        let lines = Arc::new(LineCheck::default());
+        let io = Scanned::new(stream, lines.clone());
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            let lines = lines.clone();
+            async move {
+                if let Some(why) = framing_error(&req, &lines) {
+                    return Ok::<_, Infallible>(bad_request(why));
+                }
+                if req.body().is_end_stream() {
+                    lines.rearm.store(true, Ordering::Release);
+                }
+                let req = req.map(|inner| RequestBody { inner, lines });
+                Ok(handler(req, peer).await.map(Either::Right))
+            }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS)
+            // A head that has not ended within this much is too large too,
+            // without waiting for hyper's default 400 KiB to fill.
+            .max_buf_size(2 * MAX_HEADER_BYTES)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+
+    /// HTTP/2 (negotiated by ALPN on a TLS connection).
+    async fn http2<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            peer,
+            limits,
+            shutdown,
+            handler,
+        } = self;
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            async move {
+                // HTTP/2 frames are not lines: nothing to scan.
+                let lines = Arc::new(LineCheck::default());
+                let req = req.map(|inner| RequestBody { inner, lines });
+                Ok::<_, Infallible>(handler(req, peer).await)
+            }
+        });
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_concurrent_streams(MAX_H2_STREAMS)
+            .keep_alive_interval(Some(limits.header_timeout))
+            .keep_alive_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
 }

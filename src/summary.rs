@@ -9,8 +9,22 @@ use crate::select::FilterSpec;
 /// A human-readable summary: listeners, store, sources, destinations, routes.
 pub fn render(cfg: &Config) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "listen       {}", cfg.server.listen.0);
-    let _ = writeln!(s, "admin        {}", cfg.server.admin_listen.0);
+    let tls = |t: &Option<crate::config::TlsConfig>| {
+        t.as_ref()
+            .map_or(String::new(), |t| format!(" (TLS: {})", t.cert.display()))
+    };
+    let _ = writeln!(
+        s,
+        "listen       {}{}",
+        cfg.server.listen.0,
+        tls(&cfg.server.tls)
+    );
+    let _ = writeln!(
+        s,
+        "admin        {}{}",
+        cfg.server.admin_listen.0,
+        tls(&cfg.server.admin_tls)
+    );
     let store = match cfg.storage.backend {
         crate::config::Backend::Sqlite => format!("sqlite {}", cfg.storage.path),
         crate::config::Backend::Postgres => "postgres (storage.url)".to_string(),

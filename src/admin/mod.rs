@@ -59,6 +59,9 @@ pub struct AdminState {
     pub draining: CancellationToken,
     /// Where ingest listens, as bound (the config may say port 0).
     pub ingest_addr: std::net::SocketAddr,
+    /// Whether ingest serves HTTPS (`server.tls`): the console's ingest URLs
+    /// and its test webhooks use `https`.
+    pub ingest_tls: bool,
     /// The last requests ingest refused (`GET /api/v1/rejected`).
     pub rejects: Arc<crate::ingest::rejects::Rejects>,
 }
@@ -132,11 +135,13 @@ async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
 
 /// Serves the admin router until `shutdown`, with the same header and idle
 /// timeout as ingest (`read_timeout`) and at most `admin_max_connections`
-/// connections (see [`crate::listener`]).
+/// connections (see [`crate::listener`]); over TLS with `tls` (HTTP/2 when
+/// the client asks for it by ALPN).
 pub async fn serve(
     listener: TcpListener,
     state: Shared,
     pages: Router<Shared>,
+    tls: Option<crate::tls::Acceptor>,
     shutdown: CancellationToken,
 ) {
     let cfg = state.config();
@@ -146,7 +151,7 @@ pub async fn serve(
     };
     let live = state.live.clone();
     let app = router(state, pages);
-    crate::listener::serve(listener, limits, shutdown, move |req, peer| {
+    crate::listener::serve(listener, limits, tls, shutdown, move |req, peer| {
         // The running `server.max_body`: a larger body fails to read, which
         // the extractors answer with 413.
         let max_body = usize::try_from(live.load().server.max_body.0).unwrap_or(usize::MAX);

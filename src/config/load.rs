@@ -31,16 +31,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
-    let mut cfg = parse(&text, &file, &|name| std::env::var(name).ok())?;
+    let mut cfg = parse_with(&text, &file, &|name| std::env::var(name).ok(), true)?;
     cfg.file = Some(path.to_path_buf());
     Ok(cfg)
 }
 
 /// Parses and checks config text; `file` names it in errors, `env` resolves `${VAR}`.
+/// The TLS files it names are not read (see [`load`]).
 pub fn parse(
     text: &str,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    parse_with(text, file, env, false)
+}
+
+/// Parses and checks config text; with `read_files`, also loads the TLS
+/// certificates and keys it names.
+fn parse_with(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    read_files: bool,
 ) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::new(file, text);
     let (root, syntax) = DeTable::parse_recoverable(text);
@@ -100,7 +112,34 @@ pub fn parse(
         }
     }
     validate(&cfg, &defined, &mut errs);
+    if read_files {
+        check_tls_files(&cfg, &mut errs);
+    }
     errs.into_result(cfg)
+}
+
+/// Loads the certificate and key of each listener with TLS, as the listener
+/// will; each error at the file it is about, naming the file, never its content.
+fn check_tls_files(cfg: &Config, errs: &mut Errors<'_>) {
+    for (setting, tls) in [
+        ("server.tls", &cfg.server.tls),
+        ("server.admin_tls", &cfg.server.admin_tls),
+    ] {
+        let Some(tls) = tls else { continue };
+        if let Err((which, e)) = tls.files().load() {
+            let field = match which {
+                crate::tls::Which::Cert => "cert",
+                crate::tls::Which::Key => "key",
+                crate::tls::Which::Pair => "",
+            };
+            let path = if field.is_empty() {
+                setting.to_string()
+            } else {
+                format!("{setting}.{field}")
+            };
+            errs.field(&cfg.spans, &path, format!("{path}: {e}"));
+        }
+    }
 }
 
 /// Deserializes each table of an array of tables on its own, with its field spans.

@@ -3,7 +3,8 @@
 //!
 //! Parse, validate, build: `load`/`parse` turn text into a [`Config`] and report
 //! *every* problem at once with `FILE:line:col`; nothing here opens a socket or a file
-//! other than the config itself.
+//! other than the config itself and, from [`load`] only, the TLS certificate and
+//! key files it names (so that `check` finds a bad certificate).
 
 pub mod check;
 pub mod def;
@@ -81,6 +82,33 @@ pub struct ServerConfig {
     /// Connections the admin listener holds open at once; more are closed as
     /// soon as they are accepted (the API is for operators, not for crowds).
     pub admin_max_connections: usize,
+    /// Serve ingest over TLS with this certificate and key (PEM files).
+    pub tls: Option<TlsConfig>,
+    /// Serve the admin listener over TLS (HTTP/2 by ALPN) with this
+    /// certificate and key (PEM files).
+    pub admin_tls: Option<TlsConfig>,
+}
+
+/// `tls = { cert = "…", key = "…" }`: a listener's certificate and key, PEM
+/// files read at start, on each reload and when they change. Relative paths
+/// are relative to the working directory, as `storage.path` is.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, the listener's own certificate first.
+    pub cert: std::path::PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: std::path::PathBuf,
+}
+
+impl TlsConfig {
+    /// The files, as the listener's TLS loads them.
+    pub fn files(&self) -> crate::tls::CertFiles {
+        crate::tls::CertFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -96,6 +124,8 @@ impl Default for ServerConfig {
             read_timeout: Dur::secs(10),
             shutdown_grace: Dur::secs(30),
             admin_max_connections: 256,
+            tls: None,
+            admin_tls: None,
         }
     }
 }

@@ -515,8 +515,9 @@ pub async fn detail(
     let m = &d.message;
     let raw_headers = crate::store::decode_headers(&m.headers);
     let ingest = c.admin.ingest_addr;
+    let scheme = if c.admin.ingest_tls { "https" } else { "http" };
     let curl = mask::curl(
-        &format!("http://{ingest}/in/{}", m.source),
+        &format!("{scheme}://{ingest}/in/{}", m.source),
         &raw_headers,
         &m.body,
     );

@@ -13,7 +13,11 @@
 //!   follow the running config ([`Live<Config>`]).
 //! - Settings fixed at start (listeners, the store, timeouts of the listeners)
 //!   keep their running value; the answer and the log line name them as
-//!   needing a restart.
+//!   needing a restart. So does turning TLS on or off for a listener; new
+//!   certificate paths apply.
+//! - Hooks given to [`Reloader::on_every_reload`] run after every reload that
+//!   is not refused, changed or not: the listeners' certificates are read
+//!   again there (a renewed certificate at the same path changes no setting).
 //!
 //! Every outcome is logged and counted (`hookgate_config_reloads_total`).
 
@@ -145,6 +149,22 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
         storage.connect_timeout, storage.query_timeout, storage.lease_margin,
     );
     let mut settings = Vec::new();
+    for (name, was, now) in [
+        ("server.tls", &old.server.tls, &mut new.server.tls),
+        (
+            "server.admin_tls",
+            &old.server.admin_tls,
+            &mut new.server.admin_tls,
+        ),
+    ] {
+        if was.is_some() != now.is_some() {
+            // The listener's kind (plain or TLS) is fixed at start.
+            needs_restart.push(name);
+            now.clone_from(was);
+        } else if was != now {
+            settings.push(name);
+        }
+    }
     applied!(old, new, settings;
         server.admin_tokens, server.admin_read_tokens, server.trusted_proxies,
         server.max_body, storage.retention, storage.max_pending, storage.max_waiting,
@@ -253,6 +273,7 @@ pub struct Reloader {
     ingest: Arc<Live<Settings>>,
     registry: Arc<Registry>,
     after: Vec<AfterApply>,
+    every: Vec<AfterApply>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -269,6 +290,7 @@ impl Reloader {
             ingest,
             registry,
             after: Vec::new(),
+            every: Vec::new(),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
@@ -276,6 +298,14 @@ impl Reloader {
     /// Also calls `f` with each config applied.
     pub fn after_apply(mut self, f: AfterApply) -> Self {
         self.after.push(f);
+        self
+    }
+
+    /// Also calls `f` with the running config after every reload that is not
+    /// refused, even one that changed nothing (files the config names, such
+    /// as certificates, may have changed).
+    pub fn on_every_reload(mut self, f: AfterApply) -> Self {
+        self.every.push(f);
         self
     }
 
@@ -289,6 +319,10 @@ impl Reloader {
                     needs_restart: &changes.needs_restart,
                 }
                 .emit();
+                let running = self.config.load();
+                for f in &self.every {
+                    f(&running);
+                }
                 Ok(changes)
             }
             Err(e) => {
@@ -458,6 +492,24 @@ to = "svc"
         assert_eq!(c.routes.removed, ["app → svc"]);
         assert_eq!(c.destinations.changed, ["svc"]);
         assert!(c.sources.is_empty() && c.settings.is_empty() && c.needs_restart.is_empty());
+    }
+
+    #[test]
+    fn tls_paths_apply_and_turning_tls_on_needs_a_restart() {
+        let with = |s: &str| cfg(&BASE.replace("[server]\n", &format!("[server]\n{s}\n")));
+        let old = with("tls = { cert = \"a.pem\", key = \"a.key\" }");
+        let mut new = with("tls = { cert = \"b.pem\", key = \"b.key\" }\nadmin_tls = { cert = \"c.pem\", key = \"c.key\" }");
+        let c = diff(&old, &mut new);
+        assert_eq!(c.settings, ["server.tls"]);
+        assert_eq!(c.needs_restart, ["server.admin_tls"]);
+        assert!(
+            new.server.admin_tls.is_none(),
+            "the admin listener stays plain"
+        );
+        assert_eq!(
+            new.server.tls.as_ref().unwrap().cert.to_str(),
+            Some("b.pem")
+        );
     }
 
     #[test]

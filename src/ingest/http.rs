@@ -738,13 +738,18 @@ fn stored(src: &Source, appended: Appended, unrouted: Option<Unrouted>, t0: Inst
 
 /// Accepts connections until `shutdown`, then lets requests in progress finish.
 /// The head of every request is held to [`crate::listener`]'s limits, with
-/// `read_timeout` as the header and idle timeout.
-pub async fn serve(listener: TcpListener, ingest: Arc<Ingest>, shutdown: CancellationToken) {
+/// `read_timeout` as the header and idle timeout; over TLS with `tls`.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Arc<Ingest>,
+    tls: Option<crate::tls::Acceptor>,
+    shutdown: CancellationToken,
+) {
     let limits = Limits {
         header_timeout: ingest.read_timeout,
         max_connections: usize::MAX,
     };
-    crate::listener::serve(listener, limits, shutdown, move |req, peer| {
+    crate::listener::serve(listener, limits, tls, shutdown, move |req, peer| {
         let ingest = ingest.clone();
         async move { ingest.handle(req, peer).await }
     })

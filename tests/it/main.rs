@@ -22,6 +22,7 @@ mod pull;
 mod readiness;
 mod rejected;
 mod reload;
+mod tls;
 
 // The store suites and the layering check: in the same binary, so that they run
 // beside the gateway tests instead of after them.
