@@ -85,6 +85,26 @@ const IDLE_TICK: Duration = Duration::from_secs(2);
 /// of the dispatcher takes at most `shutdown_grace` plus this.
 pub const SHUTDOWN_WRAP_UP: Duration = Duration::from_millis(250);
 
+/// What follows an attempt of `class` for a delivery that has failed
+/// `retry_index` times before: delivered, dead, or a retry after the
+/// schedule's next delay (or the answer's `Retry-After`), dead once the
+/// schedule is used up. One rule for push attempts and pull results.
+fn next_after(spec: &DestinationSpec, class: Class, retry_index: u32, now_ms: i64) -> Next {
+    match class {
+        Class::Success => Next::Delivered,
+        Class::Stop => Next::Dead,
+        Class::Retry(retry_after) => {
+            match spec
+                .retry
+                .next_delay(retry_index + 1, rand::random::<f64>())
+            {
+                Some(d) => Next::Retry(now_ms + retry_after.unwrap_or(d).as_millis() as i64),
+                None => Next::Dead,
+            }
+        }
+    }
+}
+
 /// Shared parts of every worker.
 struct Ctx {
     store: Arc<dyn Store>,

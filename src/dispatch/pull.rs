@@ -442,17 +442,10 @@ impl Dispatcher {
 
 /// The attempt record of a consumer's result.
 fn attempt_of(spec: &DestinationSpec, t: &Token, a: &Ack, now_ms: Millis) -> AttemptResult {
-    let retry = |after: Option<Duration>| match spec
-        .retry
-        .next_delay(t.retry_index + 1, rand::random::<f64>())
-    {
-        Some(d) => Next::Retry(now_ms + after.unwrap_or(d).as_millis() as i64),
-        None => Next::Dead,
-    };
-    let next = match a.action {
-        AckAction::Ok => Next::Delivered,
-        AckAction::Dead => Next::Dead,
-        AckAction::Retry | AckAction::Release => retry(a.retry_after),
+    let class = match a.action {
+        AckAction::Ok => Class::Success,
+        AckAction::Dead => Class::Stop,
+        AckAction::Retry | AckAction::Release => Class::Retry(a.retry_after),
         AckAction::Classify => {
             let outcome = http::Outcome {
                 status: a.status,
@@ -460,13 +453,10 @@ fn attempt_of(spec: &DestinationSpec, t: &Token, a: &Ack, now_ms: Millis) -> Att
                 error: a.error.clone(),
                 ..Default::default()
             };
-            match http::classify(&outcome, spec.retry_4xx) {
-                Class::Success => Next::Delivered,
-                Class::Stop => Next::Dead,
-                Class::Retry(after) => retry(after),
-            }
+            http::classify(&outcome, spec.retry_4xx)
         }
     };
+    let next = next_after(spec, class, t.retry_index, now_ms);
     // A failure the consumer gave no reason for still reads as one.
     let error = match (&a.error, a.status, next) {
         (None, None, Next::Retry(_)) => Some("the consumer reported a failure (retry)".to_string()),
@@ -570,13 +560,7 @@ pub(super) async fn sweep(ctx: Arc<Ctx>, h: Arc<DestinationHandle>) {
 
 /// The attempt record of a lease that ran out.
 fn timed_out(spec: &DestinationSpec, e: &ExpiredPull, now_ms: Millis) -> PullResult {
-    let next = match spec
-        .retry
-        .next_delay(e.retry_index + 1, rand::random::<f64>())
-    {
-        Some(d) => Next::Retry(now_ms + d.as_millis() as i64),
-        None => Next::Dead,
-    };
+    let next = next_after(spec, Class::Retry(None), e.retry_index, now_ms);
     PullResult {
         owner: e.owner.clone(),
         result: AttemptResult {

@@ -513,19 +513,7 @@ async fn attempt(
     let elapsed = t0.elapsed();
     let class = self::http::classify(&outcome, spec.retry_4xx);
     let now_ms = ctx.clock.now_millis();
-    let next = match class {
-        Class::Success => Next::Delivered,
-        Class::Stop => Next::Dead,
-        Class::Retry(retry_after) => {
-            match spec
-                .retry
-                .next_delay(item.retry_index + 1, rand::random::<f64>())
-            {
-                Some(d) => Next::Retry(now_ms + retry_after.unwrap_or(d).as_millis() as i64),
-                None => Next::Dead,
-            }
-        }
-    };
+    let next = next_after(&spec, class, item.retry_index, now_ms);
     DeliveryAttempted {
         dest: &h.metrics,
         message_id: item.message.id,
