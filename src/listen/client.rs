@@ -187,14 +187,22 @@ pub struct Gateway {
 
 impl Gateway {
     /// A client of the admin API at `base` (`http[s]://host:port[/prefix]`)
-    /// with an admin token. Refuses a token that cannot be a header value
-    /// (without repeating it).
-    pub fn new(base: &url::Url, token: &str) -> Result<Gateway, String> {
+    /// with an admin token, trusting the system's CAs and `ca`. Refuses a
+    /// token that cannot be a header value (without repeating it).
+    pub fn new(
+        base: &url::Url,
+        token: &str,
+        ca: &[reqwest::Certificate],
+    ) -> Result<Gateway, String> {
         let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             "--token has characters that cannot be sent in an HTTP header".to_string()
         })?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        for c in ca {
+            http = http.add_root_certificate(c.clone());
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(10))
             // A redirect would be followed without the token, or as a GET:
             // report it instead.
@@ -443,12 +451,12 @@ mod tests {
 
     #[test]
     fn names_are_one_path_segment() {
-        let g = Gateway::new(&"http://gw.example:8081/".parse().unwrap(), "t").unwrap();
+        let g = Gateway::new(&"http://gw.example:8081/".parse().unwrap(), "t", &[]).unwrap();
         assert_eq!(
             g.destination_url("dev alice/x", "/pull"),
             "http://gw.example:8081/api/v1/destinations/dev%20alice%2Fx/pull"
         );
-        let g = Gateway::new(&"https://gw.example/hookgate".parse().unwrap(), "t").unwrap();
+        let g = Gateway::new(&"https://gw.example/hookgate".parse().unwrap(), "t", &[]).unwrap();
         assert_eq!(
             g.destination_url("d", ""),
             "https://gw.example/hookgate/api/v1/destinations/d"
@@ -457,7 +465,7 @@ mod tests {
 
     #[test]
     fn a_token_that_cannot_be_a_header_is_refused_without_repeating_it() {
-        let e = Gateway::new(&"http://gw".parse().unwrap(), "s3cr3t\nx")
+        let e = Gateway::new(&"http://gw".parse().unwrap(), "s3cr3t\nx", &[])
             .err()
             .unwrap();
         assert!(e.contains("--token"), "{e}");

@@ -61,6 +61,10 @@ pub struct ListenArgs {
     /// Where each delivery is POSTed, like http://localhost:3000/webhooks.
     #[arg(long, value_name = "URL")]
     pub forward_to: String,
+    /// Also trust the CA certificates in this PEM file when connecting to an
+    /// HTTPS gateway (a private CA, or the gateway's self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
     /// Create the destination first, as a pull destination fed by --source,
     /// and remove it on exit (unless --keep).
     #[arg(long, requires = "source")]
@@ -128,6 +132,8 @@ impl ListenError {
 /// The checked flags.
 struct Plan {
     gateway: url::Url,
+    /// Extra CA certificates to trust for the gateway (`--ca`).
+    ca: Vec<reqwest::Certificate>,
     forward_to: url::Url,
     settings: Settings,
     /// The definition to create, with `--create`.
@@ -151,6 +157,23 @@ fn http_url(flag: &str, v: &str, like: &str, problems: &mut Vec<String>) -> Opti
             ));
             None
         }
+    }
+}
+
+/// The certificates of `--ca`: a PEM file with at least one certificate.
+fn read_ca(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("--ca {}: cannot be read ({e})", path.display()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(format!(
+            "--ca {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "--ca {}: not a PEM certificate file ({e})",
+            path.display()
+        )),
     }
 }
 
@@ -199,6 +222,13 @@ impl ListenArgs {
             "http://localhost:3000/webhooks",
             &mut problems,
         );
+        let ca = self.ca.as_deref().and_then(|p| match read_ca(p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        });
         let destination = match &self.destination {
             Some(d) => d.clone(),
             None => generated_name(&hostname(), rand::random()),
@@ -249,6 +279,7 @@ impl ListenArgs {
         });
         Ok(Plan {
             gateway: gateway.expect("checked"),
+            ca: ca.unwrap_or_default(),
             forward_to: forward_to.expect("checked"),
             settings: Settings {
                 destination,
@@ -370,7 +401,7 @@ async fn remove(gw: &Gateway, name: &str) {
 /// Prints a line per delivery and a summary on stdout, the rest on stderr.
 pub async fn run(args: ListenArgs, stop: CancellationToken) -> Result<Summary, ListenError> {
     let plan = args.plan()?;
-    let gw = Gateway::new(&plan.gateway, &args.token).map_err(ListenError::Usage)?;
+    let gw = Gateway::new(&plan.gateway, &args.token, &plan.ca).map_err(ListenError::Usage)?;
     let fwd = Forwarder::new(&plan.forward_to, plan.timeout).map_err(ListenError::Usage)?;
     let out = Output { json: plan.json };
     let name = plan.settings.destination.clone();

@@ -464,3 +464,87 @@ async fn sighup_applies_new_certificate_paths_and_the_console_posts_over_https()
     );
     rx.wait_for(1, Duration::from_secs(20)).await;
 }
+
+/// Runs `hookgate listen` against the admin listener at `url` with `extra`
+/// flags on the push destination `svc` until it exits, or until its stderr
+/// satisfies `until` (then it is stopped); returns its exit code (None when
+/// it was stopped) and its stderr. Panics after 20 s.
+fn listen_against(url: &str, extra: &[&str], until: fn(&str) -> bool) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["listen", "--gateway", url, "--destination", "svc"])
+        .args(["--forward-to", "http://127.0.0.1:9/hook"])
+        .args(extra)
+        .env("HOOKGATE_TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Arc::new(parking_lot::Mutex::new(String::new()));
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = {
+        let err = err.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buf) {
+                err.lock().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if until(&err.lock()) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", err.lock());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    let said = err.lock().clone();
+    (code, said)
+}
+
+#[tokio::test]
+async fn listen_trusts_a_private_ca_with_ca_and_only_then() {
+    let (ca, rx) = (Ca::new(), Receiver::start().await);
+    let gw = gateway(&ca, &rx).await;
+    let pem = ca.dir.path().join("ca.pem");
+    std::fs::write(&pem, &ca.pem).unwrap();
+    let url = format!("https://localhost:{}", gw.admin.port());
+    let pem_arg = pem.to_str().unwrap().to_string();
+
+    // Trusted: the gateway answers, and says `svc` is no pull destination.
+    let u = url.clone();
+    let (code, err) =
+        tokio::task::spawn_blocking(move || listen_against(&u, &["--ca", &pem_arg], |_| false))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\"svc\" is a push destination"), "{err}");
+
+    // Not trusted: the handshake fails; listen says why and keeps trying
+    // (stopped here once it has said so), never reaching the API.
+    let u = url.clone();
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        listen_against(&u, &[], |e| e.to_lowercase().contains("certificate"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, None, "{err}");
+    assert!(!err.contains("push destination"), "{err}");
+
+    // A file that holds no certificate: a usage error naming the flag.
+    let junk = ca.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let junk_arg = junk.to_str().unwrap().to_string();
+    let (code, err) =
+        tokio::task::spawn_blocking(move || listen_against(&url, &["--ca", &junk_arg], |_| false))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--ca") && err.contains("junk.pem"), "{err}");
+}
