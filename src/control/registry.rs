@@ -204,14 +204,16 @@ impl Registry {
     /// check runs first, so a refusal changes nothing: each new destination must
     /// compile, and none may have the name of an API destination. The order keeps
     /// every message routed somewhere that exists: destinations are added
-    /// before the route table that names them, and removed after it.
+    /// before the route table that names them, and removed after it. Returns a
+    /// warning for each API destination routed from a source the file no longer
+    /// defines (it stays, and gets messages again if the source comes back).
     pub async fn reload_file(
         &self,
         file: &[DestinationDef],
         changed: &HashSet<String>,
         routes: &[RouteDef],
         sources: HashSet<String>,
-    ) -> Result<(), FileRefused> {
+    ) -> Result<Vec<String>, FileRefused> {
         let mut problems = Vec::new();
         let mut specs = Vec::new();
         for d in file {
@@ -245,6 +247,7 @@ impl Registry {
                 self.dispatcher.update(spec);
             }
         }
+        let orphans = self.orphaned_api_destinations(&sources);
         *self.file_names.write() = new_names.clone();
         *self.file_routes.write() = routes.to_vec();
         *self.sources.write() = sources;
@@ -252,7 +255,30 @@ impl Registry {
         for gone in old_names.difference(&new_names) {
             self.dispatcher.remove(gone);
         }
-        Ok(())
+        Ok(orphans)
+    }
+
+    /// A line for each API destination routed from a source not in `sources`.
+    fn orphaned_api_destinations(&self, sources: &HashSet<String>) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .dispatcher
+            .all()
+            .iter()
+            .map(|h| h.spec())
+            .filter(|sp| {
+                sp.origin == Origin::Api
+                    && sp.source != crate::config::API_SOURCE
+                    && !sources.contains(&sp.source)
+            })
+            .map(|sp| {
+                format!(
+                    "destination `{}` (made through the API) is routed from source `{}`, which the file no longer defines: it gets no messages until the source is back",
+                    sp.name, sp.source
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
     }
 
     /// `POST /api/v1/destinations`: makes an API destination from a JSON body;

@@ -90,6 +90,10 @@ pub struct Changes {
     /// restart (answered beside the changes, not among them).
     #[serde(skip)]
     pub needs_restart: Vec<&'static str>,
+    /// What still runs but may not be meant: an API destination routed from a
+    /// source the reload removed (also logged as warnings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Changes {
@@ -196,6 +200,7 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
         routes: routes(&old.routes, &new.routes),
         settings,
         needs_restart,
+        warnings: Vec::new(),
     }
 }
 
@@ -387,13 +392,19 @@ impl Reloader {
             .iter()
             .map(|s| s.name.get_ref().clone())
             .collect();
-        self.registry
+        let orphans = self
+            .registry
             .reload_file(&new.destinations, &changed, &new.routes, source_names)
             .await
             .map_err(|e| match e {
                 FileRefused::Invalid(problems) => refused(problems),
                 FileRefused::Store(e) => ReloadError::Store(e),
             })?;
+        for w in &orphans {
+            tracing::warn!("{}: {w}", file);
+        }
+        let mut changes = changes;
+        changes.warnings = orphans;
         self.ingest.store(Arc::new(settings));
         let new = Arc::new(new);
         self.config.store(new.clone());

@@ -538,3 +538,57 @@ async fn max_body_follows_the_reload_on_both_listeners() {
     assert_eq!(publish(6000).await, 413);
     assert_eq!(publish(10).await, 202);
 }
+
+/// A reload that removes a source an API destination is routed from goes
+/// through, says so in its answer and its log, and keeps the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_the_source_of_an_api_destination_is_warned_about() {
+    let (rx, rx_api) = (Receiver::start().await, Receiver::start().await);
+    let forms = "\n[[sources]]\nname = \"forms\"\n";
+    let gw = Gateway::binary_opts(
+        &format!("{}{forms}", base(&rx)),
+        "allow_private_destinations = true\n",
+        &[],
+    )
+    .await;
+    let (status, v) = gw
+        .api_post(
+            "/api/v1/destinations",
+            json!({"name": "crm", "url": rx_api.url("/api"), "source": "forms"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    rewrite(&gw, |t| t.replace(forms, "\n"));
+    let (status, v) = reload(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changes"]["sources"]["removed"], json!(["forms"]), "{v}");
+    let warning = "destination `crm` (made through the API) is routed from source `forms`, which the file no longer defines";
+    let warnings = v["changes"]["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.len() == 1 && warnings[0].as_str().unwrap().contains(warning),
+        "{v}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the warning in the log",
+        || async { gw.log().contains(warning).then_some(()) },
+    )
+    .await;
+    let (status, d) = gw.api_get("/api/v1/destinations/crm").await;
+    assert_eq!(status, 200, "{d}");
+
+    // The source back: no warning, and the destination gets its messages.
+    rewrite(&gw, |t| format!("{t}{forms}"));
+    let (status, v) = reload(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["changes"]["sources"]["added"], json!(["forms"]), "{v}");
+    assert!(v["changes"].get("warnings").is_none(), "{v}");
+    let r = client()
+        .post(gw.ingest_url("forms"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    rx_api.wait_for(1, Duration::from_secs(20)).await;
+}
