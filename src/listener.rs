@@ -18,7 +18,9 @@
 //! connection that negotiated `h2` by ALPN (offered on the admin listener
 //! only) is served as HTTP/2: no request-line framing to check there, at most
 //! [`MAX_H2_STREAMS`] requests at once, header lists of at most
-//! [`MAX_HEADER_BYTES`], and pings every header timeout to drop dead peers.
+//! [`MAX_HEADER_BYTES`], pings every header timeout to drop dead peers, and
+//! a connection with no request under way for a header timeout is closed
+//! gracefully (GOAWAY), like an idle HTTP/1.1 keep-alive connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -391,9 +393,12 @@ where
             shutdown,
             handler,
         } = self;
+        let (busy, mut idle) = tokio::sync::watch::channel(0usize);
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
+            let working = Working::new(busy.clone());
             async move {
+                let _working = working;
                 // HTTP/2 frames are not lines: nothing to scan.
                 let lines = Arc::new(LineCheck::default());
                 let req = req.map(|inner| RequestBody { inner, lines });
@@ -414,6 +419,43 @@ where
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
+            _ = idle_for(&mut idle, limits.header_timeout) => {
+                tracing::debug!(%peer, "HTTP/2 connection idle: closing it");
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+}
+
+/// One HTTP/2 request under way: counted in the connection's `busy` from
+/// its start until its handler returns (or its task is dropped).
+struct Working(tokio::sync::watch::Sender<usize>);
+
+impl Working {
+    fn new(busy: tokio::sync::watch::Sender<usize>) -> Working {
+        busy.send_modify(|n| *n += 1);
+        Working(busy)
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Resolves once no request has been under way for `limit`.
+async fn idle_for(busy: &mut tokio::sync::watch::Receiver<usize>, limit: Duration) {
+    loop {
+        if busy.wait_for(|n| *n == 0).await.is_err() {
+            // Every sender is gone: the connection is ending by itself.
+            return std::future::pending().await;
+        }
+        match tokio::time::timeout(limit, busy.changed()).await {
+            Err(_) => return,
+            Ok(Err(_)) => return std::future::pending().await,
+            Ok(Ok(())) => {}
         }
     }
 }

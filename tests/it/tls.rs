@@ -87,6 +87,16 @@ impl Ca {
 
     /// The certificate a TLS handshake with `port` presents.
     async fn served(&self, port: u16) -> CertificateDer<'static> {
+        let tls = self.connect(port, vec![]).await;
+        tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+    }
+
+    /// A TLS connection to `port` trusting only this CA, offering `alpn`.
+    async fn connect(
+        &self,
+        port: u16,
+        alpn: Vec<Vec<u8>>,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         let ca: CertificateDer<'static> = PemObject::from_pem_slice(self.pem.as_bytes()).unwrap();
         roots.add(ca).unwrap();
@@ -97,13 +107,14 @@ impl Ca {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let mut config = config;
+        config.alpn_protocols = alpn;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let tls = connector
+        connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .unwrap();
-        tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+            .unwrap()
     }
 }
 
@@ -127,10 +138,15 @@ impl Drop for TlsGateway {
 /// A gateway with TLS on ingest (files `ingest`) and on the admin listener
 /// (files `admin`), delivering source `app` to `rx`.
 async fn gateway(ca: &Ca, rx: &Receiver) -> TlsGateway {
+    gateway_with(ca, rx, "").await
+}
+
+/// [`gateway`] with `server_extra` lines in `[server]`.
+async fn gateway_with(ca: &Ca, rx: &Receiver, server_extra: &str) -> TlsGateway {
     ca.issue("ingest", 1);
     ca.issue("admin", 2);
     let extra = format!(
-        "tls = {}\nadmin_tls = {}\n",
+        "tls = {}\nadmin_tls = {}\n{server_extra}",
         ca.setting("ingest"),
         ca.setting("admin")
     );
@@ -547,4 +563,57 @@ async fn listen_trusts_a_private_ca_with_ca_and_only_then() {
             .unwrap();
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--ca") && err.contains("junk.pem"), "{err}");
+}
+
+/// An HTTP/2 connection to the admin listener is closed (GOAWAY, then the
+/// end of the connection) once no request has been under way for the header
+/// timeout, as an idle HTTP/1.1 keep-alive connection is; a request under
+/// way longer than that is not cut.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    let (ca, rx) = (Ca::new(), Receiver::start().await);
+    let gw = gateway_with(&ca, &rx, "read_timeout = \"1s\"\n").await;
+    let r = ca
+        .client()
+        .post(format!(
+            "https://localhost:{}/api/v1/destinations",
+            gw.admin.port()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "q", "type": "pull"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let tls = ca.connect(gw.admin.port(), vec![b"h2".to_vec()]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let ended = tokio::spawn(async move {
+        let _ = conn.await;
+        started.elapsed()
+    });
+    // A pull that waits 2.5 s for work that never comes: under way for
+    // longer than the idle limit.
+    let req = http::Request::post("https://localhost/api/v1/destinations/q/pull")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"wait": "2500ms"}"#,
+        )))
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    let answered = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert!(answered >= Duration::from_millis(2400), "{answered:?}");
+    let lasted = tokio::time::timeout(Duration::from_secs(20), ended)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap();
+    assert!(lasted >= answered, "closed after {lasted:?}");
 }
