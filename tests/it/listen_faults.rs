@@ -201,12 +201,14 @@ async fn five_thousand_through_listen(gws: &[&Gateway]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "soak: 5,000 messages through listen with a kill -9 of listen (about 20 s)"]
 async fn five_thousand_messages_through_listen_survive_a_kill_nine_of_listen() {
     let gw = Gateway::binary(&config("", &format!("max_in_flight = {MAX_IN_FLIGHT}"), "")).await;
     five_thousand_through_listen(&[&gw]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "soak: 5,000 messages through two PostgreSQL nodes and two listens, one killed with kill -9 (about 35 s)"]
 async fn on_two_postgres_nodes_five_thousand_messages_through_listen_survive_a_kill_nine() {
     let Some(db) =
         hookgate::store::postgres::scratch::ScratchDatabase::for_test("listen_two_nodes").await
