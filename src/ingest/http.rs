@@ -665,8 +665,9 @@ fn check_rate(src: &Source) -> Result<(), Refusal> {
     l.check().map_err(|nu| {
         use governor::clock::Clock as _;
         let wait = nu.wait_time_from(governor::clock::DefaultClock::default().now());
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Refusal::RateLimited { retry_after: secs }
+        Refusal::RateLimited {
+            retry_after: super::source::retry_after_secs(wait),
+        }
     })
 }
 

@@ -51,12 +51,22 @@ pub struct Source {
 
 /// A GCRA limiter for a rate and burst.
 pub fn limiter(rl: &RateLimitConfig) -> DefaultDirectRateLimiter {
+    DefaultDirectRateLimiter::direct(quota(rl))
+}
+
+/// The GCRA quota of a rate and burst (the limiter's clock is the caller's).
+fn quota(rl: &RateLimitConfig) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rl.per_second.max(1e-6));
     let burst = NonZeroU32::new(rl.burst()).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
+    Quota::with_period(period.max(Duration::from_nanos(1)))
         .expect("a positive period")
-        .allow_burst(burst);
-    DefaultDirectRateLimiter::direct(quota)
+        .allow_burst(burst)
+}
+
+/// `Retry-After` for a refused request: the wait until a request passes, in
+/// whole seconds rounded up (a client that waits that long is let through).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// Why a source could not be built from its (validated) config.
@@ -164,5 +174,54 @@ impl Source {
             allow_ips: cfg.allow_ips.iter().map(|n| n.0).collect(),
             answer,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::{Clock as _, FakeRelativeClock};
+    use governor::RateLimiter;
+
+    use super::{quota, retry_after_secs};
+    use crate::config::RateLimitConfig;
+
+    /// The integration test checks the 429 and its header; the refill is
+    /// checked here, on a clock the test moves (no waiting).
+    #[test]
+    fn a_limited_source_passes_again_after_retry_after_and_refills_at_its_rate() {
+        let rl = RateLimitConfig {
+            per_second: 1.0,
+            burst: Some(3),
+        };
+        let clock = FakeRelativeClock::default();
+        let l = RateLimiter::direct_with_clock(quota(&rl), clock.clone());
+        for i in 0..3 {
+            assert!(l.check().is_ok(), "request {i} of the burst");
+        }
+        let refused = l.check().unwrap_err();
+        let retry = retry_after_secs(refused.wait_time_from(clock.now()));
+        assert_eq!(retry, 1, "one token a second");
+        // Just before the time it named, still refused; at it, one passes.
+        clock.advance(Duration::from_millis(999));
+        assert!(l.check().is_err());
+        clock.advance(Duration::from_millis(1));
+        assert!(l.check().is_ok(), "after Retry-After a request passes");
+        assert!(l.check().is_err(), "and only one: the rate, not the burst");
+        // A long quiet spell refills the burst, no more.
+        clock.advance(Duration::from_secs(60));
+        for i in 0..3 {
+            assert!(l.check().is_ok(), "request {i} after the refill");
+        }
+        assert!(l.check().is_err());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 0);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
     }
 }

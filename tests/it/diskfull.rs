@@ -81,14 +81,43 @@ async fn metric(gw: &Gateway, name: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_disk_delivers_each_message_at_most_twice() {
-    let fs = match Tmpfs::mount("20m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!("SKIPPED a_full_disk_delivers_each_message_at_most_twice: cannot mount a tmpfs ({why})");
-            return;
+/// `/readyz`: its status and the codes of its reasons.
+async fn readyz(gw: &Gateway) -> (u16, Vec<String>) {
+    let r = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    let codes = v["reasons"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["code"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, codes)
+}
+
+/// Mounts the test's tmpfs, or `None` (after one line saying why) when it
+/// cannot: not root, say. With `HOOKGATE_TEST_REQUIRE_TMPFS=1` (as in CI) it
+/// fails instead.
+fn tmpfs_or_skip(test: &str, size: &str) -> Option<Tmpfs> {
+    match Tmpfs::mount(size) {
+        Ok(fs) => Some(fs),
+        Err(why) if std::env::var("HOOKGATE_TEST_REQUIRE_TMPFS").is_ok_and(|v| v == "1") => {
+            panic!("{test}: cannot mount a tmpfs ({why}) and HOOKGATE_TEST_REQUIRE_TMPFS=1")
         }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: cannot mount a tmpfs ({why})");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "soak: fills a 20 MiB tmpfs by ingest, then the rest of it (needs root)"]
+async fn a_full_disk_delivers_each_message_at_most_twice() {
+    let Some(fs) = tmpfs_or_skip("a_full_disk_delivers_each_message_at_most_twice", "20m") else {
+        return;
     };
     let started = Instant::now();
     // Other files on the volume, deleted when "space comes back" below: the
@@ -152,19 +181,24 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
         }
         (200, vec![], "ok".into())
     });
-    // Let it run against the full disk: until results fail to be written, or
-    // (if the reserve absorbed them) everything is delivered.
+    // Let it run against the full disk until results fail to be written, and
+    // the node says so: the gauge is 1 and `/readyz` answers 503 naming it.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (mut gauge_seen, mut ready_seen) = (false, false);
     loop {
         let failures = metric(&gw, "hookgate_store_write_failures_total").await;
-        let delivered = ok.lock().len();
-        if failures >= 3.0 || delivered >= acked.len() {
+        gauge_seen |= metric(&gw, "hookgate_store_write_failing").await == 1.0;
+        let (status, codes) = readyz(&gw).await;
+        ready_seen |= status == 503 && codes.iter().any(|c| c == "results_unrecorded");
+        if failures >= 3.0 && gauge_seen && ready_seen {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "with the disk full, neither 3 failed result writes ({failures}) nor every message \
-             delivered ({delivered} of {}):\n{}",
+            "with the disk full: {failures} failed result writes, hookgate_store_write_failing \
+             at 1: {gauge_seen}, /readyz 503 results_unrecorded: {ready_seen} ({status} \
+             {codes:?}); {} of {} delivered:\n{}",
+            ok.lock().len(),
             acked.len(),
             gw.log()
         );
@@ -193,6 +227,22 @@ async fn a_full_disk_delivers_each_message_at_most_twice() {
              delivered):\n{}",
             ok.lock().len(),
             acked.len(),
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Results are recorded again: the gauge returns to 0 and the node to ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let gauge = metric(&gw, "hookgate_store_write_failing").await;
+        let (status, codes) = readyz(&gw).await;
+        if gauge == 0.0 && status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "space came back, but hookgate_store_write_failing is {gauge} and /readyz {status} \
+             {codes:?}:\n{}",
             gw.log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

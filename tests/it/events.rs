@@ -32,6 +32,11 @@ async fn publish(gw: &Gateway, body: serde_json::Value) -> (u16, serde_json::Val
     (st.as_u16(), v)
 }
 
+/// The wall clock in milliseconds since the epoch (the gateway's clock).
+fn unix_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 fn verify(secret: &str, r: &Received) -> bool {
     let key = hookgate::signing::decode_secret(secret).unwrap();
     let id = r.header("webhook-id").unwrap();
@@ -169,8 +174,18 @@ async fn delay_and_deliver_at_survive_kill_nine() {
     let (_, v) = gw.api_get("/api/v1/messages?status=pending&limit=10").await;
     assert_eq!(v["data"].as_array().map(Vec::len), Some(3), "{v}");
     assert_eq!(rx.count(), 0, "nothing before its time");
+    // When the store has it due: that time passes while the gateway is down.
+    let (_, m) = gw
+        .api_get(&format!("/api/v1/messages/{}", c["id"].as_str().unwrap()))
+        .await;
+    let due = m["deliveries"][0]["next_attempt_at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("a due time: {m}"));
     gw.kill9();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(Duration::from_secs(10), "the delay to expire", || async {
+        (unix_millis() >= due).then_some(())
+    })
+    .await;
     gw.restart().await;
     let got = rx.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(
@@ -243,7 +258,7 @@ async fn run_time_destinations_crud_and_rotation() {
     let (st, rot) = gw
         .api_post(
             "/api/v1/destinations/hooks/rotate-secret",
-            json!({"grace": "2s"}),
+            json!({"grace": "500ms"}),
         )
         .await;
     assert_eq!(st, 200, "{rot}");
@@ -254,7 +269,17 @@ async fn run_time_destinations_crud_and_rotation() {
     let sig = got[1].header("webhook-signature").unwrap();
     assert_eq!(sig.split(' ').count(), 2, "{sig}");
     assert!(verify(&secret, &got[1]) && verify(&new_secret, &got[1]));
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // The grace ends at the time the answer gave; from then on only the new
+    // secret signs.
+    let until = rot["previous_valid_until"]
+        .as_i64()
+        .expect("previous_valid_until");
+    eventually(
+        Duration::from_secs(10),
+        "the rotation grace to end",
+        || async { (unix_millis() >= until).then_some(()) },
+    )
+    .await;
     publish(&gw, json!({"type": "order.paid", "payload": {"n": 3}})).await;
     let got = rx.wait_for(3, Duration::from_secs(5)).await;
     assert_eq!(

@@ -757,21 +757,20 @@ rate_limit = { per_second = 1, burst = 3 }
         .unwrap();
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     assert!(!r.headers().contains_key("hookgate-message-id"));
-    // After waiting as told, a request passes again.
-    tokio::time::sleep(Duration::from_secs(retry)).await;
-    assert_eq!(post(99).await.unwrap().status(), 200);
+    // That a request passes again after Retry-After, and the refill rate, are
+    // checked on a moved clock in ingest::source's unit tests.
     // Other sources are not limited by it.
     let (_, p) = prepare("telegram-message.json");
     for _ in 0..5 {
         let r = send(&gw, &p, &p.body, &sign(&p, &gw)).await;
         assert_eq!(r.status(), 200);
     }
-    rx.wait_for(5, Duration::from_secs(10)).await;
+    rx.wait_for(4, Duration::from_secs(10)).await;
     gw.nothing_pending().await;
     assert_eq!(
         rx.count(),
-        5,
-        "4 limited messages + 1 telegram (deduplicated)"
+        4,
+        "3 limited messages + 1 telegram (deduplicated)"
     );
 }
 

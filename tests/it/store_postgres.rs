@@ -56,8 +56,21 @@ async fn an_expired_lease_is_leased_again_and_its_old_holder_cannot_end_it() {
     let first = a.lease("d", T0, 10, 300).await.unwrap().items;
     assert_eq!(first.len(), 1);
     assert!(b.lease("d", T0, 10, 30_000).await.unwrap().items.is_empty());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = b.lease("d", T0, 10, 30_000).await.unwrap().items;
+    // Leases run on the database's clock (the nodes' clocks may differ), so a
+    // later `now` from the caller does not end one: wait for the database to
+    // hand it out again, which it must within a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let got = b.lease("d", T0, 10, 30_000).await.unwrap().items;
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 300 ms lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(second.len(), 1, "the lease expired");
     assert_eq!(second[0].delivery_id, first[0].delivery_id);
     assert_eq!(second[0].attempt, 1, "no attempt was recorded");
