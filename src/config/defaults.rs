@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::ForwardHeaders;
+
 /// Per-attempt timeout.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -23,6 +25,16 @@ pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 
 /// Exponential retry: the largest delay when `max` is not given.
 pub const RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// The burst of a `rate_limit` without `burst`: one second's worth, at least 1.
+pub fn rate_limit_burst(per_second: f64) -> u32 {
+    per_second.ceil().clamp(1.0, u32::MAX as f64) as u32
+}
+
+/// Which headers of the original request are forwarded when
+/// `forward_headers` is not given: all of them (but hop-by-hop ones, `Host`
+/// and `Content-Length`).
+pub const FORWARD_HEADERS: ForwardHeaders = ForwardHeaders::All;
 
 /// How long the old signing secret keeps signing after a rotation.
 pub const ROTATION_GRACE: Duration = Duration::from_secs(86_400);

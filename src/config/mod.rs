@@ -395,7 +395,7 @@ impl RateLimitConfig {
     /// The burst size in effect.
     pub fn burst(&self) -> u32 {
         self.burst
-            .unwrap_or_else(|| self.per_second.ceil().clamp(1.0, u32::MAX as f64) as u32)
+            .unwrap_or_else(|| defaults::rate_limit_burst(self.per_second))
             .max(1)
     }
 }
@@ -447,15 +447,20 @@ pub struct BreakerConfig {
 }
 
 /// `forward_headers = "all" | "none" | [names]`
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardHeaders {
     /// Every original header but hop-by-hop ones, `Host` and `Content-Length`.
-    #[default]
     All,
     /// None of them.
     None,
     /// Only these (lower-case names).
     Only(Vec<String>),
+}
+
+impl Default for ForwardHeaders {
+    fn default() -> Self {
+        defaults::FORWARD_HEADERS
+    }
 }
 
 impl<'de> Deserialize<'de> for ForwardHeaders {
