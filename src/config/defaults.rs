@@ -14,7 +14,7 @@ pub const MAX_IN_FLIGHT: u32 = 32;
 /// A destination whose every attempt has failed this long is disabled.
 pub const DISABLE_AFTER: Duration = Duration::from_secs(5 * 86_400);
 
-/// The retry schedule (delay before each attempt, in seconds), as in SPEC §2.
+/// The retry schedule (delay before each attempt, in seconds), as in docs/configuration.md (`retry`).
 pub const RETRY_SCHEDULE: [u64; 8] = [0, 5, 30, 300, 1800, 7200, 18000, 36000];
 
 /// Exponential retry: attempts in all when `max_attempts` is not given.

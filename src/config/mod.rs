@@ -1,4 +1,4 @@
-//! The configuration: serde types for every section of the TOML file (SPEC §2),
+//! The configuration: serde types for every section of the TOML file (docs/configuration.md),
 //! parsed with positions, checked as a whole, then handed to `app::build`.
 //!
 //! Parse, validate, build: `load`/`parse` turn text into a [`Config`] and report
@@ -277,7 +277,7 @@ impl VerifyConfig {
     }
 }
 
-/// The verifier types of SPEC §2.
+/// The verifier types (docs/providers.md).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerifyKind {
@@ -309,7 +309,7 @@ pub enum VerifyKind {
 }
 
 impl VerifyKind {
-    /// Every type, in the order of SPEC §2.
+    /// Every type, in the order of docs/providers.md.
     pub const ALL: [VerifyKind; 12] = [
         VerifyKind::Telegram,
         VerifyKind::Twilio,
