@@ -155,11 +155,12 @@ impl Starter {
             }
             sources.push(s);
         }
-        check_url(&args.destination).map_err(|e| InitError::BadUrl("destination", e))?;
+        check_url(&args.destination)
+            .map_err(|e| InitError::BadUrl("destination", e.to_string()))?;
         let public_url = match &args.public_url {
             None => None,
             Some(u) => {
-                check_url(u).map_err(|e| InitError::BadUrl("public-url", e))?;
+                check_url(u).map_err(|e| InitError::BadUrl("public-url", e.to_string()))?;
                 if u.contains(['?', '#']) {
                     return Err(InitError::BadUrl(
                         "public-url",

@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, EnvError, RetryError, UrlError};
 pub use live::Live;
 pub use load::{load, parse};
 pub(crate) use report::reword;
