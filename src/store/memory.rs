@@ -700,3 +700,29 @@ impl Store for MemoryStore {
         self.closed.store(true, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delivery_without_its_message_is_a_corrupt_row_not_a_new_id() {
+        let store = MemoryStore::new();
+        store
+            .append(conformance::msg("s", &["d"], None))
+            .await
+            .unwrap();
+        // What a damaged table would hold: the delivery, but not its message.
+        store.tables.lock().messages.clear();
+        let q = DeliveryQuery {
+            destination: None,
+            status: None,
+            limit: 10,
+            cursor: None,
+        };
+        match store.deliveries(&q).await {
+            Err(StoreError::Corrupt(row)) => assert_eq!(row.table, "deliveries"),
+            other => panic!("expected a corrupt row, got {other:?}"),
+        }
+    }
+}
