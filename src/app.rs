@@ -168,25 +168,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let tls = Tls::load(&cfg)?;
     let store = open_store(&cfg).await?;
     let dispatcher = new_dispatcher(&cfg, &store, &clock);
-    let registry = Arc::new(
-        Registry::load(
-            store.clone(),
-            dispatcher.clone(),
-            clock.clone(),
-            &cfg.destinations,
-            &cfg.routes,
-            cfg.server.allow_private_destinations,
-            cfg.sources
-                .iter()
-                .map(|s| s.name.get_ref().clone())
-                .collect(),
-        )
-        .await?,
-    );
+    let registry = Arc::new(load_registry(&cfg, &store, &dispatcher, &clock).await?);
     warn_orphans(store.as_ref(), &dispatcher).await?;
     let ingest = new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?;
-    let rejects = ingest.rejects.clone();
-    let tasks = Arc::new(Tasks::new());
     let overview = Arc::new(Sampler::new(
         metrics.clone(),
         store.clone(),
@@ -195,49 +179,28 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         source_names(&cfg),
     ));
     let live = Arc::new(Live::new(cfg.clone()));
-    let reloader = {
-        let overview = overview.clone();
-        Reloader::new(live.clone(), ingest.settings.clone(), registry.clone())
-            .after_apply(Box::new(move |c| overview.set_sources(source_names(c))))
-    };
-    let reloader = {
-        let tls = tls.clone();
-        reloader.on_every_reload(Box::new(move |c| tls.reload(c)))
-    };
-    let reloader = Arc::new(reloader);
-    let ingest = Arc::new(ingest);
+    let reloader = Arc::new(new_reloader(&live, &ingest, &registry, &overview, &tls));
     let admin_state = Arc::new(AdminState {
-        store: store.clone(),
-        dispatcher: dispatcher.clone(),
-        registry: registry.clone(),
-        tasks: tasks.clone(),
-        clock: clock.clone(),
+        store,
+        dispatcher,
+        registry,
+        tasks: Arc::new(Tasks::new()),
+        clock,
         metrics,
         live,
         reloader: reloader.clone(),
         draining: shutdown.clone(),
         ingest_addr,
         ingest_tls: tls.ingest.is_some(),
-        rejects,
+        rejects: ingest.rejects.clone(),
     });
-    spawn_background(&tasks, &cfg, &admin_state, &overview);
-    for certs in tls.certificates() {
-        tasks.spawn(move |stop| certs.watch(crate::tls::WATCH_EVERY, stop));
-    }
-    tracing::info!(
-        listen = %ingest_addr,
-        admin = %admin_addr,
-        sources = cfg.sources.len(),
-        destinations = cfg.destinations.len(),
-        routes = cfg.routes.len(),
-        "hookgate is running"
-    );
+    spawn_background(&cfg, &admin_state, &overview, &tls);
+    log_running(&cfg, ingest_addr, admin_addr);
     let parts = Parts::serve(
         cfg.server.shutdown_grace.0,
-        (ingest_listener, ingest, tls.ingest.clone()),
+        (ingest_listener, Arc::new(ingest), tls.ingest.clone()),
         (admin_listener, admin_state, tls.admin.clone()),
         overview.clone(),
-        tasks,
     );
     let done = tokio::spawn(stop_when(shutdown.clone(), parts));
     Ok(Running {
@@ -248,6 +211,53 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         overview,
         reloader,
     })
+}
+
+/// Compiles the config's destinations and loads the stored ones into the
+/// dispatcher, with the route table of both.
+async fn load_registry(
+    cfg: &Config,
+    store: &Arc<dyn Store>,
+    dispatcher: &Arc<Dispatcher>,
+    clock: &SharedClock,
+) -> Result<Registry, StartError> {
+    Ok(Registry::load(
+        store.clone(),
+        dispatcher.clone(),
+        clock.clone(),
+        &cfg.destinations,
+        &cfg.routes,
+        cfg.server.allow_private_destinations,
+        source_names(cfg).into_iter().collect(),
+    )
+    .await?)
+}
+
+/// The reload of the config file (SIGHUP, `POST /api/v1/reload`): it also
+/// tells the overview the new sources, and reads the certificates again.
+fn new_reloader(
+    live: &Arc<Live<Config>>,
+    ingest: &Ingest,
+    registry: &Arc<Registry>,
+    overview: &Arc<Sampler>,
+    tls: &Tls,
+) -> Reloader {
+    let (overview, tls) = (overview.clone(), tls.clone());
+    Reloader::new(live.clone(), ingest.settings.clone(), registry.clone())
+        .after_apply(Box::new(move |c| overview.set_sources(source_names(c))))
+        .on_every_reload(Box::new(move |c| tls.reload(c)))
+}
+
+/// The line that says the gateway is up.
+fn log_running(cfg: &Config, ingest_addr: SocketAddr, admin_addr: SocketAddr) {
+    tracing::info!(
+        listen = %ingest_addr,
+        admin = %admin_addr,
+        sources = cfg.sources.len(),
+        destinations = cfg.destinations.len(),
+        routes = cfg.routes.len(),
+        "hookgate is running"
+    );
 }
 
 /// The names of the config's sources, in its order.
@@ -364,9 +374,11 @@ fn new_ingest(
     })
 }
 
-/// Starts the background tasks: gauges, retention, the overview's sampler and,
-/// on a shared store, the registry's sync with the other nodes.
-fn spawn_background(tasks: &Tasks, cfg: &Config, s: &AdminState, overview: &Arc<Sampler>) {
+/// Starts the background tasks in the admin state's set: gauges, retention,
+/// the overview's sampler, the certificates' watchers and, on a shared store,
+/// the registry's sync with the other nodes.
+fn spawn_background(cfg: &Config, s: &AdminState, overview: &Arc<Sampler>, tls: &Tls) {
+    let tasks = &s.tasks;
     let (dispatcher, metrics) = (s.dispatcher.clone(), s.metrics.clone());
     tasks.spawn(move |stop| gauges(dispatcher, metrics, stop));
     let (store, clock, live) = (s.store.clone(), s.clock.clone(), s.live.clone());
@@ -376,6 +388,9 @@ fn spawn_background(tasks: &Tasks, cfg: &Config, s: &AdminState, overview: &Arc<
     if cfg.storage.backend == Backend::Postgres {
         let registry = s.registry.clone();
         tasks.spawn(move |stop| registry.sync(SYNC_EVERY, stop));
+    }
+    for certs in tls.certificates() {
+        tasks.spawn(move |stop| certs.watch(crate::tls::WATCH_EVERY, stop));
     }
 }
 
@@ -398,9 +413,9 @@ impl Parts {
         (ingest_listener, ingest, ingest_tls): (TcpListener, Arc<Ingest>, Option<Acceptor>),
         (admin_listener, admin, admin_tls): (TcpListener, Arc<AdminState>, Option<Acceptor>),
         overview: Arc<Sampler>,
-        tasks: Arc<Tasks>,
     ) -> Self {
         let (dispatcher, store) = (admin.dispatcher.clone(), admin.store.clone());
+        let tasks = admin.tasks.clone();
         let stop_ingest = CancellationToken::new();
         let ingest_task = tokio::spawn(crate::ingest::http::serve(
             ingest_listener,

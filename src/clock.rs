@@ -69,6 +69,36 @@ pub fn parse_rfc3339(v: &str) -> Option<Millis> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// How much of a second [`format_rfc3339`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Whole seconds: `2026-01-31T12:00:00Z`.
+    Seconds,
+    /// Milliseconds: `2026-01-31T12:00:00.250Z`.
+    Milliseconds,
+}
+
+/// Milliseconds since the epoch as RFC 3339 in UTC (what [`parse_rfc3339`]
+/// reads back); the one formatter of such times. A time the calendar cannot
+/// write (beyond year 9999) is written as the epoch.
+pub fn format_rfc3339(ms: Millis, precision: Precision) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let seconds = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    );
+    match precision {
+        Precision::Seconds => format!("{seconds}Z"),
+        Precision::Milliseconds => format!("{seconds}.{:03}Z", t.millisecond()),
+    }
+}
+
 /// A time as a person types it into a form: RFC 3339, or a `datetime-local`
 /// field's `2026-01-31T12:00` (with or without seconds) taken as UTC.
 pub fn parse_form_time(v: &str) -> Option<Millis> {
@@ -102,6 +132,27 @@ mod tests {
         ] {
             assert_eq!(parse_form_time(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn formats_what_it_parses() {
+        let at = parse_rfc3339("2026-12-01T03:04:05.678Z").unwrap();
+        assert_eq!(
+            format_rfc3339(at, Precision::Milliseconds),
+            "2026-12-01T03:04:05.678Z"
+        );
+        assert_eq!(
+            format_rfc3339(at, Precision::Seconds),
+            "2026-12-01T03:04:05Z"
+        );
+        assert_eq!(
+            format_rfc3339(0, Precision::Milliseconds),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_rfc3339(Millis::MAX, Precision::Seconds),
+            "1970-01-01T00:00:00Z"
+        );
     }
 
     #[test]

@@ -155,11 +155,12 @@ impl Starter {
             }
             sources.push(s);
         }
-        check_url(&args.destination).map_err(|e| InitError::BadUrl("destination", e))?;
+        check_url(&args.destination)
+            .map_err(|e| InitError::BadUrl("destination", e.to_string()))?;
         let public_url = match &args.public_url {
             None => None,
             Some(u) => {
-                check_url(u).map_err(|e| InitError::BadUrl("public-url", e))?;
+                check_url(u).map_err(|e| InitError::BadUrl("public-url", e.to_string()))?;
                 if u.contains(['?', '#']) {
                     return Err(InitError::BadUrl(
                         "public-url",
@@ -327,7 +328,6 @@ struct Provider {
 }
 
 fn provider(s: &StarterSource) -> Provider {
-    use VerifyKind::*;
     let prefix: String = s
         .name
         .chars()
@@ -343,73 +343,98 @@ fn provider(s: &StarterSource) -> Provider {
         name: format!("{prefix}_{suffix}"),
         about: about.into(),
     };
+    let (verify, vars) = verify_keys(s.kind, &var);
+    Provider {
+        register: register(s.kind),
+        verify,
+        vars,
+        extra: extra(s.kind),
+    }
+}
+
+/// Where a provider's URL is entered, one comment line each (see
+/// [`Provider::register`]).
+fn register(kind: VerifyKind) -> &'static [&'static str] {
+    use VerifyKind::*;
+    match kind {
+        Telegram => &[
+            "Telegram: setWebhook with the URL and the secret token:",
+            "  curl https://api.telegram.org/bot<BOT_TOKEN>/setWebhook -d url={url} \\",
+            "    -d secret_token=\"${var}\"",
+        ],
+        Twilio => &[
+            "Twilio Console: Phone Numbers > Manage > Active numbers > your number >",
+            "  \"A message comes in\" (or \"A call comes in\"): Webhook {url}, HTTP POST.",
+        ],
+        Stripe => &["Stripe Dashboard: Developers > Webhooks > Add endpoint: Endpoint URL {url}."],
+        Github => &[
+            "GitHub: repository (or organization) Settings > Webhooks > Add webhook:",
+            "  Payload URL {url}, Content type application/json, Secret as below.",
+        ],
+        Slack => &[
+            "Slack: api.slack.com/apps > your app > Event Subscriptions > Request URL {url}",
+            "  (and the same URL for Slash Commands and Interactivity).",
+        ],
+        Shopify => &[
+            "Shopify admin: Settings > Notifications > Webhooks > Create webhook, URL {url},",
+            "  format JSON; or an app's webhook subscription with that URL.",
+        ],
+        Meta => &[
+            "Meta: developers.facebook.com > your app > WhatsApp (or Messenger, Instagram)",
+            "  > Configuration > Webhook: Callback URL {url}, Verify token as below.",
+        ],
+        StandardWebhooks => {
+            &["The sender's endpoint settings (e.g. a Svix app portal): endpoint URL {url}."]
+        }
+        Hmac => &[
+            "The sender's webhook settings: URL {url}. Set header, algorithm (sha1, sha256,",
+            "  sha512), encoding (hex, base64) and prefix to what its documentation says.",
+        ],
+        Basic => &[
+            "The sender's webhook settings: URL {url} with HTTP basic auth, the user and",
+            "  password as below.",
+        ],
+        Bearer => {
+            &["The sender's webhook settings: URL {url}, header Authorization: Bearer <token>."]
+        }
+        Header => &[
+            "The sender's webhook settings: URL {url}, the header named below carrying the key.",
+        ],
+    }
+}
+
+/// The keys of a provider's verify table after `type`, and the variables they
+/// use (named by `var` from a suffix and what to put in it).
+fn verify_keys(kind: VerifyKind, var: &dyn Fn(&str, &str) -> Variable) -> (String, Vec<Variable>) {
+    use VerifyKind::*;
     let one = |suffix: &str, about: &str| {
         let v = var(suffix, about);
         (format!("secret = \"${{{}}}\"", v.name), vec![v])
     };
-    let (register, (verify, vars), extra): (&[&str], _, &[&str]) = match s.kind {
-        Telegram => (
-            &[
-                "Telegram: setWebhook with the URL and the secret token:",
-                "  curl https://api.telegram.org/bot<BOT_TOKEN>/setWebhook -d url={url} \\",
-                "    -d secret_token=\"${var}\"",
-            ],
-            one(
-                "SECRET_TOKEN",
-                "a token you choose (1-256 of A-Z a-z 0-9 _ -), sent to setWebhook as secret_token",
-            ),
-            &[
-                "# Telegram's networks. Only with trusted_proxies set (behind a proxy every",
-                "# request seems to come from the proxy):",
-                "# allow_ips = [\"149.154.160.0/20\", \"91.108.4.0/22\"]",
-            ],
+    match kind {
+        Telegram => one(
+            "SECRET_TOKEN",
+            "a token you choose (1-256 of A-Z a-z 0-9 _ -), sent to setWebhook as secret_token",
         ),
-        Twilio => (
-            &[
-                "Twilio Console: Phone Numbers > Manage > Active numbers > your number >",
-                "  \"A message comes in\" (or \"A call comes in\"): Webhook {url}, HTTP POST.",
-            ],
-            one(
-                "AUTH_TOKEN",
-                "the account's Auth Token (Twilio Console > Account Info)",
-            ),
-            &["# The preset answers <Response></Response> (text/xml); to reply with TwiML:",
-              "# response = { content_type = \"text/xml\", body = \"<Response><Message>Thanks!</Message></Response>\" }"],
+        Twilio => one(
+            "AUTH_TOKEN",
+            "the account's Auth Token (Twilio Console > Account Info)",
         ),
-        Stripe => (
-            &["Stripe Dashboard: Developers > Webhooks > Add endpoint: Endpoint URL {url}."],
-            one(
-                "WEBHOOK_SECRET",
-                "the endpoint's Signing secret (whsec_...), on its page in the Stripe Dashboard",
-            ),
-            &["# Deliver only some events with the route's event_types = [\"payment_intent.*\"]."],
+        Stripe => one(
+            "WEBHOOK_SECRET",
+            "the endpoint's Signing secret (whsec_...), on its page in the Stripe Dashboard",
         ),
-        Github => (
-            &["GitHub: repository (or organization) Settings > Webhooks > Add webhook:",
-              "  Payload URL {url}, Content type application/json, Secret as below."],
-            one(
-                "WEBHOOK_SECRET",
-                "a random string you choose, entered as the webhook's Secret",
-            ),
-            &[],
+        Github => one(
+            "WEBHOOK_SECRET",
+            "a random string you choose, entered as the webhook's Secret",
         ),
-        Slack => (
-            &["Slack: api.slack.com/apps > your app > Event Subscriptions > Request URL {url}",
-              "  (and the same URL for Slash Commands and Interactivity)."],
-            one(
-                "SIGNING_SECRET",
-                "your app's Signing Secret (api.slack.com/apps > Basic Information > App Credentials)",
-            ),
-            &[],
+        Slack => one(
+            "SIGNING_SECRET",
+            "your app's Signing Secret (api.slack.com/apps > Basic Information > App Credentials)",
         ),
-        Shopify => (
-            &["Shopify admin: Settings > Notifications > Webhooks > Create webhook, URL {url},",
-              "  format JSON; or an app's webhook subscription with that URL."],
-            one(
-                "WEBHOOK_SECRET",
-                "the signing key shown under Settings > Notifications > Webhooks, or for an app its Client secret",
-            ),
-            &[],
+        Shopify => one(
+            "WEBHOOK_SECRET",
+            "the signing key shown under Settings > Notifications > Webhooks, or for an app its Client secret",
         ),
         Meta => {
             let secret = var(
@@ -424,68 +449,52 @@ fn provider(s: &StarterSource) -> Provider {
                 "secret = \"${{{}}}\", verify_token = \"${{{}}}\"",
                 secret.name, token.name
             );
+            (verify, vec![secret, token])
+        }
+        StandardWebhooks => one(
+            "WEBHOOK_SECRET",
+            "the endpoint's signing secret, whsec_ followed by base64",
+        ),
+        Hmac => {
+            let (secret, vars) = one("SIGNING_SECRET", "the key the sender signs the body with");
             (
-                &["Meta: developers.facebook.com > your app > WhatsApp (or Messenger, Instagram)",
-                  "  > Configuration > Webhook: Callback URL {url}, Verify token as below."] as &[&str],
-                (verify, vec![secret, token]),
-                &["# For WhatsApp, the changed field (\"messages\", ...) as event type:",
-                  "# event_type = \"body:/entry/0/changes/0/field\""] as &[&str],
+                format!(
+                    "{secret}, header = \"X-Signature\", algorithm = \"sha256\", encoding = \"hex\""
+                ),
+                vars,
             )
         }
-        StandardWebhooks => (
-            &["The sender's endpoint settings (e.g. a Svix app portal): endpoint URL {url}."],
-            one(
-                "WEBHOOK_SECRET",
-                "the endpoint's signing secret, whsec_ followed by base64",
-            ),
-            &[],
-        ),
-        Hmac => (
-            &["The sender's webhook settings: URL {url}. Set header, algorithm (sha1, sha256,",
-              "  sha512), encoding (hex, base64) and prefix to what its documentation says."],
-            {
-                let (secret, vars) = one("SIGNING_SECRET", "the key the sender signs the body with");
-                (
-                    format!(
-                        "{secret}, header = \"X-Signature\", algorithm = \"sha256\", encoding = \"hex\""
-                    ),
-                    vars,
-                )
-            },
-            &["# No timestamp in such a signature: add a dedup key on an event id if there is one:",
-              "# dedup = { key = \"body:/id\" }"],
-        ),
         Basic => {
             let user = var("USER", "a user name you choose");
             let password = var("PASSWORD", "a password you choose");
             let verify = format!("secret = \"${{{}}}:${{{}}}\"", user.name, password.name);
-            (
-                &["The sender's webhook settings: URL {url} with HTTP basic auth, the user and",
-                  "  password as below."] as &[&str],
-                (verify, vec![user, password]),
-                &[] as &[&str],
-            )
+            (verify, vec![user, password])
         }
-        Bearer => (
-            &["The sender's webhook settings: URL {url}, header Authorization: Bearer <token>."],
-            one("TOKEN", "a token you choose (e.g. `openssl rand -hex 32`)"),
-            &[],
-        ),
+        Bearer => one("TOKEN", "a token you choose (e.g. `openssl rand -hex 32`)"),
         Header => {
             let (secret, vars) = one("KEY", "the value the sender puts in the header");
-            (
-                &["The sender's webhook settings: URL {url}, the header named below carrying the key."]
-                    as &[&str],
-                (format!("header = \"X-Api-Key\", {secret}"), vars),
-                &[] as &[&str],
-            )
+            (format!("header = \"X-Api-Key\", {secret}"), vars)
         }
-    };
-    Provider {
-        register,
-        verify,
-        vars,
-        extra,
+    }
+}
+
+/// The lines after a provider's verify table.
+fn extra(kind: VerifyKind) -> &'static [&'static str] {
+    use VerifyKind::*;
+    match kind {
+        Telegram => &[
+            "# Telegram's networks. Only with trusted_proxies set (behind a proxy every",
+            "# request seems to come from the proxy):",
+            "# allow_ips = [\"149.154.160.0/20\", \"91.108.4.0/22\"]",
+        ],
+        Twilio => &["# The preset answers <Response></Response> (text/xml); to reply with TwiML:",
+              "# response = { content_type = \"text/xml\", body = \"<Response><Message>Thanks!</Message></Response>\" }"],
+        Stripe => &["# Deliver only some events with the route's event_types = [\"payment_intent.*\"]."],
+        Meta => &["# For WhatsApp, the changed field (\"messages\", ...) as event type:",
+                  "# event_type = \"body:/entry/0/changes/0/field\""],
+        Hmac => &["# No timestamp in such a signature: add a dedup key on an event id if there is one:",
+              "# dedup = { key = \"body:/id\" }"],
+        Github | Slack | Shopify | StandardWebhooks | Basic | Bearer | Header => &[],
     }
 }
 

@@ -260,10 +260,21 @@ pub enum Test {
     Prefix(String),
 }
 
-impl TryFrom<FilterSpec> for Condition {
-    type Error = String;
+/// Why a filter table is not a condition: it must hold exactly one test.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// No test at all.
+    #[error("filter on {0} needs one test: eq, ne, in, exists or prefix")]
+    NoTest(Selector),
+    /// Two tests or more.
+    #[error("filter on {0} has more than one test; write one condition per test")]
+    ManyTests(Selector),
+}
 
-    fn try_from(f: FilterSpec) -> Result<Self, String> {
+impl TryFrom<FilterSpec> for Condition {
+    type Error = FilterError;
+
+    fn try_from(f: FilterSpec) -> Result<Self, FilterError> {
         let mut tests = Vec::new();
         if let Some(v) = f.eq {
             tests.push(Test::Eq(v));
@@ -285,14 +296,8 @@ impl TryFrom<FilterSpec> for Condition {
                 field: f.field,
                 test: tests.pop().expect("one test"),
             }),
-            0 => Err(format!(
-                "filter on {} needs one test: eq, ne, in, exists or prefix",
-                f.field
-            )),
-            _ => Err(format!(
-                "filter on {} has more than one test; write one condition per test",
-                f.field
-            )),
+            0 => Err(FilterError::NoTest(f.field)),
+            _ => Err(FilterError::ManyTests(f.field)),
         }
     }
 }

@@ -561,126 +561,12 @@ impl Bench {
         let mut gw = Gateway::spawn(&setup)?;
         gw.wait_healthy(Duration::from_secs(60)).await?;
         let consoles = consoles::Consoles::start(gw.admin, &setup.token, self.args.consoles);
-        let (warmup, duration, conns) = (
-            self.args.warmup,
-            self.args.duration,
-            self.args.connections as usize,
-        );
-
         if want_sat {
-            let w = self.workload(gw.ingest, RUN_SATURATION)?;
-            let live = Arc::new(Live::default());
-            let p = Progress::start(
-                "saturation",
-                live.clone(),
-                Some((stats.clone(), RUN_SATURATION)),
-                warmup + duration,
-            );
-            // Deliveries counted at the edges of the measurement window.
-            let from = tokio::time::Instant::now() + warmup;
-            let edges = {
-                let s = stats.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(from).await;
-                    let a = s.distinct(RUN_SATURATION);
-                    tokio::time::sleep_until(from + duration).await;
-                    (a, s.distinct(RUN_SATURATION))
-                })
-            };
-            let before = gw.commit_totals().await;
-            let r = load::closed_loop(w, conns, warmup, duration, None, live).await;
-            self.commits(
-                "saturation",
-                before,
-                gw.commit_totals().await,
-                warmup + duration,
-            );
-            let (d0, d1) = edges.await.unwrap_or((0, 0));
-            p.finish(format!("saturation: {:.0} acks/s", r.rps())).await;
-            gw.check_alive()?;
-            self.report.ingest_rps = Some(round(r.rps(), 1));
-            self.report.ingest_p50_ms = ms(&r.tally.latency_us, 0.5);
-            self.report.ingest_p99_ms = ms(&r.tally.latency_us, 0.99);
-            self.report.delivered_per_s =
-                Some(round(load::per_second(d1.saturating_sub(d0), duration), 1));
-            self.errors("saturation", &r);
-            // The fixed-rate phase must not compete with a delivery backlog.
-            let waited = wait_delivered(
-                "saturation: delivering the rest",
-                stats,
-                RUN_SATURATION,
-                r.acked_total,
-                Duration::from_secs(60) + duration * 4,
-            )
-            .await;
-            match waited {
-                Ok(d) => self.report.delivery_catchup_ms = Some(round(d.as_secs_f64() * 1e3, 1)),
-                Err(got) => self.report.notes.push(format!(
-                    "saturation: only {got} of {} accepted messages were delivered before the time-out",
-                    r.acked_total
-                )),
-            }
-            gw.check_alive()?;
+            self.saturation(&mut gw, stats).await?;
         }
-
         if want_rate {
-            let rate = self.args.rate;
-            let w = self.workload(gw.ingest, RUN_RATE)?;
-            let live = Arc::new(Live::default());
-            let p = Progress::start(
-                "fixed rate",
-                live.clone(),
-                Some((stats.clone(), RUN_RATE)),
-                warmup + duration,
-            );
-            let before = gw.commit_totals().await;
-            let r = load::open_loop(w, conns, rate, warmup, duration, live).await;
-            self.commits("rate", before, gw.commit_totals().await, warmup + duration);
-            p.finish(format!(
-                "fixed rate: {:.0}/s, ack p99 {} ms",
-                r.rps(),
-                ms(&r.tally.latency_us, 0.99).unwrap_or(f64::NAN)
-            ))
-            .await;
-            gw.check_alive()?;
-            let h = &r.tally.latency_us;
-            self.report.rate_achieved_rps = Some(round(r.rps(), 1));
-            self.report.ack_p50_ms = ms(h, 0.5);
-            self.report.ack_p99_ms = ms(h, 0.99);
-            self.report.ack_p999_ms = ms(h, 0.999);
-            self.report.ack_max_ms = ms(h, 1.0);
-            self.report.pacer_late_p99_ms = r.pacer_late_us.as_ref().and_then(|l| ms(l, 0.99));
-            self.errors("rate", &r);
-            if let Err(got) = wait_delivered(
-                "fixed rate: delivering the rest",
-                stats,
-                RUN_RATE,
-                r.acked_total,
-                Duration::from_secs(60),
-            )
-            .await
-            {
-                self.report.notes.push(format!(
-                    "fixed rate: only {got} of {} accepted messages were delivered before the time-out",
-                    r.acked_total
-                ));
-            }
-            let lag = stats.snapshot(RUN_RATE).lag_us;
-            self.report.lag_p50_ms = ms(&lag, 0.5);
-            self.report.lag_p99_ms = ms(&lag, 0.99);
-            self.report.lag_p999_ms = ms(&lag, 0.999);
-            if r.pacer_late_us
-                .as_ref()
-                .is_some_and(|l| l.value_at_quantile(0.99) > 1000)
-            {
-                self.report.notes.push(
-                    "fixed rate: the pacer ran more than 1 ms late at p99 (the machine is \
-                     overloaded); latencies include that delay"
-                        .into(),
-                );
-            }
+            self.fixed_rate(&mut gw, stats).await?;
         }
-
         let (answered, failed) = consoles.stop();
         if self.args.consoles > 0 {
             self.report.notes.push(format!(
@@ -695,6 +581,144 @@ impl Bench {
         }
         gw.terminate(Duration::from_secs(10));
         Ok(())
+    }
+
+    /// The saturation phase: as many requests as the connections allow; then
+    /// waits for the deliveries, so the next phase does not compete with them.
+    async fn saturation(
+        &mut self,
+        gw: &mut Gateway,
+        stats: &Arc<SinkStats>,
+    ) -> Result<(), BenchError> {
+        let (warmup, duration, conns) = self.phase();
+        let w = self.workload(gw.ingest, RUN_SATURATION)?;
+        let live = Arc::new(Live::default());
+        let p = Progress::start(
+            "saturation",
+            live.clone(),
+            Some((stats.clone(), RUN_SATURATION)),
+            warmup + duration,
+        );
+        // Deliveries counted at the edges of the measurement window.
+        let from = tokio::time::Instant::now() + warmup;
+        let edges = {
+            let s = stats.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(from).await;
+                let a = s.distinct(RUN_SATURATION);
+                tokio::time::sleep_until(from + duration).await;
+                (a, s.distinct(RUN_SATURATION))
+            })
+        };
+        let before = gw.commit_totals().await;
+        let r = load::closed_loop(w, conns, warmup, duration, None, live).await;
+        self.commits(
+            "saturation",
+            before,
+            gw.commit_totals().await,
+            warmup + duration,
+        );
+        let (d0, d1) = edges.await.unwrap_or((0, 0));
+        p.finish(format!("saturation: {:.0} acks/s", r.rps())).await;
+        gw.check_alive()?;
+        self.report.ingest_rps = Some(round(r.rps(), 1));
+        self.report.ingest_p50_ms = ms(&r.tally.latency_us, 0.5);
+        self.report.ingest_p99_ms = ms(&r.tally.latency_us, 0.99);
+        self.report.delivered_per_s =
+            Some(round(load::per_second(d1.saturating_sub(d0), duration), 1));
+        self.errors("saturation", &r);
+        // The fixed-rate phase must not compete with a delivery backlog.
+        let waited = wait_delivered(
+            "saturation: delivering the rest",
+            stats,
+            RUN_SATURATION,
+            r.acked_total,
+            Duration::from_secs(60) + duration * 4,
+        )
+        .await;
+        match waited {
+            Ok(d) => self.report.delivery_catchup_ms = Some(round(d.as_secs_f64() * 1e3, 1)),
+            Err(got) => self.report.notes.push(format!(
+                "saturation: only {got} of {} accepted messages were delivered before the time-out",
+                r.acked_total
+            )),
+        }
+        gw.check_alive()?;
+        Ok(())
+    }
+
+    /// The fixed-rate phase: `--rate` requests a second; acks and lag.
+    async fn fixed_rate(
+        &mut self,
+        gw: &mut Gateway,
+        stats: &Arc<SinkStats>,
+    ) -> Result<(), BenchError> {
+        let (warmup, duration, conns) = self.phase();
+        let rate = self.args.rate;
+        let w = self.workload(gw.ingest, RUN_RATE)?;
+        let live = Arc::new(Live::default());
+        let p = Progress::start(
+            "fixed rate",
+            live.clone(),
+            Some((stats.clone(), RUN_RATE)),
+            warmup + duration,
+        );
+        let before = gw.commit_totals().await;
+        let r = load::open_loop(w, conns, rate, warmup, duration, live).await;
+        self.commits("rate", before, gw.commit_totals().await, warmup + duration);
+        p.finish(format!(
+            "fixed rate: {:.0}/s, ack p99 {} ms",
+            r.rps(),
+            ms(&r.tally.latency_us, 0.99).unwrap_or(f64::NAN)
+        ))
+        .await;
+        gw.check_alive()?;
+        let h = &r.tally.latency_us;
+        self.report.rate_achieved_rps = Some(round(r.rps(), 1));
+        self.report.ack_p50_ms = ms(h, 0.5);
+        self.report.ack_p99_ms = ms(h, 0.99);
+        self.report.ack_p999_ms = ms(h, 0.999);
+        self.report.ack_max_ms = ms(h, 1.0);
+        self.report.pacer_late_p99_ms = r.pacer_late_us.as_ref().and_then(|l| ms(l, 0.99));
+        self.errors("rate", &r);
+        if let Err(got) = wait_delivered(
+            "fixed rate: delivering the rest",
+            stats,
+            RUN_RATE,
+            r.acked_total,
+            Duration::from_secs(60),
+        )
+        .await
+        {
+            self.report.notes.push(format!(
+                "fixed rate: only {got} of {} accepted messages were delivered before the time-out",
+                r.acked_total
+            ));
+        }
+        let lag = stats.snapshot(RUN_RATE).lag_us;
+        self.report.lag_p50_ms = ms(&lag, 0.5);
+        self.report.lag_p99_ms = ms(&lag, 0.99);
+        self.report.lag_p999_ms = ms(&lag, 0.999);
+        if r.pacer_late_us
+            .as_ref()
+            .is_some_and(|l| l.value_at_quantile(0.99) > 1000)
+        {
+            self.report.notes.push(
+                "fixed rate: the pacer ran more than 1 ms late at p99 (the machine is \
+                 overloaded); latencies include that delay"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// A load phase's warm-up, duration and connections.
+    fn phase(&self) -> (Duration, Duration, usize) {
+        (
+            self.args.warmup,
+            self.args.duration,
+            self.args.connections as usize,
+        )
     }
 
     /// Sends `--backlog` messages to `gw` as fast as the connections allow, and

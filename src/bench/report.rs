@@ -299,7 +299,60 @@ impl Report {
             "hookgate bench: {} cores, Linux {}, {} store, verify {}, {} B bodies, {} connections, {} s per phase (+{} s warm-up)",
             m.cores, m.kernel, p.backend, self.verify_used, p.body_size, p.connections, p.duration_s, p.warmup_s
         );
-        let rows: Vec<(String, String, &str)> = vec![
+        let rows: Vec<Row> = [
+            self.load_rows(),
+            self.rate_rows(),
+            self.backlog_rows(),
+            self.pull_rows(),
+        ]
+        .concat();
+        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:w0$}  {:>w1$}  target (issue 7)",
+            "figure", "measured"
+        );
+        for (name, value, target) in rows {
+            let _ = writeln!(out, "{name:w0$}  {value:>w1$}  {target}");
+        }
+        self.footer(&mut out);
+        out
+    }
+
+    /// The lines under the table: failed requests, duplicates, store commits
+    /// and the run's notes.
+    fn footer(&self, out: &mut String) {
+        let errs: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, e)| format!("{k} {}/{}", e.non_2xx, e.errors))
+            .collect();
+        let _ = writeln!(
+            out,
+            "non-2xx/failed requests: {}; duplicate deliveries: {}",
+            if errs.is_empty() {
+                "-".to_string()
+            } else {
+                errs.join(", ")
+            },
+            self.duplicate_deliveries
+        );
+        for (phase, c) in &self.store_commits {
+            let _ = writeln!(
+                out,
+                "store commits, {phase}: {:.0}/s, {:.3} ms each, {:.1} jobs each",
+                c.commits_per_s, c.commit_ms_avg, c.batch_avg
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+    }
+
+    /// The saturation phases: the disk, bare hyper, and the gateway at full load.
+    fn load_rows(&self) -> Vec<Row> {
+        vec![
             (
                 "disk: 4 KiB append + fdatasync p50 / p99".into(),
                 pair(self.fsync_p50_ms, self.fsync_p99_ms),
@@ -330,6 +383,13 @@ impl Report {
                 num(self.delivered_per_s, 0, ""),
                 "",
             ),
+        ]
+    }
+
+    /// The fixed-rate phase: acks and lag, and the memory after the load.
+    fn rate_rows(&self) -> Vec<Row> {
+        let p = &self.params;
+        vec![
             (
                 format!("fixed rate {}/s, achieved /s", p.rate),
                 num(self.rate_achieved_rps, 0, ""),
@@ -360,6 +420,12 @@ impl Report {
                 ),
                 "",
             ),
+        ]
+    }
+
+    /// The backlog phase: holding, restarting and draining it.
+    fn backlog_rows(&self) -> Vec<Row> {
+        vec![
             (
                 format!("backlog of {}: ingest acks/s", count(self.backlog_messages)),
                 num(self.backlog_ingest_rps, 0, ""),
@@ -385,6 +451,13 @@ impl Report {
                 num(self.drain_vs_baseline, 3, " x"),
                 ">= 0.5 x",
             ),
+        ]
+    }
+
+    /// The pull phase: consumers leasing and acknowledging the backlog.
+    fn pull_rows(&self) -> Vec<Row> {
+        let p = &self.params;
+        vec![
             (
                 format!(
                     "pull of {}: {} consumers, batches of {}, acknowledged",
@@ -420,45 +493,12 @@ impl Report {
                 num(self.pull_batch_avg, 1, ""),
                 "",
             ),
-        ];
-        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "{:w0$}  {:>w1$}  target (issue 7)",
-            "figure", "measured"
-        );
-        for (name, value, target) in rows {
-            let _ = writeln!(out, "{name:w0$}  {value:>w1$}  {target}");
-        }
-        let errs: Vec<String> = self
-            .errors
-            .iter()
-            .map(|(k, e)| format!("{k} {}/{}", e.non_2xx, e.errors))
-            .collect();
-        let _ = writeln!(
-            out,
-            "non-2xx/failed requests: {}; duplicate deliveries: {}",
-            if errs.is_empty() {
-                "-".to_string()
-            } else {
-                errs.join(", ")
-            },
-            self.duplicate_deliveries
-        );
-        for (phase, c) in &self.store_commits {
-            let _ = writeln!(
-                out,
-                "store commits, {phase}: {:.0}/s, {:.3} ms each, {:.1} jobs each",
-                c.commits_per_s, c.commit_ms_avg, c.batch_avg
-            );
-        }
-        for n in &self.notes {
-            let _ = writeln!(out, "note: {n}");
-        }
-        out
+        ]
     }
 }
+
+/// A row of the table: the figure, what was measured, and its target.
+type Row = (String, String, &'static str);
 
 /// Rounds to `places` decimals.
 pub fn round(x: f64, places: i32) -> f64 {

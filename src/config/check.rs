@@ -9,8 +9,9 @@
 use std::fmt;
 
 use super::def::{DestinationDef, DestinationType, Origin, RouteDef};
+use super::error::{RetryError, UrlError};
 use super::{OneOrMany, RetryConfig, API_SOURCE};
-use crate::select::Condition;
+use crate::select::{Condition, FilterSpec};
 
 /// One problem of a definition: the field it is about and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,16 +80,28 @@ pub fn bad_name(what: &str, name: &str) -> String {
     format!("{what} name {name:?} must be 1-64 letters, digits, '_', '-' or '.'")
 }
 
-/// Every problem of a destination defined in `origin`.
+/// Every problem of a destination defined in `origin`, in the order of its
+/// parts: name and kind, the fields only the API takes, limits, retry and
+/// breaker, secrets and headers.
 pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
     let mut out = Vec::new();
     if !valid_name(&d.name) {
         out.push(Problem::at("name", bad_name("destination", &d.name)));
     }
+    url_and_type(d, &mut out);
+    api_only(d, origin, &mut out);
+    limits(d, &mut out);
+    secrets_and_headers(d, origin, &mut out);
+    out
+}
+
+/// `url` against `type`: a push destination needs one, a pull one has none
+/// (nor the settings of sending).
+fn url_and_type(d: &DestinationDef, out: &mut Vec<Problem>) {
     match (d.kind, &d.url) {
         (DestinationType::Push, Some(u)) => {
-            if let Err(msg) = check_url(u) {
-                out.push(Problem::at("url", msg));
+            if let Err(e) = check_url(u) {
+                out.push(Problem::at("url", e.to_string()));
             }
         }
         // A `url` or `type` written with a bad value was reported where it was read.
@@ -129,6 +142,11 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
             }
         }
     }
+}
+
+/// `source`, `filter` and `event_types`: an API destination's own route (in
+/// the file, `[[routes]]` do that).
+fn api_only(d: &DestinationDef, origin: Origin, out: &mut Vec<Problem>) {
     if origin == Origin::Config {
         if d.source.is_some() {
             out.push(Problem::at(
@@ -148,12 +166,7 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
             out.push(Problem::at("source", bad_name("source", s)));
         }
     }
-    for (i, f) in d.filter.iter().enumerate() {
-        if let Err(msg) = Condition::try_from(f.clone()) {
-            let i = i.to_string();
-            out.push(Problem::at_keys(&["filter", &i], msg));
-        }
-    }
+    filter_problems(d.filter.iter(), out);
     match (&d.event_types, origin) {
         (Some(_), Origin::Config) => out.push(Problem::at(
             "event_types",
@@ -164,6 +177,10 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
         }
         _ => {}
     }
+}
+
+/// The limits of sending: timeout, concurrency, rate, retry and breaker.
+fn limits(d: &DestinationDef, out: &mut Vec<Problem>) {
     if d.timeout.is_some_and(|t| t.0.is_zero()) {
         out.push(Problem::at("timeout", "timeout must be more than 0"));
     }
@@ -182,8 +199,8 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
         }
     }
     if let Some(r) = &d.retry {
-        if let Err((field, msg)) = retry_problem(r) {
-            out.push(Problem::at_keys(&["retry", field], msg));
+        if let Err(e) = retry_problem(r) {
+            out.push(Problem::at_keys(&["retry", e.field()], e.to_string()));
         }
     }
     if d.circuit_breaker.is_some_and(|b| b.failures == 0) {
@@ -192,6 +209,10 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
             "circuit_breaker.failures must be at least 1",
         ));
     }
+}
+
+/// The signing secrets and the added headers.
+fn secrets_and_headers(d: &DestinationDef, origin: Origin, out: &mut Vec<Problem>) {
     if let Some(s) = &d.signing_secret {
         if !crate::signing::valid_signing_secret(s.expose()) {
             out.push(Problem::at("signing_secret", BAD_SIGNING_SECRET));
@@ -226,7 +247,6 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
             ));
         }
     }
-    out
 }
 
 /// The message of event type patterns that [`valid_event_types`] refuses.
@@ -273,57 +293,49 @@ pub fn route(
             format!("route {BAD_EVENT_TYPES}"),
         ));
     }
-    for (i, f) in r.filter.iter().enumerate() {
-        if let Err(msg) = Condition::try_from(f.get_ref().clone()) {
-            let i = i.to_string();
-            out.push(Problem::at_keys(&["filter", &i], msg));
-        }
-    }
+    filter_problems(r.filter.iter().map(|f| f.get_ref()), &mut out);
     out
 }
 
-/// Checks a destination URL: absolute, http or https, with a host.
-pub fn check_url(u: &str) -> Result<(), String> {
-    match url::Url::parse(u) {
-        Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => Ok(()),
-        Ok(_) => Err(format!(
-            "url {u:?} must be an http:// or https:// URL with a host"
-        )),
-        Err(e) => Err(format!("url {u:?} is not a valid URL: {e}")),
+/// A problem at `filter.N` for each filter table that is not a condition.
+fn filter_problems<'a>(filter: impl Iterator<Item = &'a FilterSpec>, out: &mut Vec<Problem>) {
+    for (i, f) in filter.enumerate() {
+        if let Err(e) = Condition::try_from(f.clone()) {
+            let i = i.to_string();
+            out.push(Problem::at_keys(&["filter", &i], e.to_string()));
+        }
     }
 }
 
-/// Checks a retry table: one form, sane numbers. The error names the field.
-pub fn retry_problem(r: &RetryConfig) -> Result<(), (&'static str, String)> {
+/// Checks a destination URL: absolute, http or https, with a host.
+pub fn check_url(u: &str) -> Result<(), UrlError> {
+    match url::Url::parse(u) {
+        Ok(p) if (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some() => Ok(()),
+        Ok(_) => Err(UrlError::NotHttp(u.to_string())),
+        Err(source) => Err(UrlError::Invalid {
+            url: u.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Checks a retry table: one form, sane numbers.
+pub fn retry_problem(r: &RetryConfig) -> Result<(), RetryError> {
     let exp = r.max_attempts.is_some() || r.initial.is_some() || r.max.is_some();
     match (&r.schedule, exp) {
-        (Some(_), true) => Err((
-            "schedule",
-            "retry takes either `schedule` or `max_attempts`/`initial`/`max`, not both".into(),
-        )),
-        (Some(s), false) if s.is_empty() => {
-            Err(("schedule", "retry.schedule must not be empty".into()))
-        }
-        (Some(s), false) if s.len() > 100 => Err((
-            "schedule",
-            "retry.schedule has more than 100 entries".into(),
-        )),
+        (Some(_), true) => Err(RetryError::BothForms),
+        (Some(s), false) if s.is_empty() => Err(RetryError::EmptySchedule),
+        (Some(s), false) if s.len() > 100 => Err(RetryError::LongSchedule),
         (None, true) => {
             if r.max_attempts == Some(0) {
-                return Err((
-                    "max_attempts",
-                    "retry.max_attempts must be at least 1".into(),
-                ));
+                return Err(RetryError::NoAttempts);
             }
             if r.max_attempts.unwrap_or(0) > 100 {
-                return Err((
-                    "max_attempts",
-                    "retry.max_attempts must be at most 100".into(),
-                ));
+                return Err(RetryError::TooManyAttempts);
             }
             if let (Some(i), Some(m)) = (r.initial, r.max) {
                 if i > m {
-                    return Err(("initial", "retry.initial must not exceed retry.max".into()));
+                    return Err(RetryError::InitialOverMax);
                 }
             }
             Ok(())

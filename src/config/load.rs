@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::error::EnvError;
 use super::lenient;
 use super::report::{unknown, ConfigError, ConfigErrors, Errors, FieldSpans};
 use super::validate::{validate, Defined};
@@ -188,7 +189,7 @@ fn substitute_env(
     match value.get_mut() {
         DeValue::String(s) if s.contains('$') => match expand(s, env) {
             Ok(new) => *s = new.into(),
-            Err(msg) => errs.at(Some(span), msg),
+            Err(e) => errs.at(Some(span), e.to_string()),
         },
         DeValue::Array(items) => {
             for v in items.iter_mut() {
@@ -205,7 +206,7 @@ fn substitute_env(
 }
 
 /// Expands `${NAME}` references in one string.
-pub(super) fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(super) fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -215,19 +216,14 @@ pub(super) fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| "unterminated ${ in string: write ${NAME}".to_string())?;
+            let end = tail.find('}').ok_or(EnvError::Unterminated)?;
             let name = &tail[..end];
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!(
-                    "invalid variable reference ${{{name}}}: names are letters, digits and _"
-                ));
+                return Err(EnvError::BadName(name.to_string()));
             }
-            let value =
-                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value = env(name).ok_or_else(|| EnvError::Unset(name.to_string()))?;
             out.push_str(&value);
             rest = &tail[end + 1..];
         } else {
@@ -258,10 +254,16 @@ mod tests {
         assert_eq!(expand("${TOKEN}${PORT}", &env).unwrap(), "s3cret9000");
         assert_eq!(expand("cost $5", &env).unwrap(), "cost $5");
         assert_eq!(expand("lit $${TOKEN}", &env).unwrap(), "lit ${TOKEN}");
-        assert!(expand("${MISSING}", &env).unwrap_err().contains("MISSING"));
-        assert!(expand("${TOKEN", &env).is_err());
-        assert!(expand("${}", &env).is_err());
-        assert!(expand("${A-B}", &env).is_err());
+        assert_eq!(
+            expand("${MISSING}", &env).unwrap_err().to_string(),
+            "environment variable MISSING is not set"
+        );
+        assert_eq!(expand("${TOKEN", &env), Err(EnvError::Unterminated));
+        assert_eq!(expand("${}", &env), Err(EnvError::BadName(String::new())));
+        assert_eq!(
+            expand("${A-B}", &env).unwrap_err().to_string(),
+            "invalid variable reference ${A-B}: names are letters, digits and _"
+        );
     }
 
     #[test]

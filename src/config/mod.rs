@@ -1,4 +1,4 @@
-//! The configuration: serde types for every section of the TOML file (SPEC §2),
+//! The configuration: serde types for every section of the TOML file (docs/configuration.md),
 //! parsed with positions, checked as a whole, then handed to `app::build`.
 //!
 //! Parse, validate, build: `load`/`parse` turn text into a [`Config`] and report
@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, EnvError, RetryError, UrlError};
 pub use live::Live;
 pub use load::{load, parse};
 pub(crate) use report::reword;
@@ -277,7 +277,7 @@ impl VerifyConfig {
     }
 }
 
-/// The verifier types of SPEC §2.
+/// The verifier types (docs/providers.md).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerifyKind {
@@ -309,7 +309,7 @@ pub enum VerifyKind {
 }
 
 impl VerifyKind {
-    /// Every type, in the order of SPEC §2.
+    /// Every type, in the order of docs/providers.md.
     pub const ALL: [VerifyKind; 12] = [
         VerifyKind::Telegram,
         VerifyKind::Twilio,
@@ -395,7 +395,7 @@ impl RateLimitConfig {
     /// The burst size in effect.
     pub fn burst(&self) -> u32 {
         self.burst
-            .unwrap_or_else(|| self.per_second.ceil().clamp(1.0, u32::MAX as f64) as u32)
+            .unwrap_or_else(|| defaults::rate_limit_burst(self.per_second))
             .max(1)
     }
 }
@@ -447,15 +447,20 @@ pub struct BreakerConfig {
 }
 
 /// `forward_headers = "all" | "none" | [names]`
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardHeaders {
     /// Every original header but hop-by-hop ones, `Host` and `Content-Length`.
-    #[default]
     All,
     /// None of them.
     None,
     /// Only these (lower-case names).
     Only(Vec<String>),
+}
+
+impl Default for ForwardHeaders {
+    fn default() -> Self {
+        defaults::FORWARD_HEADERS
+    }
 }
 
 impl<'de> Deserialize<'de> for ForwardHeaders {

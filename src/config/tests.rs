@@ -1,7 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 
-/// The example of SPEC §2, whole.
+/// A config with every section (the example of docs/configuration.md), whole.
 pub const SPEC_EXAMPLE: &str = r#"
 [server]
 listen = "127.0.0.1:8080"

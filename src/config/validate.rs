@@ -9,7 +9,7 @@ use serde_spanned::Spanned;
 use super::check::{bad_name, valid_name};
 use super::def::Origin;
 use super::report::Errors;
-use super::{Config, DestinationDef, SourceConfig, VerifyConfig, VerifyKind};
+use super::{Config, DestinationDef, Secret, SourceConfig, VerifyConfig, VerifyKind};
 
 /// The source name of events published through the API.
 pub const API_SOURCE: &str = "api";
@@ -218,13 +218,52 @@ pub fn verify_problems(v: &VerifyConfig) -> Vec<String> {
     verify_problems_at(v).into_iter().map(|(_, m)| m).collect()
 }
 
+/// Problems of a `verify` table, each with the field it is about (`None`: the
+/// table as a whole).
+type VerifyProblems = Vec<(Option<&'static str>, String)>;
+
 /// The problems of one `verify` table, each with the field it is about (`None`:
-/// the table as a whole).
-fn verify_problems_at(v: &VerifyConfig) -> Vec<(Option<&'static str>, String)> {
-    use VerifyKind::*;
-    let kind = v.kind.as_str();
+/// the table as a whole): its secrets, the fields its type takes, their values,
+/// then the form of the secrets its type needs.
+fn verify_problems_at(v: &VerifyConfig) -> VerifyProblems {
     let mut out = Vec::new();
     let keys = v.keys();
+    secrets_given(v, &keys, &mut out);
+    fields_of_kind(v, &mut out);
+    field_values(v, &mut out);
+    secret_forms(v, &keys, &mut out);
+    out
+}
+
+/// The fields that only some verify types take: the field, whether a table
+/// sets it, and the types that take it.
+type FieldOfKind = (
+    &'static str,
+    fn(&VerifyConfig) -> bool,
+    &'static [VerifyKind],
+);
+
+/// Every field that only some verify types take.
+const FIELDS_OF_KIND: [FieldOfKind; 7] = {
+    use VerifyKind::*;
+    [
+        ("url", |v| v.url.is_some(), &[Twilio]),
+        (
+            "tolerance",
+            |v| v.tolerance.is_some(),
+            &[Stripe, Slack, StandardWebhooks],
+        ),
+        ("header", |v| v.header.is_some(), &[Hmac, Header]),
+        ("algorithm", |v| v.algorithm.is_some(), &[Hmac]),
+        ("encoding", |v| v.encoding.is_some(), &[Hmac]),
+        ("prefix", |v| v.prefix.is_some(), &[Hmac]),
+        ("verify_token", |v| v.verify_token.is_some(), &[Meta]),
+    ]
+};
+
+/// At least one secret, none of them empty.
+fn secrets_given(v: &VerifyConfig, keys: &[Secret], out: &mut VerifyProblems) {
+    let kind = v.kind.as_str();
     if keys.is_empty() {
         out.push((
             None,
@@ -242,28 +281,31 @@ fn verify_problems_at(v: &VerifyConfig) -> Vec<(Option<&'static str>, String)> {
             format!("verify type `{kind}`: a secret is empty"),
         ));
     }
-    let mut not_for = |field: &'static str, set: bool, allowed: &[VerifyKind]| {
-        if set && !allowed.contains(&v.kind) {
+}
+
+/// A field set on a verify type that does not take it ([`FIELDS_OF_KIND`]).
+fn fields_of_kind(v: &VerifyConfig, out: &mut VerifyProblems) {
+    for (field, set, allowed) in FIELDS_OF_KIND {
+        if set(v) && !allowed.contains(&v.kind) {
             out.push((
                 Some(field),
-                format!("`{field}` does not apply to verify type `{kind}`"),
+                format!(
+                    "`{field}` does not apply to verify type `{}`",
+                    v.kind.as_str()
+                ),
             ));
         }
-    };
-    not_for("url", v.url.is_some(), &[Twilio]);
-    not_for(
-        "tolerance",
-        v.tolerance.is_some(),
-        &[Stripe, Slack, StandardWebhooks],
-    );
-    not_for("header", v.header.is_some(), &[Hmac, Header]);
-    not_for("algorithm", v.algorithm.is_some(), &[Hmac]);
-    not_for("encoding", v.encoding.is_some(), &[Hmac]);
-    not_for("prefix", v.prefix.is_some(), &[Hmac]);
-    not_for("verify_token", v.verify_token.is_some(), &[Meta]);
-    if matches!(v.kind, Hmac | Header) {
+    }
+}
+
+/// The values of `header`, `url`, `tolerance` and `verify_token`.
+fn field_values(v: &VerifyConfig, out: &mut VerifyProblems) {
+    if matches!(v.kind, VerifyKind::Hmac | VerifyKind::Header) {
         match &v.header {
-            None => out.push((None, format!("verify type `{kind}` needs `header`"))),
+            None => out.push((
+                None,
+                format!("verify type `{}` needs `header`", v.kind.as_str()),
+            )),
             Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => out.push((
                 Some("header"),
                 format!("`header` {h:?} is not a valid header name"),
@@ -298,25 +340,23 @@ fn verify_problems_at(v: &VerifyConfig) -> Vec<(Option<&'static str>, String)> {
             "`verify_token` must not be empty".into(),
         ));
     }
-    if v.kind == Basic && keys.iter().any(|k| !k.expose().contains(':')) {
+}
+
+/// The form of the secrets that `basic` and `standard-webhooks` need.
+fn secret_forms(v: &VerifyConfig, keys: &[Secret], out: &mut VerifyProblems) {
+    if v.kind == VerifyKind::Basic && keys.iter().any(|k| !k.expose().contains(':')) {
         out.push((
             Some("secret"),
             "verify type `basic` takes `secret = \"user:password\"`".into(),
         ));
     }
-    if v.kind == StandardWebhooks {
-        for k in &keys {
-            if crate::signing::decode_secret(k.expose()).is_none() {
-                out.push((
-                    Some("secret"),
-                    "a standard-webhooks secret is `whsec_` followed by base64 (or plain base64)"
-                        .into(),
-                ));
-                break;
-            }
-        }
+    let bad_whsec = |k: &Secret| crate::signing::decode_secret(k.expose()).is_none();
+    if v.kind == VerifyKind::StandardWebhooks && keys.iter().any(bad_whsec) {
+        out.push((
+            Some("secret"),
+            "a standard-webhooks secret is `whsec_` followed by base64 (or plain base64)".into(),
+        ));
     }
-    out
 }
 
 /// A destination's problems, from the one validator the API uses too, each at

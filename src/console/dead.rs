@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::html;
+use maud::{html, Markup};
 
 use super::auth::{check_post, Authed};
 use super::layout::{self, Nav};
 use super::messages::unavailable;
 use super::{param, Console, FormData};
-use crate::store::{DeliveryQuery, DeliveryStatus, ReplayFilter};
+use crate::clock::Millis;
+use crate::store::{
+    DeliveryInfo, DeliveryQuery, DeliveryStatus, DestinationStats, Page, ReplayFilter,
+};
 
 const PAGE: usize = 50;
 
@@ -53,26 +56,45 @@ pub async fn list(
         })
         .await;
     let now = s.clock.now_millis();
-    let dq = dest
-        .as_deref()
-        .map(|d| {
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("destination", d)
-                .finish()
-        })
-        .unwrap_or_default();
+    let dq = dest.as_deref().map(destination_query).unwrap_or_default();
     let body = html! {
         (layout::notice_box(param(&q, "notice")))
         h1 { "Dead letters" }
+        (per_destination(&names, &stats, dest.as_deref()))
+        @match &page {
+            Err(crate::store::StoreError::NotFound) => {
+                p.notice.error role="alert" { "That page link is not valid any more." }
+            }
+            Err(_) => { p.notice.error role="alert" { "The store is unavailable; try again." } }
+            Ok(p) => (dead_page(p, &dq, now)),
+        }
+    };
+    layout::page(&a, Nav::Dead, "Dead letters", body)
+}
+
+/// `destination=NAME`, URL-encoded.
+pub(super) fn destination_query(name: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("destination", name)
+        .finish()
+}
+
+/// The count of dead letters of each destination, and the destination filter.
+fn per_destination(
+    names: &[String],
+    stats: &HashMap<String, DestinationStats>,
+    dest: Option<&str>,
+) -> Markup {
+    html! {
         div.table-wrap {
             table {
                 caption { "Dead letters per destination" }
                 thead { tr { th scope="col" { "Destination" } th scope="col" { "Dead" } } }
                 tbody {
-                    @for n in &names {
+                    @for n in names {
                         tr {
                             th scope="row" {
-                                a href={ "/dead?" (form_urlencoded::Serializer::new(String::new()).append_pair("destination", n).finish()) } { (n) }
+                                a href={ "/dead?" (destination_query(n)) } { (n) }
                             }
                             td { (stats.get(n).map_or(0, |s| s.dead)) }
                         }
@@ -85,59 +107,49 @@ pub async fn list(
                 label for="destination" { "Destination" }
                 select id="destination" name="destination" {
                     option value="" { "Every destination" }
-                    @for n in &names {
-                        option value=(n) selected[dest.as_deref() == Some(n.as_str())] { (n) }
+                    @for n in names {
+                        option value=(n) selected[dest == Some(n.as_str())] { (n) }
                     }
                 }
             }
             button type="submit" { "Filter" }
         }
-        @match &page {
-            Err(crate::store::StoreError::NotFound) => {
-                p.notice.error role="alert" { "That page link is not valid any more." }
-            }
-            Err(_) => { p.notice.error role="alert" { "The store is unavailable; try again." } }
-            Ok(p) => {
-                @if !p.items.is_empty() {
-                    p { a.button href={ "/dead/replay?" (dq) } { "Replay these dead letters…" } }
-                }
-                div.table-wrap {
-                    table id="dead-list" {
-                        caption.visually-hidden { "Dead deliveries, newest first" }
-                        thead {
-                            tr {
-                                th scope="col" { "Died" }
-                                th scope="col" { "Message" }
-                                th scope="col" { "Destination" }
-                                th scope="col" { "Status" }
-                                th scope="col" { "Attempts" }
-                            }
-                        }
-                        tbody {
-                            @if p.items.is_empty() {
-                                tr { td colspan="5" { "No dead letters." } }
-                            }
-                            @for d in &p.items {
-                                tr {
-                                    td { (layout::when(d.finished_at.unwrap_or(d.created_at), Some(now))) }
-                                    td { a.mono href={ "/messages/" (d.message_id) } { (d.message_id) } }
-                                    td { (d.destination) }
-                                    td { (layout::status(d.status.as_str())) }
-                                    td { (d.attempts) }
-                                }
-                            }
-                        }
+    }
+}
+
+/// A page of dead deliveries, newest first; `dq` is the destination filter's
+/// query (empty: every destination).
+fn dead_page(p: &Page<DeliveryInfo>, dq: &str, now: Millis) -> Markup {
+    html! {
+        @if !p.items.is_empty() {
+            p { a.button href={ "/dead/replay?" (dq) } { "Replay these dead letters…" } }
+        }
+        div.table-wrap {
+            table id="dead-list" {
+                caption.visually-hidden { "Dead deliveries, newest first" }
+                thead { (layout::header_row(&["Died", "Message", "Destination", "Status", "Attempts"])) }
+                tbody {
+                    @if p.items.is_empty() {
+                        tr { td colspan="5" { "No dead letters." } }
                     }
-                }
-                @if let Some(n) = &p.next_cursor {
-                    p.pager {
-                        a rel="next" href={ "/dead?" (dq) @if !dq.is_empty() { "&" } "cursor=" (n) } { "Older" }
+                    @for d in &p.items {
+                        tr {
+                            td { (layout::when(d.finished_at.unwrap_or(d.created_at), Some(now))) }
+                            td { a.mono href={ "/messages/" (d.message_id) } { (d.message_id) } }
+                            td { (d.destination) }
+                            td { (layout::status(d.status.as_str())) }
+                            td { (d.attempts) }
+                        }
                     }
                 }
             }
         }
-    };
-    layout::page(&a, Nav::Dead, "Dead letters", body)
+        @if let Some(n) = &p.next_cursor {
+            p.pager {
+                a rel="next" href={ "/dead?" (dq) @if !dq.is_empty() { "&" } "cursor=" (n) } { "Older" }
+            }
+        }
+    }
 }
 
 /// `GET /dead/replay`: how many would be replayed, and the button.

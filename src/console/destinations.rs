@@ -7,14 +7,17 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::html;
+use maud::{html, Markup};
 use std::collections::HashMap;
 
 use super::auth::{check_post, Authed};
 use super::layout::{self, Nav};
 use super::messages::unavailable;
 use super::{mask, param, stats, Console, FormData};
-use crate::dispatch::destination::Origin;
+use crate::clock::Millis;
+use crate::dispatch::destination::{DestinationSpec, Origin};
+use crate::dispatch::DestinationHandle;
+use crate::store::DestinationStats;
 
 /// `GET /destinations`
 pub async fn list(
@@ -27,26 +30,11 @@ pub async fn list(
         Ok(st) => st,
         Err(e) => return unavailable(e),
     };
-    let now = s.clock.now_millis();
-    let csrf = &a.session.csrf;
-    let text = s.metrics.render();
-    let outcomes = stats::by_labels(&text, "hookgate_deliveries_total", "destination", "outcome");
-    let outcome = |d: &str, o: &str| {
-        outcomes
-            .get(&(d.to_string(), o.to_string()))
-            .copied()
-            .unwrap_or(0.0) as u64
+    let figures = Figures {
+        stats,
+        counts: Counts::read(&s.metrics.render()),
+        now: s.clock.now_millis(),
     };
-    let attempt_sum = stats::by_label(
-        &text,
-        "hookgate_delivery_attempt_seconds_sum",
-        "destination",
-    );
-    let attempt_count = stats::by_label(
-        &text,
-        "hookgate_delivery_attempt_seconds_count",
-        "destination",
-    );
     let body = html! {
         (layout::notice_box(param(&q, "notice")))
         h1 { "Destinations" }
@@ -54,92 +42,166 @@ pub async fn list(
         div.table-wrap {
             table {
                 caption.visually-hidden { "Destinations" }
-                thead {
-                    tr {
-                        th scope="col" { "Name" }
-                        th scope="col" { "URL" }
-                        th scope="col" { "State" }
-                        th scope="col" { "Circuit" }
-                        th scope="col" { "In flight" }
-                        th scope="col" { "Pending" }
-                        th scope="col" { "Oldest pending" }
-                        th scope="col" { "Dead" }
-                        th scope="col" { "Since start" }
-                        th scope="col" { "Mean attempt" }
-                        th scope="col" { "Last 5 minutes" }
-                        th scope="col" { "Action" }
-                    }
-                }
+                thead { (layout::header_row(&COLUMNS)) }
                 tbody {
                     @for h in s.dispatcher.all() {
-                        @let spec = h.spec();
-                        @let st = h.state();
-                        @let stat = stats.get(&spec.name);
-                        @let state = if st.disabled_at.is_some() { "disabled" } else if st.paused { "paused" } else { "running" };
-                        @let circuit = if h.circuit_open() { "open" } else { "closed" };
-                        @let row_id = format!("dest-{}", hex::encode(spec.name.as_bytes()));
-                        tr data-destination=(spec.name) {
-                            th scope="row" id=(row_id) { (spec.name) }
-                            @if spec.is_pull() {
-                                td { "pull (consumers lease its deliveries)" }
-                            } @else {
-                                td.mono { (mask::safe_url(&spec.url)) }
-                            }
-                            td { (layout::status(state)) }
-                            td { (layout::status(circuit)) }
-                            td { (h.in_flight()) " / " (spec.max_in_flight) }
-                            td { (stat.map_or(0, |s| s.pending)) }
-                            td {
-                                @match stat.and_then(|s| s.oldest_pending_at) {
-                                    Some(t) => (layout::when(t, Some(now))),
-                                    None => "—",
-                                }
-                            }
-                            td {
-                                a href={ "/dead?" (form_urlencoded::Serializer::new(String::new()).append_pair("destination", &spec.name).finish()) } {
-                                    (stat.map_or(0, |s| s.dead))
-                                }
-                            }
-                            @let (ok, retried, dead) = (outcome(&spec.name, "delivered"), outcome(&spec.name, "retried"), outcome(&spec.name, "dead"));
-                            td {
-                                (ok) " delivered, " (retried) " retried, " (dead) " dead"
-                                @if ok + retried + dead > 0 {
-                                    " (" (format!("{:.0}", 100.0 * ok as f64 / (ok + retried + dead) as f64)) "% succeeded)"
-                                }
-                            }
-                            td {
-                                @match (attempt_sum.get(&spec.name), attempt_count.get(&spec.name)) {
-                                    (Some(sum), Some(n)) if *n > 0.0 => { (format!("{:.1}", 1000.0 * sum / n)) " ms" }
-                                    _ => "—",
-                                }
-                            }
-                            td { (recent(&c, &spec.name)) }
-                            td.row-actions {
-                                @let base = format!("/destinations/{}", layout::path_segment(&spec.name));
-                                @let (action, label) = if st.paused { ("resume", "Resume") } else { ("pause", "Pause") };
-                                form method="post" action={ (base) "/" (action) } {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    button type="submit" aria-describedby=(row_id) { (label) }
-                                }
-                                form method="post" action={ (base) "/test" } {
-                                    input type="hidden" name="csrf" value=(csrf);
-                                    button type="submit" aria-describedby=(row_id) { "Send test event" }
-                                }
-                                @if spec.origin == Origin::Api {
-                                    a.button href={ (base) "/edit" } aria-describedby=(row_id) { "Edit" }
-                                    a.button href={ (base) "/rotate" } aria-describedby=(row_id) { "Rotate secret" }
-                                    a.button href={ (base) "/delete" } aria-describedby=(row_id) { "Delete" }
-                                } @else {
-                                    span.hint { "From the config file (read-only)" }
-                                }
-                            }
-                        }
+                        (row(&c, &figures, &h, &a.session.csrf))
                     }
                 }
             }
         }
     };
     layout::page(&a, Nav::Destinations, "Destinations", body)
+}
+
+/// The columns of the destinations table.
+const COLUMNS: [&str; 12] = [
+    "Name",
+    "URL",
+    "State",
+    "Circuit",
+    "In flight",
+    "Pending",
+    "Oldest pending",
+    "Dead",
+    "Since start",
+    "Mean attempt",
+    "Last 5 minutes",
+    "Action",
+];
+
+/// What the table shows besides each destination's own state: the store's
+/// backlog figures and the counters since start.
+struct Figures {
+    stats: HashMap<String, DestinationStats>,
+    counts: Counts,
+    now: Millis,
+}
+
+/// The delivery counters since start, from the metrics recorder.
+struct Counts {
+    outcomes: HashMap<(String, String), f64>,
+    attempt_sum: HashMap<String, f64>,
+    attempt_count: HashMap<String, f64>,
+}
+
+impl Counts {
+    /// Reads them from the rendered metrics.
+    fn read(text: &str) -> Self {
+        Counts {
+            outcomes: stats::by_labels(text, "hookgate_deliveries_total", "destination", "outcome"),
+            attempt_sum: stats::by_label(
+                text,
+                "hookgate_delivery_attempt_seconds_sum",
+                "destination",
+            ),
+            attempt_count: stats::by_label(
+                text,
+                "hookgate_delivery_attempt_seconds_count",
+                "destination",
+            ),
+        }
+    }
+
+    /// Attempts of `destination` that ended with `outcome`.
+    fn outcome(&self, destination: &str, outcome: &str) -> u64 {
+        self.outcomes
+            .get(&(destination.to_string(), outcome.to_string()))
+            .copied()
+            .unwrap_or(0.0) as u64
+    }
+
+    /// The mean attempt of `destination` in ms, when it made any.
+    fn mean_attempt_ms(&self, destination: &str) -> Option<f64> {
+        match (
+            self.attempt_sum.get(destination),
+            self.attempt_count.get(destination),
+        ) {
+            (Some(sum), Some(n)) if *n > 0.0 => Some(1000.0 * sum / n),
+            _ => None,
+        }
+    }
+}
+
+/// One destination's row.
+fn row(c: &Console, f: &Figures, h: &DestinationHandle, csrf: &str) -> Markup {
+    let spec = h.spec();
+    let st = h.state();
+    let stat = f.stats.get(&spec.name);
+    let (state, circuit) = layout::destination_state(h);
+    let row_id = format!("dest-{}", hex::encode(spec.name.as_bytes()));
+    let (ok, retried, dead) = (
+        f.counts.outcome(&spec.name, "delivered"),
+        f.counts.outcome(&spec.name, "retried"),
+        f.counts.outcome(&spec.name, "dead"),
+    );
+    html! {
+        tr data-destination=(spec.name) {
+            th scope="row" id=(row_id) { (spec.name) }
+            @if spec.is_pull() {
+                td { "pull (consumers lease its deliveries)" }
+            } @else {
+                td.mono { (mask::safe_url(&spec.url)) }
+            }
+            td { (layout::status(state)) }
+            td { (layout::status(circuit)) }
+            td { (h.in_flight()) " / " (spec.max_in_flight) }
+            td { (stat.map_or(0, |s| s.pending)) }
+            td {
+                @match stat.and_then(|s| s.oldest_pending_at) {
+                    Some(t) => (layout::when(t, Some(f.now))),
+                    None => "—",
+                }
+            }
+            td {
+                a href={ "/dead?" (super::dead::destination_query(&spec.name)) } {
+                    (stat.map_or(0, |s| s.dead))
+                }
+            }
+            td {
+                (ok) " delivered, " (retried) " retried, " (dead) " dead"
+                @if ok + retried + dead > 0 {
+                    " (" (format!("{:.0}", 100.0 * ok as f64 / (ok + retried + dead) as f64)) "% succeeded)"
+                }
+            }
+            td {
+                @match f.counts.mean_attempt_ms(&spec.name) {
+                    Some(ms) => { (format!("{ms:.1}")) " ms" }
+                    None => "—",
+                }
+            }
+            td { (recent(c, &spec.name)) }
+            td.row-actions { (actions(&spec, st.paused, &row_id, csrf)) }
+        }
+    }
+}
+
+/// A row's actions: pause or resume, a test event, and for an API destination
+/// edit, rotate and delete.
+fn actions(spec: &DestinationSpec, paused: bool, row_id: &str, csrf: &str) -> Markup {
+    let base = format!("/destinations/{}", layout::path_segment(&spec.name));
+    let (action, label) = if paused {
+        ("resume", "Resume")
+    } else {
+        ("pause", "Pause")
+    };
+    html! {
+        form method="post" action={ (base) "/" (action) } {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" aria-describedby=(row_id) { (label) }
+        }
+        form method="post" action={ (base) "/test" } {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" aria-describedby=(row_id) { "Send test event" }
+        }
+        @if spec.origin == Origin::Api {
+            a.button href={ (base) "/edit" } aria-describedby=(row_id) { "Edit" }
+            a.button href={ (base) "/rotate" } aria-describedby=(row_id) { "Rotate secret" }
+            a.button href={ (base) "/delete" } aria-describedby=(row_id) { "Delete" }
+        } @else {
+            span.hint { "From the config file (read-only)" }
+        }
+    }
 }
 
 /// Points of the overview's sampler in the last five minutes.

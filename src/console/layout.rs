@@ -1,8 +1,6 @@
 //! The page shell (header, navigation, log-out form) and small pieces every page
 //! uses: times shown relative and absolute, statuses as text and colour, notices.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
@@ -128,10 +126,33 @@ pub fn error_page(status: StatusCode, title: &str, text: &str) -> Response {
 
 /// `2026-01-31 12:00:00Z` (UTC).
 pub fn absolute(ms: Millis) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .replacen('T', " ", 1)
+    crate::clock::format_rfc3339(ms.max(0), crate::clock::Precision::Seconds).replacen('T', " ", 1)
+}
+
+/// The words of a destination's state (`running`, `paused`, `disabled`) and
+/// of its circuit (`open`, `closed`).
+pub fn destination_state(h: &crate::dispatch::DestinationHandle) -> (&'static str, &'static str) {
+    let st = h.state();
+    let state = if st.disabled_at.is_some() {
+        "disabled"
+    } else if st.paused {
+        "paused"
+    } else {
+        "running"
+    };
+    let circuit = if h.circuit_open() { "open" } else { "closed" };
+    (state, circuit)
+}
+
+/// A table's header row: one column header a title.
+pub fn header_row(titles: &[&str]) -> Markup {
+    html! {
+        tr {
+            @for title in titles {
+                th scope="col" { (title) }
+            }
+        }
+    }
 }
 
 /// `12 s ago`, `3 min ago`, `in 5 s`.

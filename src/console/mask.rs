@@ -6,7 +6,7 @@
 pub use crate::ingest::rejects::{is_secret_header, MASKED};
 
 /// A URL without its user info and query values: `https://host:port/path?…`.
-pub fn safe_url(u: &reqwest::Url) -> String {
+pub fn safe_url(u: &url::Url) -> String {
     let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
     if let Some(p) = u.port() {
         s.push_str(&format!(":{p}"));
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn urls_lose_credentials_and_query() {
-        let u: reqwest::Url = "https://user:pw@example.com:8443/hook?token=abc"
+        let u: url::Url = "https://user:pw@example.com:8443/hook?token=abc"
             .parse()
             .unwrap();
         assert_eq!(safe_url(&u), "https://example.com:8443/hook?…");

@@ -13,9 +13,10 @@ use super::auth::{check_post, Authed};
 use super::layout::{self, Nav};
 use super::mask;
 use super::{param, Console, FormData};
+use crate::clock::Millis;
 use crate::store::{
-    DeliveryInfo, DeliveryQuery, DeliveryStatus, MessageId, MessageQuery, MessageStatus,
-    MessageSummary, StoreError,
+    DeliveryInfo, DeliveryQuery, DeliveryStatus, MessageDetail, MessageId, MessageQuery,
+    MessageStatus, MessageSummary, StoreError, StoredMessage,
 };
 use crate::telemetry::events::Replayed;
 
@@ -240,6 +241,21 @@ pub async fn list(
     }
     let f = Filter::from(&q);
     let now = c.admin.clock.now_millis();
+    let loaded = load(&c, &f).await;
+    let body = html! {
+        h1 { "Messages" }
+        (filter_form(&c, &f, search))
+        (filter_hints(&f))
+        @match &loaded {
+            Err(e) => { p.notice.error role="alert" { (e) } }
+            Ok((rows, next)) => (results(&f, rows, next.as_deref(), now)),
+        }
+    };
+    layout::page(&a, Nav::Messages, "Messages", body)
+}
+
+/// The filters of the messages list, set as `f` says.
+fn filter_form(c: &Console, f: &Filter, search: Option<&str>) -> Markup {
     let mut sources: Vec<String> = c
         .admin
         .config()
@@ -255,19 +271,13 @@ pub async fn list(
         .iter()
         .map(|h| h.spec().name.clone())
         .collect();
-    let statuses: Vec<String> = if f.destination.is_some() {
-        ["pending", "queued", "delivered", "dead", "replayed"]
+    let statuses: &[&str] = if f.destination.is_some() {
+        &["pending", "queued", "delivered", "dead", "replayed"]
     } else {
-        ["pending", "delivered", "dead", "", ""]
-    }
-    .iter()
-    .filter(|s| !s.is_empty())
-    .map(|s| s.to_string())
-    .collect();
-    let loaded = load(&c, &f).await;
-    let live_url = format!("/messages/rows?{}", f.query());
-    let body = html! {
-        h1 { "Messages" }
+        &["pending", "delivered", "dead"]
+    };
+    let statuses: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
+    html! {
         form.filters method="get" action="/messages" role="search" {
             div.field {
                 label for="q" { "Search" }
@@ -290,6 +300,12 @@ pub async fn list(
             }
             button type="submit" { "Filter" }
         }
+    }
+}
+
+/// What the filters mean for the list below them.
+fn filter_hints(f: &Filter) -> Markup {
+    html! {
         @if let Some(k) = &f.key {
             p.hint { "Messages remembered under the dedup key " code { (k) } " (a key is kept for its source's dedup window). A message id, msg_…, opens that message." }
         }
@@ -299,36 +315,37 @@ pub async fn list(
                 p.notice.error role="alert" { "Search, event type and time filter messages, not deliveries: clear the destination to use them." }
             }
         }
-        @match &loaded {
-            Err(e) => { p.notice.error role="alert" { (e) } }
-            Ok((rows, next)) => {
-                div.table-wrap {
-                    table {
-                        caption.visually-hidden { "Messages, newest first" }
-                        thead { tr { (head_cells(rows)) } }
-                        @if f.cursor.is_none() {
-                            tbody id="rows" data-live=(live_url) { (body_rows(rows, Some(now))) }
-                        } @else {
-                            tbody { (body_rows(rows, Some(now))) }
-                        }
-                    }
-                }
-                p.pager {
-                    @if f.cursor.is_none() {
-                        span id="live" role="status" { "New messages appear here as they arrive." }
-                    } @else {
-                        a href={ "/messages?" (f.query()) } { "Newest" }
-                    }
-                    @if let Some(n) = next {
-                        @let q = if f.query().is_empty() { String::new() } else { format!("{}&", f.query()) };
-                        " "
-                        a rel="next" href={ "/messages?" (q) "cursor=" (n) } { "Older" }
-                    }
+    }
+}
+
+/// A page of the list, live on the first page, with the links to the others.
+fn results(f: &Filter, rows: &Rows, next: Option<&str>, now: Millis) -> Markup {
+    let live_url = format!("/messages/rows?{}", f.query());
+    html! {
+        div.table-wrap {
+            table {
+                caption.visually-hidden { "Messages, newest first" }
+                thead { tr { (head_cells(rows)) } }
+                @if f.cursor.is_none() {
+                    tbody id="rows" data-live=(live_url) { (body_rows(rows, Some(now))) }
+                } @else {
+                    tbody { (body_rows(rows, Some(now))) }
                 }
             }
         }
-    };
-    layout::page(&a, Nav::Messages, "Messages", body)
+        p.pager {
+            @if f.cursor.is_none() {
+                span id="live" role="status" { "New messages appear here as they arrive." }
+            } @else {
+                a href={ "/messages?" (f.query()) } { "Newest" }
+            }
+            @if let Some(n) = next {
+                @let q = if f.query().is_empty() { String::new() } else { format!("{}&", f.query()) };
+                " "
+                a rel="next" href={ "/messages?" (q) "cursor=" (n) } { "Older" }
+            }
+        }
+    }
 }
 
 /// `GET /messages/rows`: the first page's rows, for the live table.
@@ -512,7 +529,77 @@ pub async fn detail(
         }
     };
     let now = c.admin.clock.now_millis();
-    let m = &d.message;
+    let mut dests: Vec<&str> = d
+        .deliveries
+        .iter()
+        .map(|d| d.destination.as_str())
+        .collect();
+    dests.sort_unstable();
+    dests.dedup();
+    let body = html! {
+        (layout::notice_box(param(&q, "notice")))
+        h1.mono { (d.summary.id) }
+        (summary(&c, &d, &dests, now))
+        (message_actions(id, &dests, &a.session.csrf))
+        (request_view(&c, id, &d.message))
+        h2 { "Deliveries" }
+        @if d.deliveries.is_empty() {
+            p { "No route matched this message: it was not delivered anywhere." }
+        }
+        @for dl in &d.deliveries {
+            (delivery_view(dl, now))
+        }
+    };
+    layout::page(&a, Nav::Messages, &d.summary.id.to_string(), body)
+}
+
+/// A message's summary: status, source, type, times, and where it went.
+fn summary(c: &Console, d: &MessageDetail, dests: &[&str], now: Millis) -> Markup {
+    html! {
+        dl.summary {
+            dt { "Status" } dd { (layout::status(message_status_str(d.summary.status))) }
+            dt { "Source" } dd { (d.summary.source) }
+            dt { "Event type" } dd { (d.summary.event_type.as_deref().unwrap_or("—")) }
+            dt { "Received" } dd { (layout::when(d.summary.received_at, Some(now))) }
+            dt { "Content type" } dd { (d.message.content_type.as_deref().unwrap_or("—")) }
+            dt { "Verification" } dd { (verification(c, &d.message.source)) }
+            dt { "Routed to" } dd {
+                @if dests.is_empty() { "no route took it" }
+                @for (i, dest) in dests.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    (dest)
+                }
+            }
+        }
+    }
+}
+
+/// Replay (to every destination or one of `dests`) and copy as curl.
+fn message_actions(id: MessageId, dests: &[&str], csrf: &str) -> Markup {
+    html! {
+        div.actions {
+            form.replay method="post" action={ "/messages/" (id) "/replay" } {
+                input type="hidden" name="csrf" value=(csrf);
+                @if dests.len() > 1 {
+                    label for="replay-to" { "Replay to" }
+                    select id="replay-to" name="destination" {
+                        option value="" { "every destination" }
+                        @for dest in dests {
+                            option value=(dest) { (dest) }
+                        }
+                    }
+                }
+                button type="submit" { "Replay" }
+            }
+            button type="button" data-copy="curl" data-status="copy-status" hidden { "Copy as curl" }
+            span id="copy-status" role="status" {}
+        }
+    }
+}
+
+/// The request as received: headers and body (secrets masked), the raw body's
+/// download, and the request again as curl.
+fn request_view(c: &Console, id: MessageId, m: &StoredMessage) -> Markup {
     let raw_headers = crate::store::decode_headers(&m.headers);
     let ingest = c.admin.ingest_addr;
     let scheme = if c.admin.ingest_tls { "https" } else { "http" };
@@ -525,49 +612,7 @@ pub async fn detail(
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
         .collect();
-    let mut dests: Vec<&str> = d
-        .deliveries
-        .iter()
-        .map(|d| d.destination.as_str())
-        .collect();
-    dests.sort_unstable();
-    dests.dedup();
-    let csrf = &a.session.csrf;
-    let body = html! {
-        (layout::notice_box(param(&q, "notice")))
-        h1.mono { (d.summary.id) }
-        dl.summary {
-            dt { "Status" } dd { (layout::status(message_status_str(d.summary.status))) }
-            dt { "Source" } dd { (d.summary.source) }
-            dt { "Event type" } dd { (d.summary.event_type.as_deref().unwrap_or("—")) }
-            dt { "Received" } dd { (layout::when(d.summary.received_at, Some(now))) }
-            dt { "Content type" } dd { (m.content_type.as_deref().unwrap_or("—")) }
-            dt { "Verification" } dd { (verification(&c, &m.source)) }
-            dt { "Routed to" } dd {
-                @if dests.is_empty() { "no route took it" }
-                @for (i, dest) in dests.iter().enumerate() {
-                    @if i > 0 { ", " }
-                    (dest)
-                }
-            }
-        }
-        div.actions {
-            form.replay method="post" action={ "/messages/" (id) "/replay" } {
-                input type="hidden" name="csrf" value=(csrf);
-                @if dests.len() > 1 {
-                    label for="replay-to" { "Replay to" }
-                    select id="replay-to" name="destination" {
-                        option value="" { "every destination" }
-                        @for dest in &dests {
-                            option value=(dest) { (dest) }
-                        }
-                    }
-                }
-                button type="submit" { "Replay" }
-            }
-            button type="button" data-copy="curl" data-status="copy-status" hidden { "Copy as curl" }
-            span id="copy-status" role="status" {}
-        }
+    html! {
         h2 { "Request" }
         (header_table("Headers (secrets and signatures masked)", &headers))
         h2 { "Body" }
@@ -577,15 +622,7 @@ pub async fn detail(
             summary { "curl (secrets masked)" }
             pre id="curl" { (curl) }
         }
-        h2 { "Deliveries" }
-        @if d.deliveries.is_empty() {
-            p { "No route matched this message: it was not delivered anywhere." }
-        }
-        @for dl in &d.deliveries {
-            (delivery_view(dl, now))
-        }
-    };
-    layout::page(&a, Nav::Messages, &d.summary.id.to_string(), body)
+    }
 }
 
 /// `POST /messages/{id}/replay`: the API's replay (all destinations, or the one

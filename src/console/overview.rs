@@ -53,15 +53,7 @@ fn sections(c: &Console) -> Markup {
         .all()
         .iter()
         .map(|h| {
-            let st = h.state();
-            let state = if st.disabled_at.is_some() {
-                "disabled"
-            } else if st.paused {
-                "paused"
-            } else {
-                "running"
-            };
-            let circuit = if h.circuit_open() { "open" } else { "closed" };
+            let (state, circuit) = layout::destination_state(h);
             (h.spec().name.clone(), state, circuit)
         })
         .collect();

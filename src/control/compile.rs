@@ -77,7 +77,10 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Result<DestinationSpec
         breaker: d.circuit_breaker,
         signing: signing_keys(d)?,
         headers: header_map(d)?,
-        forward: d.forward_headers.clone().unwrap_or_default(),
+        forward: d
+            .forward_headers
+            .clone()
+            .unwrap_or(defaults::FORWARD_HEADERS),
         disable_after: d.disable_after.map_or(defaults::DISABLE_AFTER, |t| t.0),
         origin,
         event_types: match origin {

@@ -24,7 +24,7 @@ use crate::clock::SharedClock;
 use crate::config::{Dur, Secret};
 use crate::dispatch::destination::{DestinationSpec, Origin};
 use crate::dispatch::{ssrf, Dispatcher};
-use crate::ingest::route::{RouteTable, Routing};
+use crate::ingest::route::{RouteError, RouteTable, Routing};
 use crate::store::{Millis, Store, StoreError, StoredDestination};
 
 /// Why a change to a destination was refused.
@@ -56,6 +56,15 @@ impl From<StoreError> for ControlError {
     }
 }
 
+/// A route table that would not build: an API destination's filter that is not
+/// a condition (its checks refuse that first).
+impl From<RouteError> for ControlError {
+    fn from(e: RouteError) -> Self {
+        let index = e.index.to_string();
+        ControlError::Invalid(vec![Problem::at_keys(&["filter", &index], e.to_string())])
+    }
+}
+
 impl ControlError {
     fn invalid(path: &str, message: impl Into<String>) -> Self {
         ControlError::Invalid(vec![Problem::at(path, message)])
@@ -73,6 +82,9 @@ pub enum LoadError {
         /// Why.
         source: CompileError,
     },
+    /// A route does not compile.
+    #[error(transparent)]
+    Route(#[from] RouteError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -158,7 +170,7 @@ impl Registry {
             allow_private,
             sources: RwLock::new(sources),
         };
-        registry.rebuild_routes();
+        registry.rebuild_routes()?;
         Ok(registry)
     }
 
@@ -174,7 +186,12 @@ impl Registry {
 
     /// The route table: the config routes, then one route per API destination.
     /// The only place a table is built.
-    pub fn route_table(&self) -> RouteTable {
+    pub fn route_table(&self) -> Result<RouteTable, RouteError> {
+        self.route_table_with(&self.file_routes.read())
+    }
+
+    /// The route table with these config routes.
+    fn route_table_with(&self, file_routes: &[RouteDef]) -> Result<RouteTable, RouteError> {
         let api = self
             .dispatcher
             .all()
@@ -190,11 +207,12 @@ impl Registry {
                 )
             })
             .collect::<Vec<_>>();
-        RouteTable::new(self.file_routes.read().iter().chain(api.iter()))
+        RouteTable::new(file_routes.iter().chain(api.iter()))
     }
 
-    fn rebuild_routes(&self) {
-        self.routing.replace(self.route_table());
+    fn rebuild_routes(&self) -> Result<(), RouteError> {
+        self.routing.replace(self.route_table()?);
+        Ok(())
     }
 
     /// A reload of the config file: its destinations become `file` (those in
@@ -236,6 +254,9 @@ impl Registry {
         if !problems.is_empty() {
             return Err(FileRefused::Invalid(problems));
         }
+        let table = self
+            .route_table_with(routes)
+            .map_err(|e| FileRefused::Invalid(vec![e.to_string()]))?;
         let states = self.store.destination_states().await?;
         let new_names: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
         let old_names = self.file_names.read().clone();
@@ -251,7 +272,7 @@ impl Registry {
         *self.file_names.write() = new_names.clone();
         *self.file_routes.write() = routes.to_vec();
         *self.sources.write() = sources;
-        self.rebuild_routes();
+        self.routing.replace(table);
         for gone in old_names.difference(&new_names) {
             self.dispatcher.remove(gone);
         }
@@ -329,7 +350,7 @@ impl Registry {
             .remove(&d.name)
             .unwrap_or_default();
         self.dispatcher.add(spec, state);
-        self.rebuild_routes();
+        self.rebuild_routes()?;
         Ok(secret)
     }
 
@@ -378,7 +399,7 @@ impl Registry {
         let spec = compile_api(&d)?;
         self.put(current, merged, self.clock.now_millis()).await?;
         self.dispatcher.update(spec);
-        self.rebuild_routes();
+        self.rebuild_routes()?;
         Ok(())
     }
 
@@ -389,7 +410,7 @@ impl Registry {
         }
         self.store.delete_stored_destination(name).await?;
         self.dispatcher.remove(name);
-        self.rebuild_routes();
+        self.rebuild_routes()?;
         Ok(())
     }
 
@@ -555,7 +576,9 @@ impl Registry {
             }
         }
         if changed {
-            self.rebuild_routes();
+            if let Err(e) = self.rebuild_routes() {
+                tracing::error!(error = %e, "the route table was not rebuilt after a sync; the previous one stays");
+            }
         }
     }
 }

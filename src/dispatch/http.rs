@@ -1,7 +1,8 @@
 //! One HTTP delivery attempt: builds the request (original body and Content-Type,
-//! forwarded headers, the destination's headers, the SPEC §5 headers and the
-//! Standard Webhooks signature), sends it, keeps the first 4 KiB of the answer,
-//! and classifies the outcome.
+//! forwarded headers, the destination's headers, the `webhook-*` and
+//! `hookgate-*` headers of docs/delivery.md and the Standard Webhooks
+//! signature), sends it, keeps the first 4 KiB of the answer, and classifies
+//! the outcome.
 
 use std::time::{Duration, SystemTime};
 
@@ -57,7 +58,7 @@ impl Class {
     }
 }
 
-/// Classifies an outcome per SPEC §5.
+/// Classifies an outcome as docs/delivery.md says (step 3, **Outcome**).
 pub fn classify(o: &Outcome, retry_4xx: bool) -> Class {
     if o.refused {
         return Class::Stop;

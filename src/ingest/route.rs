@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use wildmatch::WildMatch;
 
 use crate::config::{Priority, RouteDef};
-use crate::select::{Condition, Inbound, Selector};
+use crate::select::{Condition, FilterError, Inbound, Selector};
 use crate::store::{Millis, NewDelivery};
 
 /// A route ready to match.
@@ -38,10 +38,36 @@ impl Route {
     }
 }
 
+/// A route whose filter is not a condition. The checks of the file and the API
+/// refuse such a route first; a table is never built with the condition left out.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("a route of source `{source_name}`: filter {index}: {error}")]
+pub struct RouteError {
+    /// The route's source.
+    pub source_name: String,
+    /// The position of the filter condition in the route.
+    pub index: usize,
+    /// Why it is not a condition.
+    #[source]
+    pub error: FilterError,
+}
+
 impl Route {
-    /// Compiles a route (already validated).
-    pub fn compile(r: &RouteDef) -> Self {
-        Route {
+    /// Compiles a route; a filter that is not a condition refuses it.
+    pub fn compile(r: &RouteDef) -> Result<Self, RouteError> {
+        let filter = r
+            .filter
+            .iter()
+            .enumerate()
+            .map(|(index, f)| {
+                Condition::try_from(f.get_ref().clone()).map_err(|error| RouteError {
+                    source_name: r.source.get_ref().clone(),
+                    index,
+                    error,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Route {
             event_types: r.event_types.iter().map(|p| WildMatch::new(p)).collect(),
             any_type: r.event_types.iter().any(|p| p == "*"),
             to: r
@@ -51,15 +77,11 @@ impl Route {
                 .into_iter()
                 .map(str::to_string)
                 .collect(),
-            filter: r
-                .filter
-                .iter()
-                .filter_map(|f| Condition::try_from(f.get_ref().clone()).ok())
-                .collect(),
+            filter,
             ordering_key: r.ordering_key.clone(),
             priority: r.priority,
             delay: r.delay.0,
-        }
+        })
     }
 }
 
@@ -84,15 +106,15 @@ impl RouteTable {
     /// Builds the table from routes in order (earlier routes win a destination;
     /// see [`RouteTable::deliveries`]). `control::Registry::route_table` is the
     /// one caller at run time: config routes, then those of API destinations.
-    pub fn new<'a>(routes: impl IntoIterator<Item = &'a RouteDef>) -> Self {
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a RouteDef>) -> Result<Self, RouteError> {
         let mut by_source: HashMap<String, Vec<Route>> = HashMap::new();
         for r in routes {
             by_source
                 .entry(r.source.get_ref().clone())
                 .or_default()
-                .push(Route::compile(r));
+                .push(Route::compile(r)?);
         }
-        RouteTable { by_source }
+        Ok(RouteTable { by_source })
     }
 
     /// The deliveries of a message: each destination once, from the first route
@@ -177,7 +199,7 @@ mod tests {
         );
         let cfg = crate::config::parse(&text, "t", &|_| None).unwrap();
         let api = RouteDef::for_api_destination("hook", &["lead.*".into()]);
-        RouteTable::new(cfg.routes.iter().chain([&api]))
+        RouteTable::new(cfg.routes.iter().chain([&api])).unwrap()
     }
 
     fn dests(t: &RouteTable, source: &str, et: Option<&str>, body: &str) -> Vec<String> {
@@ -209,6 +231,19 @@ mod tests {
         assert_eq!(dests(&t, "s", None, r#"{"vip":true}"#), vec!["a", "b"]);
         assert_eq!(dests(&t, "s", None, "{}"), Vec::<String>::new());
         assert_eq!(dests(&t, "other", None, "{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_filter_that_is_not_a_condition_refuses_the_table() {
+        let no_test: crate::select::FilterSpec =
+            serde_json::from_value(serde_json::json!({"field": "body:/vip"})).unwrap();
+        let r = RouteDef::for_api_destination_from("hook", "s", &["*".into()], &[no_test]);
+        let e = RouteTable::new([&r]).unwrap_err();
+        assert_eq!(e.index, 0);
+        assert_eq!(
+            e.to_string(),
+            "a route of source `s`: filter 0: filter on body:/vip needs one test: eq, ne, in, exists or prefix"
+        );
     }
 
     #[test]

@@ -55,18 +55,7 @@ fn clock(ms: i64) -> String {
 
 /// `2026-12-01T03:00:00.123Z` of a time in ms since the epoch.
 pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    crate::clock::format_rfc3339(ms, crate::clock::Precision::Milliseconds)
 }
 
 /// A duration for people: `12 ms`, `1.25 s`.

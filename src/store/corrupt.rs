@@ -21,7 +21,7 @@ pub struct CorruptRow {
 
 impl CorruptRow {
     /// Logs the row and counts it (`hookgate_store_corrupt_rows_total{table}`).
-    fn emit(self) -> Self {
+    pub(super) fn emit(self) -> Self {
         counter!("hookgate_store_corrupt_rows_total", "table" => self.table).increment(1);
         tracing::error!(
             table = self.table,

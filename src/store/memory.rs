@@ -99,9 +99,20 @@ struct Tables {
 }
 
 impl Tables {
-    /// The message of a sequence number (present while any of its deliveries is).
-    fn message_id(&self, seq: i64) -> MessageId {
-        self.messages.get(&seq).map(|m| m.id).unwrap_or_default()
+    /// The message of a sequence number (present while any of its deliveries
+    /// is); a delivery without its message is a corrupt row, never given an
+    /// invented id.
+    fn message_id(&self, seq: i64) -> StoreResult<MessageId> {
+        self.messages.get(&seq).map(|m| m.id).ok_or_else(|| {
+            StoreError::Corrupt(
+                super::corrupt::CorruptRow {
+                    table: "deliveries",
+                    column: "message",
+                    value: seq.to_string(),
+                }
+                .emit(),
+            )
+        })
     }
 
     /// Pending when the key has no live delivery at this destination, else queued.
@@ -500,8 +511,8 @@ impl Store for MemoryStore {
             .filter(|d| q.destination.as_ref().is_none_or(|x| *x == d.destination))
             .filter(|d| q.status.is_none_or(|s| s == d.status))
             .take(limit)
-            .map(|d| d.info(t.message_id(d.seq), false))
-            .collect();
+            .map(|d| Ok(d.info(t.message_id(d.seq)?, false)))
+            .collect::<StoreResult<_>>()?;
         let next_cursor = (items.len() >= limit)
             .then(|| items.last().map(|d| encode_cursor(d.id)))
             .flatten();
@@ -687,5 +698,31 @@ impl Store for MemoryStore {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delivery_without_its_message_is_a_corrupt_row_not_a_new_id() {
+        let store = MemoryStore::new();
+        store
+            .append(conformance::msg("s", &["d"], None))
+            .await
+            .unwrap();
+        // What a damaged table would hold: the delivery, but not its message.
+        store.tables.lock().messages.clear();
+        let q = DeliveryQuery {
+            destination: None,
+            status: None,
+            limit: 10,
+            cursor: None,
+        };
+        match store.deliveries(&q).await {
+            Err(StoreError::Corrupt(row)) => assert_eq!(row.table, "deliveries"),
+            other => panic!("expected a corrupt row, got {other:?}"),
+        }
     }
 }

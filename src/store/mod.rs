@@ -43,15 +43,12 @@ pub use pull::{ExpiredPull, PullOutcome, PullRelease, PullResult};
 pub struct MessageId(pub Ulid);
 
 impl MessageId {
-    /// A new id, unique and roughly time-ordered.
+    /// A new id, unique and roughly time-ordered. There is deliberately no
+    /// `Default`: an id is made for a new message, never filled in for one
+    /// that could not be read.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         MessageId(Ulid::new())
-    }
-}
-
-impl Default for MessageId {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

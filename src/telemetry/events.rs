@@ -11,89 +11,123 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 
 use crate::store::{MessageId, Next};
 
+/// The counters: name and description.
+const COUNTERS: [(&str, &str); 7] = [
+    (
+        "hookgate_ingest_requests_total",
+        "Ingest requests by source and outcome (stored, duplicate, rejected, ...).",
+    ),
+    (
+        "hookgate_store_corrupt_rows_total",
+        "Rows read from the store with a value no hookgate wrote (an unreadable message id, an unknown status), by table; such rows are reported, never delivered.",
+    ),
+    (
+        "hookgate_deliveries_total",
+        "Delivery attempt results by destination: delivered, retried (will be tried again) or dead.",
+    ),
+    (
+        "hookgate_unrouted_total",
+        "Messages stored that no route takes (delivered nowhere), by source.",
+    ),
+    (
+        "hookgate_store_write_failures_total",
+        "Store writes of delivery results that failed (each is retried, with backoff).",
+    ),
+    (
+        "hookgate_replayed_total",
+        "Deliveries created or revived by replay, by destination.",
+    ),
+    (
+        "hookgate_config_reloads_total",
+        "Reloads of the config file (SIGHUP or POST /api/v1/reload), by outcome: applied, or refused (the running config stays).",
+    ),
+];
+
+/// The gauges: name, unit and description.
+const GAUGES: [(&str, Option<Unit>, &str); 7] = [
+    (
+        "hookgate_pending",
+        None,
+        "Deliveries waiting (pending or queued behind their ordering key), by destination.",
+    ),
+    (
+        "hookgate_oldest_pending_seconds",
+        Some(Unit::Seconds),
+        "Age of the oldest waiting delivery, by destination.",
+    ),
+    (
+        "hookgate_dead",
+        None,
+        "Dead deliveries waiting in the dead-letter queue (replayed ones left it), by destination.",
+    ),
+    (
+        "hookgate_circuit_open",
+        None,
+        "1 while a destination's circuit breaker is open or half-open, else 0.",
+    ),
+    (
+        "hookgate_store_write_failing",
+        None,
+        "1 while the store refuses to record delivery results (e.g. a full disk), else 0.",
+    ),
+    (
+        "hookgate_destination_paused",
+        None,
+        "1 while a destination is paused.",
+    ),
+    (
+        "hookgate_destination_disabled",
+        None,
+        "1 while a destination is disabled because every attempt failed for disable_after.",
+    ),
+];
+
+/// The histograms: name, unit and description.
+const HISTOGRAMS: [(&str, Option<Unit>, &str); 5] = [
+    (
+        "hookgate_ingest_seconds",
+        Some(Unit::Seconds),
+        "Time from a request's arrival to its answer, by source.",
+    ),
+    (
+        "hookgate_delivery_attempt_seconds",
+        Some(Unit::Seconds),
+        "Duration of each delivery attempt, by destination.",
+    ),
+    (
+        "hookgate_delivery_lag_seconds",
+        Some(Unit::Seconds),
+        "Time from ingest to a successful delivery, by destination.",
+    ),
+    (
+        "hookgate_store_commit_seconds",
+        Some(Unit::Seconds),
+        "Duration of each store commit (one group of writes, one sync).",
+    ),
+    (
+        "hookgate_store_commit_batch",
+        None,
+        "Writes per store commit (the group-commit batch size).",
+    ),
+];
+
 /// Metric descriptions, registered once with the recorder.
 pub fn describe() {
-    describe_counter!(
-        "hookgate_ingest_requests_total",
-        "Ingest requests by source and outcome (stored, duplicate, rejected, ...)."
-    );
-    describe_histogram!(
-        "hookgate_ingest_seconds",
-        Unit::Seconds,
-        "Time from a request's arrival to its answer, by source."
-    );
-    describe_counter!(
-        "hookgate_store_corrupt_rows_total",
-        "Rows read from the store with a value no hookgate wrote (an unreadable message id, an unknown status), by table; such rows are reported, never delivered."
-    );
-    describe_counter!(
-        "hookgate_deliveries_total",
-        "Delivery attempt results by destination: delivered, retried (will be tried again) or dead."
-    );
-    describe_histogram!(
-        "hookgate_delivery_attempt_seconds",
-        Unit::Seconds,
-        "Duration of each delivery attempt, by destination."
-    );
-    describe_histogram!(
-        "hookgate_delivery_lag_seconds",
-        Unit::Seconds,
-        "Time from ingest to a successful delivery, by destination."
-    );
-    describe_gauge!(
-        "hookgate_pending",
-        "Deliveries waiting (pending or queued behind their ordering key), by destination."
-    );
-    describe_gauge!(
-        "hookgate_oldest_pending_seconds",
-        Unit::Seconds,
-        "Age of the oldest waiting delivery, by destination."
-    );
-    describe_gauge!(
-        "hookgate_dead",
-        "Dead deliveries waiting in the dead-letter queue (replayed ones left it), by destination."
-    );
-    describe_gauge!(
-        "hookgate_circuit_open",
-        "1 while a destination's circuit breaker is open or half-open, else 0."
-    );
-    describe_counter!(
-        "hookgate_unrouted_total",
-        "Messages stored that no route takes (delivered nowhere), by source."
-    );
-    describe_histogram!(
-        "hookgate_store_commit_seconds",
-        Unit::Seconds,
-        "Duration of each store commit (one group of writes, one sync)."
-    );
-    describe_gauge!(
-        "hookgate_store_write_failing",
-        "1 while the store refuses to record delivery results (e.g. a full disk), else 0."
-    );
-    describe_counter!(
-        "hookgate_store_write_failures_total",
-        "Store writes of delivery results that failed (each is retried, with backoff)."
-    );
-    describe_histogram!(
-        "hookgate_store_commit_batch",
-        "Writes per store commit (the group-commit batch size)."
-    );
-    describe_gauge!(
-        "hookgate_destination_paused",
-        "1 while a destination is paused."
-    );
-    describe_gauge!(
-        "hookgate_destination_disabled",
-        "1 while a destination is disabled because every attempt failed for disable_after."
-    );
-    describe_counter!(
-        "hookgate_replayed_total",
-        "Deliveries created or revived by replay, by destination."
-    );
-    describe_counter!(
-        "hookgate_config_reloads_total",
-        "Reloads of the config file (SIGHUP or POST /api/v1/reload), by outcome: applied, or refused (the running config stays)."
-    );
+    for (name, about) in COUNTERS {
+        describe_counter!(name, about);
+    }
+    for (name, unit, about) in GAUGES {
+        match unit {
+            Some(unit) => describe_gauge!(name, unit, about),
+            None => describe_gauge!(name, about),
+        }
+    }
+    for (name, unit, about) in HISTOGRAMS {
+        match unit {
+            Some(unit) => describe_histogram!(name, unit, about),
+            None => describe_histogram!(name, about),
+        }
+    }
 }
 
 /// How an ingest request ended.

@@ -18,7 +18,7 @@ use crate::harness::*;
 /// the proxy; `None` when the test is skipped (no PostgreSQL server answers).
 async fn proxied_db(test: &str) -> Option<(ScratchDatabase, TcpProxy, String)> {
     let db = ScratchDatabase::for_test(test).await?;
-    let mut url = reqwest::Url::parse(db.url()).unwrap();
+    let mut url = url::Url::parse(db.url()).unwrap();
     let host = url.host_str().unwrap().to_string();
     let upstream: SocketAddr = tokio::net::lookup_host((host.as_str(), url.port().unwrap_or(5432)))
         .await

@@ -62,7 +62,7 @@ impl ScratchDatabase {
     /// A server that answers but refuses is an error, not a skip.
     pub async fn for_test(test: &str) -> Option<Self> {
         let server = server_url();
-        let addr = reqwest::Url::parse(&server)
+        let addr = url::Url::parse(&server)
             .ok()
             .map(|u| {
                 let host = u.host_str().unwrap_or("127.0.0.1").to_string();
