@@ -101,7 +101,6 @@ pub struct DestinationDef {
     pub headers: BTreeMap<String, String>,
     /// Which of the original request's headers are passed on.
     #[serde(default)]
-    #[schema(value_type = Option<Value>, example = json!(["x-request-id"]))]
     pub forward_headers: Option<ForwardHeaders>,
     /// API destinations: the signing keys, kept by the gateway (never set by users).
     #[serde(default)]

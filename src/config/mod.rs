@@ -458,6 +458,25 @@ pub enum ForwardHeaders {
     Only(Vec<String>),
 }
 
+impl utoipa::PartialSchema for ForwardHeaders {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .description(Some(
+                "`all` (every original header but hop-by-hop ones, `Host` and `Content-Length`), `none`, or a list of header names",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["all", "none"])),
+            )
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ForwardHeaders {}
+
 impl<'de> Deserialize<'de> for ForwardHeaders {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
