@@ -1,5 +1,5 @@
 //! The commands that help install and set up hookgate rather than run it:
-//! `completions`, `man` and `init`, and the `--version` text.
+//! `completions`, `man`, `init` and `openapi`, and the `--version` text.
 //!
 //! They are one [`clap::Subcommand`] enum flattened into the binary's command
 //! list, so the binary adds them with one variant and one match arm. Shell
@@ -38,6 +38,9 @@ pub enum Extra {
     },
     /// Write a commented starter config for the providers named.
     Init(crate::init::InitArgs),
+    /// Print the admin API's OpenAPI 3.1 document (JSON) on stdout, as
+    /// `GET /api/v1/openapi.json` serves it.
+    Openapi,
 }
 
 /// Runs one of the setup commands; `cmd` is the binary's whole command line
@@ -48,6 +51,7 @@ pub fn run(extra: Extra, cmd: clap::Command) -> ExitCode {
         Extra::Man { dir: None } => man(cmd),
         Extra::Man { dir: Some(dir) } => man_pages(cmd, &dir),
         Extra::Init(args) => crate::init::run(&args).map_err(|e| e.to_string()),
+        Extra::Openapi => write_stdout(crate::admin::openapi::document_json().as_bytes()),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::{missing, ApiError, ApiResult};
-use super::extract::{given, limit, page_json, parse_status, parse_time, JsonBody, Params};
-use super::views::DeliveryView;
+use super::error::{missing, ApiError, ApiResult, ErrorBody};
+use super::extract::{given, limit, page, parse_status, parse_time, JsonBody, Params};
+use super::views::{DeliveryView, Page};
 use super::Shared;
 use crate::clock::SharedClock;
 use crate::store::{DeliveryQuery, DeliveryStatus, ReplayFilter, Store, StoreError};
@@ -26,19 +27,35 @@ pub fn router() -> Router<Shared> {
         .route("/api/v1/deliveries/replay", post(bulk_replay))
 }
 
-#[derive(Deserialize)]
+/// The filters of `GET /api/v1/deliveries` (an empty value is no filter).
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DeliveriesParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeliveriesParams {
+    /// Only deliveries to this destination.
     destination: Option<String>,
+    /// `pending`, `queued`, `delivered`, `dead` or `replayed`.
+    #[param(example = "dead")]
     status: Option<String>,
+    /// Deliveries per page: 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-async fn list_deliveries(
+/// `GET /api/v1/deliveries`: newest first, cursor-paginated.
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "deliveries", operation_id = "list_deliveries",
+    params(DeliveriesParams),
+    responses(
+        (status = 200, description = "A page of deliveries, newest first", body = Page<DeliveryView>),
+        (status = 400, description = "A bad filter, limit or cursor", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn list_deliveries(
     State(s): State<Shared>,
     Params(p): Params<DeliveriesParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let q = DeliveryQuery {
         destination: given(p.destination),
         status: parse_status::<DeliveryStatus>(
@@ -48,23 +65,49 @@ async fn list_deliveries(
         limit: limit(p.limit)?,
         cursor: given(p.cursor),
     };
-    let page = s.store.deliveries(&q).await.map_err(missing("cursor"))?;
-    Ok(page_json(&page, DeliveryView::from))
+    let list = s.store.deliveries(&q).await.map_err(missing("cursor"))?;
+    Ok(page(&list, DeliveryView::from))
 }
 
-#[derive(Deserialize)]
+/// The body of a bulk replay: which dead deliveries to revive.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BulkReplay {
+#[schema(example = json!({"destination": "app", "status": "dead", "since": "2026-01-31T00:00:00Z"}))]
+pub(crate) struct BulkReplay {
+    /// Only deliveries to this destination.
     destination: Option<String>,
+    /// Must be `dead`.
+    #[schema(example = "dead", pattern = "^dead$")]
     status: String,
+    /// Dead since this time (RFC 3339).
+    #[schema(format = DateTime)]
     since: Option<String>,
+    /// Dead before this time (RFC 3339; at most now).
+    #[schema(format = DateTime)]
     until: Option<String>,
 }
 
-async fn bulk_replay(
+/// How many dead deliveries a bulk replay revives.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"count": 12}))]
+pub struct BulkReplayed {
+    /// Dead deliveries selected; they are revived in the background.
+    count: u64,
+}
+
+/// `POST /api/v1/deliveries/replay`: revives dead deliveries in bulk.
+#[utoipa::path(post, path = "/api/v1/deliveries/replay", tag = "deliveries", operation_id = "replay_deliveries",
+    request_body = BulkReplay,
+    responses(
+        (status = 202, description = "The replay runs in the background", body = BulkReplayed),
+        (status = 400, description = "A status other than dead, a bad time or a malformed body", body = ErrorBody),
+        (status = 404, description = "No such destination", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn bulk_replay(
     State(s): State<Shared>,
     JsonBody(b): JsonBody<BulkReplay>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<BulkReplayed>)> {
     if b.status != "dead" {
         return Err(ApiError::bad("bulk replay takes status \"dead\""));
     }
@@ -95,7 +138,7 @@ async fn bulk_replay(
     // so ingest, the dispatcher and the API keep going. The task is the
     // gateway's: a shutdown stops it between batches.
     spawn_bulk_replay(&s, filter);
-    Ok((StatusCode::ACCEPTED, Json(json!({"count": count}))))
+    Ok((StatusCode::ACCEPTED, Json(BulkReplayed { count })))
 }
 
 /// Starts a bulk replay of what `filter` selects as one of the gateway's

@@ -5,7 +5,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::control::ControlError;
 use crate::store::StoreError;
@@ -47,13 +49,46 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer of the API: `{"error": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "destination not found"}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error's code, message and, for definitions and config files, where each
+/// problem is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code, stable across versions (`not_found`,
+    /// `invalid_request`, `invalid_destination`, `unauthorized`, ...).
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Each problem: `{pointer, message}` for a definition, `{file, line,
+    /// column, message, text}` for a config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub details: Option<Value>,
+}
+
+impl From<ApiError> for ErrorDetail {
+    fn from(e: ApiError) -> Self {
+        ErrorDetail {
+            code: e.code.to_string(),
+            message: e.message,
+            details: e.details,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(d) = self.details {
-            error["details"] = d;
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let status = self.status;
+        let body = ErrorBody { error: self.into() };
+        (status, Json(body)).into_response()
     }
 }
 

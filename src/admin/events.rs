@@ -8,11 +8,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::JsonBody;
 use super::Shared;
 use crate::config::{Dur, Priority, API_SOURCE};
@@ -22,19 +22,24 @@ use crate::store::{encode_headers, Appended, Dedup, MessageId, NewMessage, Store
 use crate::telemetry::events::MessageUnrouted;
 
 /// The body of `POST /api/v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"type": "order.created", "payload": {"id": 42, "total": "19.90"}, "idempotency_key": "order-42"}))]
 pub struct Publish {
-    /// Event type, such as `lead.created`.
+    /// Event type, such as `lead.created` (1 to 256 characters).
     #[serde(rename = "type")]
+    #[schema(example = "order.created", min_length = 1, max_length = 256)]
     pub event_type: String,
-    /// The payload, delivered byte for byte as given.
+    /// The payload, any JSON value, delivered byte for byte as given.
+    #[schema(value_type = Value)]
     pub payload: Box<RawValue>,
     /// The same key again returns the same id and delivers nothing new.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
-    /// Deliver at this time (RFC 3339).
+    /// Deliver at this time (RFC 3339); not with `delay`.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub deliver_at: Option<String>,
     /// Or after this delay.
     #[serde(default)]
@@ -44,6 +49,7 @@ pub struct Publish {
     pub priority: Option<Priority>,
     /// Events with the same key reach a destination one at a time, in order.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub ordering_key: Option<String>,
 }
 
@@ -55,7 +61,6 @@ pub fn router() -> axum::Router<Shared> {
     axum::Router::new().route("/api/v1/events", axum::routing::post(publish))
 }
 
-/// `POST /api/v1/events`
 /// Checks the fields of a published event; returns when it is to be delivered
 /// (`deliver_at`, or now plus `delay`), if either is given.
 fn checked_deliver_at(
@@ -90,10 +95,38 @@ fn checked_deliver_at(
     })
 }
 
-async fn publish(
+/// The answer to a published event.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "msg_01JDQ6TQ1R9W5V1HB3Q4Z2N7XK", "duplicate": false, "destinations": 1}))]
+pub struct Published {
+    /// The message's id (the first one's for a repeated `idempotency_key`).
+    #[schema(value_type = String, example = "msg_01JDQ6TQ1R9W5V1HB3Q4Z2N7XK")]
+    id: MessageId,
+    /// Whether the `idempotency_key` was seen before (nothing new is delivered).
+    duplicate: bool,
+    /// Destinations it is routed to (0 for a duplicate).
+    destinations: usize,
+    /// Why nothing will be delivered, when no destination takes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+}
+
+/// `POST /api/v1/events`: publishes an event as source `api`.
+#[utoipa::path(post, path = "/api/v1/events", tag = "events", operation_id = "publish_event",
+    request_body = Publish,
+    responses(
+        (status = 202, description = "Stored durably; delivered to the routed destinations", body = Published,
+            links(
+                ("GetMessage" = (operation_id = "get_message", parameters(("id" = "$response.body#/id")))),
+                ("ReplayMessage" = (operation_id = "replay_message", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 422, description = "A body with unknown, missing or invalid fields", body = ErrorBody),
+        (status = 503, description = "Too many undelivered messages, or the store is full or unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn publish(
     State(s): State<Shared>,
     JsonBody(p): JsonBody<Publish>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Published>)> {
     let now = s.clock.now_millis();
     let deliver_at = checked_deliver_at(&p, now)?;
     let body = Bytes::copy_from_slice(p.payload.get().as_bytes());
@@ -119,7 +152,12 @@ async fn publish(
         Appended::Stored(id) => (id, false),
         Appended::Duplicate(id) => (id, true),
     };
-    let mut answer = json!({"id": id, "duplicate": duplicate, "destinations": if duplicate { 0 } else { routed }});
+    let mut answer = Published {
+        id,
+        duplicate,
+        destinations: if duplicate { 0 } else { routed },
+        warning: None,
+    };
     if routed == 0 && !duplicate {
         MessageUnrouted {
             source: API_SOURCE,
@@ -127,7 +165,7 @@ async fn publish(
             message_id: id,
         }
         .emit();
-        answer["warning"] = json!(format!(
+        answer.warning = Some(format!(
             "no destination takes events of type \"{event_type}\": the event is stored but delivered nowhere (check the event_types of the routes and destinations)"
         ));
     }

@@ -4,12 +4,13 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
+use super::views::Page;
 
 /// A JSON body whose rejections are API errors.
 pub struct JsonBody<T>(pub T);
@@ -96,21 +97,16 @@ pub fn limit(l: Option<usize>) -> ApiResult<usize> {
     }
 }
 
-#[derive(Serialize)]
-struct ListPage<T> {
-    data: Vec<T>,
-    next_cursor: Option<String>,
-}
-
-/// A listing page as the API answers it, each item shown through `view`.
-pub fn page_json<'a, T, V: Serialize>(
-    page: &'a crate::store::Page<T>,
+/// A listing page as the API answers it ([`Page`]), each item shown through `view`.
+pub fn page<'a, T, V: Serialize>(
+    list: &'a crate::store::Page<T>,
     view: impl Fn(&'a T) -> V,
-) -> Json<Value> {
-    Json(json!(ListPage {
-        data: page.items.iter().map(view).collect(),
-        next_cursor: page.next_cursor.clone(),
-    }))
+) -> Response {
+    Json(Page {
+        data: list.items.iter().map(view).collect(),
+        next_cursor: list.next_cursor.clone(),
+    })
+    .into_response()
 }
 
 /// A query parameter, with an empty value meaning absent.

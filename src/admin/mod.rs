@@ -1,6 +1,7 @@
 //! The admin listener: health and readiness, Prometheus metrics, and the bearer-
 //! authenticated JSON API under `/api/v1` (SPEC §6). One `router()` per area,
-//! merged here.
+//! merged here; the API's OpenAPI document is generated from the handlers
+//! (`openapi`).
 
 pub mod deliveries;
 pub mod destinations;
@@ -9,6 +10,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod openapi;
 pub mod pull;
 pub mod ready;
 pub mod rejected;
@@ -87,6 +89,7 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(events::router())
         .merge(rejected::router())
         .merge(reload::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("API route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()

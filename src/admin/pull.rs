@@ -10,13 +10,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine;
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiResult};
+use super::destinations::NamePath;
+use super::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 use super::extract::{JsonBody, OptionalJson};
+use super::views::{body_text, joined_headers, BodyEncoding, List};
 use super::Shared;
 use crate::config::Dur;
 use crate::dispatch::http::RESPONSE_KEEP;
@@ -50,6 +53,23 @@ enum Span {
     Text(Dur),
 }
 
+impl utoipa::PartialSchema for Span {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .description(Some("Seconds, or a duration such as `20s` or `1m 30s`"))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .examples([20]),
+            )
+            .item(<Dur as utoipa::PartialSchema>::schema())
+            .into()
+    }
+}
+
+impl ToSchema for Span {}
+
 impl Span {
     fn get(self) -> Duration {
         match self {
@@ -59,11 +79,13 @@ impl Span {
     }
 }
 
-/// Body of `pull`.
-#[derive(Debug, Default, Deserialize)]
+/// Body of `pull` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PullBody {
+#[schema(example = json!({"max": 10, "wait": "20s", "lease": "30s"}))]
+pub(crate) struct PullBody {
     /// Deliveries at most (1 to 1000, default 10).
+    #[schema(minimum = 1, maximum = 1000)]
     max: Option<usize>,
     /// How long to wait for the first (up to 60 s, default 0).
     wait: Option<Span>,
@@ -124,8 +146,49 @@ fn refusal(e: PullError) -> Response {
     r
 }
 
-/// `POST /api/v1/destinations/{name}/pull`
-async fn pull(
+/// One leased delivery: its lease token, the message and where it stands.
+#[derive(Serialize, ToSchema)]
+pub struct PulledItem {
+    /// The lease token to acknowledge with.
+    token: String,
+    #[schema(example = "msg_01JDQ6TQ1R9W5V1HB3Q4Z2N7XK")]
+    message_id: String,
+    delivery_id: i64,
+    /// This attempt's number (1 for the first).
+    attempt: u32,
+    source: String,
+    event_type: Option<String>,
+    /// RFC 3339, UTC.
+    #[schema(example = "2026-01-31T12:00:00.000Z")]
+    received_at: String,
+    /// When the lease ends unless acknowledged (RFC 3339, UTC).
+    lease_expires_at: String,
+    ordering_key: Option<String>,
+    /// `high`, `normal` or `low`.
+    #[schema(example = "normal")]
+    priority: &'static str,
+    content_type: Option<String>,
+    /// The headers a push delivery would carry (repeated names joined with ", ").
+    headers: std::collections::BTreeMap<String, String>,
+    /// The body: text, or base64 when `body_encoding` says so.
+    body: String,
+    body_encoding: BodyEncoding,
+}
+
+/// `POST /api/v1/destinations/{name}/pull`: leases due deliveries of a pull
+/// destination, waiting up to `wait` for the first.
+#[utoipa::path(post, path = "/api/v1/destinations/{name}/pull", tag = "pull", operation_id = "pull",
+    params(NamePath),
+    request_body(content = Option<PullBody>, description = "Optional: how many, how long to wait, how long each lease lasts"),
+    responses(
+        (status = 200, description = "The leased deliveries (none when nothing came within `wait`)", body = List<PulledItem>),
+        (status = 400, description = "A bad max, wait or lease, or a malformed body", body = ErrorBody),
+        (status = 404, description = "No such destination", body = ErrorBody),
+        (status = 409, description = "Not a pull destination", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; try again after Retry-After", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    ))]
+pub(crate) async fn pull(
     State(s): State<Shared>,
     Path(name): Path<String>,
     OptionalJson(body): OptionalJson<PullBody>,
@@ -136,66 +199,54 @@ async fn pull(
     };
     match s.dispatcher.pull(&name, params).await {
         Ok(items) => {
-            let data: Vec<Value> = items.iter().map(item_json).collect();
-            Json(json!({ "data": data })).into_response()
+            let data: Vec<PulledItem> = items.iter().map(item).collect();
+            Json(List { data }).into_response()
         }
         Err(e) => refusal(e),
     }
 }
 
 /// One leased delivery as the API shows it.
-fn item_json(p: &Pulled) -> Value {
+fn item(p: &Pulled) -> PulledItem {
     let m = &p.leased.message;
-    let mut headers = Map::new();
-    for (k, v) in &p.headers {
-        if k == header::CONTENT_TYPE {
-            continue;
-        }
-        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-        match headers.get_mut(k.as_str()) {
-            // A repeated header, as one value (RFC 9110 §5.3).
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(&v);
-            }
-            _ => {
-                headers.insert(k.as_str().to_string(), Value::String(v));
-            }
-        }
+    let headers = joined_headers(
+        p.headers
+            .iter()
+            .filter(|(k, _)| **k != header::CONTENT_TYPE)
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            }),
+    );
+    let (body, body_encoding) = body_text(&m.body);
+    PulledItem {
+        token: p.token.clone(),
+        message_id: m.id.to_string(),
+        delivery_id: p.leased.delivery_id,
+        attempt: p.leased.attempt,
+        source: m.source.clone(),
+        event_type: m.event_type.clone(),
+        received_at: rfc3339(m.received_at),
+        lease_expires_at: rfc3339(p.lease_expires_at),
+        ordering_key: p.leased.ordering_key.clone(),
+        priority: p.leased.priority.as_str(),
+        content_type: m.content_type.clone(),
+        headers,
+        body,
+        body_encoding,
     }
-    let (body, encoding) = match std::str::from_utf8(&m.body) {
-        Ok(text) => (text.to_string(), "utf8"),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(&m.body),
-            "base64",
-        ),
-    };
-    json!({
-        "token": p.token,
-        "message_id": m.id.to_string(),
-        "delivery_id": p.leased.delivery_id,
-        "attempt": p.leased.attempt,
-        "source": m.source,
-        "event_type": m.event_type,
-        "received_at": rfc3339(m.received_at),
-        "lease_expires_at": rfc3339(p.lease_expires_at),
-        "ordering_key": p.leased.ordering_key,
-        "priority": p.leased.priority.as_str(),
-        "content_type": m.content_type,
-        "headers": headers,
-        "body": body,
-        "body_encoding": encoding,
-    })
 }
 
 /// Milliseconds since the epoch as RFC 3339 (UTC, milliseconds).
 fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::clock::format_rfc3339(ms.max(0), crate::clock::Precision::Milliseconds)
 }
 
-/// What a result says happened.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// What a result says happened (absent: classified by `status`, as a push
+/// attempt's answer would be).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Verdict {
     Ok,
@@ -205,23 +256,53 @@ enum Verdict {
 }
 
 /// One result in `ack`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AckItem {
+pub(crate) struct AckItem {
+    /// The lease token `pull` gave.
     token: String,
     result: Option<Verdict>,
+    /// The HTTP status the consumer's handler answered (100 to 599).
+    #[schema(minimum = 100, maximum = 599)]
     status: Option<u16>,
+    /// Why it failed (the first 1 KiB is kept).
     error: Option<String>,
+    /// The handler's response body (the first 4 KiB is kept).
     body: Option<String>,
+    /// Retry no sooner than this.
     retry_after: Option<Span>,
+    /// How long the handler took, in milliseconds.
+    #[schema(minimum = 0)]
     duration_ms: Option<f64>,
 }
 
 /// Body of `ack`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
+#[schema(example = json!({"results": [{"token": "plt_...", "result": "ok", "status": 200}]}))]
+pub(crate) struct AckBody {
+    /// 1 to 1000 results.
+    #[schema(min_items = 1, max_items = 1000)]
     results: Vec<AckItem>,
+}
+
+/// What became of one result.
+#[derive(Serialize, ToSchema)]
+pub struct AckResult {
+    token: String,
+    /// `recorded`, or why it did not apply: `invalid_token`, `unknown_lease`,
+    /// `wrong_destination`, `lease_ended`, `lease_expired`.
+    #[schema(example = "recorded")]
+    outcome: &'static str,
+}
+
+/// An `ack` refused: the error, and when some result did not apply, what
+/// became of each result (`data`; the error's code is the first failure's).
+#[derive(Serialize, ToSchema)]
+pub struct AckRefused {
+    error: ErrorDetail,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Vec<AckResult>>,
 }
 
 impl AckItem {
@@ -294,8 +375,21 @@ fn status_of(o: AckOutcome) -> (StatusCode, &'static str) {
     }
 }
 
-/// `POST /api/v1/destinations/{name}/ack`
-async fn ack(
+/// `POST /api/v1/destinations/{name}/ack`: the results of pulled deliveries.
+#[utoipa::path(post, path = "/api/v1/destinations/{name}/ack", tag = "pull", operation_id = "ack",
+    params(NamePath),
+    request_body = AckBody,
+    responses(
+        (status = 200, description = "Every result was recorded", body = List<AckResult>),
+        (status = 400, description = "No results, too many, a bad one, or a token not of this gateway", body = AckRefused),
+        (status = 404, description = "No such destination, or no delivery has a token's lease", body = AckRefused),
+        (status = 409, description = "Not a pull destination, or a lease that has ended", body = AckRefused),
+        (status = 410, description = "A lease ran out before its result came", body = AckRefused),
+        (status = 422, description = "A body with unknown or mistyped fields, or a token of another destination", body = AckRefused),
+        (status = 503, description = "The store is unavailable; try again after Retry-After", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
+    ))]
+pub(crate) async fn ack(
     State(s): State<Shared>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<AckBody>,
@@ -320,26 +414,33 @@ async fn ack(
         Ok(o) => o,
         Err(e) => return refusal(e),
     };
-    let data: Vec<Value> = tokens
-        .iter()
+    let data: Vec<AckResult> = tokens
+        .into_iter()
         .zip(&outcomes)
-        .map(|(t, o)| json!({"token": t, "outcome": o.as_str()}))
+        .map(|(token, o)| AckResult {
+            token,
+            outcome: o.as_str(),
+        })
         .collect();
     match outcomes.iter().find(|o| **o != AckOutcome::Recorded) {
-        None => Json(json!({ "data": data })).into_response(),
+        None => Json(List { data }).into_response(),
         Some(first) => {
             let (status, message) = status_of(*first);
             let failed = outcomes
                 .iter()
                 .filter(|o| **o != AckOutcome::Recorded)
                 .count();
-            let body = json!({
-                "error": {
-                    "code": first.as_str(),
-                    "message": format!("{failed} of {} results did not apply: {message}", outcomes.len()),
+            let body = AckRefused {
+                error: ErrorDetail {
+                    code: first.as_str().to_string(),
+                    message: format!(
+                        "{failed} of {} results did not apply: {message}",
+                        outcomes.len()
+                    ),
+                    details: None,
                 },
-                "data": data,
-            });
+                data: Some(data),
+            };
             (status, Json(body)).into_response()
         }
     }
@@ -348,6 +449,7 @@ async fn ack(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn pull_parameters_are_bounded() {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::store::{Store, StoreError};
 
@@ -122,26 +124,74 @@ impl Readiness {
         self.reasons.is_empty()
     }
 
-    /// The JSON body: `ready`, `reasons` (each with `code` and `message`), and
-    /// `status`/`reason` as earlier versions wrote them.
-    pub fn body(&self) -> Value {
-        let reasons: Vec<Value> = self
-            .reasons
-            .iter()
-            .map(|r| json!({"code": r.code(), "message": r.message()}))
-            .collect();
-        let mut v = json!({
-            "ready": self.is_ready(),
-            "status": if self.is_ready() { "ready" } else { "unavailable" },
-            "reasons": reasons,
-            "pending": self.pending,
-        });
-        if !self.is_ready() {
-            let joined: Vec<String> = self.reasons.iter().map(NotReady::message).collect();
-            v["reason"] = Value::from(joined.join("; "));
+    /// The answer's body.
+    pub fn answer(&self) -> ReadyBody {
+        let ready = self.is_ready();
+        ReadyBody {
+            ready,
+            status: if ready {
+                ReadyStatus::Ready
+            } else {
+                ReadyStatus::Unavailable
+            },
+            reasons: self
+                .reasons
+                .iter()
+                .map(|r| Reason {
+                    code: r.code(),
+                    message: r.message(),
+                })
+                .collect(),
+            pending: self.pending,
+            reason: (!ready).then(|| {
+                let joined: Vec<String> = self.reasons.iter().map(NotReady::message).collect();
+                joined.join("; ")
+            }),
         }
-        v
     }
+
+    /// The JSON body (see [`ReadyBody`]).
+    pub fn body(&self) -> Value {
+        serde_json::to_value(self.answer()).unwrap_or_default()
+    }
+}
+
+/// The body of `/readyz`: `ready`, `reasons` (each with `code` and `message`),
+/// and `status`/`reason` as earlier versions wrote them.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"ready": true, "status": "ready", "reasons": [], "pending": 0}))]
+pub struct ReadyBody {
+    /// Whether an ingest would succeed now.
+    pub ready: bool,
+    pub status: ReadyStatus,
+    /// Every reason not to be ready (empty when ready).
+    pub reasons: Vec<Reason>,
+    /// Pending deliveries.
+    pub pending: u64,
+    /// The reasons' messages in one line (when not ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `ready`, or `unavailable`.
+#[derive(Debug, Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyStatus {
+    /// Ingest would succeed.
+    Ready,
+    /// It would not (see `reasons`).
+    Unavailable,
+}
+
+/// One reason not to be ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reason {
+    /// `draining`, `store_full`, `store_unavailable`, `results_unrecorded`,
+    /// `max_pending` or `timed_out`.
+    #[schema(example = "max_pending")]
+    pub code: &'static str,
+    /// What an operator reads.
+    pub message: String,
 }
 
 impl IntoResponse for Readiness {
@@ -151,7 +201,7 @@ impl IntoResponse for Readiness {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        (status, Json(self.body())).into_response()
+        (status, Json(self.answer())).into_response()
     }
 }
 

@@ -16,7 +16,8 @@ use crate::clock::Millis;
 use crate::select::{FilterSpec, Selector};
 
 /// Where a destination was defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// In the config file: trusted, read-only through the API.
     Config,
@@ -25,7 +26,7 @@ pub enum Origin {
 }
 
 /// How a destination's deliveries reach it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DestinationType {
     /// hookgate sends each delivery to the destination's `url` (the default).
@@ -49,7 +50,7 @@ impl DestinationType {
 /// A destination: an HTTP endpoint of the user's, or a queue a consumer pulls
 /// from. `[[destinations]]` in the file, the body of `POST /api/v1/destinations`
 /// in the API.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationDef {
     /// Name used by routes, the API and metrics.
@@ -71,6 +72,7 @@ pub struct DestinationDef {
     /// API destinations: conditions a message must meet to be routed here (as a
     /// route's `filter`).
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub filter: Vec<FilterSpec>,
     /// Per-attempt timeout.
     #[serde(default)]
@@ -102,6 +104,7 @@ pub struct DestinationDef {
     pub forward_headers: Option<ForwardHeaders>,
     /// API destinations: the signing keys, kept by the gateway (never set by users).
     #[serde(default)]
+    #[schema(ignore)]
     pub signing_secrets: Vec<StoredKey>,
     /// Where each field is in the file, for errors.
     #[serde(skip)]

@@ -381,7 +381,7 @@ pub struct DedupConfig {
 }
 
 /// `rate_limit = { per_second, burst }`
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained rate.
@@ -416,7 +416,7 @@ pub struct ResponseConfig {
 }
 
 /// `retry = { schedule = [...] }` or `retry = { max_attempts, initial, max }`.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Delay before each attempt: the first entry before attempt 1, and so on.
@@ -437,7 +437,7 @@ pub struct RetryConfig {
 }
 
 /// `circuit_breaker = { failures, cooldown }`
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive failures that open the circuit.
@@ -463,6 +463,25 @@ impl Default for ForwardHeaders {
     }
 }
 
+impl utoipa::PartialSchema for ForwardHeaders {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .description(Some(
+                "`all` (every original header but hop-by-hop ones, `Host` and `Content-Length`), `none`, or a list of header names",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["all", "none"])),
+            )
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ForwardHeaders {}
+
 impl<'de> Deserialize<'de> for ForwardHeaders {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -485,7 +504,9 @@ impl<'de> Deserialize<'de> for ForwardHeaders {
 }
 
 /// Route priority.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Goes before everything else that is due.

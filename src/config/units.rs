@@ -15,6 +15,30 @@ use serde::Deserialize;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
+/// A string schema with a description and an example (the value types here
+/// are strings in JSON and TOML alike).
+fn string_schema(
+    description: &str,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(description))
+        .examples([example])
+        .into()
+}
+
+impl utoipa::PartialSchema for Dur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "A duration: a number and a unit (ms, s, m, h, d), such as `250ms`, `30s` or `1h 30m`.",
+            "30s",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Dur {}
+
 impl Dur {
     /// Creates a duration from seconds.
     pub const fn secs(s: u64) -> Self {
@@ -146,6 +170,17 @@ impl<'de> Deserialize<'de> for Size {
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl utoipa::PartialSchema for Secret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "A Standard Webhooks signing secret: `whsec_` and base64 of 24 to 64 random bytes.",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Secret {}
 
 impl Secret {
     /// Wraps a string as a secret.

@@ -437,8 +437,10 @@ impl Registry {
             None => crate::signing::new_secret(),
         };
         let now = self.clock.now_millis();
-        let grace = grace.map_or(defaults::ROTATION_GRACE, |g| g.0);
-        let until = now.saturating_add(grace.as_millis() as i64);
+        let grace = Dur(grace.map_or(defaults::ROTATION_GRACE, |g| g.0));
+        // Saturating: a grace past the year 292 million means "for ever", not a
+        // time wrapped into the past.
+        let until = now.saturating_add(grace.as_millis_i64());
         let mut keys = vec![StoredKey {
             secret: secret.clone(),
             until: None,

@@ -47,7 +47,7 @@ pub enum ReloadError {
 }
 
 /// Names added, removed and changed, in the file's order.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Named {
     /// New in the file.
     pub added: Vec<String>,
@@ -75,7 +75,7 @@ impl Named {
 }
 
 /// What a reload changes: names and setting paths, never a value.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Changes {
     /// `[[sources]]` by name.
     pub sources: Named,

@@ -102,7 +102,7 @@ pub fn mask_query(query: &str) -> String {
 }
 
 /// One header of a refused request, its value masked when secret.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Header {
     /// The name, lower case.
     pub name: String,
@@ -111,7 +111,7 @@ pub struct Header {
 }
 
 /// One refused request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RejectedRequest {
     /// When, in ms since the Unix epoch.
     pub at: i64,

@@ -260,7 +260,7 @@ pub fn response_headers(encoded: Option<&[u8]>) -> Vec<(String, String)> {
 }
 
 /// Status of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Waiting for its (next) attempt.
@@ -328,7 +328,7 @@ impl FromStr for DeliveryStatus {
 /// Status of a message, derived from its deliveries: a replay supersedes what
 /// went before, so only the newest delivery to each destination decides between
 /// delivered and dead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     /// Some delivery is still pending or queued.

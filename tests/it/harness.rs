@@ -505,13 +505,23 @@ impl Gateway {
 
     /// Waits until the store lists no pending message (see [`Gateway::settled`]).
     pub async fn nothing_pending(&self) {
-        eventually(Duration::from_secs(20), "nothing pending", || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
             let (_, v) = self
                 .api_get("/api/v1/messages?status=pending&limit=1")
                 .await;
-            v["data"].as_array()?.is_empty().then_some(())
-        })
-        .await
+            let Some(first) = v["data"].as_array().and_then(|d| d.first()).cloned() else {
+                return;
+            };
+            if Instant::now() > deadline {
+                // What is still pending, with its deliveries and attempts.
+                let id = first["id"].as_str().unwrap_or_default();
+                let (_, detail) = self.api_get(&format!("/api/v1/messages/{id}")).await;
+                let (_, dests) = self.api_get("/api/v1/destinations").await;
+                panic!("timed out waiting for nothing pending: {detail:#}\ndestinations: {dests:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The Prometheus text of `/metrics` (of the binary only: see the

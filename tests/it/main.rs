@@ -16,6 +16,7 @@ mod listen;
 mod listen_faults;
 mod listener;
 mod multinode;
+mod openapi;
 mod outage;
 mod providers;
 mod pull;
