@@ -57,6 +57,9 @@ pub enum StartError {
         /// Why.
         source: crate::tls::TlsError,
     },
+    /// The OTLP exporter of `[telemetry]` could not be built.
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::trace::TraceError),
     /// The task that opens the embedded store failed.
     #[error("cannot open the store: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -104,6 +107,10 @@ const ADMIN_CLOSE: Duration = Duration::from_millis(150);
 /// How long background tasks (sync, gauges, retention, bulk replays) may take
 /// to stop once asked; the ones still running then are aborted.
 const TASKS_CLOSE: Duration = Duration::from_millis(50);
+
+/// How long a shutdown waits, after the store is closed, for the last spans
+/// to be exported (tracing on only).
+const TRACES_FLUSH: Duration = Duration::from_secs(2);
 
 /// How often a node on a shared store picks up other nodes' changes.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -166,11 +173,16 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let (ingest_listener, ingest_addr) = bind(cfg.server.listen.0).await?;
     let (admin_listener, admin_addr) = bind(cfg.server.admin_listen.0).await?;
     let tls = Tls::load(&cfg)?;
+    let traces = crate::telemetry::trace::Traces::start(&cfg.telemetry)?;
     let store = open_store(&cfg).await?;
     let dispatcher = new_dispatcher(&cfg, &store, &clock);
+    if let Some(t) = &traces {
+        dispatcher.set_traces(t.clone());
+    }
     let registry = Arc::new(load_registry(&cfg, &store, &dispatcher, &clock).await?);
     warn_orphans(store.as_ref(), &dispatcher).await?;
-    let ingest = new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?;
+    let mut ingest = new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?;
+    ingest.traces = traces.clone();
     let overview = Arc::new(Sampler::new(
         metrics.clone(),
         store.clone(),
@@ -201,6 +213,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         (ingest_listener, Arc::new(ingest), tls.ingest.clone()),
         (admin_listener, admin_state, tls.admin.clone()),
         overview.clone(),
+        traces,
     );
     let done = tokio::spawn(stop_when(shutdown.clone(), parts));
     Ok(Running {
@@ -371,6 +384,7 @@ fn new_ingest(
         clock: clock.clone(),
         read_timeout: cfg.server.read_timeout.0,
         rejects: Arc::new(crate::ingest::rejects::Rejects::new()),
+        traces: None,
     })
 }
 
@@ -404,6 +418,7 @@ struct Parts {
     admin_task: tokio::task::JoinHandle<()>,
     tasks: Arc<Tasks>,
     store: Arc<dyn Store>,
+    traces: Option<crate::telemetry::trace::Traces>,
 }
 
 impl Parts {
@@ -413,6 +428,7 @@ impl Parts {
         (ingest_listener, ingest, ingest_tls): (TcpListener, Arc<Ingest>, Option<Acceptor>),
         (admin_listener, admin, admin_tls): (TcpListener, Arc<AdminState>, Option<Acceptor>),
         overview: Arc<Sampler>,
+        traces: Option<crate::telemetry::trace::Traces>,
     ) -> Self {
         let (dispatcher, store) = (admin.dispatcher.clone(), admin.store.clone());
         let tasks = admin.tasks.clone();
@@ -442,13 +458,15 @@ impl Parts {
             admin_task,
             tasks,
             store,
+            traces,
         }
     }
 }
 
 /// Waits for `token`, then stops in one order: stop accepting → finish
 /// in-flight deliveries within the grace → close the admin listener → stop and
-/// join the background tasks → flush and close the store.
+/// join the background tasks → flush and close the store → export the last
+/// spans (within [`TRACES_FLUSH`]).
 async fn stop_when(token: CancellationToken, p: Parts) {
     token.cancelled().await;
     // One clock for the whole drain: requests being received and attempts
@@ -466,6 +484,9 @@ async fn stop_when(token: CancellationToken, p: Parts) {
     let _ = tokio::time::timeout(ADMIN_CLOSE, p.admin_task).await;
     p.tasks.stop(TASKS_CLOSE).await;
     p.store.close().await;
+    if let Some(t) = p.traces {
+        t.shutdown(TRACES_FLUSH).await;
+    }
     tracing::info!("stopped");
 }
 

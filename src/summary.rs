@@ -34,6 +34,14 @@ pub fn render(cfg: &Config) -> String {
         "storage      {store}, retention {}",
         cfg.storage.retention
     );
+    if let Some(e) = &cfg.telemetry.otlp_endpoint {
+        let _ = writeln!(
+            s,
+            "traces       OTLP/HTTP to {}, sample ratio {}",
+            crate::telemetry::trace::shown(e),
+            cfg.telemetry.sample_ratio
+        );
+    }
     let _ = writeln!(s, "sources      {}", cfg.sources.len());
     for src in &cfg.sources {
         let verify = src

@@ -73,6 +73,8 @@ pub struct Setup {
     pub max_in_flight: u32,
     /// Route the source to a pull destination instead of the sink.
     pub pull: bool,
+    /// Export traces to this OTLP/HTTP endpoint (`[telemetry] otlp_endpoint`).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A TOML string literal (paths and URLs may hold quotes or backslashes).
@@ -117,6 +119,11 @@ impl Setup {
         } else {
             (DESTINATION, String::new())
         };
+        let telemetry = self
+            .otlp_endpoint
+            .as_deref()
+            .map(|e| format!("[telemetry]\notlp_endpoint = {}\n", lit(e)))
+            .unwrap_or_default();
         format!(
             r#"# Written by `hookgate bench`.
 [server]
@@ -129,7 +136,7 @@ shutdown_grace = "5s"
 [storage]
 {storage}
 
-[[sources]]
+{telemetry}[[sources]]
 name = "{SOURCE}"
 {verify}
 [[destinations]]
@@ -439,6 +446,7 @@ mod tests {
             max_body: 1 << 20,
             max_in_flight: 64,
             pull: false,
+            otlp_endpoint: None,
         }
     }
 
@@ -455,6 +463,7 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}\n{text}"));
                 assert_eq!(cfg.storage.backend, b);
                 assert_eq!(cfg.sources.len(), 1);
+                assert_eq!(cfg.telemetry.otlp_endpoint, None);
             }
         }
     }

@@ -163,6 +163,10 @@ pub struct BenchArgs {
     /// loading the page and its live fragment every 10 s (0: none).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub consoles: u32,
+    /// Run the gateway with traces exported to this OTLP/HTTP endpoint
+    /// (`[telemetry] otlp_endpoint`); off by default.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Print one JSON object on stdout instead of the table (the table goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -315,6 +319,11 @@ impl Bench {
              the gateway in its own; all share the machine's cores"
                 .into(),
         );
+        if let Some(e) = &args.otlp_endpoint {
+            report
+                .notes
+                .push(format!("traces on: the gateway exports its spans to {e}"));
+        }
         let mut b = Bench {
             args,
             servers,
@@ -405,6 +414,7 @@ impl Bench {
                 MAX_IN_FLIGHT
             },
             pull,
+            otlp_endpoint: self.args.otlp_endpoint.clone(),
         })
     }
 

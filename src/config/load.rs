@@ -19,7 +19,14 @@ use super::validate::{validate, Defined};
 use super::Config;
 
 /// The top-level sections of a config file.
-const SECTIONS: &[&str] = &["server", "storage", "sources", "destinations", "routes"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "storage",
+    "telemetry",
+    "sources",
+    "destinations",
+    "routes",
+];
 
 /// Reads and checks a config file. `env` looks up `${VAR}` references.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -80,6 +87,12 @@ fn parse_with(
                 cfg.spans.add("storage", &value);
                 if let Some(v) = lenient::table(value, &mut errs) {
                     cfg.storage = v;
+                }
+            }
+            "telemetry" => {
+                cfg.spans.add("telemetry", &value);
+                if let Some(v) = lenient::table(value, &mut errs) {
+                    cfg.telemetry = v;
                 }
             }
             "sources" => {

@@ -49,7 +49,9 @@ pub struct Config {
     pub destinations: Vec<DestinationDef>,
     /// `[[routes]]`: which source's messages go to which destination.
     pub routes: Vec<RouteDef>,
-    /// Where the `server.*` and `storage.*` fields are in the file.
+    /// `[telemetry]`: traces exported over OTLP.
+    pub telemetry: TelemetryConfig,
+    /// Where the `server.*`, `storage.*` and `telemetry.*` fields are in the file.
     pub spans: FieldSpans,
     /// The file it was read from ([`load`]; `None` for text given to
     /// [`parse`]): a reload reads it again.
@@ -127,6 +129,43 @@ impl Default for ServerConfig {
             tls: None,
             admin_tls: None,
         }
+    }
+}
+
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP (HTTP/protobuf)
+/// while `otlp_endpoint` is set and off otherwise.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The OTLP/HTTP receiver: a base URL (`http://127.0.0.1:4318`, spans go
+    /// to its `/v1/traces`) or the full URL ending in `/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces kept, 0.0 to 1.0; a trace continued from an
+    /// incoming `traceparent` follows its sampled flag instead.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            service_name: "hookgate".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Where spans are posted: `otlp_endpoint` itself when it ends in
+    /// `/v1/traces`, else that path under it. `None` when tracing is off.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.otlp_endpoint.as_deref()?.trim();
+        if base.trim_end_matches('/').ends_with("/v1/traces") {
+            return Some(base.trim_end_matches('/').to_string());
+        }
+        Some(format!("{}/v1/traces", base.trim_end_matches('/')))
     }
 }
 

@@ -675,3 +675,77 @@ fn a_pull_destination_has_no_url_and_a_push_one_needs_one() {
         assert!(errs[0].message.contains(says), "{text}: {errs:#?}");
     }
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_takes_an_endpoint() {
+    let cfg = parse("", "hg.toml", &env).unwrap();
+    assert_eq!(cfg.telemetry, TelemetryConfig::default());
+    assert_eq!(cfg.telemetry.traces_url(), None);
+    assert_eq!(cfg.telemetry.sample_ratio, 1.0);
+    assert_eq!(cfg.telemetry.service_name, "hookgate");
+    let cfg = parse(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.25\nservice_name = \"edge\"\n",
+        "hg.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.telemetry.traces_url().as_deref(),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    assert_eq!(cfg.telemetry.sample_ratio, 0.25);
+    assert_eq!(cfg.telemetry.service_name, "edge");
+    for (given, used) in [
+        ("http://c:4318/", "http://c:4318/v1/traces"),
+        ("https://c/otlp", "https://c/otlp/v1/traces"),
+        ("http://c:4318/v1/traces", "http://c:4318/v1/traces"),
+        ("http://c:4318/v1/traces/", "http://c:4318/v1/traces"),
+    ] {
+        let t = TelemetryConfig {
+            otlp_endpoint: Some(given.into()),
+            ..TelemetryConfig::default()
+        };
+        assert_eq!(t.traces_url().as_deref(), Some(used), "{given}");
+    }
+}
+
+/// Each bad `[telemetry]` value is reported at its own line, all at once.
+#[test]
+fn telemetry_errors_are_at_their_keys() {
+    let text = "[telemetry]\notlp_endpoint = \"ftp://collector:4318\"\nsample_ratio = 1.5\nservice_name = \" \"\n";
+    let errs = errors(text);
+    let at = |needle: &str| {
+        errs.iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("no error about {needle}: {errs:#?}"))
+            .line
+    };
+    assert_eq!(at("telemetry.otlp_endpoint"), Some(2));
+    assert_eq!(at("telemetry.sample_ratio"), Some(3));
+    assert_eq!(at("telemetry.service_name"), Some(4));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    for bad in [
+        "\"not a url\"",
+        "\"http://\"",
+        "\"http://c:4318/?token=x\"",
+        "\"mailto:ops@example.com\"",
+    ] {
+        let errs = errors(&format!("[telemetry]\notlp_endpoint = {bad}\n"));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:#?}");
+        assert!(
+            errs[0].message.contains("telemetry.otlp_endpoint"),
+            "{errs:#?}"
+        );
+        assert!(
+            !errs[0].message.contains("token=x"),
+            "the URL is not echoed"
+        );
+    }
+    for bad in ["-0.1", "nan", "inf", "\"half\""] {
+        let errs = errors(&format!("[telemetry]\nsample_ratio = {bad}\n"));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:#?}");
+        assert_eq!(errs[0].line, Some(2), "{bad}: {errs:#?}");
+    }
+    let errs = errors("[telemetry]\notlp_endpont = \"http://c:4318\"\n");
+    assert!(errs[0].message.contains("otlp_endpoint"), "{errs:#?}");
+}

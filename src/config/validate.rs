@@ -139,6 +139,48 @@ fn check_settings(cfg: &Config, errs: &mut Errors<'_>) {
             "server.listen and server.admin_listen must differ",
         );
     }
+    check_telemetry(cfg, errs);
+}
+
+/// `[telemetry]`: an http(s) endpoint with a host, a ratio within 0 to 1, a
+/// service name. The endpoint is not echoed: a URL may carry a credential.
+fn check_telemetry(cfg: &Config, errs: &mut Errors<'_>) {
+    let (at, t) = (&cfg.spans, &cfg.telemetry);
+    if let Some(e) = &t.otlp_endpoint {
+        let problem = match url::Url::parse(e.trim()) {
+            Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host().is_none() => {
+                Some("must be an http:// or https:// URL with a host".to_string())
+            }
+            Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+                Some("must have no query or fragment".to_string())
+            }
+            Ok(_) => None,
+            Err(e) => Some(format!("is not a valid URL: {e}")),
+        };
+        if let Some(p) = problem {
+            errs.field(
+                at,
+                "telemetry.otlp_endpoint",
+                format!(
+                    "telemetry.otlp_endpoint {p} (the OTLP/HTTP receiver, e.g. http://127.0.0.1:4318)"
+                ),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        errs.field(
+            at,
+            "telemetry.sample_ratio",
+            "telemetry.sample_ratio must be between 0.0 and 1.0",
+        );
+    }
+    if t.service_name.trim().is_empty() {
+        errs.field(
+            at,
+            "telemetry.service_name",
+            "telemetry.service_name must not be empty",
+        );
+    }
 }
 
 /// What the config leaves open that is allowed but rarely meant; `check` prints

@@ -151,6 +151,7 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
         server.read_timeout, server.shutdown_grace, server.admin_max_connections,
         storage.backend, storage.path, storage.url, storage.pool_size, storage.max_size,
         storage.connect_timeout, storage.query_timeout, storage.lease_margin,
+        telemetry.otlp_endpoint, telemetry.sample_ratio, telemetry.service_name,
     );
     let mut settings = Vec::new();
     for (name, was, now) in [

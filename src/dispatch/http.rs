@@ -14,6 +14,7 @@ use super::destination::DestinationSpec;
 use super::retry::MAX_RETRY_AFTER;
 use crate::config::ForwardHeaders;
 use crate::store::{decode_headers, encode_headers, Leased, RESPONSE_HEADERS_KEEP};
+use crate::telemetry::trace::AttemptSpan;
 
 /// Bytes of the response body kept for the attempt log.
 pub const RESPONSE_KEEP: usize = 4096;
@@ -173,14 +174,20 @@ pub fn request_headers(spec: &DestinationSpec, item: &Leased, now_ms: i64) -> He
     h
 }
 
-/// Sends one attempt and reads its answer, all within the destination's timeout.
+/// Sends one attempt and reads its answer, all within the destination's
+/// timeout. With `span` (tracing on), the request carries the attempt's
+/// `traceparent`; without, a received one goes as `forward_headers` says.
 pub async fn send(
     client: &DeliveryClient,
     spec: &DestinationSpec,
     item: &Leased,
     now_ms: i64,
+    span: Option<&AttemptSpan>,
 ) -> Outcome {
     let mut headers = request_headers(spec, item, now_ms);
+    if let Some(span) = span {
+        span.inject(&mut headers);
+    }
     headers.insert(
         http::header::USER_AGENT,
         HeaderValue::from_static(USER_AGENT),

@@ -121,6 +121,8 @@ struct Ctx {
     /// Fired when the shutdown grace has elapsed: attempts still in flight are
     /// cut off and their leases released.
     cut_off: CancellationToken,
+    /// The tracer, set once at start while tracing is on.
+    traces: std::sync::OnceLock<crate::telemetry::trace::Traces>,
 }
 
 impl Ctx {
@@ -239,10 +241,17 @@ impl Dispatcher {
                 stop: CancellationToken::new(),
                 write_failing: AtomicUsize::new(0),
                 cut_off: CancellationToken::new(),
+                traces: std::sync::OnceLock::new(),
             }),
             handles: RwLock::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
         })
+    }
+
+    /// Traces attempts and leases from now on (set once, at start, before
+    /// any destination is added; a second call changes nothing).
+    pub fn set_traces(&self, traces: crate::telemetry::trace::Traces) {
+        let _ = self.ctx.traces.set(traces);
     }
 
     /// A dispatcher for unit tests: unguarded clients, a 30 s lease margin.

@@ -180,6 +180,11 @@ impl Worker {
     /// starts them; `None` when the store failed (logged).
     async fn lease_and_start(&mut self, limit: usize) -> Option<LeaseStep> {
         let now_ms = self.ctx.clock.now_millis();
+        let traced = self
+            .ctx
+            .traces
+            .get()
+            .map(|t| (t, std::time::SystemTime::now()));
         let batch = self
             .ctx
             .store
@@ -194,6 +199,12 @@ impl Worker {
                 },
             )
             .await;
+        if let Some((t, started)) = traced {
+            match &batch {
+                Ok(b) => t.lease(&self.spec.name, started, &b.items, None),
+                Err(e) => t.lease(&self.spec.name, started, &[], Some(&e.to_string())),
+            }
+        }
         match batch {
             Ok(batch) => {
                 let step = LeaseStep {
@@ -494,6 +505,7 @@ async fn attempt(
 ) {
     let started_ms = ctx.clock.now_millis();
     let t0 = Instant::now();
+    let span = ctx.traces.get().map(|t| t.attempt(&item));
     let client = match spec.origin {
         Origin::Config => &ctx.trusted,
         Origin::Api => &ctx.guarded,
@@ -508,12 +520,20 @@ async fn attempt(
             refused: true,
             ..Default::default()
         },
-        None => self::http::send(client, &spec, &item, started_ms).await,
+        None => self::http::send(client, &spec, &item, started_ms, span.as_ref()).await,
     };
     let elapsed = t0.elapsed();
     let class = self::http::classify(&outcome, spec.retry_4xx);
     let now_ms = ctx.clock.now_millis();
     let next = next_after(&spec, class, item.retry_index, now_ms);
+    if let Some(span) = span {
+        let what = match next {
+            Next::Delivered => "delivered",
+            Next::Retry(_) => "retry",
+            Next::Dead => "dead",
+        };
+        span.end(outcome.status, what, outcome.error.as_deref());
+    }
     DeliveryAttempted {
         dest: &h.metrics,
         message_id: item.message.id,

@@ -31,6 +31,7 @@ use crate::listener::{Limits, RequestBody};
 use crate::select::Inbound;
 use crate::store::{encode_headers, Appended, Dedup, MessageId, NewMessage, Store, StoreError};
 use crate::telemetry::events::{IngestHandled, IngestOutcome, MessageUnrouted};
+use crate::telemetry::trace::{IngestSpan, Traces};
 
 /// Everything the ingest handler needs.
 pub struct Ingest {
@@ -50,6 +51,9 @@ pub struct Ingest {
     pub read_timeout: Duration,
     /// The last refused requests, with their reasons (written on refusals only).
     pub rejects: Arc<Rejects>,
+    /// The tracer, while `[telemetry] otlp_endpoint` is set: with `None`,
+    /// a request costs tracing nothing.
+    pub traces: Option<Traces>,
 }
 
 /// What a reload may change on the ingest path: the sources and the limits
@@ -205,9 +209,32 @@ impl Ingest {
                 .is_some_and(|v| v.as_bytes() != b"0");
         let mut body_read = false;
         let set = self.settings.load();
-        let mut resp = self
-            .handle_inner(&set, &parts, &mut body, peer, t0, &mut body_read)
+        let span = self
+            .traces
+            .as_ref()
+            .map(|t| t.ingest(&parts.headers, path_source(parts.uri.path())));
+        let (mut resp, outcome) = self
+            .handle_inner(
+                &set,
+                &parts,
+                &mut body,
+                peer,
+                t0,
+                &mut body_read,
+                span.as_ref(),
+            )
             .await;
+        if let Some(span) = span {
+            let id = resp
+                .headers()
+                .get("hookgate-message-id")
+                .and_then(|v| v.to_str().ok());
+            span.end(
+                outcome.map(IngestOutcome::as_str),
+                resp.status().as_u16(),
+                id,
+            );
+        }
         if has_body && !body_read {
             // Answered without taking the body (404, 403, 429, 413, 408): the
             // connection cannot carry another request, and the client is told so.
@@ -252,7 +279,8 @@ impl Ingest {
     }
 
     /// The stages of a request, each of which may refuse it; the refusal is
-    /// counted and answered here.
+    /// counted and answered here. Returns the answer and what it counts as.
+    #[allow(clippy::too_many_arguments)]
     async fn handle_inner(
         &self,
         set: &Settings,
@@ -261,22 +289,24 @@ impl Ingest {
         peer: SocketAddr,
         t0: Instant,
         body_read: &mut bool,
-    ) -> Resp {
+        span: Option<&IngestSpan>,
+    ) -> (Resp, Option<IngestOutcome>) {
         let Some(src) = source(set, parts) else {
             self.record(set, None, parts, peer, &Refusal::UnknownSource);
-            return Refusal::UnknownSource.response();
+            return (Refusal::UnknownSource.response(), None);
         };
         match self
-            .admit_and_store(set, &src, parts, body, peer, t0, body_read)
+            .admit_and_store(set, &src, parts, body, peer, t0, body_read, span)
             .await
         {
-            Ok(r) => r,
+            Ok((r, outcome)) => (r, Some(outcome)),
             Err(refusal) => {
-                if let Some(outcome) = refusal.outcome() {
+                let outcome = refusal.outcome();
+                if let Some(outcome) = outcome {
                     handled(&src, outcome, t0, None);
                 }
                 self.record(set, Some(&src), parts, peer, &refusal);
-                refusal.response()
+                (refusal.response(), outcome)
             }
         }
     }
@@ -362,16 +392,20 @@ impl Ingest {
         peer: SocketAddr,
         t0: Instant,
         body_read: &mut bool,
-    ) -> Result<Resp, Refusal> {
+        span: Option<&IngestSpan>,
+    ) -> Result<(Resp, IngestOutcome), Refusal> {
         check_ip(set, src, parts, peer)?;
         check_rate(src)?;
         let body = self
             .read_body(set.max_body, parts, body, t0, body_read)
             .await?;
         let now_ms = self.clock.now_millis();
-        if let Some(answer) = verify_request(src, parts, &body, now_ms)? {
+        let verifying = span.map(|s| s.child("verify"));
+        let verified = verify_request(src, parts, &body, now_ms);
+        drop(verifying);
+        if let Some(answer) = verified? {
             handled(src, IngestOutcome::Handshake, t0, None);
-            return Ok(answer);
+            return Ok((answer, IngestOutcome::Handshake));
         }
         if self.store.pending_estimate() >= set.max_pending || self.store.is_full() {
             return Err(Refusal::Busy { retry_after: 5 });
@@ -380,8 +414,11 @@ impl Ingest {
         let Some(_waiting) = set.waiting.try_hold(body.len()) else {
             return Err(Refusal::Busy { retry_after: 1 });
         };
-        let (msg, unrouted) = self.message(src, parts, body, now_ms);
-        let appended = self.store.append(msg).await.map_err(|e| Refusal::Busy {
+        let (msg, unrouted) = self.message(src, parts, body, now_ms, span);
+        let committing = span.map(|s| s.child("store.commit"));
+        let appended = self.store.append(msg).await;
+        drop(committing);
+        let appended = appended.map_err(|e| Refusal::Busy {
             retry_after: match e {
                 StoreError::Full => 30,
                 _ => 1,
@@ -431,6 +468,7 @@ impl Ingest {
         parts: &http::request::Parts,
         body: Bytes,
         now_ms: i64,
+        span: Option<&IngestSpan>,
     ) -> (NewMessage, Option<Unrouted>) {
         let inbound = Inbound::new(&parts.headers, parts.uri.query(), &body);
         let event_type = src.event_type.iter().find_map(|s| inbound.select_key(s));
@@ -461,12 +499,16 @@ impl Ingest {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        // With tracing, the ingest span's context goes with the message, after
+        // the received headers, so that its attempts continue this trace.
+        let trace = span.map(IngestSpan::stored_headers).unwrap_or_default();
         let headers = encode_headers(
             parts
                 .headers
                 .iter()
                 .filter(|(k, _)| !src.strip_headers.contains(k))
-                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .chain(trace.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
         );
         drop(inbound);
         let unrouted = deliveries.is_empty().then(|| Unrouted {
@@ -708,8 +750,13 @@ fn verify_request(
 }
 
 /// The answer to a stored (or duplicate) message: the source's answer and the
-/// message id.
-fn stored(src: &Source, appended: Appended, unrouted: Option<Unrouted>, t0: Instant) -> Resp {
+/// message id; and what it counts as.
+fn stored(
+    src: &Source,
+    appended: Appended,
+    unrouted: Option<Unrouted>,
+    t0: Instant,
+) -> (Resp, IngestOutcome) {
     let outcome = match appended {
         Appended::Stored(id) => {
             if let Some(u) = unrouted {
@@ -734,7 +781,7 @@ fn stored(src: &Source, appended: Appended, unrouted: Option<Unrouted>, t0: Inst
     if let Ok(v) = HeaderValue::from_str(&appended.id().to_string()) {
         r.headers_mut().insert("hookgate-message-id", v);
     }
-    r
+    (r, outcome)
 }
 
 /// Accepts connections until `shutdown`, then lets requests in progress finish.

@@ -1,9 +1,11 @@
-//! Logs and metrics. Logs go to stderr (`HOOKGATE_LOG` filter, `info` by default;
+//! Logs, metrics and traces. Logs go to stderr (`HOOKGATE_LOG` filter, `info` by default;
 //! `HOOKGATE_LOG_FORMAT=json` for JSON lines). Metrics are Prometheus, rendered
 //! on the admin listener's `/metrics`; every metric is recorded through a named
-//! event in [`events`].
+//! event in [`events`]. Traces are OpenTelemetry spans exported over OTLP while
+//! `[telemetry] otlp_endpoint` is set ([`trace`]).
 
 pub mod events;
+pub mod trace;
 
 use std::sync::OnceLock;
 

@@ -518,7 +518,9 @@ impl Gateway {
                 let id = first["id"].as_str().unwrap_or_default();
                 let (_, detail) = self.api_get(&format!("/api/v1/messages/{id}")).await;
                 let (_, dests) = self.api_get("/api/v1/destinations").await;
-                panic!("timed out waiting for nothing pending: {detail:#}\ndestinations: {dests:#}");
+                panic!(
+                    "timed out waiting for nothing pending: {detail:#}\ndestinations: {dests:#}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -24,6 +24,7 @@ mod readiness;
 mod rejected;
 mod reload;
 mod tls;
+mod traces;
 
 // The store suites and the layering check: in the same binary, so that they run
 // beside the gateway tests instead of after them.
