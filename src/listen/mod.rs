@@ -208,6 +208,31 @@ fn hostname() -> String {
 
 impl ListenArgs {
     /// Checks what clap cannot, collecting every problem.
+    /// The destination's name (given or made), checking it, `--source` and
+    /// `--event-types`.
+    fn names(&self, problems: &mut Vec<String>) -> String {
+        let destination = match &self.destination {
+            Some(d) => d.clone(),
+            None => generated_name(&hostname(), rand::random()),
+        };
+        if !crate::config::valid_name(&destination) {
+            problems.push(format!(
+                "--destination {destination:?} must be 1-64 letters, digits, '_', '-' or '.'"
+            ));
+        }
+        if let Some(s) = &self.source {
+            if !crate::config::valid_name(s) {
+                problems.push(format!(
+                    "--source {s:?} must be 1-64 letters, digits, '_', '-' or '.'"
+                ));
+            }
+        }
+        if self.event_types.iter().any(|t| t.trim().is_empty()) {
+            problems.push("--event-types has an empty name".to_string());
+        }
+        destination
+    }
+
     fn plan(&self) -> Result<Plan, ListenError> {
         let mut problems = Vec::new();
         let gateway = http_url(
@@ -229,25 +254,7 @@ impl ListenArgs {
                 None
             }
         });
-        let destination = match &self.destination {
-            Some(d) => d.clone(),
-            None => generated_name(&hostname(), rand::random()),
-        };
-        if !crate::config::valid_name(&destination) {
-            problems.push(format!(
-                "--destination {destination:?} must be 1-64 letters, digits, '_', '-' or '.'"
-            ));
-        }
-        if let Some(s) = &self.source {
-            if !crate::config::valid_name(s) {
-                problems.push(format!(
-                    "--source {s:?} must be 1-64 letters, digits, '_', '-' or '.'"
-                ));
-            }
-        }
-        if self.event_types.iter().any(|t| t.trim().is_empty()) {
-            problems.push("--event-types has an empty name".to_string());
-        }
+        let destination = self.names(&mut problems);
         let lease = self.lease.unwrap_or(self.timeout + LEASE_MARGIN);
         if lease < Duration::from_secs(1) || lease > MAX_LEASE {
             problems.push("--lease must be from 1s to 12h".to_string());
