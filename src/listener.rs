@@ -358,8 +358,20 @@ where
                 if req.body().is_end_stream() {
                     lines.rearm.store(true, Ordering::Release);
                 }
-                let req = req.map(|inner| RequestBody { inner, lines });
-                Ok(handler(req, peer).await.map(Either::Right))
+                let req = req.map(|inner| RequestBody {
+                    inner,
+                    lines: lines.clone(),
+                });
+                let mut r = handler(req, peer).await;
+                if !lines.rearm.load(Ordering::Acquire) {
+                    // The body was not read to its end (refused as too large,
+                    // or not wanted): hyper closes the connection after this
+                    // answer. Say so, or a client sends its next request on
+                    // it and that request fails.
+                    r.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok(r.map(Either::Right))
             }
         });
         let conn = http1::Builder::new()

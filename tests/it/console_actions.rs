@@ -392,6 +392,9 @@ async fn hostile_input_private_addresses_and_the_read_only_role_are_refused() {
         )
         .await;
     assert!(r.status().is_client_error(), "{}", r.status());
+    // The body was not read to its end: the connection ends with this answer,
+    // and the answer says so (a client must not send its next request on it).
+    assert_eq!(r.headers().get("connection").unwrap(), "close");
     let r = reqwest::Client::new()
         .post(g.admin_url("/destinations/new"))
         .header("sec-fetch-site", SITE)
