@@ -151,20 +151,38 @@ fn received_by_id(rx: &Receiver) -> HashMap<String, usize> {
 }
 
 /// Waits until the receiver has every id in `ids`.
-async fn all_arrive(rx: &Receiver, ids: &[String], listens: &mut [&mut Listen]) {
-    eventually(
-        Duration::from_secs(180),
-        "every message at the receiver",
-        || {
-            let got = received_by_id(rx);
-            let missing = ids.iter().filter(|id| !got.contains_key(*id)).count();
-            for l in listens.iter_mut() {
-                assert!(l.running(), "listen exited: {}", l.stderr());
-            }
-            async move { (missing == 0).then_some(()) }
-        },
-    )
-    .await;
+async fn all_arrive(gw: &Gateway, rx: &Receiver, ids: &[String], listens: &mut [&mut Listen]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let got = received_by_id(rx);
+        let missing: Vec<&String> = ids.iter().filter(|id| !got.contains_key(*id)).collect();
+        for l in listens.iter_mut() {
+            assert!(l.running(), "listen exited: {}", l.stderr());
+        }
+        if missing.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            // What the gateway says of the first missing one, and what each
+            // listen said.
+            let (_, detail) = gw
+                .api_get(&format!("/api/v1/messages/{}", missing[0]))
+                .await;
+            let (_, dests) = gw.api_get("/api/v1/destinations").await;
+            let said: Vec<String> = listens
+                .iter()
+                .map(|l| {
+                    let e = l.stderr();
+                    e[e.len().saturating_sub(2000)..].to_string()
+                })
+                .collect();
+            panic!(
+                "timed out waiting for every message at the receiver: {} missing; the first: {detail:#}\ndestinations: {dests:#}\nlisten stderr (last 2,000 bytes each): {said:#?}",
+                missing.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// 5,000 messages through `listen`, killed with SIGKILL half-way and started
@@ -187,7 +205,7 @@ async fn five_thousand_through_listen(gws: &[&Gateway]) {
     let before_restart = rx.count();
     listens[0] = Listen::start(gws[0], &rx, &[]);
     let mut refs: Vec<&mut Listen> = listens.iter_mut().collect();
-    all_arrive(&rx, &ids, &mut refs).await;
+    all_arrive(gws[0], &rx, &ids, &mut refs).await;
     for g in gws {
         g.nothing_pending().await;
     }
@@ -245,7 +263,7 @@ async fn a_gateway_killed_while_listen_runs_is_reconnected_to_and_nothing_is_los
     gw.kill9();
     gw.restart().await;
     ids.extend(ingest(&[&gw], 300, |i| format!(r#"{{"n":{}}}"#, 300 + i)).await);
-    all_arrive(&rx, &ids, &mut [&mut listen]).await;
+    all_arrive(&gw, &rx, &ids, &mut [&mut listen]).await;
     gw.nothing_pending().await;
     assert!(listen.running(), "listen gave up: {}", listen.stderr());
     assert_eq!(received_by_id(&rx).len(), 600);
@@ -277,7 +295,7 @@ async fn through_listen_order_per_key_max_in_flight_and_pause_hold() {
     })
     .await;
     let mut listen = Listen::start(&gw, &rx, &["--concurrency", "8"]);
-    all_arrive(&rx, &ids, &mut [&mut listen]).await;
+    all_arrive(&gw, &rx, &ids, &mut [&mut listen]).await;
     gw.nothing_pending().await;
     assert_eq!(rx.max_concurrent(), 1, "max_in_flight = 1 was exceeded");
     let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
@@ -349,5 +367,5 @@ async fn through_listen_order_per_key_max_in_flight_and_pause_hold() {
         .api_post("/api/v1/destinations/dev/resume", serde_json::json!({}))
         .await;
     assert_eq!(st, 200);
-    all_arrive(&rx, &more, &mut [&mut listen]).await;
+    all_arrive(&gw, &rx, &more, &mut [&mut listen]).await;
 }
