@@ -32,7 +32,8 @@ macro_rules! store_conformance_tests {
             message_listing_pages, message_listing_filters, delivery_listing_filters,
             destination_state_round_trip, stored_destinations_crud, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
-            message_with_no_deliveries, pull_leases_name_their_owner, pull_leases_expire
+            message_with_no_deliveries, pull_leases_name_their_owner, pull_leases_expire,
+            alerts_kept_newest_first
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -1073,6 +1074,30 @@ pub async fn stored_destinations_crud(s: &dyn Store) {
 }
 
 /// Cleanup removes finished old messages and expired dedup keys, never pending work.
+/// Alerts come back newest first, as written; the same id twice is kept once.
+pub async fn alerts_kept_newest_first(s: &dyn Store) {
+    let alert = |i: i64, channel: &str| StoredAlert {
+        id: format!("alert_{i}:{channel}"),
+        at: T0 + i,
+        channel: channel.into(),
+        outcome: "queued".into(),
+        record: serde_json::json!({"event": {"type": "destination.failing", "n": i}, "text": "a\u{e9}"}),
+    };
+    assert!(s.alert_history(10).await.unwrap().is_empty());
+    for i in [2, 1, 3] {
+        s.put_alert(&alert(i, "ops")).await.unwrap();
+    }
+    s.put_alert(&alert(3, "pager")).await.unwrap();
+    s.put_alert(&alert(1, "ops")).await.unwrap();
+    let got = s.alert_history(10).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!(&ids[2..], ["alert_2:ops", "alert_1:ops"]);
+    assert!(ids[..2].contains(&"alert_3:ops") && ids[..2].contains(&"alert_3:pager"));
+    assert_eq!(got[3], alert(1, "ops"));
+    assert_eq!(s.alert_history(1).await.unwrap().len(), 1);
+}
+
 pub async fn cleanup_keeps_pending(s: &dyn Store) {
     let done = msg("src", &["a"], Some("d1"));
     let done_id = done.id;

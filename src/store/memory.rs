@@ -17,7 +17,7 @@
 //!   its end (`now + lease_ms` at lease time).
 //! - Lookups scan: the store is sized for tests, not for backlogs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -94,6 +94,8 @@ struct Tables {
     dedup: HashMap<(String, String), (MessageId, Millis)>,
     states: HashMap<String, DestinationState>,
     stored: BTreeMap<String, StoredDestination>,
+    /// Alerts, oldest first.
+    alerts: VecDeque<StoredAlert>,
     next_seq: i64,
     next_delivery: i64,
 }
@@ -655,6 +657,30 @@ impl Store for MemoryStore {
             Some(_) => Ok(()),
             None => Err(StoreError::NotFound),
         }
+    }
+
+    async fn put_alert(&self, alert: &StoredAlert) -> StoreResult<()> {
+        let mut t = self.open()?;
+        if t.alerts.iter().any(|a| a.id == alert.id) {
+            return Ok(());
+        }
+        t.alerts.push_back(alert.clone());
+        t.alerts.make_contiguous().sort_by_key(|a| a.at);
+        while t.alerts.len() > ALERTS_KEPT {
+            t.alerts.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn alert_history(&self, limit: usize) -> StoreResult<Vec<StoredAlert>> {
+        Ok(self
+            .open()?
+            .alerts
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn cleanup(&self, cutoff: Millis, now: Millis, limit: usize) -> StoreResult<usize> {

@@ -581,6 +581,25 @@ pub struct StoredDestination {
     pub updated_at: Millis,
 }
 
+/// An alert raised for one channel, as kept (the console's and the API's
+/// past alerts outlive a restart).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    /// Unique: the event's id and the channel.
+    pub id: String,
+    /// When it was raised (ms).
+    pub at: Millis,
+    /// The channel.
+    pub channel: String,
+    /// What became of it (`queued`, `sent_directly`, `suppressed`, `failed`).
+    pub outcome: String,
+    /// The alert record as JSON.
+    pub record: serde_json::Value,
+}
+
+/// Alerts a store keeps, the newest; older ones go as new ones come.
+pub const ALERTS_KEPT: usize = 10_000;
+
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -847,6 +866,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a destination made through the API (`NotFound` if missing).
     async fn delete_stored_destination(&self, name: &str) -> StoreResult<()>;
+
+    /// Keeps an alert (one with the id of a kept one changes nothing); at most
+    /// the newest [`ALERTS_KEPT`] stay.
+    async fn put_alert(&self, alert: &StoredAlert) -> StoreResult<()>;
+
+    /// The newest `limit` alerts kept, newest first.
+    async fn alert_history(&self, limit: usize) -> StoreResult<Vec<StoredAlert>>;
 
     /// Removes up to `limit` finished messages received before `cutoff`, and dedup
     /// keys expired at `now`. Returns how many rows went.

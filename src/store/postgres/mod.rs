@@ -63,6 +63,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "response headers",
         include_str!("migrations/0003_response_headers.sql"),
     ),
+    (7, "alerts", include_str!("migrations/0007_alerts.sql")),
 ];
 
 /// Advisory lock class of ordering keys (`pg_advisory_xact_lock(class, hash)`;
@@ -888,6 +889,54 @@ impl Store for PgStore {
                         .unwrap_or(serde_json::Value::Null),
                     created_at: r.try_get(2)?,
                     updated_at: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+
+    async fn put_alert(&self, a: &StoredAlert) -> StoreResult<()> {
+        let pool = self.pool()?;
+        sqlx::query(
+            "INSERT INTO alerts (id, at, channel, outcome, record) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(text(&a.id))
+        .bind(a.at)
+        .bind(text(&a.channel))
+        .bind(text(&a.outcome))
+        .bind(text(&a.record.to_string()))
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "DELETE FROM alerts WHERE id IN
+               (SELECT id FROM alerts ORDER BY at DESC, id DESC OFFSET $1)",
+        )
+        .bind(ALERTS_KEPT as i64)
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn alert_history(&self, limit: usize) -> StoreResult<Vec<StoredAlert>> {
+        let rows = sqlx::query(
+            "SELECT id, at, channel, outcome, record FROM alerts ORDER BY at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(self.pool()?)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredAlert {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    channel: r.try_get(2)?,
+                    outcome: r.try_get(3)?,
+                    record: serde_json::from_str(r.try_get::<&str, _>(4)?)
+                        .unwrap_or(serde_json::Value::Null),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

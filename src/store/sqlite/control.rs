@@ -1,5 +1,5 @@
-//! Operator state of destinations (paused, disabled by endpoint health) and
-//! destinations created through the API.
+//! Operator state of destinations (paused, disabled by endpoint health),
+//! destinations created through the API, and the alerts raised.
 
 use super::*;
 
@@ -126,6 +126,66 @@ pub(super) async fn delete_stored_destination(store: &SqliteStore, name: &str) -
             } else {
                 Ok(())
             }
+        })
+        .await
+}
+
+pub(super) async fn put_alert(store: &SqliteStore, a: &StoredAlert) -> StoreResult<()> {
+    let a = a.clone();
+    store
+        .inner
+        .writer
+        .exec(move |c| {
+            c.prepare_cached(
+                "INSERT INTO alerts (id, at, channel, outcome, record) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.id,
+                    a.at,
+                    a.channel,
+                    a.outcome,
+                    a.record.to_string()
+                ])
+            })
+            .and_then(|_| {
+                c.prepare_cached(
+                    "DELETE FROM alerts WHERE id IN
+                       (SELECT id FROM alerts ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?1)",
+                )
+                .and_then(|mut s| s.execute([ALERTS_KEPT as i64]))
+            })
+            .map(|_| ())
+            .map_err(map_err)
+        })
+        .await
+}
+
+pub(super) async fn alert_history(
+    store: &SqliteStore,
+    limit: usize,
+) -> StoreResult<Vec<StoredAlert>> {
+    let limit = limit.min(i64::MAX as usize) as i64;
+    store
+        .read(move |c| {
+            c.prepare_cached(
+                "SELECT id, at, channel, outcome, record FROM alerts ORDER BY at DESC, id DESC LIMIT ?1",
+            )
+            .and_then(|mut s| {
+                s.query_map([limit], |r| {
+                    let record: String = r.get(4)?;
+                    Ok(StoredAlert {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        channel: r.get(2)?,
+                        outcome: r.get(3)?,
+                        record: serde_json::from_str(&record).unwrap_or(serde_json::Value::Null),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(map_err)
         })
         .await
 }

@@ -384,6 +384,14 @@ impl Store for SqliteStore {
         control::delete_stored_destination(self, name).await
     }
 
+    async fn put_alert(&self, alert: &StoredAlert) -> StoreResult<()> {
+        control::put_alert(self, alert).await
+    }
+
+    async fn alert_history(&self, limit: usize) -> StoreResult<Vec<StoredAlert>> {
+        control::alert_history(self, limit).await
+    }
+
     async fn cleanup(&self, cutoff: Millis, now: Millis, limit: usize) -> StoreResult<usize> {
         retention::cleanup(self, cutoff, now, limit).await
     }

@@ -81,3 +81,13 @@ CREATE TABLE IF NOT EXISTS api_destinations (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+
+-- Alerts raised, one row per channel (docs/alerts.md); the newest 10000 kept.
+CREATE TABLE IF NOT EXISTS alerts (
+    id      TEXT PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    record  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_at ON alerts (at);
