@@ -88,6 +88,15 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Vec<Problem> {
     if !valid_name(&d.name) {
         out.push(Problem::at("name", bad_name("destination", &d.name)));
     }
+    if super::alerts::is_channel_destination(&d.name) {
+        out.push(Problem::at(
+            "name",
+            format!(
+                "destination names starting with `{}` are kept for the destinations of `[[alerts]]` channels",
+                super::alerts::CHANNEL_PREFIX
+            ),
+        ));
+    }
     url_and_type(d, &mut out);
     api_only(d, origin, &mut out);
     limits(d, &mut out);

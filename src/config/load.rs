@@ -26,6 +26,7 @@ const SECTIONS: &[&str] = &[
     "sources",
     "destinations",
     "routes",
+    "alerts",
 ];
 
 /// Reads and checks a config file. `env` looks up `${VAR}` references.
@@ -122,10 +123,25 @@ fn parse_with(
                     cfg.routes.push(r);
                 }
             }
+            "alerts" => {
+                for (mut a, spans) in many::<super::alerts::AlertChannel>(
+                    value,
+                    "alerts",
+                    &mut HashSet::new(),
+                    &mut errs,
+                ) {
+                    a.spans = spans;
+                    cfg.alerts.push(a);
+                }
+            }
             other => errs.at(Some(key_span), unknown("section", other, SECTIONS)),
         }
     }
     validate(&cfg, &defined, &mut errs);
+    super::alerts::check(&cfg.alerts, &mut errs);
+    // Each channel is delivered through a file destination of its own.
+    cfg.destinations
+        .extend(cfg.alerts.iter().map(super::alerts::channel_destination));
     if read_files {
         check_tls_files(&cfg, &mut errs);
     }

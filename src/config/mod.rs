@@ -6,6 +6,7 @@
 //! other than the config itself and, from [`load`] only, the TLS certificate and
 //! key files it names (so that `check` finds a bad certificate).
 
+pub mod alerts;
 pub mod check;
 pub mod def;
 pub mod defaults;
@@ -51,6 +52,9 @@ pub struct Config {
     pub routes: Vec<RouteDef>,
     /// `[telemetry]`: traces exported over OTLP.
     pub telemetry: TelemetryConfig,
+    /// `[[alerts]]`: the alert channels (each also delivered through a
+    /// destination of `destinations`, named `alerts.<name>`).
+    pub alerts: Vec<alerts::AlertChannel>,
     /// Where the `server.*`, `storage.*` and `telemetry.*` fields are in the file.
     pub spans: FieldSpans,
     /// The file it was read from ([`load`]; `None` for text given to
@@ -89,6 +93,9 @@ pub struct ServerConfig {
     /// Serve the admin listener over TLS (HTTP/2 by ALPN) with this
     /// certificate and key (PEM files).
     pub admin_tls: Option<TlsConfig>,
+    /// The web console's address as people reach it, for the links in alerts
+    /// (default: `http://` and the admin listener's address).
+    pub console_url: Option<String>,
 }
 
 /// `tls = { cert = "…", key = "…" }`: a listener's certificate and key, PEM
@@ -128,6 +135,7 @@ impl Default for ServerConfig {
             admin_max_connections: 256,
             tls: None,
             admin_tls: None,
+            console_url: None,
         }
     }
 }

@@ -141,6 +141,33 @@ macro_rules! applied {
     };
 }
 
+/// `[[alerts]]` is read at start: a changed one keeps the running channels and
+/// their destinations, and is named as needing a restart.
+fn keep_alerts(old: &Config, new: &mut Config, needs_restart: &mut Vec<&'static str>) {
+    use crate::config::alerts::{is_channel_destination, AlertChannel};
+    let unplaced = |a: &[AlertChannel]| -> Vec<AlertChannel> {
+        a.iter()
+            .map(|c| AlertChannel {
+                spans: Default::default(),
+                ..c.clone()
+            })
+            .collect()
+    };
+    if unplaced(&old.alerts) == unplaced(&new.alerts) {
+        return;
+    }
+    needs_restart.push("alerts");
+    new.alerts.clone_from(&old.alerts);
+    new.destinations
+        .retain(|d| !is_channel_destination(&d.name));
+    new.destinations.extend(
+        old.destinations
+            .iter()
+            .filter(|d| is_channel_destination(&d.name))
+            .cloned(),
+    );
+}
+
 /// What differs between the running config and the file's new one. Settings
 /// that cannot change while running are set back to their running values in
 /// `new` and listed in [`Changes::needs_restart`].
@@ -149,10 +176,12 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
     keep_running!(old, new, needs_restart;
         server.listen, server.admin_listen, server.allow_private_destinations,
         server.read_timeout, server.shutdown_grace, server.admin_max_connections,
+        server.console_url,
         storage.backend, storage.path, storage.url, storage.pool_size, storage.max_size,
         storage.connect_timeout, storage.query_timeout, storage.lease_margin,
         telemetry.otlp_endpoint, telemetry.sample_ratio, telemetry.service_name,
     );
+    keep_alerts(old, new, &mut needs_restart);
     let mut settings = Vec::new();
     for (name, was, now) in [
         ("server.tls", &old.server.tls, &mut new.server.tls),
