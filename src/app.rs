@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::alerts::Alerts;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Backend, Config, Live};
 use crate::console::sampler::{self, Sampler};
@@ -190,6 +191,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         clock.clone(),
         source_names(&cfg),
     ));
+    let alerts = new_alerts(&cfg, &store, &dispatcher, &clock, admin_addr);
     let live = Arc::new(Live::new(cfg.clone()));
     let reloader = Arc::new(new_reloader(&live, &ingest, &registry, &overview, &tls));
     let admin_state = Arc::new(AdminState {
@@ -205,6 +207,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         ingest_addr,
         ingest_tls: tls.ingest.is_some(),
         rejects: ingest.rejects.clone(),
+        alerts,
     });
     spawn_background(&cfg, &admin_state, &overview, &tls);
     log_running(&cfg, ingest_addr, admin_addr);
@@ -259,6 +262,38 @@ fn new_reloader(
     Reloader::new(live.clone(), ingest.settings.clone(), registry.clone())
         .after_apply(Box::new(move |c| overview.set_sources(source_names(c))))
         .on_every_reload(Box::new(move |c| tls.reload(c)))
+}
+
+/// The alerts of `[[alerts]]`, told of the dispatcher's dead letters; links
+/// point at `server.console_url`, else at the admin listener.
+fn new_alerts(
+    cfg: &Config,
+    store: &Arc<dyn Store>,
+    dispatcher: &Arc<Dispatcher>,
+    clock: &SharedClock,
+    admin_addr: SocketAddr,
+) -> Arc<Alerts> {
+    let scheme = if cfg.server.admin_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let console = cfg
+        .server
+        .console_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{admin_addr}"));
+    let alerts = Alerts::new(
+        cfg.alerts.clone(),
+        store.clone(),
+        dispatcher.clone(),
+        clock.clone(),
+        console,
+    );
+    if let Some(hook) = alerts.hook() {
+        dispatcher.on_dead(hook);
+    }
+    alerts
 }
 
 /// The line that says the gateway is up.
@@ -399,6 +434,8 @@ fn spawn_background(cfg: &Config, s: &AdminState, overview: &Arc<Sampler>, tls: 
     tasks.spawn(move |stop| retention(store, clock, live, stop));
     let overview = overview.clone();
     tasks.spawn(move |stop| overview.run(sampler::EVERY, stop));
+    let alerts = s.alerts.clone();
+    tasks.spawn(move |stop| alerts.run(stop));
     if cfg.storage.backend == Backend::Postgres {
         let registry = s.registry.clone();
         tasks.spawn(move |stop| registry.sync(SYNC_EVERY, stop));

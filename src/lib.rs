@@ -5,6 +5,7 @@
 //! breaker, limits) → [`admin`] and [`telemetry`].
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod bench;
 pub mod cli_extra;

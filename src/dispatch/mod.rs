@@ -35,7 +35,7 @@ mod worker;
 mod paused_time_tests;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,7 +123,35 @@ struct Ctx {
     cut_off: CancellationToken,
     /// The tracer, set once at start while tracing is on.
     traces: std::sync::OnceLock<crate::telemetry::trace::Traces>,
+    /// Told of every delivery a push attempt dead-letters (alerts), set once at start.
+    on_dead: std::sync::OnceLock<DeadHook>,
 }
+
+/// A delivery that an attempt has just dead-lettered.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The destination.
+    pub destination: String,
+    /// The message.
+    pub message_id: crate::store::MessageId,
+    /// Its source.
+    pub source: String,
+    /// Its event type, when known.
+    pub event_type: Option<String>,
+    /// The delivery's priority (its route's).
+    pub priority: crate::config::Priority,
+    /// The delivery.
+    pub delivery_id: i64,
+    /// Attempts made, this last one included.
+    pub attempts: u32,
+    /// The last answer's status, if one came.
+    pub status: Option<u16>,
+    /// The last error, if no answer came.
+    pub error: Option<String>,
+}
+
+/// What the dispatcher calls with each dead-lettered delivery; it must not block.
+pub type DeadHook = Arc<dyn Fn(DeadLetter) + Send + Sync>;
 
 impl Ctx {
     /// A worker's results could (`ok`) or could not be written, after the
@@ -156,6 +184,10 @@ pub struct DestinationHandle {
     wake: Arc<Notify>,
     /// A pull destination's rate-limit bucket.
     pull_bucket: Mutex<pull::PullBucket>,
+    /// Attempts that delivered, since start (read by the alerts' evaluator).
+    succeeded: AtomicU64,
+    /// Attempts that did not, since start.
+    failed: AtomicU64,
 }
 
 impl DestinationHandle {
@@ -178,6 +210,14 @@ impl DestinationHandle {
     /// The metric handles.
     pub fn metrics(&self) -> &DestinationMetrics {
         &self.metrics
+    }
+    /// Attempts that delivered and that did not, since this node started
+    /// (cumulative; a reader takes differences).
+    pub fn attempt_counts(&self) -> (u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Opens or closes the circuit as the API and metrics see it. The gauge is
@@ -242,6 +282,7 @@ impl Dispatcher {
                 write_failing: AtomicUsize::new(0),
                 cut_off: CancellationToken::new(),
                 traces: std::sync::OnceLock::new(),
+                on_dead: std::sync::OnceLock::new(),
             }),
             handles: RwLock::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -252,6 +293,53 @@ impl Dispatcher {
     /// any destination is added; a second call changes nothing).
     pub fn set_traces(&self, traces: crate::telemetry::trace::Traces) {
         let _ = self.ctx.traces.set(traces);
+    }
+
+    /// Calls `hook` with every delivery a push attempt dead-letters from now on
+    /// (set once, at start; a second call changes nothing).
+    pub fn on_dead(&self, hook: DeadHook) {
+        let _ = self.ctx.on_dead.set(hook);
+    }
+
+    /// Sends one JSON message to a destination at once, outside the store (the
+    /// way out for an alert the store refused): its settings, signing and HTTP
+    /// client, one attempt. `None` when there is no such destination, else
+    /// whether it was delivered.
+    pub async fn send_now(
+        &self,
+        name: &str,
+        id: crate::store::MessageId,
+        body: bytes::Bytes,
+        now_ms: i64,
+    ) -> Option<bool> {
+        let spec = self.get(name)?.spec();
+        let item = Leased {
+            delivery_id: 0,
+            destination: name.to_string(),
+            attempt: 1,
+            retry_index: 0,
+            priority: crate::config::Priority::High,
+            ordering_key: None,
+            created_at: now_ms,
+            message: Arc::new(crate::store::StoredMessage {
+                id,
+                source: String::new(),
+                event_type: None,
+                received_at: now_ms,
+                content_type: Some("application/json".into()),
+                headers: bytes::Bytes::new(),
+                body,
+            }),
+        };
+        let client = match spec.origin {
+            Origin::Config => &self.ctx.trusted,
+            Origin::Api => &self.ctx.guarded,
+        };
+        let outcome = self::http::send(client, &spec, &item, now_ms, None).await;
+        Some(matches!(
+            self::http::classify(&outcome, spec.retry_4xx),
+            Class::Success
+        ))
     }
 
     /// A dispatcher for unit tests: unguarded clients, a 30 s lease margin.
@@ -280,6 +368,8 @@ impl Dispatcher {
             removed: CancellationToken::new(),
             wake: self.ctx.store.wakeups().get(&name),
             pull_bucket: Mutex::default(),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         });
         handle.mirror_state();
         if let Some(old) = self.handles.write().insert(name, handle.clone()) {
@@ -604,6 +694,15 @@ mod tests {
         }
         async fn delete_stored_destination(&self, n: &str) -> crate::store::StoreResult<()> {
             self.inner.delete_stored_destination(n).await
+        }
+        async fn put_alert(&self, a: &crate::store::StoredAlert) -> crate::store::StoreResult<()> {
+            self.inner.put_alert(a).await
+        }
+        async fn alert_history(
+            &self,
+            limit: usize,
+        ) -> crate::store::StoreResult<Vec<crate::store::StoredAlert>> {
+            self.inner.alert_history(limit).await
         }
         async fn cleanup(
             &self,

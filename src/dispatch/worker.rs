@@ -390,6 +390,12 @@ impl Worker {
         // Reap finished attempt tasks.
         while self.attempts.try_join_next().is_some() {}
         let failed = d.class.is_endpoint_failure();
+        let counter = if matches!(d.class, Class::Success) {
+            &self.h.succeeded
+        } else {
+            &self.h.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Some(b) = &mut self.breaker {
             let was_open = b.is_open();
             if failed {
@@ -546,6 +552,19 @@ async fn attempt(
         lag: Duration::from_millis((now_ms - item.message.received_at).max(0) as u64),
     }
     .emit();
+    if let (Next::Dead, Some(hook)) = (next, ctx.on_dead.get()) {
+        hook(DeadLetter {
+            destination: spec.name.clone(),
+            message_id: item.message.id,
+            source: item.message.source.clone(),
+            event_type: item.message.event_type.clone(),
+            priority: item.priority,
+            delivery_id: item.delivery_id,
+            attempts: item.attempt,
+            status: outcome.status,
+            error: outcome.error.clone(),
+        });
+    }
     let result = AttemptResult {
         delivery_id: item.delivery_id,
         attempt: item.attempt,

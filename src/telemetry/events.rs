@@ -12,7 +12,7 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 use crate::store::{MessageId, Next};
 
 /// The counters: name and description.
-const COUNTERS: [(&str, &str); 7] = [
+const COUNTERS: [(&str, &str); 9] = [
     (
         "hookgate_ingest_requests_total",
         "Ingest requests by source and outcome (stored, duplicate, rejected, ...).",
@@ -36,6 +36,14 @@ const COUNTERS: [(&str, &str); 7] = [
     (
         "hookgate_replayed_total",
         "Deliveries created or revived by replay, by destination.",
+    ),
+    (
+        "hookgate_alerts_sent_total",
+        "Alerts handed to a channel's delivery, by channel and event type.",
+    ),
+    (
+        "hookgate_alerts_suppressed_total",
+        "Alerts left out because their channel reached its max_per_hour, by channel.",
     ),
     (
         "hookgate_config_reloads_total",
@@ -633,6 +641,43 @@ impl ConsoleLoginRefused {
         };
         counter!("hookgate_console_login_refused_total", "reason" => reason).increment(1);
         tracing::warn!(client = ?self.client, reason, "console login refused");
+    }
+}
+
+/// An alert was raised for a channel: sent, or left out by the channel's cap.
+pub struct AlertRaised<'a> {
+    /// The channel's name.
+    pub channel: &'a str,
+    /// The event type.
+    pub event_type: &'static str,
+    /// One line about it.
+    pub summary: &'a str,
+    /// Left out: the channel had sent `max_per_hour` alerts in the last hour.
+    pub suppressed: bool,
+}
+
+impl AlertRaised<'_> {
+    /// Counts and logs.
+    pub fn emit(self) {
+        let channel = self.channel.to_string();
+        if self.suppressed {
+            counter!("hookgate_alerts_suppressed_total", "channel" => channel).increment(1);
+            tracing::warn!(
+                channel = self.channel,
+                event = self.event_type,
+                summary = self.summary,
+                "alert left out: the channel reached its max_per_hour"
+            );
+        } else {
+            counter!("hookgate_alerts_sent_total", "channel" => channel, "type" => self.event_type)
+                .increment(1);
+            tracing::info!(
+                channel = self.channel,
+                event = self.event_type,
+                summary = self.summary,
+                "alert raised"
+            );
+        }
     }
 }
 

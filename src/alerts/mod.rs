@@ -1,0 +1,709 @@
+//! Alerts: tell a person when delivery goes wrong, without an alert storm.
+//!
+//! An evaluator task (owned by `tasks`, joined at shutdown) looks once a
+//! [`EVERY`] at what the node keeps anyway — each destination's circuit,
+//! disabled state and attempt counts (the dispatcher's memory), the store's
+//! own view of its writability, the dispatcher's failing result writes, a ping
+//! of the store, and every [`STATS_EVERY`] the backlog figures — and turns
+//! changes into [`event::AlertEvent`]s, per `[[alerts]]` channel with that
+//! channel's thresholds. `message.dead` comes from the dispatcher as it
+//! dead-letters a delivery.
+//!
+//! Invariants:
+//! - **No storms.** One event when a condition starts, one when it ends, a
+//!   reminder every `reminder` while it lasts; the success rate has hysteresis
+//!   (failing below `failing_below`, warning below `warning_below`, recovered
+//!   only above `recovered_above`); at most `max_per_hour` alerts per channel,
+//!   the rest counted in `hookgate_alerts_suppressed_total`.
+//! - **Durable.** An alert is a message appended to the store with one delivery
+//!   to the channel's destination (`alerts.<name>`): retried, dead-lettered and
+//!   replayable like any other. Only when the store refuses it (the store is
+//!   what is degraded) is it sent at once, directly, through the same HTTP
+//!   client and signing.
+//! - **No loop.** A channel never gets alerts about its own destination, and no
+//!   channel gets `message.dead` of an alert's delivery.
+
+pub mod event;
+pub mod format;
+mod state;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::event::{AlertEvent, EventType, Figures, Severity};
+use self::state::{failing_level, ChannelState, Transition};
+use crate::clock::{format_rfc3339, Precision, SharedClock};
+use crate::config::alerts::{is_channel_destination, AlertChannel};
+use crate::dispatch::{DeadLetter, Dispatcher};
+use crate::store::{MessageId, NewDelivery, NewMessage, Store, StoreError, StoredAlert};
+use crate::telemetry::events::AlertRaised;
+
+/// How often conditions are evaluated.
+pub const EVERY: Duration = Duration::from_secs(1);
+/// How often the backlog figures are read from the store.
+pub const STATS_EVERY: Duration = Duration::from_secs(10);
+/// How long a ping of the store may take before it counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Past alerts kept for the API and the console.
+pub const HISTORY: usize = 500;
+/// The source of the messages that carry alerts.
+pub const ALERT_SOURCE: &str = "hookgate.alerts";
+
+/// One alert as raised for one channel, as listed by `GET /api/v1/alerts`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AlertRecord {
+    /// The channel.
+    pub channel: String,
+    /// `queued` (stored for delivery), `sent_directly` (the store refused it),
+    /// `suppressed` (the channel's cap), or `failed`.
+    pub outcome: String,
+    /// The message that carries it, when stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The event.
+    pub event: AlertEvent,
+}
+
+/// Current conditions and past alerts.
+#[derive(Default)]
+struct Log {
+    /// Conditions that hold now, by key: the event that started each (or its
+    /// last reminder).
+    current: BTreeMap<String, AlertEvent>,
+    /// Alerts raised, newest last, at most [`HISTORY`].
+    past: VecDeque<AlertRecord>,
+}
+
+/// The alerts of a node: the channels, the log, and the feed of dead letters.
+pub struct Alerts {
+    channels: Vec<AlertChannel>,
+    store: Arc<dyn Store>,
+    dispatcher: Arc<Dispatcher>,
+    clock: SharedClock,
+    console: String,
+    log: Mutex<Log>,
+    dead_tx: mpsc::UnboundedSender<DeadLetter>,
+    dead_rx: Mutex<Option<mpsc::UnboundedReceiver<DeadLetter>>>,
+}
+
+impl Alerts {
+    /// The alerts of `channels`; links point into the console at `console`
+    /// (its base URL). Dead letters reach it once [`Alerts::hook`] is set on
+    /// the dispatcher.
+    pub fn new(
+        channels: Vec<AlertChannel>,
+        store: Arc<dyn Store>,
+        dispatcher: Arc<Dispatcher>,
+        clock: SharedClock,
+        console: String,
+    ) -> Arc<Self> {
+        let (dead_tx, dead_rx) = mpsc::unbounded_channel();
+        Arc::new(Alerts {
+            channels,
+            store,
+            dispatcher,
+            clock,
+            console: console.trim_end_matches('/').to_string(),
+            log: Mutex::new(Log::default()),
+            dead_tx,
+            dead_rx: Mutex::new(Some(dead_rx)),
+        })
+    }
+
+    /// What the dispatcher calls with each dead letter (nothing when no channel
+    /// wants `message.dead`).
+    pub fn hook(self: &Arc<Self>) -> Option<crate::dispatch::DeadHook> {
+        if !self.channels.iter().any(|c| c.wants("message.dead")) {
+            return None;
+        }
+        let tx = self.dead_tx.clone();
+        let hook: crate::dispatch::DeadHook = Arc::new(move |d: DeadLetter| {
+            let _ = tx.send(d);
+        });
+        Some(hook)
+    }
+
+    /// The conditions that hold now, by key.
+    pub fn current(&self) -> Vec<AlertEvent> {
+        self.log.lock().current.values().cloned().collect()
+    }
+
+    /// Alerts raised, newest first, at most `limit`.
+    pub fn past(&self, limit: usize) -> Vec<AlertRecord> {
+        self.log
+            .lock()
+            .past
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The channels' names.
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// Evaluates every [`EVERY`] and sends what changed, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let Some(mut dead_rx) = self.dead_rx.lock().take() else {
+            return;
+        };
+        self.load_history().await;
+        let mut eval = Evaluator::new(self.channels.len());
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let obs = self.observe(&mut eval).await;
+                    let out = eval.step(&self.channels, &obs, Instant::now(), &|k, o| self.event(k, o));
+                    self.send_all(&mut eval, out).await;
+                }
+                Some(d) = dead_rx.recv() => {
+                    let out = self.dead(&d);
+                    self.send_all(&mut eval, out).await;
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+
+    /// Takes the past alerts the store kept (a failure leaves the log empty).
+    async fn load_history(&self) {
+        match self.store.alert_history(HISTORY).await {
+            Ok(kept) => {
+                let mut log = self.log.lock();
+                // Oldest first, as the log holds them.
+                for a in kept.into_iter().rev() {
+                    if let Ok(r) = serde_json::from_value::<AlertRecord>(a.record) {
+                        log.past.push_back(r);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the past alerts"),
+        }
+    }
+
+    /// Keeps an alert in the store, for the log after a restart.
+    async fn keep(&self, r: &AlertRecord) {
+        let stored = StoredAlert {
+            id: format!("{}:{}", r.event.id, r.channel),
+            at: self.clock.now_millis(),
+            channel: r.channel.clone(),
+            outcome: r.outcome.clone(),
+            record: serde_json::to_value(r).unwrap_or_default(),
+        };
+        if let Err(e) = self.store.put_alert(&stored).await {
+            tracing::warn!(channel = %r.channel, error = %e, "could not keep an alert in the store");
+        }
+    }
+
+    /// What the node looks like now.
+    async fn observe(&self, eval: &mut Evaluator) -> Observation {
+        let now = Instant::now();
+        let mut dests = Vec::new();
+        for h in self.dispatcher.all() {
+            let spec = h.spec();
+            let st = h.state();
+            dests.push(DestObs {
+                name: spec.name.clone(),
+                circuit_open: h.circuit_open(),
+                disabled: st.disabled_at.is_some(),
+                counts: h.attempt_counts(),
+            });
+        }
+        if eval.stats_at.is_none_or(|t| now >= t) {
+            eval.stats_at = Some(now + STATS_EVERY);
+            if let Ok(stats) = self.store.destination_stats().await {
+                let now_ms = self.clock.now_millis();
+                eval.backlog = stats
+                    .into_iter()
+                    .map(|(name, s)| {
+                        let age = s
+                            .oldest_pending_at
+                            .filter(|_| s.pending > 0)
+                            .map(|t| Duration::from_millis((now_ms - t).max(0) as u64));
+                        (name, (age, s.pending))
+                    })
+                    .collect();
+            }
+        }
+        Observation {
+            dests,
+            backlog: eval.backlog.clone(),
+            store: self.store_problem().await,
+        }
+    }
+
+    /// Why the store is degraded, if it is.
+    async fn store_problem(&self) -> Option<String> {
+        match self.store.writable() {
+            Err(StoreError::Full) => {
+                return Some(
+                    "the store is nearly full (storage.max_size or the disk): ingest answers 503"
+                        .into(),
+                )
+            }
+            Err(e) => return Some(format!("the store refuses writes: {e}")),
+            Ok(()) => {}
+        }
+        if self.dispatcher.store_write_failing() {
+            return Some("the store refuses to record delivery results".into());
+        }
+        match tokio::time::timeout(PING_TIMEOUT, self.store.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(StoreError::Closed)) => None,
+            Ok(Err(e)) => Some(format!("the store cannot be reached: {e}")),
+            Err(_) => Some(format!(
+                "the store did not answer within {}s",
+                PING_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// The event of a condition's change, with its numbers and link.
+    fn event(&self, k: &Change, obs: &Observation) -> AlertEvent {
+        let now = self.clock.now_millis();
+        let dest = k.subject.destination();
+        let (summary, figures, link) = match (&k.subject, k.kind) {
+            (Subject::Store, _) => (
+                match (&obs.store, k.kind.is_recovery()) {
+                    (Some(why), false) => why.clone(),
+                    _ => "the store takes writes again".into(),
+                },
+                Figures::default(),
+                format!("{}/", self.console),
+            ),
+            (Subject::Destination(d), EventType::Failing | EventType::Recovered) => {
+                let f = k.figures.clone();
+                let rate = f
+                    .success_rate
+                    .map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
+                let verb = if k.kind == EventType::Failing {
+                    "is failing"
+                } else {
+                    "has recovered"
+                };
+                (
+                    format!(
+                        "destination {d} {verb}: success rate {rate} ({} of {} attempts in the last {}s)",
+                        f.succeeded.unwrap_or(0),
+                        f.succeeded.unwrap_or(0) + f.failed.unwrap_or(0),
+                        f.window_seconds.unwrap_or(0)
+                    ),
+                    f,
+                    self.dest_link(d),
+                )
+            }
+            (Subject::Destination(d), kind) => {
+                let (age, pending) = obs.backlog.get(d).cloned().unwrap_or((None, 0));
+                let figures = Figures {
+                    oldest_pending_seconds: age.map(|a| a.as_secs()),
+                    pending: Some(pending),
+                    ..Default::default()
+                };
+                let what = match kind {
+                    EventType::CircuitOpened => {
+                        "circuit breaker opened: attempts are stopped".into()
+                    }
+                    EventType::CircuitClosed => "circuit breaker closed: attempts resumed".into(),
+                    EventType::Disabled => {
+                        "was disabled after failing for its disable_after: resume it once it works"
+                            .into()
+                    }
+                    EventType::Enabled => "is enabled again".into(),
+                    EventType::BacklogStale => format!(
+                        "oldest pending delivery is {}s old ({pending} pending)",
+                        age.map_or(0, |a| a.as_secs())
+                    ),
+                    _ => format!("backlog is fresh again ({pending} pending)"),
+                };
+                (
+                    format!("destination {d}: {what}"),
+                    figures,
+                    self.dest_link(d),
+                )
+            }
+        };
+        AlertEvent {
+            id: format!("alert_{}", MessageId::new()),
+            key: k.key.clone(),
+            kind: k.kind,
+            severity: k.severity,
+            summary,
+            destination: dest.map(str::to_string),
+            source: None,
+            message_id: None,
+            since: format_rfc3339(k.since_ms.unwrap_or(now), Precision::Seconds),
+            at: format_rfc3339(now, Precision::Milliseconds),
+            reminder: k.reminder,
+            figures,
+            console_url: link,
+        }
+    }
+
+    fn dest_link(&self, d: &str) -> String {
+        // The destinations page's row of `d` (its id is the name in hex).
+        format!("{}/destinations#dest-{}", self.console, hex::encode(d))
+    }
+
+    /// The `message.dead` events of a dead letter, for the channels that want it.
+    fn dead(&self, d: &DeadLetter) -> Vec<(usize, AlertEvent)> {
+        // An alert's own delivery dying raises nothing (no loop).
+        if is_channel_destination(&d.destination) {
+            return Vec::new();
+        }
+        let now = self.clock.now_millis();
+        let why = match (d.status, &d.error) {
+            (Some(s), _) => format!("answered {s}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "failed".into(),
+        };
+        let event = AlertEvent {
+            id: format!("alert_{}", MessageId::new()),
+            key: format!("message.dead:{}:{}", d.destination, d.message_id),
+            kind: EventType::MessageDead,
+            severity: Severity::Critical,
+            summary: format!(
+                "a {} message from {} died on its way to {} after {} attempts ({why})",
+                d.event_type.as_deref().unwrap_or("untyped"),
+                d.source,
+                d.destination,
+                d.attempts
+            ),
+            destination: Some(d.destination.clone()),
+            source: Some(d.source.clone()),
+            message_id: Some(d.message_id.to_string()),
+            since: format_rfc3339(now, Precision::Seconds),
+            at: format_rfc3339(now, Precision::Milliseconds),
+            reminder: false,
+            figures: Figures {
+                attempts: Some(d.attempts),
+                status: d.status,
+                ..Default::default()
+            },
+            console_url: format!("{}/messages/{}", self.console, d.message_id),
+        };
+        self.channels
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                c.wants("message.dead") && c.dead.matches(&d.source, &d.destination, d.priority)
+            })
+            .map(|(i, _)| (i, event.clone()))
+            .collect()
+    }
+
+    /// Sends each event to its channel, within the channel's cap, and logs it.
+    async fn send_all(&self, eval: &mut Evaluator, out: Vec<(usize, AlertEvent)>) {
+        let now = Instant::now();
+        for (i, e) in out {
+            let c = &self.channels[i];
+            {
+                let mut log = self.log.lock();
+                if e.kind.is_recovery() {
+                    log.current.remove(&e.key);
+                } else if e.kind != EventType::MessageDead {
+                    log.current.insert(e.key.clone(), e.clone());
+                }
+            }
+            let allowed = eval.channels[i].allow(now, c.max_per_hour);
+            AlertRaised {
+                channel: &c.name,
+                event_type: e.kind.as_str(),
+                summary: &e.summary,
+                suppressed: !allowed,
+            }
+            .emit();
+            let (outcome, message_id) = if allowed {
+                self.deliver(c, &e).await
+            } else {
+                ("suppressed", None)
+            };
+            let record = AlertRecord {
+                channel: c.name.clone(),
+                outcome: outcome.into(),
+                message_id,
+                event: e,
+            };
+            self.keep(&record).await;
+            let mut log = self.log.lock();
+            log.past.push_back(record);
+            while log.past.len() > HISTORY {
+                log.past.pop_front();
+            }
+        }
+    }
+
+    /// Stores the alert as a message for the channel's destination; sends it
+    /// at once when the store refuses it.
+    async fn deliver(&self, c: &AlertChannel, e: &AlertEvent) -> (&'static str, Option<String>) {
+        let now = self.clock.now_millis();
+        let id = MessageId::new();
+        let dest = c.destination_name();
+        let m = NewMessage {
+            id,
+            source: ALERT_SOURCE.into(),
+            event_type: Some(e.kind.as_str().into()),
+            received_at: now,
+            content_type: Some("application/json".into()),
+            headers: Bytes::new(),
+            body: Bytes::from(format::body(c, e)),
+            dedup: None,
+            deliveries: vec![NewDelivery {
+                destination: dest.clone(),
+                due_at: now,
+                priority: crate::config::Priority::High,
+                ordering_key: None,
+            }],
+        };
+        let body = m.body.clone();
+        match self.store.append(m).await {
+            Ok(a) => ("queued", Some(a.id().to_string())),
+            Err(err) => {
+                tracing::warn!(channel = %c.name, error = %err, "the store refused an alert; sending it directly");
+                match self.dispatcher.send_now(&dest, id, body, now).await {
+                    Some(true) => ("sent_directly", None),
+                    _ => ("failed", None),
+                }
+            }
+        }
+    }
+}
+
+/// What one evaluation saw.
+pub(crate) struct Observation {
+    dests: Vec<DestObs>,
+    /// Per destination: the oldest pending delivery's age and the pending count.
+    backlog: HashMap<String, (Option<Duration>, u64)>,
+    /// Why the store is degraded, if it is.
+    store: Option<String>,
+}
+
+/// One destination as seen.
+pub(crate) struct DestObs {
+    name: String,
+    circuit_open: bool,
+    disabled: bool,
+    /// Cumulative attempts that delivered and that did not.
+    counts: (u64, u64),
+}
+
+/// What a condition is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Subject {
+    Destination(String),
+    Store,
+}
+
+impl Subject {
+    fn destination(&self) -> Option<&str> {
+        match self {
+            Subject::Destination(d) => Some(d),
+            Subject::Store => None,
+        }
+    }
+}
+
+/// A condition started, was reminded of, or ended, for one channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    key: String,
+    subject: Subject,
+    kind: EventType,
+    severity: Severity,
+    since_ms: Option<i64>,
+    reminder: bool,
+    figures: Figures,
+}
+
+/// The evaluator's memory between ticks.
+pub(crate) struct Evaluator {
+    /// Per destination: the counts of the last tick, and the deltas of the
+    /// ticks within the longest window.
+    last: HashMap<String, (u64, u64)>,
+    samples: HashMap<String, VecDeque<(Instant, u64, u64)>>,
+    backlog: HashMap<String, (Option<Duration>, u64)>,
+    stats_at: Option<Instant>,
+    channels: Vec<ChannelState>,
+}
+
+impl Evaluator {
+    pub(crate) fn new(channels: usize) -> Self {
+        Evaluator {
+            last: HashMap::new(),
+            samples: HashMap::new(),
+            backlog: HashMap::new(),
+            stats_at: None,
+            channels: (0..channels).map(|_| ChannelState::default()).collect(),
+        }
+    }
+
+    /// Takes the observation in and returns the events to send, per channel.
+    pub(crate) fn step(
+        &mut self,
+        channels: &[AlertChannel],
+        obs: &Observation,
+        now: Instant,
+        make: &dyn Fn(&Change, &Observation) -> AlertEvent,
+    ) -> Vec<(usize, AlertEvent)> {
+        let longest = channels
+            .iter()
+            .map(|c| c.window.0)
+            .max()
+            .unwrap_or_default();
+        for d in &obs.dests {
+            let last = self.last.insert(d.name.clone(), d.counts);
+            let (ok0, bad0) = last.unwrap_or(d.counts);
+            let q = self.samples.entry(d.name.clone()).or_default();
+            q.push_back((
+                now,
+                d.counts.0.saturating_sub(ok0),
+                d.counts.1.saturating_sub(bad0),
+            ));
+            while q
+                .front()
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > longest)
+            {
+                q.pop_front();
+            }
+        }
+        let wall = crate::clock::now_millis();
+        let mut out = Vec::new();
+        for (i, c) in channels.iter().enumerate() {
+            let st = &mut self.channels[i];
+            let mut changes = Vec::new();
+            for d in &obs.dests {
+                // A channel never hears about its own destination.
+                if d.name == c.destination_name() {
+                    continue;
+                }
+                let subject = Subject::Destination(d.name.clone());
+                let on = |b: bool| b.then_some(Severity::Critical);
+                let pairs = [
+                    (
+                        EventType::CircuitOpened,
+                        EventType::CircuitClosed,
+                        on(d.circuit_open),
+                    ),
+                    (EventType::Disabled, EventType::Enabled, on(d.disabled)),
+                ];
+                for (start, end, want) in pairs {
+                    let t = st.transition(
+                        &format!("{}:{}", start.as_str(), d.name),
+                        want,
+                        now,
+                        wall,
+                        c.reminder.0,
+                    );
+                    push(&mut changes, t, &subject, start, end, Figures::default());
+                }
+                let (ok, bad) = self.samples.get(&d.name).map_or((0, 0), |q| {
+                    q.iter()
+                        .filter(|(t, _, _)| now.duration_since(*t) <= c.window.0)
+                        .fold((0, 0), |(a, b), (_, x, y)| (a + x, b + y))
+                });
+                let key = format!("destination.failing:{}", d.name);
+                let level = failing_level(ok, bad, st.severity(&key), c);
+                let figures = Figures {
+                    succeeded: Some(ok),
+                    failed: Some(bad),
+                    success_rate: (ok + bad > 0).then(|| ok as f64 / (ok + bad) as f64),
+                    window_seconds: Some(c.window.0.as_secs()),
+                    ..Default::default()
+                };
+                let t = st.transition(&key, level, now, wall, c.reminder.0);
+                push(
+                    &mut changes,
+                    t,
+                    &subject,
+                    EventType::Failing,
+                    EventType::Recovered,
+                    figures,
+                );
+                let (age, _) = obs.backlog.get(&d.name).cloned().unwrap_or((None, 0));
+                let key = format!("backlog.stale:{}", d.name);
+                let stale = match (age, st.severity(&key)) {
+                    // Fresh again only below half the threshold (hysteresis).
+                    (Some(a), Some(_)) => a * 2 >= c.stale_after.0,
+                    (Some(a), None) => a >= c.stale_after.0,
+                    (None, _) => false,
+                };
+                let t = st.transition(
+                    &key,
+                    stale.then_some(Severity::Warning),
+                    now,
+                    wall,
+                    c.reminder.0,
+                );
+                push(
+                    &mut changes,
+                    t,
+                    &subject,
+                    EventType::BacklogStale,
+                    EventType::BacklogRecovered,
+                    Figures::default(),
+                );
+            }
+            let t = st.transition(
+                "store.degraded",
+                obs.store.as_ref().map(|_| Severity::Critical),
+                now,
+                wall,
+                c.reminder.0,
+            );
+            push(
+                &mut changes,
+                t,
+                &Subject::Store,
+                EventType::StoreDegraded,
+                EventType::StoreRecovered,
+                Figures::default(),
+            );
+            for ch in changes {
+                if c.wants(ch.kind.as_str()) {
+                    out.push((i, make(&ch, obs)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Adds the change a transition calls for.
+fn push(
+    out: &mut Vec<Change>,
+    t: Option<Transition>,
+    subject: &Subject,
+    start: EventType,
+    end: EventType,
+    figures: Figures,
+) {
+    let Some(t) = t else { return };
+    let (kind, severity, reminder) = match t.kind {
+        state::Kind::Start(s) => (start, s, false),
+        state::Kind::Reminder(s) => (start, s, true),
+        state::Kind::End => (end, Severity::Info, false),
+    };
+    out.push(Change {
+        key: t.key,
+        subject: subject.clone(),
+        kind,
+        severity,
+        since_ms: Some(t.since_ms),
+        reminder,
+        figures,
+    });
+}
