@@ -115,7 +115,7 @@ pub fn destination_view(
     DestinationView {
         name: spec.name.clone(),
         kind: spec.kind,
-        url: (!spec.is_pull()).then(|| spec.url.to_string()),
+        url: (!spec.is_pull()).then(|| crate::config::alerts::shown_url(&spec.name, &spec.url)),
         origin: spec.origin,
         timeout: Dur(spec.timeout).to_string(),
         max_in_flight: spec.max_in_flight,

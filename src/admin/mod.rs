@@ -3,6 +3,7 @@
 //! merged here; the API's OpenAPI document is generated from the handlers
 //! (`openapi`).
 
+pub mod alerts;
 pub mod deliveries;
 pub mod destinations;
 pub mod error;
@@ -66,6 +67,8 @@ pub struct AdminState {
     pub ingest_tls: bool,
     /// The last requests ingest refused (`GET /api/v1/rejected`).
     pub rejects: Arc<crate::ingest::rejects::Rejects>,
+    /// The alerts: current conditions and past alerts (`GET /api/v1/alerts`).
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl AdminState {
@@ -88,6 +91,7 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(pull::router())
         .merge(events::router())
         .merge(rejected::router())
+        .merge(alerts::router())
         .merge(reload::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("API route") })

@@ -19,7 +19,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{deliveries, destinations, events, health, messages, pull, rejected, reload, Shared};
+use super::{
+    alerts, deliveries, destinations, events, health, messages, pull, rejected, reload, Shared,
+};
 
 /// The prefix of the operations behind the bearer token.
 pub const API_PREFIX: &str = "/api/v1/";
@@ -58,6 +60,7 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         pull::ack,
         events::publish,
         rejected::list_rejected,
+        alerts::list_alerts,
         reload::reload,
         openapi_json,
     ),
@@ -70,6 +73,7 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         (name = "pull", description = "Consumers of pull destinations lease deliveries and report results"),
         (name = "events", description = "Publish events from your app (source `api`)"),
         (name = "rejected", description = "The last requests ingest refused, with the reason"),
+        (name = "alerts", description = "Alert conditions that hold now and the alerts raised"),
         (name = "operations", description = "Health, readiness, metrics, reload and this document"),
     )
 )]

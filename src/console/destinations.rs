@@ -141,7 +141,11 @@ fn row(c: &Console, f: &Figures, h: &DestinationHandle, csrf: &str) -> Markup {
             @if spec.is_pull() {
                 td { "pull (consumers lease its deliveries)" }
             } @else {
-                td.mono { (mask::safe_url(&spec.url)) }
+                @if crate::config::alerts::is_channel_destination(&spec.name) {
+                    td.mono { (crate::config::alerts::shown_url(&spec.name, &spec.url)) }
+                } @else {
+                    td.mono { (mask::safe_url(&spec.url)) }
+                }
             }
             td { (layout::status(state)) }
             td { (layout::status(circuit)) }

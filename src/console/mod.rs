@@ -13,6 +13,7 @@
 //! - Everything shown is escaped by maud; secrets and signature headers are
 //!   masked ([`mask::is_secret_header`]) in every view, the curl text included.
 
+pub mod alerts;
 pub mod auth;
 pub mod dead;
 pub mod dest_actions;
@@ -106,6 +107,7 @@ pub fn router_with(
         .route("/destinations", get(destinations::list))
         .route("/sources", get(sources::list))
         .route("/rejected", get(rejected::list))
+        .route("/alerts", get(alerts::list))
         .route("/sources/{name}/test", post(source_test::send_test))
         .route("/destinations/{name}/pause", post(destinations::pause))
         .route("/destinations/{name}/resume", post(destinations::resume))
