@@ -6,9 +6,6 @@ Usage: python outbound.py PATH/TO/hookgate
 """
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -19,13 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import standardwebhooks
 import svix.webhooks
 
+from gateway import free_port, running
+
 TOKEN = "interop-admin-token"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -87,22 +80,12 @@ def main():
     threading.Thread(target=rx.serve_forever, daemon=True).start()
     rx_url = f"http://127.0.0.1:{rx.server_address[1]}/hook"
     ingest, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    with tempfile.TemporaryDirectory() as d:
-        cfg = os.path.join(d, "hookgate.toml")
-        with open(cfg, "w") as f:
-            f.write(
-                f'[server]\nlisten = "{ingest}"\nadmin_listen = "{admin}"\n'
-                f'admin_tokens = ["{TOKEN}"]\nallow_private_destinations = true\n'
-                f'[storage]\npath = "{d}/hg.db"\n'
-            )
-        proc = subprocess.Popen([binary, "serve", "--config", cfg], stderr=open(os.path.join(d, "log"), "w"))
+    with tempfile.TemporaryDirectory() as d, running(binary, d, (
+        f'[server]\nlisten = "{ingest}"\nadmin_listen = "{admin}"\n'
+        f'admin_tokens = ["{TOKEN}"]\nallow_private_destinations = true\n'
+        f'[storage]\npath = "{d}/hg.db"\n'
+    ), admin):
         try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(f"http://{admin}/healthz", timeout=1)
-                    break
-                except Exception:
-                    time.sleep(0.05)
             st, dest = api(admin, "POST", "/api/v1/destinations",
                            {"name": "py", "url": rx_url, "event_types": ["*"]})
             assert st == 201, dest
@@ -121,8 +104,6 @@ def main():
             assert refused("whsec_" + "A" * 32, h, body), "another secret must not verify"
             print("outbound interop: standardwebhooks and svix verify hookgate's signatures, before and during a rotation")
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
             rx.shutdown()
 
 

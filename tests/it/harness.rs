@@ -885,3 +885,26 @@ impl Drop for TcpProxy {
         self.mode.send_replace(ProxyMode::Refuse);
     }
 }
+
+/// A fresh database, a proxy to its server, and the database's URL through
+/// the proxy; `None` when the test is skipped (no PostgreSQL server answers).
+pub async fn proxied_db(
+    test: &str,
+) -> Option<(
+    hookgate::store::postgres::scratch::ScratchDatabase,
+    TcpProxy,
+    String,
+)> {
+    let db = hookgate::store::postgres::scratch::ScratchDatabase::for_test(test).await?;
+    let mut url = url::Url::parse(db.url()).unwrap();
+    let host = url.host_str().unwrap().to_string();
+    let upstream: SocketAddr = tokio::net::lookup_host((host.as_str(), url.port().unwrap_or(5432)))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = TcpProxy::start(upstream).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    Some((db, proxy, url.to_string()))
+}

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod alerts;
 mod bench;
 mod cli;
 mod console;

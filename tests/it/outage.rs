@@ -5,31 +5,12 @@
 //! acknowledged message is delivered once the database is back.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookgate::store::postgres::scratch::ScratchDatabase;
 use parking_lot::Mutex;
 
 use crate::harness::*;
-
-/// A fresh database, a proxy to its server, and the database's URL through
-/// the proxy; `None` when the test is skipped (no PostgreSQL server answers).
-async fn proxied_db(test: &str) -> Option<(ScratchDatabase, TcpProxy, String)> {
-    let db = ScratchDatabase::for_test(test).await?;
-    let mut url = url::Url::parse(db.url()).unwrap();
-    let host = url.host_str().unwrap().to_string();
-    let upstream: SocketAddr = tokio::net::lookup_host((host.as_str(), url.port().unwrap_or(5432)))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = TcpProxy::start(upstream).await;
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    Some((db, proxy, url.to_string()))
-}
 
 fn config(url: &str, rx: &Receiver, extra_storage: &str) -> String {
     format!(

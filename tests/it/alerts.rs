@@ -1,0 +1,411 @@
+//! Alerts with the real binary: local receivers stand in for a signed webhook,
+//! a Slack incoming webhook and the Telegram Bot API. A failing destination
+//! raises one `circuit_opened` and one `failing`, a reminder, one `recovered`;
+//! flapping stays within the channel's cap; `message.dead` only for the routes
+//! a channel asks for; the store out of reach raises `store.degraded` and its
+//! recovery.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// The webhook channel's signing secret.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The Telegram bot's token (only ever sent to the local receiver).
+const BOT_TOKEN: &str = "123456:test-token";
+
+/// One alert as a channel received it.
+#[derive(Debug, Clone)]
+struct Got {
+    /// `webhook`, `slack` or `telegram`.
+    channel: &'static str,
+    /// The event type.
+    kind: String,
+    /// A reminder of a condition that still holds.
+    reminder: bool,
+    /// The JSON body.
+    body: Value,
+}
+
+/// Reads what the alert receiver got: each request by its path, checked
+/// against the shape of its channel (signed Standard Webhooks event, Slack's
+/// `{"text"}`, Telegram's `sendMessage`).
+fn alerts(rx: &Receiver) -> Vec<Got> {
+    rx.received().iter().map(parse).collect()
+}
+
+fn parse(r: &Received) -> Got {
+    let body: Value = serde_json::from_slice(&r.body).expect("an alert is JSON");
+    if r.path == "/webhook" {
+        let id = r.header("webhook-id").expect("webhook-id");
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        let sig = r.header("webhook-signature").unwrap();
+        let key = hookgate::signing::decode_secret(SECRET).unwrap();
+        assert!(
+            hookgate::signing::verify(&key, id, ts, &r.body, sig),
+            "the webhook alert's signature verifies"
+        );
+        assert_eq!(body["type"], body["data"]["type"]);
+        return Got {
+            channel: "webhook",
+            kind: body["type"].as_str().unwrap().to_string(),
+            reminder: body["data"]["reminder"].as_bool().unwrap(),
+            body,
+        };
+    }
+    let (channel, text) = if r.path == "/slack" {
+        // Slack's incoming webhooks take `text` (mrkdwn) and nothing else is required.
+        let obj = body.as_object().unwrap();
+        assert!(obj.keys().all(|k| k == "text"), "slack body: {body}");
+        ("slack", body["text"].as_str().unwrap().to_string())
+    } else {
+        assert_eq!(
+            r.path,
+            format!("/tg/bot{BOT_TOKEN}/sendMessage"),
+            "Telegram's method URL"
+        );
+        assert_eq!(body["chat_id"], "-100123");
+        let text = body["text"].as_str().unwrap().to_string();
+        assert!(!text.is_empty() && text.chars().count() <= 4096);
+        ("telegram", text)
+    };
+    // `[CRITICAL] destination.failing (still): …`
+    let head = text.split(':').next().unwrap();
+    let after = head.split("] ").nth(1).expect("a [SEVERITY] mark");
+    let reminder = after.ends_with(" (still)");
+    Got {
+        channel,
+        kind: after.trim_end_matches(" (still)").to_string(),
+        reminder,
+        body,
+    }
+}
+
+/// Waits until the condition `key` holds (or not) in `GET /api/v1/alerts`.
+async fn holds(gw: &Gateway, key: &str, on: bool) {
+    eventually(Duration::from_secs(10), key, || async {
+        let (_, list) = gw.api_get("/api/v1/alerts").await;
+        let now = list["current"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key"] == key);
+        (now == on).then_some(())
+    })
+    .await
+}
+
+/// How many first (not reminder) alerts of `kind` each channel got.
+fn starts(got: &[Got], channel: &str, kind: &str) -> usize {
+    got.iter()
+        .filter(|g| g.channel == channel && g.kind == kind && !g.reminder)
+        .count()
+}
+
+/// The three channels, posting to `rx`, with `extra` lines in each.
+fn channels(rx: &Receiver, extra: &str) -> String {
+    format!(
+        r#"
+[[alerts]]
+name = "hook"
+format = "webhook"
+url = "{webhook}"
+secret = "{SECRET}"
+{extra}
+
+[[alerts]]
+name = "slack"
+format = "slack"
+url = "{slack}"
+{extra}
+
+[[alerts]]
+name = "tg"
+format = "telegram"
+bot_token = "{BOT_TOKEN}"
+chat_id = "-100123"
+api_url = "{tg}"
+{extra}
+"#,
+        webhook = rx.url("/webhook"),
+        slack = rx.url("/slack"),
+        tg = rx.url("/tg"),
+    )
+}
+
+async fn ingest(gw: &Gateway, source: &str) -> String {
+    let r = client()
+        .post(gw.ingest_url(source))
+        .body(r#"{"lead":1}"#)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "ingest");
+    message_id(&r)
+}
+
+/// Waits until `f` holds of the alerts received, or panics after `secs`.
+async fn until(rx: &Receiver, secs: u64, what: &str, f: impl Fn(&[Got]) -> bool) -> Vec<Got> {
+    eventually(Duration::from_secs(secs), what, || {
+        let got = alerts(rx);
+        let ok = f(&got);
+        async move { ok.then_some(got) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_destination_alerts_once_reminds_and_recovers() {
+    let svc = Receiver::start().await;
+    svc.respond(|_| (500, vec![], "down".into()));
+    let rx = Receiver::start().await;
+    let body = format!(
+        "{}\n{}",
+        app_to_svc(
+            &svc,
+            None,
+            "circuit_breaker = { failures = 3, cooldown = \"500ms\" }\nretry = { schedule = [\"0s\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\"] }"
+        ),
+        channels(
+            &rx,
+            "events = [\"destination.*\"]\nwindow = \"2s\"\nmin_attempts = 3\nreminder = \"4s\""
+        )
+    );
+    let gw = Gateway::binary(&body).await;
+    let t0 = std::time::Instant::now();
+    for _ in 0..5 {
+        ingest(&gw, "app").await;
+    }
+    let got = until(
+        &rx,
+        10,
+        "circuit_opened and failing on every channel",
+        |g| {
+            ["webhook", "slack", "telegram"].iter().all(|c| {
+                starts(g, c, "destination.circuit_opened") >= 1
+                    && starts(g, c, "destination.failing") >= 1
+            })
+        },
+    )
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "alerts took {:?}",
+        t0.elapsed()
+    );
+    // The webhook event carries the numbers, the time and the console link.
+    let failing = got
+        .iter()
+        .find(|g| g.channel == "webhook" && g.kind == "destination.failing")
+        .unwrap();
+    let data = &failing.body["data"];
+    assert_eq!(data["destination"], "svc");
+    assert_eq!(data["severity"], "critical");
+    assert_eq!(data["figures"]["succeeded"], 0);
+    assert!(data["figures"]["failed"].as_u64().unwrap() >= 3);
+    assert!(data["since"].as_str().unwrap().ends_with('Z'));
+    let link = data["console_url"].as_str().unwrap();
+    assert!(
+        link == format!(
+            "http://{}/destinations#dest-{}",
+            gw.admin,
+            hex::encode("svc")
+        ),
+        "{link}"
+    );
+
+    // Still failing: a reminder after the interval, and still one start each.
+    let got = until(&rx, 15, "a reminder of failing", |g| {
+        g.iter()
+            .any(|x| x.channel == "webhook" && x.kind == "destination.failing" && x.reminder)
+    })
+    .await;
+    for c in ["webhook", "slack", "telegram"] {
+        assert_eq!(starts(&got, c, "destination.circuit_opened"), 1, "{c}");
+        assert_eq!(starts(&got, c, "destination.failing"), 1, "{c}");
+    }
+
+    // It comes back, with traffic: one recovered per channel.
+    svc.respond(|_| (200, vec![], "ok".into()));
+    let recovered = |g: &[Got]| {
+        ["webhook", "slack", "telegram"]
+            .iter()
+            .all(|c| starts(g, c, "destination.recovered") >= 1)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !recovered(&alerts(&rx)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovered alert: {:?}",
+            alerts(&rx)
+        );
+        // Traffic paced like a provider's, so the window fills with successes.
+        ingest(&gw, "app").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = alerts(&rx);
+    for c in ["webhook", "slack", "telegram"] {
+        assert_eq!(starts(&got, c, "destination.recovered"), 1, "{c}");
+        assert_eq!(starts(&got, c, "destination.failing"), 1, "{c}");
+        assert_eq!(starts(&got, c, "destination.circuit_opened"), 1, "{c}");
+    }
+
+    // The API lists what was raised; nothing holds any more.
+    let (status, list) = gw.api_get("/api/v1/alerts?limit=1000").await;
+    assert_eq!(status, 200);
+    assert!(list["current"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["type"] != "destination.failing"));
+    let past = list["past"].as_array().unwrap();
+    assert!(past
+        .iter()
+        .any(|r| r["channel"] == "slack" && r["event"]["type"] == "destination.recovered"));
+}
+
+#[tokio::test]
+async fn a_flapping_destination_stays_within_the_cap() {
+    let svc = Receiver::start().await;
+    let rx = Receiver::start().await;
+    let cap = 4;
+    let body = format!(
+        "{}\n[[alerts]]\nname = \"hook\"\nformat = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"destination.*\"]\nmax_per_hour = {cap}\nwindow = \"1s\"\nmin_attempts = 1\n",
+        app_to_svc(
+            &svc,
+            None,
+            "circuit_breaker = { failures = 1, cooldown = \"100ms\" }\nretry = { schedule = [\"0s\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\"] }"
+        ),
+        rx.url("/webhook"),
+    );
+    let gw = Gateway::binary(&body).await;
+    // Ten flaps: down until the evaluator has seen the circuit open, then up
+    // until it has seen it closed.
+    for _ in 0..10 {
+        svc.respond(|_| (500, vec![], "down".into()));
+        ingest(&gw, "app").await;
+        holds(&gw, "destination.circuit_opened:svc", true).await;
+        svc.respond(|_| (200, vec![], "ok".into()));
+        holds(&gw, "destination.circuit_opened:svc", false).await;
+    }
+    let suppressed = eventually(Duration::from_secs(10), "alerts left out", || async {
+        let text = gw.metrics_text().await;
+        let n: f64 = text
+            .lines()
+            .find(|l| l.starts_with("hookgate_alerts_suppressed_total{channel=\"hook\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        (n > 0.0).then_some(n)
+    })
+    .await;
+    assert!(suppressed >= 1.0);
+    // Everything the cap let through arrives; nothing beyond it.
+    let got = rx.wait_for(cap, Duration::from_secs(10)).await;
+    gw.nothing_pending().await;
+    assert_eq!(rx.received().len(), cap, "{got:?}");
+}
+
+#[tokio::test]
+async fn message_dead_only_for_the_routes_asked_for() {
+    let crm = Receiver::start().await;
+    crm.respond(|_| (400, vec![], "bad lead".into()));
+    let rx = Receiver::start().await;
+    let body = format!(
+        r#"
+[[sources]]
+name = "leads"
+
+[[sources]]
+name = "other"
+
+[[destinations]]
+name = "crm"
+url = "{crm}"
+
+[[routes]]
+source = "leads"
+to = "crm"
+priority = "high"
+
+[[routes]]
+source = "other"
+to = "crm"
+
+{channels}
+"#,
+        crm = crm.url("/crm"),
+        channels = channels(
+            &rx,
+            "events = [\"message.dead\"]\ndead = { sources = [\"leads\"], priorities = [\"high\"] }"
+        ),
+    );
+    let gw = Gateway::binary(&body).await;
+    // The other route's message dies first: it raises nothing.
+    let other = ingest(&gw, "other").await;
+    let settled = gw.settled(&other).await;
+    assert_eq!(settled["deliveries"][0]["status"], "dead");
+    let lead = ingest(&gw, "leads").await;
+    until(&rx, 10, "message.dead on every channel", |g| {
+        ["webhook", "slack", "telegram"]
+            .iter()
+            .all(|c| starts(g, c, "message.dead") >= 1)
+    })
+    .await;
+    gw.nothing_pending().await;
+    let got = alerts(&rx);
+    assert_eq!(got.len(), 3, "one alert per channel: {got:?}");
+    let hook = got
+        .iter()
+        .find(|g| g.channel == "webhook")
+        .expect("a webhook alert");
+    assert_eq!(hook.body["data"]["message_id"], lead);
+    assert_eq!(
+        hook.body["data"]["console_url"],
+        format!("http://{}/messages/{lead}", gw.admin)
+    );
+    for g in &got {
+        let text = g.body.to_string();
+        assert!(text.contains(&lead), "{text}");
+        assert!(!text.contains(&other), "the other route's message: {text}");
+    }
+    let (_, list) = gw.api_get("/api/v1/alerts?limit=1000").await;
+    let dead: Vec<&Value> = list["past"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event"]["type"] == "message.dead")
+        .collect();
+    assert_eq!(dead.len(), 3, "one per channel: {dead:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_raises_store_degraded_and_its_recovery() {
+    let Some((_db, proxy, url)) = proxied_db("alerts_store_degraded").await else {
+        eprintln!("skipped: no PostgreSQL server");
+        return;
+    };
+    let rx = Receiver::start().await;
+    let body = format!(
+        "[storage]\nbackend = \"postgres\"\nurl = \"{url}\"\nquery_timeout = \"1s\"\nconnect_timeout = \"1s\"\n\n[[alerts]]\nname = \"hook\"\nformat = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"store.*\"]\n",
+        rx.url("/webhook")
+    );
+    let gw = Gateway::binary(&body).await;
+    proxy.set(ProxyMode::Refuse);
+    let got = until(&rx, 15, "store.degraded", |g| {
+        starts(g, "webhook", "store.degraded") == 1
+    })
+    .await;
+    let degraded = got.iter().find(|g| g.kind == "store.degraded").unwrap();
+    assert_eq!(degraded.body["data"]["severity"], "critical");
+    proxy.set(ProxyMode::Forward);
+    let got = until(&rx, 20, "store.recovered", |g| {
+        starts(g, "webhook", "store.recovered") == 1
+    })
+    .await;
+    assert_eq!(starts(&got, "webhook", "store.degraded"), 1);
+    drop(gw);
+}
