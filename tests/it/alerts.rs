@@ -409,3 +409,62 @@ async fn an_unreachable_database_raises_store_degraded_and_its_recovery() {
     assert_eq!(starts(&got, "webhook", "store.degraded"), 1);
     drop(gw);
 }
+
+#[tokio::test]
+async fn a_nearly_full_disk_raises_store_degraded_and_its_recovery() {
+    let Some(fs) = crate::diskfull::tmpfs_or_skip(
+        "a_nearly_full_disk_raises_store_degraded_and_its_recovery",
+        "20m",
+    ) else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let body = format!(
+        "[storage]\npath = \"{}\"\n\n[[alerts]]\nname = \"hook\"\nformat = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"store.*\"]\n",
+        fs.path().join("hookgate.db").display(),
+        rx.url("/webhook")
+    );
+    let gw = Gateway::binary(&body).await;
+    // Something else takes the disk: the store refuses writes, and the alert
+    // (which the store cannot take) is sent directly.
+    let filler = crate::diskfull::fill(fs.path());
+    let got = until(&rx, 20, "store.degraded", |g| {
+        starts(g, "webhook", "store.degraded") == 1
+    })
+    .await;
+    let degraded = got.iter().find(|g| g.kind == "store.degraded").unwrap();
+    assert!(
+        degraded.body["data"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("nearly full"),
+        "{}",
+        degraded.body
+    );
+    std::fs::remove_file(filler).unwrap();
+    let got = until(&rx, 30, "store.recovered", |g| {
+        starts(g, "webhook", "store.recovered") == 1
+    })
+    .await;
+    assert_eq!(starts(&got, "webhook", "store.degraded"), 1);
+    let (_, list) = gw.api_get("/api/v1/alerts").await;
+    let outcomes: Vec<(&str, &str)> = list["past"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["event"]["type"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&("store.degraded", "sent_directly")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("store.recovered", "queued")),
+        "{outcomes:?}"
+    );
+}

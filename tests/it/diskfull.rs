@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::harness::{app_to_svc, client, Gateway, Receiver};
 
 /// A tmpfs mounted on a temp dir, unmounted on drop (also when a test fails).
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
@@ -44,7 +44,7 @@ impl Tmpfs {
         Ok(Tmpfs { dir })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 }
@@ -60,7 +60,7 @@ impl Drop for Tmpfs {
 }
 
 /// Writes a file until the filesystem is full; returns its path.
-fn fill(dir: &Path) -> PathBuf {
+pub(crate) fn fill(dir: &Path) -> PathBuf {
     let p = dir.join("filler");
     let mut f = std::fs::File::create(&p).unwrap();
     let chunk = vec![7u8; 64 * 1024];
@@ -100,7 +100,7 @@ async fn readyz(gw: &Gateway) -> (u16, Vec<String>) {
 /// Mounts the test's tmpfs, or `None` (after one line saying why) when it
 /// cannot: not root, say. With `HOOKGATE_TEST_REQUIRE_TMPFS=1` (as in CI) it
 /// fails instead.
-fn tmpfs_or_skip(test: &str, size: &str) -> Option<Tmpfs> {
+pub(crate) fn tmpfs_or_skip(test: &str, size: &str) -> Option<Tmpfs> {
     match Tmpfs::mount(size) {
         Ok(fs) => Some(fs),
         Err(why) if std::env::var("HOOKGATE_TEST_REQUIRE_TMPFS").is_ok_and(|v| v == "1") => {
