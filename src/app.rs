@@ -192,6 +192,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         source_names(&cfg),
     ));
     let alerts = new_alerts(&cfg, &store, &dispatcher, &clock, admin_addr);
+    alerts.set_source_counts(source_counts(&overview));
     let live = Arc::new(Live::new(cfg.clone()));
     let reloader = Arc::new(new_reloader(&live, &ingest, &registry, &overview, &tls));
     let admin_state = Arc::new(AdminState {
@@ -294,6 +295,27 @@ fn new_alerts(
         dispatcher.on_dead(hook);
     }
     alerts
+}
+
+/// Each source's accepted and refused requests over a window, from the
+/// overview's rings (one point per `sampler::EVERY`).
+fn source_counts(overview: &Arc<Sampler>) -> crate::alerts::SourceCounts {
+    let overview = overview.clone();
+    Arc::new(move |window| {
+        let since = crate::clock::now_millis() - window.as_millis() as i64;
+        overview.read(|s| {
+            s.sources
+                .iter()
+                .map(|(name, ring)| {
+                    let (ok, refused) = ring
+                        .iter()
+                        .filter(|p| p.at > since)
+                        .fold((0, 0), |(a, r), p| (a + p.received, r + p.refused));
+                    (name.clone(), ok, refused)
+                })
+                .collect()
+        })
+    })
 }
 
 /// The line that says the gateway is up.

@@ -33,6 +33,12 @@ pub enum EventType {
     /// It is fresh again.
     #[serde(rename = "backlog.recovered")]
     BacklogRecovered,
+    /// A source refuses more than a share of its requests (a rotated secret?).
+    #[serde(rename = "source.rejections")]
+    SourceRejections,
+    /// Its refusals fell back under half that share.
+    #[serde(rename = "source.recovered")]
+    SourceRecovered,
     /// The store refuses or fails writes, its disk is nearly full, or it is unreachable.
     #[serde(rename = "store.degraded")]
     StoreDegraded,
@@ -54,6 +60,8 @@ impl EventType {
             EventType::MessageDead => "message.dead",
             EventType::BacklogStale => "backlog.stale",
             EventType::BacklogRecovered => "backlog.recovered",
+            EventType::SourceRejections => "source.rejections",
+            EventType::SourceRecovered => "source.recovered",
             EventType::StoreDegraded => "store.degraded",
             EventType::StoreRecovered => "store.recovered",
         }
@@ -67,6 +75,7 @@ impl EventType {
                 | EventType::Recovered
                 | EventType::Enabled
                 | EventType::BacklogRecovered
+                | EventType::SourceRecovered
                 | EventType::StoreRecovered
         )
     }
@@ -124,6 +133,12 @@ pub struct Figures {
     /// The last answer's status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Requests a source got in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// Of them, refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
 }
 
 /// One alert event, as sent (the `data` of a signed webhook) and as listed by
@@ -145,7 +160,7 @@ pub struct AlertEvent {
     /// The destination it is about, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
-    /// The source of the message, for `message.dead`.
+    /// The source it is about (`source.rejections`), or of the message (`message.dead`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// The message, for `message.dead`.

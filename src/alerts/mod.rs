@@ -53,6 +53,10 @@ pub const STATS_EVERY: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Past alerts kept for the API and the console.
 pub const HISTORY: usize = 500;
+/// Per source, the requests it accepted and refused over the last `window`
+/// (the console's sampler keeps them; `app` wires it in).
+pub type SourceCounts = Arc<dyn Fn(Duration) -> Vec<(String, u64, u64)> + Send + Sync>;
+
 /// The source of the messages that carry alerts.
 pub const ALERT_SOURCE: &str = "hookgate.alerts";
 
@@ -91,6 +95,7 @@ pub struct Alerts {
     log: Mutex<Log>,
     dead_tx: mpsc::UnboundedSender<DeadLetter>,
     dead_rx: Mutex<Option<mpsc::UnboundedReceiver<DeadLetter>>>,
+    source_counts: std::sync::OnceLock<SourceCounts>,
 }
 
 impl Alerts {
@@ -114,6 +119,7 @@ impl Alerts {
             log: Mutex::new(Log::default()),
             dead_tx,
             dead_rx: Mutex::new(Some(dead_rx)),
+            source_counts: std::sync::OnceLock::new(),
         })
     }
 
@@ -128,6 +134,11 @@ impl Alerts {
             let _ = tx.send(d);
         });
         Some(hook)
+    }
+
+    /// Where `source.rejections` reads the sources' counts (set once, at start).
+    pub fn set_source_counts(&self, counts: SourceCounts) {
+        let _ = self.source_counts.set(counts);
     }
 
     /// The conditions that hold now, by key.
@@ -240,9 +251,18 @@ impl Alerts {
                     .collect();
             }
         }
+        let mut sources = HashMap::new();
+        if let Some(counts) = self.source_counts.get() {
+            for c in &self.channels {
+                sources
+                    .entry(c.window.0)
+                    .or_insert_with(|| counts(c.window.0));
+            }
+        }
         Observation {
             dests,
             backlog: eval.backlog.clone(),
+            sources,
             store: self.store_problem().await,
         }
     }
@@ -286,6 +306,24 @@ impl Alerts {
                 Figures::default(),
                 format!("{}/", self.console),
             ),
+            (Subject::Source(src), kind) => {
+                let f = k.figures.clone();
+                let (n, refused) = (f.requests.unwrap_or(0), f.refused.unwrap_or(0));
+                let share = (refused * 100).checked_div(n).unwrap_or(0);
+                let what = if kind == EventType::SourceRejections {
+                    "refuses"
+                } else {
+                    "is back to refusing"
+                };
+                (
+                    format!(
+                        "source {src} {what} {share}% of its requests ({refused} of {n} in the last {}s): see why on the Rejected page",
+                        f.window_seconds.unwrap_or(0)
+                    ),
+                    f,
+                    format!("{}/rejected?source={src}", self.console),
+                )
+            }
             (Subject::Destination(d), EventType::Failing | EventType::Recovered) => {
                 let f = k.figures.clone();
                 let rate = f
@@ -344,7 +382,10 @@ impl Alerts {
             severity: k.severity,
             summary,
             destination: dest.map(str::to_string),
-            source: None,
+            source: match &k.subject {
+                Subject::Source(src) => Some(src.clone()),
+                _ => None,
+            },
             message_id: None,
             since: format_rfc3339(k.since_ms.unwrap_or(now), Precision::Seconds),
             at: format_rfc3339(now, Precision::Milliseconds),
@@ -488,6 +529,8 @@ pub(crate) struct Observation {
     dests: Vec<DestObs>,
     /// Per destination: the oldest pending delivery's age and the pending count.
     backlog: HashMap<String, (Option<Duration>, u64)>,
+    /// Per window: each source's accepted and refused requests in it.
+    sources: HashMap<Duration, Vec<(String, u64, u64)>>,
     /// Why the store is degraded, if it is.
     store: Option<String>,
 }
@@ -505,6 +548,7 @@ pub(crate) struct DestObs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Subject {
     Destination(String),
+    Source(String),
     Store,
 }
 
@@ -512,7 +556,7 @@ impl Subject {
     fn destination(&self) -> Option<&str> {
         match self {
             Subject::Destination(d) => Some(d),
-            Subject::Store => None,
+            _ => None,
         }
     }
 }
@@ -559,11 +603,48 @@ impl Evaluator {
         now: Instant,
         make: &dyn Fn(&Change, &Observation) -> AlertEvent,
     ) -> Vec<(usize, AlertEvent)> {
-        let longest = channels
-            .iter()
-            .map(|c| c.window.0)
-            .max()
-            .unwrap_or_default();
+        self.count(obs, now, channels.iter().map(|c| c.window.0).max());
+        let wall = crate::clock::now_millis();
+        let mut out = Vec::new();
+        for (i, c) in channels.iter().enumerate() {
+            let mut j = Judge {
+                st: &mut self.channels[i],
+                changes: Vec::new(),
+                now,
+                wall,
+                reminder: c.reminder.0,
+            };
+            for d in &obs.dests {
+                // A channel never hears about its own destination.
+                if d.name != c.destination_name() {
+                    let window = window_counts(self.samples.get(&d.name), now, c.window.0);
+                    j.destination(c, d, window, obs);
+                }
+            }
+            for (src, accepted, refused) in obs.sources.get(&c.window.0).into_iter().flatten() {
+                j.source(c, src, *accepted, *refused);
+            }
+            let degraded = obs.store.as_ref().map(|_| Severity::Critical);
+            j.judge(
+                "store.degraded",
+                degraded,
+                &Subject::Store,
+                (EventType::StoreDegraded, EventType::StoreRecovered),
+                Figures::default(),
+            );
+            for ch in j.changes {
+                if c.wants(ch.kind.as_str()) {
+                    out.push((i, make(&ch, obs)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds each destination's attempts since the last tick to its samples,
+    /// dropping those older than the longest window.
+    fn count(&mut self, obs: &Observation, now: Instant, longest: Option<Duration>) {
+        let longest = longest.unwrap_or_default();
         for d in &obs.dests {
             let last = self.last.insert(d.name.clone(), d.counts);
             let (ok0, bad0) = last.unwrap_or(d.counts);
@@ -580,105 +661,134 @@ impl Evaluator {
                 q.pop_front();
             }
         }
-        let wall = crate::clock::now_millis();
-        let mut out = Vec::new();
-        for (i, c) in channels.iter().enumerate() {
-            let st = &mut self.channels[i];
-            let mut changes = Vec::new();
-            for d in &obs.dests {
-                // A channel never hears about its own destination.
-                if d.name == c.destination_name() {
-                    continue;
-                }
-                let subject = Subject::Destination(d.name.clone());
-                let on = |b: bool| b.then_some(Severity::Critical);
-                let pairs = [
-                    (
-                        EventType::CircuitOpened,
-                        EventType::CircuitClosed,
-                        on(d.circuit_open),
-                    ),
-                    (EventType::Disabled, EventType::Enabled, on(d.disabled)),
-                ];
-                for (start, end, want) in pairs {
-                    let t = st.transition(
-                        &format!("{}:{}", start.as_str(), d.name),
-                        want,
-                        now,
-                        wall,
-                        c.reminder.0,
-                    );
-                    push(&mut changes, t, &subject, start, end, Figures::default());
-                }
-                let (ok, bad) = self.samples.get(&d.name).map_or((0, 0), |q| {
-                    q.iter()
-                        .filter(|(t, _, _)| now.duration_since(*t) <= c.window.0)
-                        .fold((0, 0), |(a, b), (_, x, y)| (a + x, b + y))
-                });
-                let key = format!("destination.failing:{}", d.name);
-                let level = failing_level(ok, bad, st.severity(&key), c);
-                let figures = Figures {
-                    succeeded: Some(ok),
-                    failed: Some(bad),
-                    success_rate: (ok + bad > 0).then(|| ok as f64 / (ok + bad) as f64),
-                    window_seconds: Some(c.window.0.as_secs()),
-                    ..Default::default()
-                };
-                let t = st.transition(&key, level, now, wall, c.reminder.0);
-                push(
-                    &mut changes,
-                    t,
-                    &subject,
-                    EventType::Failing,
-                    EventType::Recovered,
-                    figures,
-                );
-                let (age, _) = obs.backlog.get(&d.name).cloned().unwrap_or((None, 0));
-                let key = format!("backlog.stale:{}", d.name);
-                let stale = match (age, st.severity(&key)) {
-                    // Fresh again only below half the threshold (hysteresis).
-                    (Some(a), Some(_)) => a * 2 >= c.stale_after.0,
-                    (Some(a), None) => a >= c.stale_after.0,
-                    (None, _) => false,
-                };
-                let t = st.transition(
-                    &key,
-                    stale.then_some(Severity::Warning),
-                    now,
-                    wall,
-                    c.reminder.0,
-                );
-                push(
-                    &mut changes,
-                    t,
-                    &subject,
-                    EventType::BacklogStale,
-                    EventType::BacklogRecovered,
-                    Figures::default(),
-                );
-            }
-            let t = st.transition(
-                "store.degraded",
-                obs.store.as_ref().map(|_| Severity::Critical),
-                now,
-                wall,
-                c.reminder.0,
-            );
-            push(
-                &mut changes,
-                t,
-                &Subject::Store,
-                EventType::StoreDegraded,
-                EventType::StoreRecovered,
+    }
+}
+
+/// The attempts that delivered and that did not within `window` of `now`.
+fn window_counts(
+    samples: Option<&VecDeque<(Instant, u64, u64)>>,
+    now: Instant,
+    window: Duration,
+) -> (u64, u64) {
+    samples.map_or((0, 0), |q| {
+        q.iter()
+            .filter(|(t, _, _)| now.duration_since(*t) <= window)
+            .fold((0, 0), |(a, b), (_, x, y)| (a + x, b + y))
+    })
+}
+
+/// One channel's judgement of the conditions in one evaluation.
+struct Judge<'a> {
+    st: &'a mut ChannelState,
+    changes: Vec<Change>,
+    now: Instant,
+    wall: i64,
+    reminder: Duration,
+}
+
+impl Judge<'_> {
+    /// Moves condition `key` to `want` and adds the change it calls for: the
+    /// first of `kinds` for a start or reminder, the second for an end.
+    fn judge(
+        &mut self,
+        key: &str,
+        want: Option<Severity>,
+        subject: &Subject,
+        kinds: (EventType, EventType),
+        figures: Figures,
+    ) {
+        let t = self
+            .st
+            .transition(key, want, self.now, self.wall, self.reminder);
+        push(&mut self.changes, t, subject, kinds.0, kinds.1, figures);
+    }
+
+    /// A destination's circuit, disabled state, success rate (`ok`, `bad` in
+    /// the window) and backlog.
+    fn destination(
+        &mut self,
+        c: &AlertChannel,
+        d: &DestObs,
+        (ok, bad): (u64, u64),
+        obs: &Observation,
+    ) {
+        let subject = Subject::Destination(d.name.clone());
+        let on = |b: bool| b.then_some(Severity::Critical);
+        let key = |kind: EventType| format!("{}:{}", kind.as_str(), d.name);
+        let pairs = [
+            (
+                EventType::CircuitOpened,
+                EventType::CircuitClosed,
+                on(d.circuit_open),
+            ),
+            (EventType::Disabled, EventType::Enabled, on(d.disabled)),
+        ];
+        for (start, end, want) in pairs {
+            self.judge(
+                &key(start),
+                want,
+                &subject,
+                (start, end),
                 Figures::default(),
             );
-            for ch in changes {
-                if c.wants(ch.kind.as_str()) {
-                    out.push((i, make(&ch, obs)));
-                }
-            }
         }
-        out
+        let failing = key(EventType::Failing);
+        let level = failing_level(ok, bad, self.st.severity(&failing), c);
+        let figures = Figures {
+            succeeded: Some(ok),
+            failed: Some(bad),
+            success_rate: (ok + bad > 0).then(|| ok as f64 / (ok + bad) as f64),
+            window_seconds: Some(c.window.0.as_secs()),
+            ..Default::default()
+        };
+        self.judge(
+            &failing,
+            level,
+            &subject,
+            (EventType::Failing, EventType::Recovered),
+            figures,
+        );
+        let (age, _) = obs.backlog.get(&d.name).cloned().unwrap_or((None, 0));
+        let stale_key = key(EventType::BacklogStale);
+        let stale = match (age, self.st.severity(&stale_key)) {
+            // Fresh again only below half the threshold (hysteresis).
+            (Some(a), Some(_)) => a * 2 >= c.stale_after.0,
+            (Some(a), None) => a >= c.stale_after.0,
+            (None, _) => false,
+        };
+        self.judge(
+            &stale_key,
+            stale.then_some(Severity::Warning),
+            &subject,
+            (EventType::BacklogStale, EventType::BacklogRecovered),
+            Figures::default(),
+        );
+    }
+
+    /// A source's refused share over the window.
+    fn source(&mut self, c: &AlertChannel, src: &str, accepted: u64, refused: u64) {
+        let key = format!("source.rejections:{src}");
+        let n = accepted + refused;
+        let share = refused as f64 / n.max(1) as f64;
+        let on = match self.st.severity(&key) {
+            held if n < c.min_attempts.max(1) => held.is_some(),
+            // Over only below half the threshold (hysteresis).
+            Some(_) => share * 2.0 > c.rejections_above,
+            None => share > c.rejections_above,
+        };
+        let figures = Figures {
+            requests: Some(n),
+            refused: Some(refused),
+            window_seconds: Some(c.window.0.as_secs()),
+            ..Default::default()
+        };
+        self.judge(
+            &key,
+            on.then_some(Severity::Warning),
+            &Subject::Source(src.to_string()),
+            (EventType::SourceRejections, EventType::SourceRecovered),
+            figures,
+        );
     }
 }
 

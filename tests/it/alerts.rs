@@ -468,3 +468,53 @@ async fn a_nearly_full_disk_raises_store_degraded_and_its_recovery() {
         "{outcomes:?}"
     );
 }
+
+#[tokio::test]
+async fn a_source_refusing_most_requests_raises_source_rejections() {
+    let rx = Receiver::start().await;
+    // A source name no other test uses: in-process gateways share the recorder.
+    let body = format!(
+        r#"
+[[sources]]
+name = "rotated-secret"
+verify = {{ type = "standard-webhooks", secret = "{SECRET}" }}
+
+[[alerts]]
+name = "hook"
+format = "webhook"
+url = "{}"
+secret = "{SECRET}"
+events = ["source.*"]
+min_attempts = 5
+"#,
+        rx.url("/webhook")
+    );
+    let gw = Gateway::start(&body).await;
+    // The provider signs with a secret that is no longer the source's.
+    for _ in 0..6 {
+        let r = client()
+            .post(gw.ingest_url("rotated-secret"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    gw.sample_overview().await;
+    let got = until(&rx, 10, "source.rejections", |g| {
+        starts(g, "webhook", "source.rejections") == 1
+    })
+    .await;
+    let data = &got
+        .iter()
+        .find(|g| g.kind == "source.rejections")
+        .unwrap()
+        .body["data"];
+    assert_eq!(data["source"], "rotated-secret");
+    assert_eq!(data["figures"]["requests"], 6);
+    assert_eq!(data["figures"]["refused"], 6);
+    assert_eq!(
+        data["console_url"],
+        format!("http://{}/rejected?source=rotated-secret", gw.admin)
+    );
+}
