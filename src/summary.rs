@@ -54,10 +54,14 @@ pub fn render(cfg: &Config) -> String {
     }
     let _ = writeln!(s, "destinations {}", cfg.destinations.len());
     for d in &cfg.destinations {
-        let target = d
-            .url
-            .as_deref()
-            .unwrap_or("pull (consumers lease its deliveries)");
+        let target = match (&d.url, url::Url::parse(d.url.as_deref().unwrap_or(""))) {
+            // An alert channel's URL holds its secret: its origin only.
+            (Some(_), Ok(u)) if crate::config::alerts::is_channel_destination(&d.name) => {
+                crate::config::alerts::shown_url(&d.name, &u)
+            }
+            (Some(u), _) => u.clone(),
+            (None, _) => "pull (consumers lease its deliveries)".into(),
+        };
         let _ = writeln!(s, "  {:<24} {target}", d.name);
     }
     let _ = writeln!(s, "routes       {}", cfg.routes.len());
@@ -154,5 +158,19 @@ mod tests {
                 "s [*] -> d delay 5s",
             ]
         );
+    }
+
+    #[test]
+    fn an_alert_channel_url_is_shown_by_its_origin() {
+        let cfg = crate::config::parse(
+            "[[alerts]]\nname = \"ops\"\nformat = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/s3cr3t\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let text = render(&cfg);
+        assert!(text.contains("alerts.ops"), "{text}");
+        assert!(text.contains("https://hooks.slack.com/…"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
     }
 }

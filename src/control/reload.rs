@@ -453,6 +453,29 @@ mod tests {
         config::parse(text, "t.toml", &|_| None).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    #[test]
+    fn a_changed_alert_channel_keeps_running_and_needs_a_restart() {
+        let channel = |url: &str| {
+            format!("{BASE}\n[[alerts]]\nname = \"ops\"\nformat = \"slack\"\nurl = \"{url}\"\n")
+        };
+        let old = cfg(&channel("http://127.0.0.1:2/a"));
+        // Moved within the file only: nothing changes.
+        let mut same = cfg(&format!("\n\n{}", channel("http://127.0.0.1:2/a")));
+        assert!(!diff(&old, &mut same).needs_restart.contains(&"alerts"));
+        let mut new = cfg(&channel("http://127.0.0.1:2/b"));
+        let c = diff(&old, &mut new);
+        assert!(c.needs_restart.contains(&"alerts"));
+        assert_eq!(new.alerts, old.alerts);
+        let url = |c: &Config| {
+            c.destinations
+                .iter()
+                .find(|d| d.name == "alerts.ops")
+                .and_then(|d| d.url.clone())
+        };
+        assert_eq!(url(&new).as_deref(), Some("http://127.0.0.1:2/a"));
+        assert!(c.destinations.changed.is_empty());
+    }
+
     const BASE: &str = r#"
 [server]
 admin_tokens = ["a"]
