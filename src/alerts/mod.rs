@@ -479,12 +479,14 @@ impl Alerts {
                 message_id,
                 event: e,
             };
-            self.keep(&record).await;
-            let mut log = self.log.lock();
-            log.past.push_back(record);
-            while log.past.len() > HISTORY {
-                log.past.pop_front();
+            {
+                let mut log = self.log.lock();
+                log.past.push_back(record.clone());
+                while log.past.len() > HISTORY {
+                    log.past.pop_front();
+                }
             }
+            self.keep(&record).await;
         }
     }
 

@@ -83,6 +83,18 @@ fn parse(r: &Received) -> Got {
     }
 }
 
+/// Waits until `GET /api/v1/alerts` lists a past alert for which `f` holds
+/// (an alert is logged once its delivery is stored: it may arrive first);
+/// returns the past alerts.
+async fn logged(gw: &Gateway, what: &str, f: impl Fn(&Value) -> bool) -> Vec<Value> {
+    eventually(Duration::from_secs(10), what, || async {
+        let (_, list) = gw.api_get("/api/v1/alerts?limit=1000").await;
+        let past = list["past"].as_array().cloned().unwrap_or_default();
+        past.iter().any(&f).then_some(past)
+    })
+    .await
+}
+
 /// Waits until the condition `key` holds (or not) in `GET /api/v1/alerts`.
 async fn holds(gw: &Gateway, key: &str, on: bool) {
     eventually(Duration::from_secs(10), key, || async {
@@ -261,10 +273,10 @@ async fn a_failing_destination_alerts_once_reminds_and_recovers() {
         .unwrap()
         .iter()
         .all(|e| e["type"] != "destination.failing"));
-    let past = list["past"].as_array().unwrap();
-    assert!(past
-        .iter()
-        .any(|r| r["channel"] == "slack" && r["event"]["type"] == "destination.recovered"));
+    logged(&gw, "recovered on slack", |r| {
+        r["channel"] == "slack" && r["event"]["type"] == "destination.recovered"
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -372,13 +384,13 @@ to = "crm"
         assert!(text.contains(&lead), "{text}");
         assert!(!text.contains(&other), "the other route's message: {text}");
     }
-    let (_, list) = gw.api_get("/api/v1/alerts?limit=1000").await;
-    let dead: Vec<&Value> = list["past"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["event"]["type"] == "message.dead")
-        .collect();
+    let is_dead = |r: &Value| r["event"]["type"] == "message.dead";
+    // The channels are sent to in their order: the last one's entry comes last.
+    let past = logged(&gw, "message.dead for tg", |r| {
+        is_dead(r) && r["channel"] == "tg"
+    })
+    .await;
+    let dead: Vec<&Value> = past.iter().filter(|r| is_dead(r)).collect();
     assert_eq!(dead.len(), 3, "one per channel: {dead:?}");
 }
 
@@ -447,10 +459,11 @@ async fn a_nearly_full_disk_raises_store_degraded_and_its_recovery() {
     })
     .await;
     assert_eq!(starts(&got, "webhook", "store.degraded"), 1);
-    let (_, list) = gw.api_get("/api/v1/alerts").await;
-    let outcomes: Vec<(&str, &str)> = list["past"]
-        .as_array()
-        .unwrap()
+    let past = logged(&gw, "store.recovered", |r| {
+        r["event"]["type"] == "store.recovered"
+    })
+    .await;
+    let outcomes: Vec<(&str, &str)> = past
         .iter()
         .map(|r| {
             (
@@ -517,4 +530,54 @@ min_attempts = 5
         data["console_url"],
         format!("http://{}/rejected?source=rotated-secret", gw.admin)
     );
+}
+
+#[tokio::test]
+async fn the_console_shows_current_and_past_alerts() {
+    let crm = Receiver::start().await;
+    crm.respond(|_| (400, vec![], "bad lead".into()));
+    let rx = Receiver::start().await;
+    let body = format!(
+        "[[sources]]\nname = \"console-leads\"\n\n[[destinations]]\nname = \"console-crm\"\nurl = \"{}\"\n\n[[routes]]\nsource = \"console-leads\"\nto = \"console-crm\"\n\n[[alerts]]\nname = \"ops\"\nformat = \"slack\"\nurl = \"{}\"\nevents = [\"message.dead\"]\n",
+        crm.url("/crm"),
+        rx.url("/slack/T0/B0/s3cr3t")
+    );
+    let gw = Gateway::start(&body).await;
+    let id = ingest(&gw, "console-leads").await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    let mut b = crate::console::Browser::new(&gw);
+    b.login(ADMIN_TOKEN).await;
+    // The alert is logged once its delivery is stored (it may arrive first).
+    let page = eventually(Duration::from_secs(10), "the alert on the page", || async {
+        let page = b.page("/alerts").await;
+        page.contains("message.dead").then_some(page)
+    })
+    .await;
+    assert!(
+        page.contains(r#"<a href="/alerts" aria-current="page">Alerts</a>"#),
+        "{page}"
+    );
+    for (table, heading) in [
+        ("alerts-current", "current-heading"),
+        ("alerts-past", "past-heading"),
+    ] {
+        assert!(
+            page.contains(&format!(
+                r#"<table id="{table}" aria-labelledby="{heading}">"#
+            )),
+            "{page}"
+        );
+    }
+    assert!(page.contains("Nothing is wrong now."), "{page}");
+    assert!(
+        page.contains(&format!(r#"href="http://{}/messages/{id}""#, gw.admin)),
+        "{page}"
+    );
+    // The channel's destination is listed with its URL cut to the origin.
+    let dests = b.page("/destinations").await;
+    assert!(dests.contains("alerts.ops"), "{dests}");
+    assert!(!dests.contains("s3cr3t"), "{dests}");
+    let (status, d) = gw.api_get("/api/v1/destinations/alerts.ops").await;
+    assert_eq!(status, 200);
+    assert_eq!(d["url"], format!("http://{}/…", rx.addr));
 }
