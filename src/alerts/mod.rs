@@ -180,6 +180,7 @@ impl Alerts {
                 _ = tick.tick() => {
                     let obs = self.observe(&mut eval).await;
                     let out = eval.step(&self.channels, &obs, Instant::now(), &|k, o| self.event(k, o));
+                    self.log.lock().current.retain(|k, _| obs.subject_exists(k));
                     self.send_all(&mut eval, out).await;
                 }
                 Some(d) = dead_rx.recv() => {
@@ -537,6 +538,25 @@ pub(crate) struct Observation {
     store: Option<String>,
 }
 
+impl Observation {
+    /// Whether the subject of condition `key` (`type:name`) is still there.
+    fn subject_exists(&self, key: &str) -> bool {
+        let Some((kind, name)) = key.split_once(':') else {
+            return true;
+        };
+        if kind.starts_with("source.") {
+            // Sources are known only where their counts are read.
+            self.sources.is_empty()
+                || self
+                    .sources
+                    .values()
+                    .any(|v| v.iter().any(|(s, _, _)| s == name))
+        } else {
+            self.dests.iter().any(|d| d.name == name)
+        }
+    }
+}
+
 /// One destination as seen.
 pub(crate) struct DestObs {
     name: String,
@@ -606,6 +626,10 @@ impl Evaluator {
         make: &dyn Fn(&Change, &Observation) -> AlertEvent,
     ) -> Vec<(usize, AlertEvent)> {
         self.count(obs, now, channels.iter().map(|c| c.window.0).max());
+        let exists = |key: &str| obs.subject_exists(key);
+        for st in &mut self.channels {
+            st.forget(exists);
+        }
         let wall = crate::clock::now_millis();
         let mut out = Vec::new();
         for (i, c) in channels.iter().enumerate() {

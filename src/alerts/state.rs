@@ -103,6 +103,12 @@ impl ChannelState {
         }
     }
 
+    /// Forgets, without a word, the conditions whose subject is gone (a
+    /// destination deleted, a source removed by a reload): `keep` says which stay.
+    pub fn forget(&mut self, keep: impl Fn(&str) -> bool) {
+        self.active.retain(|k, _| keep(k));
+    }
+
     /// Whether one more alert may go out now within `max_per_hour`; counts it if so.
     pub fn allow(&mut self, now: Instant, max_per_hour: u32) -> bool {
         while self
@@ -226,6 +232,37 @@ mod tests {
         assert_eq!(end.kind, Kind::End);
         assert_eq!(
             s.transition("k", None, t0 + Duration::from_secs(62), 5000, r),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_subject_is_forgotten_without_an_end() {
+        let mut s = ChannelState::default();
+        let (t0, r) = (Instant::now(), Duration::from_secs(60));
+        s.transition(
+            "destination.failing:gone",
+            Some(Severity::Critical),
+            t0,
+            0,
+            r,
+        );
+        s.transition(
+            "destination.failing:here",
+            Some(Severity::Critical),
+            t0,
+            0,
+            r,
+        );
+        s.forget(|k| k.ends_with(":here"));
+        assert_eq!(s.severity("destination.failing:gone"), None);
+        assert_eq!(
+            s.severity("destination.failing:here"),
+            Some(Severity::Critical)
+        );
+        // No reminder, no end for the forgotten one.
+        assert_eq!(
+            s.transition("destination.failing:gone", None, t0 + r, 1, r),
             None
         );
     }

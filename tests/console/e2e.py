@@ -538,7 +538,7 @@ class Run:
         ctx = self.browser.new_context(viewport={"width": 390, "height": 844})
         p = ctx.new_page()
         self.login(p, ADMIN_TOKEN)
-        for path in ["/", "/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/destinations/new", "/sources", "/rejected"]:
+        for path in ["/", "/messages", f"/messages/{self.first_id}", "/dead", "/destinations", "/destinations/new", "/sources", "/rejected", "/alerts"]:
             p.goto(f"{self.gw.url}{path}")
             width = p.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390 px"
