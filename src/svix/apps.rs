@@ -259,6 +259,40 @@ impl RecordPage {
     }
 }
 
+/// Makes the application a message names in its `application` field when the
+/// path's key names none: its uid is the key (which must match a uid given).
+pub async fn create_for_message(
+    s: &Shared,
+    scope: &Scope,
+    key: &str,
+    mut a: AppIn,
+) -> SvixResult<TenantRecord> {
+    scope.admin_only()?;
+    if key.starts_with("app_") || !super::shape::valid_key(key) {
+        return Err(SvixError::not_found("application"));
+    }
+    match &a.uid {
+        Some(uid) if uid != key => {
+            return Err(SvixError::invalid(
+                "application.uid",
+                "must be the uid in the path",
+            ))
+        }
+        _ => a.uid = Some(key.to_string()),
+    }
+    check(&a)?;
+    let now = s.clock.now_millis();
+    let r = record(new_id("app"), &a, now, now);
+    match put(s, &r, true).await {
+        Ok(()) => Ok(r),
+        // Made meanwhile by another request: that one.
+        Err(SvixError::Http { status, .. }) if status == StatusCode::CONFLICT => {
+            find(s, scope, key).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `GET /api/v1/app/{app_id}`
 async fn read(
     State(s): State<Shared>,

@@ -152,6 +152,7 @@ async fn portal_access(
     State(s): State<Shared>,
     Extension(scope): Extension<Scope>,
     Path(app_id): Path<String>,
+    headers: axum::http::HeaderMap,
     MaybeBody(body): MaybeBody<PortalAccessIn>,
 ) -> SvixResult<Json<PortalAccessOut>> {
     let _ = (&body.feature_flags, &body.application);
@@ -176,8 +177,17 @@ async fn portal_access(
         updated_at: now,
     };
     s.store.put_tenant_record(&rec, true).await?;
+    let scheme = if s.config().server.admin_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     Ok(Json(PortalAccessOut {
-        url: format!("/console?app={}", app.id),
+        url: format!("{scheme}://{host}/console?app={}", app.id),
         token,
     }))
 }

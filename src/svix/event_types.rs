@@ -117,6 +117,15 @@ fn record(name: &str, e: &EventTypeIn, created_at: i64, now: i64) -> SvixResult<
             ));
         }
     }
+    if e.schemas
+        .as_ref()
+        .is_some_and(|m| m.values().any(|v| !v.is_object()))
+    {
+        return Err(SvixError::invalid(
+            "schemas",
+            "each version's schema must be a JSON object",
+        ));
+    }
     Ok(TenantRecord {
         kind: kind::EVENT_TYPE.into(),
         tenant: String::new(),

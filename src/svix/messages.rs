@@ -86,7 +86,7 @@ pub struct MessageIn {
     pub channels: Option<Vec<String>>,
     /// Makes the application if the path names none (its uid is the path's).
     #[serde(default)]
-    pub application: Option<Value>,
+    pub application: Option<apps::AppIn>,
     /// Svix's payload retention (accepted; `storage.retention` applies).
     #[serde(default)]
     pub payload_retention_period: Option<i64>,
@@ -224,13 +224,9 @@ async fn create(
 ) -> SvixResult<(StatusCode, Json<MessageOut>)> {
     let now = s.clock.now_millis();
     let deliver_at = check(&m, now)?;
-    let app = match (app_of(&s, &scope, &app_id).await, &m.application) {
-        (Err(SvixError::Http { status, .. }), Some(_)) if status == StatusCode::NOT_FOUND => {
-            return Err(SvixError::http(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "making the application with its first message is not implemented; create it with POST /api/v1/app",
-            ));
+    let app = match (app_of(&s, &scope, &app_id).await, m.application) {
+        (Err(SvixError::Http { status, .. }), Some(new)) if status == StatusCode::NOT_FOUND => {
+            apps::create_for_message(&s, &scope, &app_id, new).await?
         }
         (r, _) => r?,
     };

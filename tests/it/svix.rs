@@ -447,6 +447,23 @@ async fn bad_input_gets_svix_errors_never_a_5xx() {
     assert_eq!(st, 409);
     let (_, by_event_id) = get(&gw, "/api/v1/app/t/msg/evt-1").await;
     assert_eq!(by_event_id["id"], first["id"]);
+    // A message's `application` makes a missing one, with the path's uid.
+    let (st, _) = post(
+        &gw,
+        "/api/v1/app/new-tenant/msg",
+        json!({"eventType": "x", "payload": {}, "application": {"name": "New", "uid": "other"}}),
+    )
+    .await;
+    assert_eq!(st, 422, "the uid must be the path's");
+    let (st, _) = post(
+        &gw,
+        "/api/v1/app/new-tenant/msg",
+        json!({"eventType": "x", "payload": {}, "application": {"name": "New"}}),
+    )
+    .await;
+    assert_eq!(st, 202);
+    let (st, made) = get(&gw, "/api/v1/app/new-tenant").await;
+    assert_eq!((st, made["name"].as_str()), (200, Some("New")));
     // Over `server.max_body` (1 MiB by default): 413, not a 5xx.
     let big = "x".repeat(2 * 1024 * 1024);
     let r = client()

@@ -7,9 +7,12 @@
 # does not say.
 #
 # Left out, each for a documented reason (docs/svix.md): the operations
-# hookgate answers with 501 (content expunging, send-example), and
-# secret/rotate, which answers 200 with the new key as Svix's current API and
-# clients do (this 1.1.1 document says 204 with no body).
+# hookgate answers with 501 (content expunging, send-example); secret/rotate,
+# which answers 200 with the new key as Svix's current API and clients do
+# (this 1.1.1 document says 204 with no body); logout, which takes a tenant
+# token (tests/it/svix.rs and svix_client.py call it); and what the document
+# itself cannot drive: four operations whose `app_id` path parameter it does
+# not define, and `HEAD /api/v1/health`, for which it documents no success.
 #
 # Usage: tests/svix/run.sh [BINARY] [VENV]
 #   BINARY  the hookgate binary (default target/debug/hookgate)
@@ -74,6 +77,8 @@ api -o /dev/null -d "{\"url\": \"http://127.0.0.1:$nothing/hook\", \"uid\": \"un
 api -o /dev/null -d '{"eventType": "user.signup", "payload": {"a": 1}}' \
     "http://127.0.0.1:$admin/api/v1/app/unique-app-identifier/msg"
 
+# One worker: with two, hypothesis' lambda-source cache raced in CPython 3.11's
+# AST parser ("AST constructor recursion depth mismatch"), an error of the tool.
 status=0
 "$venv/bin/schemathesis" run "$doc" \
     --url "http://127.0.0.1:$admin" \
@@ -84,8 +89,14 @@ status=0
     --exclude-operation-id v1.message-attempt.expunge-content \
     --exclude-operation-id v1.endpoint.send-example \
     --exclude-operation-id v1.endpoint.rotate-secret \
+    --exclude-operation-id logout_api_v1_auth_logout__post \
+    --exclude-operation-id v1.application.get \
+    --exclude-operation-id v1.application.delete \
+    --exclude-operation-id patch_application \
+    --exclude-operation-id v1.message.list \
+    --exclude-method HEAD \
     --max-examples "${SVIX_MAX_EXAMPLES:-30}" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 30 \
     --seed 1 \
     --report-dir "$work/report" \
