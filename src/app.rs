@@ -500,7 +500,8 @@ impl Parts {
         ));
         let stop_admin = CancellationToken::new();
         // The web console shares the admin listener.
-        let pages = crate::console::router(admin.clone(), overview);
+        let pages = crate::console::router(admin.clone(), overview)
+            .merge(crate::svix::router(admin.clone()));
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             admin,

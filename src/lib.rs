@@ -23,6 +23,7 @@ pub mod select;
 pub mod signing;
 pub mod store;
 pub mod summary;
+pub mod svix;
 pub mod tasks;
 pub mod telemetry;
 pub mod throttle;

@@ -190,6 +190,37 @@ pub async fn store_event(
     idempotency_key: Option<String>,
     deliveries: Vec<crate::store::NewDelivery>,
 ) -> ApiResult<Appended> {
+    let event = Event {
+        source: API_SOURCE,
+        event_type,
+        body,
+        headers: encode_headers(std::iter::empty()),
+        idempotency_key,
+    };
+    store_event_from(s, event, deliveries).await
+}
+
+/// An event to store: its source and what it holds.
+pub struct Event<'a> {
+    /// Its source (`api`, or a tenant's).
+    pub source: &'a str,
+    /// Its type.
+    pub event_type: &'a str,
+    /// The payload, byte-exact.
+    pub body: Bytes,
+    /// Headers kept with it, encoded with [`encode_headers`].
+    pub headers: Bytes,
+    /// Its dedup key, remembered for the retention period.
+    pub idempotency_key: Option<String>,
+}
+
+/// Stores an event of any source as [`store_event`] does (the Svix API
+/// stores a tenant's messages here).
+pub async fn store_event_from(
+    s: &Shared,
+    event: Event<'_>,
+    deliveries: Vec<crate::store::NewDelivery>,
+) -> ApiResult<Appended> {
     if s.store.pending_estimate() >= s.config().storage.max_pending {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -200,13 +231,13 @@ pub async fn store_event(
     let now = s.clock.now_millis();
     let msg = NewMessage {
         id: MessageId::new(),
-        source: API_SOURCE.to_string(),
-        event_type: Some(event_type.to_string()),
+        source: event.source.to_string(),
+        event_type: Some(event.event_type.to_string()),
         received_at: now,
         content_type: Some("application/json".into()),
-        headers: encode_headers(std::iter::empty()),
-        body,
-        dedup: idempotency_key.map(|key| Dedup {
+        headers: event.headers,
+        body: event.body,
+        dedup: event.idempotency_key.map(|key| Dedup {
             key,
             until: now.saturating_add(s.config().storage.retention.as_millis_i64()),
         }),

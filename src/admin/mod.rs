@@ -106,17 +106,20 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .with_state(state)
 }
 
-/// Refuses calls without a valid `Authorization: Bearer` token (401).
-async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
+/// The token of an `Authorization: Bearer` header, if there is one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, rest) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
-        });
-    match token {
+        })
+}
+
+/// Refuses calls without a valid `Authorization: Bearer` token (401).
+async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    match bearer_token(req.headers()) {
         Some(t)
             if !t.is_empty()
                 && crate::ingest::verify::any_key_eq(

@@ -30,7 +30,7 @@ pub use load::{load, parse};
 pub(crate) use report::reword;
 pub use report::FieldSpans;
 pub use units::{Dur, Parsed, Secret, Size};
-pub use validate::{verify_problems, warnings, API_SOURCE};
+pub use validate::{is_tenant_source, verify_problems, warnings, API_SOURCE, TENANT_SOURCE_PREFIX};
 
 pub use check::{check_url, valid_name};
 pub use def::{DestinationDef, RouteDef};

@@ -224,6 +224,14 @@ fn names_and_references() {
 }
 
 #[test]
+fn tenant_source_names_are_reserved() {
+    let errs = errors("[[sources]]\nname = \"tenant.app_1\"\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("`tenant.`"), "{errs:?}");
+    assert_eq!(errs[0].line, Some(2));
+}
+
+#[test]
 fn verifier_fields_are_checked_per_type() {
     let errs = errors("[[sources]]\nname = \"g\"\nverify = { type = \"github\", secret = \"s\", url = \"http://x\" }\n");
     assert!(errs[0].message.contains("`url` does not apply"), "{errs:?}");

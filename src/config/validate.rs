@@ -14,6 +14,16 @@ use super::{Config, DestinationDef, Secret, SourceConfig, VerifyConfig, VerifyKi
 /// The source name of events published through the API.
 pub const API_SOURCE: &str = "api";
 
+/// The prefix of a tenant's source: the messages of one application of the
+/// Svix-compatible API are those of source `tenant.<app id>`, and only that
+/// tenant's endpoints are routed from it.
+pub const TENANT_SOURCE_PREFIX: &str = "tenant.";
+
+/// Whether a source is a tenant's (see [`TENANT_SOURCE_PREFIX`]).
+pub fn is_tenant_source(source: &str) -> bool {
+    source.starts_with(TENANT_SOURCE_PREFIX)
+}
+
 /// The names the file defines, including those of tables that could not be built:
 /// references are checked against these, so one bad field does not also make every
 /// route that names its table wrong.
@@ -37,6 +47,12 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
             errs.at(
                 Some(s.name.span()),
                 "the source name `api` is reserved for events published through the API",
+            );
+        }
+        if is_tenant_source(s.name.get_ref()) {
+            errs.at(
+                Some(s.name.span()),
+                "source names starting with `tenant.` are reserved for the tenants of the Svix-compatible API",
             );
         }
         check_source(s, errs);

@@ -289,6 +289,7 @@ impl Registry {
             .filter(|sp| {
                 sp.origin == Origin::Api
                     && sp.source != crate::config::API_SOURCE
+                    && !crate::config::is_tenant_source(&sp.source)
                     && !sources.contains(&sp.source)
             })
             .map(|sp| {
@@ -475,7 +476,11 @@ impl Registry {
     /// Checks that an API destination's `source` is a defined source (or `api`).
     fn check_source(&self, d: &DestinationDef) -> Result<(), ControlError> {
         match d.source.as_deref() {
-            Some(s) if s != crate::config::API_SOURCE && !self.sources.read().contains(s) => {
+            Some(s)
+                if s != crate::config::API_SOURCE
+                    && !crate::config::is_tenant_source(s)
+                    && !self.sources.read().contains(s) =>
+            {
                 Err(ControlError::invalid(
                     "source",
                     format!("source `{s}` is not a defined source (nor `api`)"),

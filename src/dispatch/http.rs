@@ -166,6 +166,19 @@ pub fn request_headers(spec: &DestinationSpec, item: &Leased, now_ms: i64) -> He
     if !sigs.is_empty() {
         h.insert("webhook-signature", hv(&sigs.join(" ")));
     }
+    if crate::config::is_tenant_source(&msg.source) {
+        // A tenant's endpoint gets the headers Svix sends, so receivers that
+        // verify with Svix's libraries (which read `svix-*` first) keep working.
+        for (svix, std) in [
+            ("svix-id", "webhook-id"),
+            ("svix-timestamp", "webhook-timestamp"),
+            ("svix-signature", "webhook-signature"),
+        ] {
+            if let Some(v) = h.get(std).cloned() {
+                h.insert(svix, v);
+            }
+        }
+    }
     h.insert("hookgate-source", hv(&msg.source));
     if let Some(et) = &msg.event_type {
         h.insert("hookgate-event-type", hv(et));

@@ -359,7 +359,11 @@ impl Dispatcher {
     pub fn add(&self, spec: DestinationSpec, state: DestinationState) -> Arc<DestinationHandle> {
         let name = spec.name.clone();
         let handle = Arc::new(DestinationHandle {
-            metrics: DestinationMetrics::new(&name),
+            metrics: if crate::config::is_tenant_source(&spec.source) {
+                DestinationMetrics::for_tenant_endpoint(&name)
+            } else {
+                DestinationMetrics::new(&name)
+            },
             spec: RwLock::new(Arc::new(spec)),
             state: Mutex::new(state),
             changed_here: Mutex::new(None),
@@ -703,6 +707,35 @@ mod tests {
             limit: usize,
         ) -> crate::store::StoreResult<Vec<crate::store::StoredAlert>> {
             self.inner.alert_history(limit).await
+        }
+        async fn tenant_record(
+            &self,
+            kind: &str,
+            tenant: &str,
+            key: &str,
+        ) -> crate::store::StoreResult<Option<crate::store::TenantRecord>> {
+            self.inner.tenant_record(kind, tenant, key).await
+        }
+        async fn tenant_records(
+            &self,
+            q: &crate::store::RecordQuery<'_>,
+        ) -> crate::store::StoreResult<Vec<crate::store::TenantRecord>> {
+            self.inner.tenant_records(q).await
+        }
+        async fn put_tenant_record(
+            &self,
+            r: &crate::store::TenantRecord,
+            create: bool,
+        ) -> crate::store::StoreResult<()> {
+            self.inner.put_tenant_record(r, create).await
+        }
+        async fn delete_tenant_record(
+            &self,
+            kind: &str,
+            tenant: &str,
+            id: &str,
+        ) -> crate::store::StoreResult<()> {
+            self.inner.delete_tenant_record(kind, tenant, id).await
         }
         async fn cleanup(
             &self,

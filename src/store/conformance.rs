@@ -30,7 +30,8 @@ macro_rules! store_conformance_tests {
             replay_message_creates_deliveries, replayed_dead_delivery_leaves_the_dead_letter_queue,
             a_delivery_that_dies_after_its_replay_is_replayed,
             message_listing_pages, message_listing_filters, delivery_listing_filters,
-            destination_state_round_trip, stored_destinations_crud, cleanup_keeps_pending,
+            destination_state_round_trip, stored_destinations_crud, tenant_records_crud,
+            tenant_records_page_both_ways, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
             message_with_no_deliveries, pull_leases_name_their_owner, pull_leases_expire,
             alerts_kept_newest_first
@@ -1039,6 +1040,134 @@ pub async fn destination_state_round_trip(s: &dyn Store) {
 }
 
 /// Destinations made through the API: create, conflict, update, delete.
+pub async fn tenant_records_crud(s: &dyn Store) {
+    let rec = |tenant: &str, id: &str, uid: Option<&str>| TenantRecord {
+        kind: "endpoint".into(),
+        tenant: tenant.into(),
+        id: id.into(),
+        uid: uid.map(str::to_string),
+        body: serde_json::json!({"description": id}),
+        created_at: T0,
+        updated_at: T0,
+    };
+    let a = rec("app_a", "ep_1", Some("shop"));
+    s.put_tenant_record(&a, true).await.unwrap();
+    // The same id, or the same uid in the same tenant, is taken.
+    for taken in [
+        rec("app_a", "ep_1", None),
+        rec("app_a", "ep_2", Some("shop")),
+    ] {
+        assert_eq!(
+            s.put_tenant_record(&taken, true).await.unwrap_err(),
+            StoreError::Conflict
+        );
+    }
+    // Another tenant may use both, and another kind too.
+    s.put_tenant_record(&rec("app_b", "ep_1", Some("shop")), true)
+        .await
+        .unwrap();
+    let mut other_kind = rec("app_a", "ep_1", Some("shop"));
+    other_kind.kind = "token".into();
+    s.put_tenant_record(&other_kind, true).await.unwrap();
+    // Found by id and by uid, only in its own tenant.
+    let by_uid = s.tenant_record("endpoint", "app_a", "shop").await.unwrap();
+    assert_eq!(by_uid, Some(a.clone()));
+    assert_eq!(
+        s.tenant_record("endpoint", "app_a", "ep_1").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        s.tenant_record("endpoint", "app_c", "ep_1").await.unwrap(),
+        None
+    );
+    // A replace keeps created_at; a uid taken by another record is a conflict.
+    s.put_tenant_record(&rec("app_a", "ep_2", None), true)
+        .await
+        .unwrap();
+    let mut changed = rec("app_a", "ep_1", Some("store"));
+    changed.created_at = T0 + 50;
+    changed.updated_at = T0 + 100;
+    changed.body = serde_json::json!({"description": "changed"});
+    s.put_tenant_record(&changed, false).await.unwrap();
+    let got = s
+        .tenant_record("endpoint", "app_a", "store")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.created_at, got.updated_at), (T0, T0 + 100));
+    assert_eq!(got.body["description"], "changed");
+    assert_eq!(
+        s.tenant_record("endpoint", "app_a", "shop").await.unwrap(),
+        None
+    );
+    let mut steal = rec("app_a", "ep_2", Some("store"));
+    steal.updated_at = T0 + 1;
+    assert_eq!(
+        s.put_tenant_record(&steal, false).await.unwrap_err(),
+        StoreError::Conflict
+    );
+    assert_eq!(
+        s.put_tenant_record(&rec("app_a", "ep_9", None), false)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    s.delete_tenant_record("endpoint", "app_a", "ep_1")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delete_tenant_record("endpoint", "app_a", "ep_1")
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        s.tenant_record("endpoint", "app_a", "store").await.unwrap(),
+        None
+    );
+    assert!(s
+        .tenant_record("endpoint", "app_b", "ep_1")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+pub async fn tenant_records_page_both_ways(s: &dyn Store) {
+    for i in 0..7 {
+        let r = TenantRecord {
+            kind: "app".into(),
+            tenant: String::new(),
+            id: format!("app_{i:02}"),
+            uid: None,
+            body: serde_json::json!({}),
+            created_at: T0,
+            updated_at: T0,
+        };
+        s.put_tenant_record(&r, true).await.unwrap();
+    }
+    let ids = |v: Vec<TenantRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let q = |after, before, limit| RecordQuery {
+        kind: "app",
+        tenant: "",
+        after,
+        before,
+        limit,
+    };
+    let first = s.tenant_records(&q(None, None, 3)).await.unwrap();
+    assert_eq!(ids(first), ["app_00", "app_01", "app_02"]);
+    let next = s.tenant_records(&q(Some("app_02"), None, 3)).await.unwrap();
+    assert_eq!(ids(next), ["app_03", "app_04", "app_05"]);
+    let last = s.tenant_records(&q(Some("app_05"), None, 3)).await.unwrap();
+    assert_eq!(ids(last), ["app_06"]);
+    let back = s.tenant_records(&q(None, Some("app_05"), 3)).await.unwrap();
+    assert_eq!(ids(back), ["app_02", "app_03", "app_04"]);
+    let other = RecordQuery {
+        tenant: "app_00",
+        ..q(None, None, 10)
+    };
+    assert!(s.tenant_records(&other).await.unwrap().is_empty());
+}
+
 pub async fn stored_destinations_crud(s: &dyn Store) {
     let d = StoredDestination {
         name: "hook".into(),

@@ -96,6 +96,8 @@ struct Tables {
     stored: BTreeMap<String, StoredDestination>,
     /// Alerts, oldest first.
     alerts: VecDeque<StoredAlert>,
+    /// Records of the tenants' API by (kind, tenant, id).
+    records: BTreeMap<(String, String, String), TenantRecord>,
     next_seq: i64,
     next_delivery: i64,
 }
@@ -681,6 +683,79 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn tenant_record(
+        &self,
+        kind: &str,
+        tenant: &str,
+        key: &str,
+    ) -> StoreResult<Option<TenantRecord>> {
+        let t = self.open()?;
+        let by_id = t
+            .records
+            .get(&(kind.to_string(), tenant.to_string(), key.to_string()));
+        Ok(by_id
+            .or_else(|| {
+                t.records
+                    .values()
+                    .find(|r| r.kind == kind && r.tenant == tenant && r.uid.as_deref() == Some(key))
+            })
+            .cloned())
+    }
+
+    async fn tenant_records(&self, q: &RecordQuery<'_>) -> StoreResult<Vec<TenantRecord>> {
+        let t = self.open()?;
+        let mine = t
+            .records
+            .values()
+            .filter(|r| r.kind == q.kind && r.tenant == q.tenant);
+        let limit = q.limit.clamp(1, 1000);
+        Ok(match q.before {
+            Some(b) => {
+                let mut v: Vec<_> = mine.filter(|r| r.id.as_str() < b).collect();
+                let skip = v.len().saturating_sub(limit);
+                v.drain(..skip);
+                v.into_iter().cloned().collect()
+            }
+            None => mine
+                .filter(|r| q.after.is_none_or(|a| r.id.as_str() > a))
+                .take(limit)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    async fn put_tenant_record(&self, r: &TenantRecord, create: bool) -> StoreResult<()> {
+        let mut t = self.open()?;
+        let key = (r.kind.clone(), r.tenant.clone(), r.id.clone());
+        let uid_taken = r.uid.is_some()
+            && t.records.values().any(|o| {
+                o.kind == r.kind && o.tenant == r.tenant && o.uid == r.uid && o.id != r.id
+            });
+        match (t.records.get_mut(&key), create) {
+            (Some(_), true) => Err(StoreError::Conflict),
+            (None, false) => Err(StoreError::NotFound),
+            _ if uid_taken => Err(StoreError::Conflict),
+            (Some(old), false) => {
+                let created_at = old.created_at;
+                *old = r.clone();
+                old.created_at = created_at;
+                Ok(())
+            }
+            (None, true) => {
+                t.records.insert(key, r.clone());
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete_tenant_record(&self, kind: &str, tenant: &str, id: &str) -> StoreResult<()> {
+        let key = (kind.to_string(), tenant.to_string(), id.to_string());
+        match self.open()?.records.remove(&key) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound),
+        }
     }
 
     async fn cleanup(&self, cutoff: Millis, now: Millis, limit: usize) -> StoreResult<usize> {

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod postgres;
 pub mod pull;
 pub mod sqlite;
+pub mod tenants;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,6 +38,7 @@ use crate::config::{Priority, RateLimitConfig};
 
 pub use crate::clock::{now_millis, Millis};
 pub use pull::{ExpiredPull, PullOutcome, PullRelease, PullResult};
+pub use tenants::{RecordQuery, TenantRecord};
 
 /// A message id, written `msg_<ULID>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -873,6 +875,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest `limit` alerts kept, newest first.
     async fn alert_history(&self, limit: usize) -> StoreResult<Vec<StoredAlert>>;
+
+    /// A record of the tenants' API by its id or its uid; `None` if neither names one.
+    async fn tenant_record(
+        &self,
+        kind: &str,
+        tenant: &str,
+        key: &str,
+    ) -> StoreResult<Option<TenantRecord>>;
+
+    /// Records of one kind and tenant, in id order (see [`RecordQuery`]); a
+    /// backwards page (`before`) is returned in ascending order too.
+    async fn tenant_records(&self, q: &RecordQuery<'_>) -> StoreResult<Vec<TenantRecord>>;
+
+    /// Creates (`create = true`: `Conflict` if the id or the uid is taken) or
+    /// replaces (`NotFound` if missing; `Conflict` if the new uid is another's)
+    /// a record; a replace keeps `created_at`.
+    async fn put_tenant_record(&self, r: &TenantRecord, create: bool) -> StoreResult<()>;
+
+    /// Removes a record (`NotFound` if missing).
+    async fn delete_tenant_record(&self, kind: &str, tenant: &str, id: &str) -> StoreResult<()>;
 
     /// Removes up to `limit` finished messages received before `cutoff`, and dedup
     /// keys expired at `now`. Returns how many rows went.

@@ -263,6 +263,10 @@ impl IngestHandled<'_> {
     }
 }
 
+/// The `destination` label of every tenant endpoint's series (not a name a
+/// destination can have).
+pub const TENANT_ENDPOINTS: &str = "tenant.*";
+
 /// Metric handles of one destination.
 pub struct DestinationMetrics {
     name: String,
@@ -296,6 +300,28 @@ impl DestinationMetrics {
             circuit: gauge!("hookgate_circuit_open", "destination" => d()),
             paused: gauge!("hookgate_destination_paused", "destination" => d()),
             disabled: gauge!("hookgate_destination_disabled", "destination" => d()),
+        }
+    }
+
+    /// The handles of a tenant's endpoint (made through the Svix API): its
+    /// counters and histograms are those of every tenant endpoint together,
+    /// labelled `destination="tenant.*"`, and it sets no gauges, so the number
+    /// of series does not grow with the number of tenants and endpoints.
+    pub fn for_tenant_endpoint(dest: &str) -> Self {
+        let d = || TENANT_ENDPOINTS.to_string();
+        DestinationMetrics {
+            name: dest.to_string(),
+            delivered: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "delivered"),
+            retried: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "retried"),
+            dead: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "dead"),
+            attempt_seconds: histogram!("hookgate_delivery_attempt_seconds", "destination" => d()),
+            lag_seconds: histogram!("hookgate_delivery_lag_seconds", "destination" => d()),
+            pending: Gauge::noop(),
+            oldest: Gauge::noop(),
+            dead_letters: Gauge::noop(),
+            circuit: Gauge::noop(),
+            paused: Gauge::noop(),
+            disabled: Gauge::noop(),
         }
     }
 

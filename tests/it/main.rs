@@ -24,6 +24,7 @@ mod pull;
 mod readiness;
 mod rejected;
 mod reload;
+mod svix;
 mod tls;
 mod traces;
 

@@ -31,6 +31,7 @@ mod pull;
 mod read;
 mod replay;
 pub mod scratch;
+mod tenants;
 mod writer;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -63,6 +64,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "response headers",
         include_str!("migrations/0003_response_headers.sql"),
     ),
+    (4, "tenants", include_str!("migrations/0004_tenants.sql")),
     (7, "alerts", include_str!("migrations/0007_alerts.sql")),
 ];
 
@@ -971,6 +973,27 @@ impl Store for PgStore {
             (0, false) => Err(StoreError::NotFound),
             _ => Ok(()),
         }
+    }
+
+    async fn tenant_record(
+        &self,
+        kind: &str,
+        tenant: &str,
+        key: &str,
+    ) -> StoreResult<Option<TenantRecord>> {
+        tenants::record(self.pool()?, kind, tenant, key).await
+    }
+
+    async fn tenant_records(&self, q: &RecordQuery<'_>) -> StoreResult<Vec<TenantRecord>> {
+        tenants::records(self.pool()?, q).await
+    }
+
+    async fn put_tenant_record(&self, r: &TenantRecord, create: bool) -> StoreResult<()> {
+        tenants::put(self.pool()?, r, create).await
+    }
+
+    async fn delete_tenant_record(&self, kind: &str, tenant: &str, id: &str) -> StoreResult<()> {
+        tenants::delete(self.pool()?, kind, tenant, id).await
     }
 
     async fn delete_stored_destination(&self, name: &str) -> StoreResult<()> {

@@ -31,6 +31,7 @@ mod queue;
 mod read;
 mod replay;
 mod retention;
+mod tenants;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -390,6 +391,27 @@ impl Store for SqliteStore {
 
     async fn alert_history(&self, limit: usize) -> StoreResult<Vec<StoredAlert>> {
         control::alert_history(self, limit).await
+    }
+
+    async fn tenant_record(
+        &self,
+        kind: &str,
+        tenant: &str,
+        key: &str,
+    ) -> StoreResult<Option<TenantRecord>> {
+        tenants::record(self, kind, tenant, key).await
+    }
+
+    async fn tenant_records(&self, q: &RecordQuery<'_>) -> StoreResult<Vec<TenantRecord>> {
+        tenants::records(self, q).await
+    }
+
+    async fn put_tenant_record(&self, r: &TenantRecord, create: bool) -> StoreResult<()> {
+        tenants::put(self, r, create).await
+    }
+
+    async fn delete_tenant_record(&self, kind: &str, tenant: &str, id: &str) -> StoreResult<()> {
+        tenants::delete(self, kind, tenant, id).await
     }
 
     async fn cleanup(&self, cutoff: Millis, now: Millis, limit: usize) -> StoreResult<usize> {

@@ -25,6 +25,7 @@ pub(super) const TABLES: &[&str] = &[
     "dedup",
     "destination_state",
     "api_destinations",
+    "tenant_records",
 ];
 
 /// Whose database a file is, as found at open.

@@ -91,3 +91,17 @@ CREATE TABLE IF NOT EXISTS alerts (
     record  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_at ON alerts (at);
+
+-- Records of the tenants' API (applications, event types, endpoints' own
+-- fields, app-portal tokens); see store::tenants.
+CREATE TABLE IF NOT EXISTS tenant_records (
+    kind       TEXT NOT NULL,
+    tenant     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    uid        TEXT,
+    body       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, tenant, id),
+    UNIQUE (kind, tenant, uid)
+);
