@@ -85,9 +85,17 @@ class Api:
         headers = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
         if method == "POST":
             headers["idempotency-key"] = f"auto_{uuid.uuid4()}"
-        self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        r = self.conn.getresponse()
-        data = r.read()
+        for attempt in range(3):
+            try:
+                self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+                r = self.conn.getresponse()
+                data = r.read()
+                break
+            except (ConnectionError, http.client.RemoteDisconnected):
+                # The listener closed an idle keep-alive connection: a new one.
+                self.conn.close()
+                if attempt == 2:
+                    raise
         if r.status >= 300:
             raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
         return json.loads(data) if data else None
