@@ -26,6 +26,7 @@ const SECTIONS: &[&str] = &[
     "sources",
     "destinations",
     "routes",
+    "transforms",
 ];
 
 /// Reads and checks a config file. `env` looks up `${VAR}` references.
@@ -122,12 +123,24 @@ fn parse_with(
                     cfg.routes.push(r);
                 }
             }
+            "transforms" => {
+                for (mut t, spans) in many::<super::TransformDef>(
+                    value,
+                    "transforms",
+                    &mut defined.transforms,
+                    &mut errs,
+                ) {
+                    t.spans = spans;
+                    cfg.transforms.push(t);
+                }
+            }
             other => errs.at(Some(key_span), unknown("section", other, SECTIONS)),
         }
     }
     validate(&cfg, &defined, &mut errs);
     if read_files {
         check_tls_files(&cfg, &mut errs);
+        read_transform_files(&mut cfg, Path::new(file).parent(), &mut errs);
     }
     errs.into_result(cfg)
 }
@@ -152,6 +165,30 @@ fn check_tls_files(cfg: &Config, errs: &mut Errors<'_>) {
                 format!("{setting}.{field}")
             };
             errs.field(&cfg.spans, &path, format!("{path}: {e}"));
+        }
+    }
+}
+
+/// Reads the script of each transformation given as a `file`, relative to the
+/// config file's folder; an error names the file, at its field.
+fn read_transform_files(cfg: &mut Config, dir: Option<&Path>, errs: &mut Errors<'_>) {
+    for t in &mut cfg.transforms {
+        let Some(f) = &t.file else { continue };
+        let path = match dir {
+            Some(d) if f.is_relative() => d.join(f),
+            _ => f.clone(),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => t.loaded = Some(text),
+            Err(e) => errs.field(
+                &t.spans,
+                "file",
+                format!(
+                    "transform `{}`: cannot read {}: {e}",
+                    t.name,
+                    path.display()
+                ),
+            ),
         }
     }
 }

@@ -32,7 +32,7 @@ pub use units::{Dur, Parsed, Secret, Size};
 pub use validate::{verify_problems, warnings, API_SOURCE};
 
 pub use check::{check_url, valid_name};
-pub use def::{DestinationDef, RouteDef};
+pub use def::{DestinationDef, RouteDef, TransformDef};
 
 use crate::select::Selector;
 
@@ -49,6 +49,8 @@ pub struct Config {
     pub destinations: Vec<DestinationDef>,
     /// `[[routes]]`: which source's messages go to which destination.
     pub routes: Vec<RouteDef>,
+    /// `[[transforms]]`: scripts that reshape, enrich or drop messages.
+    pub transforms: Vec<TransformDef>,
     /// `[telemetry]`: traces exported over OTLP.
     pub telemetry: TelemetryConfig,
     /// Where the `server.*`, `storage.*` and `telemetry.*` fields are in the file.

@@ -29,6 +29,7 @@ pub mod http;
 pub mod pull;
 pub mod retry;
 pub mod ssrf;
+pub mod transform;
 mod worker;
 
 #[cfg(test)]
@@ -123,6 +124,8 @@ struct Ctx {
     cut_off: CancellationToken,
     /// The tracer, set once at start while tracing is on.
     traces: std::sync::OnceLock<crate::telemetry::trace::Traces>,
+    /// The transformations, set once at start.
+    transforms: std::sync::OnceLock<transform::Transforming>,
 }
 
 impl Ctx {
@@ -209,7 +212,10 @@ pub struct Dispatcher {
 
 /// An attempt's HTTP exchange ended.
 struct Done {
-    class: Class,
+    /// How the endpoint answered; `None` when no request was made (a
+    /// transformation dropped the message or failed), which says nothing of
+    /// the endpoint.
+    class: Option<Class>,
     delivery_id: i64,
     result: AttemptResult,
     /// A delivery with an ordering key finished: record it at once.
@@ -242,6 +248,7 @@ impl Dispatcher {
                 write_failing: AtomicUsize::new(0),
                 cut_off: CancellationToken::new(),
                 traces: std::sync::OnceLock::new(),
+                transforms: std::sync::OnceLock::new(),
             }),
             handles: RwLock::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -252,6 +259,11 @@ impl Dispatcher {
     /// any destination is added; a second call changes nothing).
     pub fn set_traces(&self, traces: crate::telemetry::trace::Traces) {
         let _ = self.ctx.traces.set(traces);
+    }
+
+    /// Runs each delivery through its transformation (set once, at start).
+    pub fn set_transforms(&self, t: transform::Transforming) {
+        let _ = self.ctx.transforms.set(t);
     }
 
     /// A dispatcher for unit tests: unguarded clients, a 30 s lease margin.
