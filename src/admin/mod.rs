@@ -15,6 +15,7 @@ pub mod pull;
 pub mod ready;
 pub mod rejected;
 pub mod reload;
+pub mod transforms;
 pub mod views;
 
 use std::sync::Arc;
@@ -89,6 +90,7 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(events::router())
         .merge(rejected::router())
         .merge(reload::router())
+        .merge(transforms::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("API route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));

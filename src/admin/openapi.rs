@@ -19,7 +19,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{deliveries, destinations, events, health, messages, pull, rejected, reload, Shared};
+use super::{
+    deliveries, destinations, events, health, messages, pull, rejected, reload, transforms, Shared,
+};
 
 /// The prefix of the operations behind the bearer token.
 pub const API_PREFIX: &str = "/api/v1/";
@@ -59,6 +61,9 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         events::publish,
         rejected::list_rejected,
         reload::reload,
+        transforms::list,
+        transforms::get_one,
+        transforms::try_it,
         openapi_json,
     ),
     components(schemas(super::error::ErrorBody)),
@@ -70,6 +75,7 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         (name = "pull", description = "Consumers of pull destinations lease deliveries and report results"),
         (name = "events", description = "Publish events from your app (source `api`)"),
         (name = "rejected", description = "The last requests ingest refused, with the reason"),
+        (name = "transforms", description = "Transformations: list them, and try one on a stored message or a request object"),
         (name = "operations", description = "Health, readiness, metrics, reload and this document"),
     )
 )]

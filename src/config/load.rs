@@ -46,7 +46,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parses and checks config text; `file` names it in errors, `env` resolves `${VAR}`.
-/// The TLS files it names are not read (see [`load`]).
+/// The TLS files it names are not read (see [`load`]); the transformations'
+/// script files are, relative to `file`'s folder.
 pub fn parse(
     text: &str,
     file: &str,
@@ -140,8 +141,10 @@ fn parse_with(
     validate(&cfg, &defined, &mut errs);
     if read_files {
         check_tls_files(&cfg, &mut errs);
-        read_transform_files(&mut cfg, Path::new(file).parent(), &mut errs);
     }
+    // Scripts are part of what runs (unlike certificates, which the listeners
+    // load themselves): read them whichever way the config came.
+    read_transform_files(&mut cfg, Path::new(file).parent(), &mut errs);
     errs.into_result(cfg)
 }
 

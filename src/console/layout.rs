@@ -23,6 +23,8 @@ pub enum Nav {
     Sources,
     /// Rejected requests.
     Rejected,
+    /// Transformations.
+    Transforms,
 }
 
 fn head(title: &str) -> Markup {
@@ -83,6 +85,7 @@ pub fn page_status(
                         (item(Nav::Dead, "/dead", "Dead letters"))
                         (item(Nav::Destinations, "/destinations", "Destinations"))
                         (item(Nav::Rejected, "/rejected", "Rejected"))
+                        (item(Nav::Transforms, "/transforms", "Transforms"))
                     }
                     span.role {
                         @if a.role() == Role::ReadOnly { "Read-only" } @else { "Admin" }

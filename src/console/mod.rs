@@ -29,6 +29,7 @@ pub mod source_test;
 pub mod sources;
 pub mod stats;
 pub mod svg;
+pub mod transforms;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,6 +107,8 @@ pub fn router_with(
         .route("/destinations", get(destinations::list))
         .route("/sources", get(sources::list))
         .route("/rejected", get(rejected::list))
+        .route("/transforms", get(transforms::list))
+        .route("/transforms/{name}/try", post(transforms::try_it))
         .route("/sources/{name}/test", post(source_test::send_test))
         .route("/destinations/{name}/pause", post(destinations::pause))
         .route("/destinations/{name}/resume", post(destinations::resume))

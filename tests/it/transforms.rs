@@ -527,3 +527,170 @@ async fn a_fixed_script_and_a_replay_deliver() {
         "{m:#}"
     );
 }
+
+/// A gateway (in this process) with the Telegram example on a route.
+async fn telegram_gateway(rx: &Receiver) -> Gateway {
+    Gateway::start(&format!(
+        "{}\n[[transforms]]\nname = \"telegram-to-chat\"\nfile = \"{}\"\n",
+        app_to_svc(rx, None, "transform = \"telegram-to-chat\""),
+        example("telegram-to-chat.js")
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn the_api_lists_transforms_and_tries_them() {
+    let rx = Receiver::start().await;
+    let gw = telegram_gateway(&rx).await;
+    let (st, v) = gw.api_get("/api/v1/transforms").await;
+    assert_eq!(st, 200);
+    assert_eq!(v["data"][0]["name"], "telegram-to-chat");
+    assert_eq!(v["data"][0]["timeout_ms"], 50);
+    assert_eq!(v["data"][0]["memory_limit"], 16 * 1024 * 1024);
+    assert!(v["data"][0]["code"]
+        .as_str()
+        .unwrap()
+        .contains("function transform"));
+    let (st, _) = gw.api_get("/api/v1/transforms/nope").await;
+    assert_eq!(st, 404);
+
+    // On a stored message: what would be delivered.
+    let (_, body) = fixture_body("telegram-message.json");
+    let id = post_json(&gw, "app", &[], std::str::from_utf8(&body).unwrap()).await;
+    let try_path = "/api/v1/transforms/telegram-to-chat/try";
+    let (st, v) = gw.api_post(try_path, json!({"message_id": id})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["outcome"], "deliver");
+    assert_eq!(v["content_type"], "application/json");
+    assert_eq!(
+        serde_json::from_str::<Value>(v["body"].as_str().unwrap()).unwrap(),
+        json!({"chat_id": 1111111, "user": "Testusername", "text": "/start"})
+    );
+    // On a request object; a drop; other code that throws.
+    let (_, v) = gw
+        .api_post(
+            try_path,
+            json!({"request": {"body": {"message": {"chat": {"id": 7}, "from": {"username": "ada"}, "text": "hi"}}}}),
+        )
+        .await;
+    assert_eq!(
+        v["output"]["body"],
+        json!({"chat_id": 7, "user": "ada", "text": "hi"})
+    );
+    let (_, v) = gw
+        .api_post(
+            try_path,
+            json!({"request": {"body": {"message": {"chat": {"id": 7}}}}}),
+        )
+        .await;
+    assert_eq!(v["outcome"], "dropped", "{v}");
+    let (_, v) = gw
+        .api_post(
+            try_path,
+            json!({"message_id": id, "code": "function transform(r) { return r.body.nothing.here; }"}),
+        )
+        .await;
+    assert_eq!(v["outcome"], "transform_failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("transform `telegram-to-chat` threw TypeError"),
+        "{v}"
+    );
+    // The saved script is unchanged by a try with other code.
+    let (_, v) = gw.api_post(try_path, json!({"message_id": id})).await;
+    assert_eq!(v["outcome"], "deliver");
+    // Neither or both of message_id and request; an unknown message.
+    for bad in [json!({}), json!({"message_id": id, "request": {}})] {
+        let (st, v) = gw.api_post(try_path, bad).await;
+        assert_eq!(st, 400, "{v}");
+    }
+    let (st, _) = gw
+        .api_post(
+            try_path,
+            json!({"message_id": "msg_01JDQ6TQ1R9W5V1HB3Q4Z2N7XK"}),
+        )
+        .await;
+    assert_eq!(st, 404);
+    // An API destination may name a transformation, and only a defined one.
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/destinations",
+            json!({"name": "x", "url": "https://example.com/", "transform": "nope"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["pointer"], "/transform", "{v}");
+}
+
+#[tokio::test]
+async fn the_console_lists_transforms_and_tries_one_on_a_message() {
+    use crate::console::Browser;
+    let rx = Receiver::start().await;
+    let gw = telegram_gateway(&rx).await;
+    let (_, body) = fixture_body("telegram-message.json");
+    let id = post_json(&gw, "app", &[], std::str::from_utf8(&body).unwrap()).await;
+    let mut b = Browser::new(&gw);
+    b.login(ADMIN_TOKEN).await;
+    let page = b.page("/transforms").await;
+    assert!(
+        page.contains(r#"<a href="/transforms" aria-current="page">Transforms</a>"#),
+        "{page}"
+    );
+    assert!(page.contains("telegram-to-chat"));
+    // Every control has a label.
+    for control in [
+        "-code\">Script</label>",
+        "-message\">Message id</label>",
+        ">Try it</button>",
+    ] {
+        assert!(page.contains(control), "{control}: {page}");
+    }
+    let csrf = crate::console::csrf_field(&page);
+    let code = std::fs::read_to_string(example("telegram-to-chat.js")).unwrap();
+    let r = b
+        .post(
+            "/transforms/telegram-to-chat/try",
+            &[("csrf", &csrf), ("message_id", &id), ("code", &code)],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Would deliver"), "{html}");
+    assert!(html.contains("&quot;chat_id&quot;:1111111"), "{html}");
+    // An edited script that fails shows the error.
+    let r = b
+        .post(
+            "/transforms/telegram-to-chat/try",
+            &[
+                ("csrf", &csrf),
+                ("message_id", &id),
+                ("code", "function transform(r) { throw new Error('nope'); }"),
+            ],
+            "same-origin",
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Transform failed: transform `telegram-to-chat` threw Error: nope"),
+        "{html}"
+    );
+    // A message the script drops shows so in the message detail.
+    let r = client()
+        .post(gw.ingest_url("app"))
+        .header("content-type", "application/json")
+        .body(r#"{"update_id": 2, "message": {"chat": {"id": 1}, "sticker": {}}}"#)
+        .send()
+        .await
+        .unwrap();
+    let dropped = message_id(&r);
+    assert_eq!(delivery(&gw, &dropped).await["status"], "dropped");
+    let page = b.page(&format!("/messages/{dropped}")).await;
+    assert!(page.contains("s-dropped"), "{page}");
+    assert!(
+        page.contains("dropped by transform `telegram-to-chat`"),
+        "{page}"
+    );
+}
