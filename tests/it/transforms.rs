@@ -694,3 +694,40 @@ async fn the_console_lists_transforms_and_tries_one_on_a_message() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn the_script_sees_the_method_path_and_query_it_was_received_with() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start(&format!(
+        "{}\n[[transforms]]\nname = \"echo\"\ncode = \"function transform(r) {{ return {{body: {{method: r.method, path: r.path, query: r.query}}}}; }}\"\n",
+        app_to_svc(&rx, None, "transform = \"echo\"")
+    ))
+    .await;
+    // A client cannot pass its own request line off as the gateway's.
+    let r = client()
+        .put(format!("{}/orders?x=1&x=2&y=3", gw.ingest_url("app")))
+        .header("hookgate-path", "/in/forged")
+        .header("hookgate-method", "DELETE")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let plain = post_json(&gw, "app", &[], "{}").await;
+    let got = rx.wait_for(2, Duration::from_secs(20)).await;
+    let of = |id: &str| {
+        json_of(
+            got.iter()
+                .find(|r| r.header("webhook-id") == Some(id))
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        of(&message_id(&r)),
+        json!({"method": "PUT", "path": "/in/app/orders", "query": {"x": ["1", "2"], "y": "3"}})
+    );
+    assert_eq!(
+        of(&plain),
+        json!({"method": "POST", "path": "/in/app", "query": {}})
+    );
+}
