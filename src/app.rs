@@ -181,6 +181,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         dispatcher.set_traces(t.clone());
     }
     let registry = Arc::new(load_registry(&cfg, &store, &dispatcher, &clock).await?);
+    registry.transforms().replace(&cfg.transforms);
+    dispatcher.set_transforms(crate::dispatch::transform::Transforming {
+        engine: registry.transforms().engine(),
+        lookup: registry.transforms(),
+    });
     warn_orphans(store.as_ref(), &dispatcher).await?;
     let mut ingest = new_ingest(&cfg, &store, &dispatcher, &registry, &clock)?;
     ingest.traces = traces.clone();

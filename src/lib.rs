@@ -28,3 +28,4 @@ pub mod tasks;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod transform;

@@ -334,6 +334,34 @@ impl Condition {
     }
 }
 
+/// Whether a header's (or query parameter's) value is a secret or a signature
+/// and must be masked.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    const EXACT: &[&str] = &[
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "apikey",
+    ];
+    const PARTS: &[&str] = &[
+        "signature",
+        "secret",
+        "token",
+        "hmac",
+        "password",
+        "api-key",
+        "apikey",
+        "auth",
+        "credential",
+        "api_key",
+    ];
+    EXACT.contains(&n.as_str()) || PARTS.iter().any(|p| n.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub fn router() -> Router<Shared> {
 pub(crate) struct DeliveriesParams {
     /// Only deliveries to this destination.
     destination: Option<String>,
-    /// `pending`, `queued`, `delivered`, `dead` or `replayed`.
+    /// `pending`, `queued`, `delivered`, `dead`, `replayed`, `dropped` or `transform_failed`.
     #[param(example = "dead")]
     status: Option<String>,
     /// Deliveries per page: 1 to 1000 (default 50).
@@ -60,7 +60,7 @@ pub(crate) async fn list_deliveries(
         destination: given(p.destination),
         status: parse_status::<DeliveryStatus>(
             p.status.as_deref(),
-            "pending, queued, delivered, dead, replayed",
+            "pending, queued, delivered, dead, replayed, dropped, transform_failed",
         )?,
         limit: limit(p.limit)?,
         cursor: given(p.cursor),

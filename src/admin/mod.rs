@@ -16,6 +16,7 @@ pub mod pull;
 pub mod ready;
 pub mod rejected;
 pub mod reload;
+pub mod transforms;
 pub mod views;
 
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub fn router(state: Shared, pages: Router<Shared>) -> Router {
         .merge(rejected::router())
         .merge(alerts::router())
         .merge(reload::router())
+        .merge(transforms::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("API route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));

@@ -20,7 +20,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, deliveries, destinations, events, health, messages, pull, rejected, reload, Shared,
+    alerts, deliveries, destinations, events, health, messages, pull, rejected, reload, transforms,
+    Shared,
 };
 
 /// The prefix of the operations behind the bearer token.
@@ -62,6 +63,9 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         rejected::list_rejected,
         alerts::list_alerts,
         reload::reload,
+        transforms::list,
+        transforms::get_one,
+        transforms::try_it,
         openapi_json,
     ),
     components(schemas(super::error::ErrorBody)),
@@ -74,6 +78,7 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         (name = "events", description = "Publish events from your app (source `api`)"),
         (name = "rejected", description = "The last requests ingest refused, with the reason"),
         (name = "alerts", description = "Alert conditions that hold now and the alerts raised"),
+        (name = "transforms", description = "Transformations: list them, and try one on a stored message or a request object"),
         (name = "operations", description = "Health, readiness, metrics, reload and this document"),
     )
 )]

@@ -25,7 +25,8 @@ pub fn router() -> Router<Shared> {
 #[schema(example = json!({"reloaded": true, "summary": "destination `app` changed",
     "changes": {"sources": {"added": [], "removed": [], "changed": []},
                 "destinations": {"added": [], "removed": [], "changed": ["app"]},
-                "routes": {"added": [], "removed": [], "changed": []}, "settings": []},
+                "routes": {"added": [], "removed": [], "changed": []},
+                "transforms": {"added": [], "removed": [], "changed": []}, "settings": []},
     "needs_restart": []}))]
 pub struct Reloaded {
     /// Always `true`.

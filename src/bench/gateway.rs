@@ -75,6 +75,8 @@ pub struct Setup {
     pub pull: bool,
     /// Export traces to this OTLP/HTTP endpoint (`[telemetry] otlp_endpoint`).
     pub otlp_endpoint: Option<String>,
+    /// Run every message through this script (a transformation on the route).
+    pub transform: Option<std::path::PathBuf>,
 }
 
 /// A TOML string literal (paths and URLs may hold quotes or backslashes).
@@ -124,6 +126,16 @@ impl Setup {
             .as_deref()
             .map(|e| format!("[telemetry]\notlp_endpoint = {}\n", lit(e)))
             .unwrap_or_default();
+        let transform = self
+            .transform
+            .as_ref()
+            .map(|f| {
+                format!(
+                    "transform = \"bench\"\n\n[[transforms]]\nname = \"bench\"\nfile = {}\n",
+                    lit(&f.display().to_string())
+                )
+            })
+            .unwrap_or_default();
         format!(
             r#"# Written by `hookgate bench`.
 [server]
@@ -149,7 +161,7 @@ retry = {{ schedule = ["0s", "1s", "5s", "30s"] }}
 [[routes]]
 source = "{SOURCE}"
 to = "{to}"
-"#,
+{transform}"#,
             ingest = self.ingest,
             admin = self.admin,
             token = lit(&self.token),
@@ -447,7 +459,27 @@ mod tests {
             max_in_flight: 64,
             pull: false,
             otlp_endpoint: None,
+            transform: None,
         }
+    }
+
+    #[test]
+    fn a_transform_runs_on_the_route() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t \"quoted\".js");
+        std::fs::write(&file, "function transform(r) { return r; }").unwrap();
+        let s = Setup {
+            transform: Some(file),
+            ..setup(Verify::Off, Backend::Sqlite)
+        };
+        let text = s.config();
+        let cfg = crate::config::parse(&text, "bench.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(cfg.routes[0].transform.as_deref(), Some("bench"));
+        assert_eq!(
+            cfg.transforms[0].text(),
+            Some("function transform(r) { return r; }")
+        );
     }
 
     #[test]

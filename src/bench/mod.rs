@@ -167,6 +167,10 @@ pub struct BenchArgs {
     /// (`[telemetry] otlp_endpoint`); off by default.
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Run every delivered message through this JavaScript file (a
+    /// transformation on the route; see docs/transformations.md).
+    #[arg(long, value_name = "FILE")]
+    pub transform: Option<std::path::PathBuf>,
     /// Print one JSON object on stdout instead of the table (the table goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -319,6 +323,12 @@ impl Bench {
              the gateway in its own; all share the machine's cores"
                 .into(),
         );
+        if let Some(t) = &args.transform {
+            report.notes.push(format!(
+                "every message runs through the transformation {} before its delivery",
+                t.display()
+            ));
+        }
         if let Some(e) = &args.otlp_endpoint {
             report
                 .notes
@@ -415,6 +425,11 @@ impl Bench {
             },
             pull,
             otlp_endpoint: self.args.otlp_endpoint.clone(),
+            transform: self
+                .args
+                .transform
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         })
     }
 

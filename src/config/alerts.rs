@@ -291,6 +291,7 @@ pub fn channel_destination(c: &AlertChannel) -> DestinationDef {
         headers: Default::default(),
         forward_headers: Some(super::ForwardHeaders::None),
         signing_secrets: Vec::new(),
+        transform: None,
         spans: FieldSpans::default(),
     }
 }

@@ -306,6 +306,46 @@ pub fn route(
     out
 }
 
+/// Every problem of a transformation's definition: its name, exactly one of
+/// `file` and `code`, and limits a run can work within.
+pub fn transform(t: &super::TransformDef) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if !valid_name(&t.name) {
+        out.push(Problem::at("name", bad_name("transform", &t.name)));
+    }
+    match (&t.file, &t.code) {
+        (Some(_), Some(_)) => out.push(Problem::at(
+            "code",
+            format!(
+                "transform `{}` has both `file` and `code`: give one",
+                t.name
+            ),
+        )),
+        (None, None) => out.push(Problem::at(
+            "name",
+            format!("transform `{}` needs `file` or `code`", t.name),
+        )),
+        _ => {}
+    }
+    if t.timeout
+        .is_some_and(|d| d.0.is_zero() || d.0 > std::time::Duration::from_secs(10))
+    {
+        out.push(Problem::at(
+            "timeout",
+            "transform timeout must be more than 0 and at most 10s",
+        ));
+    }
+    if t.memory_limit
+        .is_some_and(|m| m.0 < (1 << 20) || m.0 > (1 << 30))
+    {
+        out.push(Problem::at(
+            "memory_limit",
+            "transform memory_limit must be between 1MiB and 1GiB",
+        ));
+    }
+    out
+}
+
 /// A problem at `filter.N` for each filter table that is not a condition.
 fn filter_problems<'a>(filter: impl Iterator<Item = &'a FilterSpec>, out: &mut Vec<Problem>) {
     for (i, f) in filter.enumerate() {

@@ -10,7 +10,7 @@ use serde_spanned::Spanned;
 
 use super::{
     BreakerConfig, Dur, FieldSpans, ForwardHeaders, OneOrMany, Priority, RateLimitConfig,
-    RetryConfig, Secret, API_SOURCE,
+    RetryConfig, Secret, Size, API_SOURCE,
 };
 use crate::clock::Millis;
 use crate::select::{FilterSpec, Selector};
@@ -102,6 +102,10 @@ pub struct DestinationDef {
     /// Which of the original request's headers are passed on.
     #[serde(default)]
     pub forward_headers: Option<ForwardHeaders>,
+    /// The transformation (`[[transforms]]` name) every delivery here runs
+    /// through before it is sent, unless its route names one.
+    #[serde(default)]
+    pub transform: Option<String>,
     /// API destinations: the signing keys, kept by the gateway (never set by users).
     #[serde(default)]
     #[schema(ignore)]
@@ -144,9 +148,64 @@ pub struct RouteDef {
     /// Hold each delivery this long first.
     #[serde(default)]
     pub delay: Dur,
+    /// The transformation (`[[transforms]]` name) this route's deliveries run
+    /// through before they are sent.
+    #[serde(default)]
+    pub transform: Option<String>,
     /// Where each field is in the file, for errors.
     #[serde(skip)]
     pub spans: FieldSpans,
+}
+
+/// A transformation: JavaScript defining `function transform(request, context)`.
+/// `[[transforms]]` in the file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransformDef {
+    /// Name used by routes and destinations (`transform = "name"`).
+    pub name: String,
+    /// A file with the script, relative to the config file's folder.
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
+    /// The script itself.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// How long one run may take (default 50ms).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Memory the script may use (default 16MiB).
+    #[serde(default)]
+    pub memory_limit: Option<Size>,
+    /// The script read from `file` when the config was loaded.
+    #[serde(skip)]
+    pub loaded: Option<String>,
+    /// Where each field is in the file, for errors.
+    #[serde(skip)]
+    pub spans: FieldSpans,
+}
+
+impl TransformDef {
+    /// The script's text: `code`, or what was read from `file`.
+    pub fn text(&self) -> Option<&str> {
+        self.code.as_deref().or(self.loaded.as_deref())
+    }
+
+    /// The limits of a run, defaults filled in.
+    pub fn limits(&self) -> crate::transform::Limits {
+        crate::transform::Limits {
+            memory: self
+                .memory_limit
+                .map_or(crate::transform::DEFAULT_MEMORY, |s| s.0 as usize),
+            time: self
+                .timeout
+                .map_or(crate::transform::DEFAULT_TIMEOUT, |d| d.0),
+        }
+    }
+
+    /// The script to run.
+    pub fn script(&self) -> crate::transform::Script {
+        crate::transform::Script::new(&self.name, self.text().unwrap_or_default(), self.limits())
+    }
 }
 
 impl RouteDef {
@@ -174,6 +233,7 @@ impl RouteDef {
             ordering_key: None,
             priority: Priority::Normal,
             delay: Dur::default(),
+            transform: None,
             spans: FieldSpans::default(),
         }
     }

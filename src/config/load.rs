@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "destinations",
     "routes",
     "alerts",
+    "transforms",
 ];
 
 /// Reads and checks a config file. `env` looks up `${VAR}` references.
@@ -46,7 +47,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parses and checks config text; `file` names it in errors, `env` resolves `${VAR}`.
-/// The TLS files it names are not read (see [`load`]).
+/// The TLS files it names are not read (see [`load`]); the transformations'
+/// script files are, relative to `file`'s folder.
 pub fn parse(
     text: &str,
     file: &str,
@@ -134,6 +136,17 @@ fn parse_with(
                     cfg.alerts.push(a);
                 }
             }
+            "transforms" => {
+                for (mut t, spans) in many::<super::TransformDef>(
+                    value,
+                    "transforms",
+                    &mut defined.transforms,
+                    &mut errs,
+                ) {
+                    t.spans = spans;
+                    cfg.transforms.push(t);
+                }
+            }
             other => errs.at(Some(key_span), unknown("section", other, SECTIONS)),
         }
     }
@@ -145,6 +158,9 @@ fn parse_with(
     if read_files {
         check_tls_files(&cfg, &mut errs);
     }
+    // Scripts are part of what runs (unlike certificates, which the listeners
+    // load themselves): read them whichever way the config came.
+    read_transform_files(&mut cfg, Path::new(file).parent(), &mut errs);
     errs.into_result(cfg)
 }
 
@@ -168,6 +184,30 @@ fn check_tls_files(cfg: &Config, errs: &mut Errors<'_>) {
                 format!("{setting}.{field}")
             };
             errs.field(&cfg.spans, &path, format!("{path}: {e}"));
+        }
+    }
+}
+
+/// Reads the script of each transformation given as a `file`, relative to the
+/// config file's folder; an error names the file, at its field.
+fn read_transform_files(cfg: &mut Config, dir: Option<&Path>, errs: &mut Errors<'_>) {
+    for t in &mut cfg.transforms {
+        let Some(f) = &t.file else { continue };
+        let path = match dir {
+            Some(d) if f.is_relative() => d.join(f),
+            _ => f.clone(),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => t.loaded = Some(text),
+            Err(e) => errs.field(
+                &t.spans,
+                "file",
+                format!(
+                    "transform `{}`: cannot read {}: {e}",
+                    t.name,
+                    path.display()
+                ),
+            ),
         }
     }
 }

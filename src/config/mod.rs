@@ -33,7 +33,7 @@ pub use units::{Dur, Parsed, Secret, Size};
 pub use validate::{is_tenant_source, verify_problems, warnings, API_SOURCE, TENANT_SOURCE_PREFIX};
 
 pub use check::{check_url, valid_name};
-pub use def::{DestinationDef, RouteDef};
+pub use def::{DestinationDef, RouteDef, TransformDef};
 
 use crate::select::Selector;
 
@@ -50,6 +50,8 @@ pub struct Config {
     pub destinations: Vec<DestinationDef>,
     /// `[[routes]]`: which source's messages go to which destination.
     pub routes: Vec<RouteDef>,
+    /// `[[transforms]]`: scripts that reshape, enrich or drop messages.
+    pub transforms: Vec<TransformDef>,
     /// `[telemetry]`: traces exported over OTLP.
     pub telemetry: TelemetryConfig,
     /// `[[alerts]]`: the alert channels (each also delivered through a

@@ -757,3 +757,109 @@ fn telemetry_errors_are_at_their_keys() {
     let errs = errors("[telemetry]\notlp_endpont = \"http://c:4318\"\n");
     assert!(errs[0].message.contains("otlp_endpoint"), "{errs:#?}");
 }
+
+/// A source, a destination and a route naming `transform`, then `extra`.
+fn with_transform(route_transform: &str, extra: &str) -> String {
+    format!(
+        "[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\n[[routes]]\nsource = \"s\"\nto = \"d\"\ntransform = \"{route_transform}\"\n{extra}"
+    )
+}
+
+#[test]
+fn transforms_parse_with_their_limits() {
+    let text = with_transform(
+        "t",
+        "[[transforms]]\nname = \"t\"\ncode = \"function transform(r) { return r; }\"\ntimeout = \"20ms\"\nmemory_limit = \"4MiB\"\n",
+    );
+    let cfg = parse(&text, "hg.toml", &env).unwrap();
+    let t = &cfg.transforms[0];
+    assert_eq!(cfg.routes[0].transform.as_deref(), Some("t"));
+    assert_eq!(t.text(), Some("function transform(r) { return r; }"));
+    assert_eq!(
+        t.limits(),
+        crate::transform::Limits {
+            memory: 4 << 20,
+            time: std::time::Duration::from_millis(20)
+        }
+    );
+}
+
+#[test]
+fn transform_problems_are_reported_at_their_fields() {
+    let cases = [
+        // A route naming no transformation.
+        (with_transform("nope", ""), "transform `nope` is not a defined transform", 9),
+        // Both and neither of file and code; a zero timeout; a tiny memory limit.
+        (
+            with_transform("t", "[[transforms]]\nname = \"t\"\nfile = \"a.js\"\ncode = \"x\"\n"),
+            "has both `file` and `code`",
+            13,
+        ),
+        (
+            with_transform("t", "[[transforms]]\nname = \"t\"\n"),
+            "needs `file` or `code`",
+            11,
+        ),
+        (
+            with_transform("t", "[[transforms]]\nname = \"t\"\ncode = \"x\"\ntimeout = \"0s\"\n"),
+            "timeout must be more than 0",
+            13,
+        ),
+        (
+            with_transform("t", "[[transforms]]\nname = \"t\"\ncode = \"x\"\nmemory_limit = \"1KiB\"\n"),
+            "memory_limit must be between 1MiB and 1GiB",
+            13,
+        ),
+        (
+            with_transform("t", "[[transforms]]\nname = \"t\"\ncode = \"x\"\n[[transforms]]\nname = \"t\"\ncode = \"y\"\n"),
+            "transform `t` is defined twice",
+            14,
+        ),
+    ];
+    for (text, want, line) in cases {
+        let errs = errors(&text);
+        let e = errs
+            .iter()
+            .find(|e| e.message.contains(want))
+            .unwrap_or_else(|| panic!("{want}: {errs:?}"));
+        assert_eq!(e.line, Some(line), "{want}: {e:?}");
+    }
+}
+
+#[test]
+fn a_transform_file_is_read_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("js")).unwrap();
+    std::fs::write(
+        dir.path().join("js/t.js"),
+        "function transform(r) { return null; }",
+    )
+    .unwrap();
+    let cfg_path = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &cfg_path,
+        with_transform("t", "[[transforms]]\nname = \"t\"\nfile = \"js/t.js\"\n"),
+    )
+    .unwrap();
+    let cfg = load(&cfg_path).unwrap();
+    assert_eq!(
+        cfg.transforms[0].text(),
+        Some("function transform(r) { return null; }")
+    );
+    std::fs::write(
+        &cfg_path,
+        with_transform(
+            "t",
+            "[[transforms]]\nname = \"t\"\nfile = \"js/missing.js\"\n",
+        ),
+    )
+    .unwrap();
+    let errs = load(&cfg_path).unwrap_err().0;
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("transform `t`: cannot read")
+                && e.message.contains("missing.js")
+                && e.line == Some(12)),
+        "{errs:?}"
+    );
+}

@@ -33,6 +33,8 @@ pub(super) struct Defined {
     pub sources: HashSet<String>,
     /// `[[destinations]]` names.
     pub destinations: HashSet<String>,
+    /// `[[transforms]]` names.
+    pub transforms: HashSet<String>,
 }
 
 pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
@@ -75,6 +77,41 @@ pub(super) fn validate(cfg: &Config, defined: &Defined, errs: &mut Errors<'_>) {
         let is_destination = |n: &str| defined.destinations.contains(n);
         for p in super::check::route(r, &is_source, &is_destination) {
             errs.field(&r.spans, &p.dotted(), p.message);
+        }
+        check_transform_ref(r.transform.as_deref(), &r.spans, defined, errs);
+    }
+    for d in &cfg.destinations {
+        check_transform_ref(d.transform.as_deref(), &d.spans, defined, errs);
+    }
+    let mut transforms = HashSet::new();
+    for t in &cfg.transforms {
+        if !transforms.insert(t.name.as_str()) {
+            errs.field(
+                &t.spans,
+                "name",
+                format!("transform `{}` is defined twice", t.name),
+            );
+        }
+        for p in super::check::transform(t) {
+            errs.field(&t.spans, &p.dotted(), p.message);
+        }
+    }
+}
+
+/// A `transform = "name"` must name a `[[transforms]]` table.
+fn check_transform_ref(
+    name: Option<&str>,
+    spans: &super::FieldSpans,
+    defined: &Defined,
+    errs: &mut Errors<'_>,
+) {
+    if let Some(n) = name {
+        if !defined.transforms.contains(n) {
+            errs.field(
+                spans,
+                "transform",
+                format!("transform `{n}` is not a defined transform (add a [[transforms]] table with name = \"{n}\")"),
+            );
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum Nav {
     Rejected,
     /// Alerts.
     Alerts,
+    /// Transformations.
+    Transforms,
 }
 
 fn head(title: &str) -> Markup {
@@ -86,6 +88,7 @@ pub fn page_status(
                         (item(Nav::Destinations, "/destinations", "Destinations"))
                         (item(Nav::Rejected, "/rejected", "Rejected"))
                         (item(Nav::Alerts, "/alerts", "Alerts"))
+                        (item(Nav::Transforms, "/transforms", "Transforms"))
                     }
                     span.role {
                         @if a.role() == Role::ReadOnly { "Read-only" } @else { "Admin" }

@@ -272,7 +272,15 @@ fn filter_form(c: &Console, f: &Filter, search: Option<&str>) -> Markup {
         .map(|h| h.spec().name.clone())
         .collect();
     let statuses: &[&str] = if f.destination.is_some() {
-        &["pending", "queued", "delivered", "dead", "replayed"]
+        &[
+            "pending",
+            "queued",
+            "delivered",
+            "dead",
+            "replayed",
+            "dropped",
+            "transform_failed",
+        ]
     } else {
         &["pending", "delivered", "dead"]
     };

@@ -30,6 +30,7 @@ pub mod source_test;
 pub mod sources;
 pub mod stats;
 pub mod svg;
+pub mod transforms;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,6 +109,8 @@ pub fn router_with(
         .route("/sources", get(sources::list))
         .route("/rejected", get(rejected::list))
         .route("/alerts", get(alerts::list))
+        .route("/transforms", get(transforms::list))
+        .route("/transforms/{name}/try", post(transforms::try_it))
         .route("/sources/{name}/test", post(source_test::send_test))
         .route("/destinations/{name}/pause", post(destinations::pause))
         .route("/destinations/{name}/resume", post(destinations::resume))

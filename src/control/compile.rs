@@ -92,6 +92,7 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Result<DestinationSpec
             .clone()
             .unwrap_or_else(|| crate::config::API_SOURCE.to_string()),
         filter: d.filter.clone(),
+        transform: d.transform.clone(),
     })
 }
 

@@ -13,6 +13,7 @@
 pub mod compile;
 pub mod registry;
 pub mod reload;
+pub mod transforms;
 
 pub use crate::config::check as validate;
 pub use crate::config::{def, defaults};

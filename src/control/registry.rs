@@ -104,6 +104,8 @@ pub struct Registry {
     allow_private: bool,
     /// The sources of the config file (an API destination may be routed from one).
     sources: RwLock<HashSet<String>>,
+    /// The transformations by name.
+    transforms: Arc<super::transforms::Transforms>,
 }
 
 /// Why a reload of the config file's destinations was refused (nothing changed).
@@ -160,10 +162,12 @@ impl Registry {
                 }
             }
         }
+        let routing = Arc::new(Routing::new(RouteTable::default()));
         let registry = Registry {
             store,
             dispatcher,
-            routing: Arc::new(Routing::new(RouteTable::default())),
+            transforms: Arc::new(super::transforms::Transforms::new(routing.clone())),
+            routing,
             clock,
             file_names: RwLock::new(file_names),
             file_routes: RwLock::new(file_routes.to_vec()),
@@ -177,6 +181,22 @@ impl Registry {
     /// The route table as ingest and the API read it.
     pub fn routing(&self) -> Arc<Routing> {
         self.routing.clone()
+    }
+
+    /// The transformations, which the dispatcher asks which script a delivery runs.
+    pub fn transforms(&self) -> Arc<super::transforms::Transforms> {
+        self.transforms.clone()
+    }
+
+    /// A `transform` of an API definition must name a transformation.
+    fn check_transform(&self, d: &DestinationDef) -> Result<(), ControlError> {
+        match &d.transform {
+            Some(t) if self.transforms.get(t).is_none() => Err(ControlError::invalid(
+                "transform",
+                format!("transform `{t}` is not a defined transform"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Whether `name` is a config-file destination.
@@ -313,6 +333,7 @@ impl Registry {
             ));
         }
         let mut d = parse(&body)?;
+        self.check_transform(&d)?;
         if self.is_file(&d.name) || self.dispatcher.get(&d.name).is_some() {
             return Err(ControlError::Exists(d.name));
         }
@@ -386,6 +407,7 @@ impl Registry {
             }
         }
         let d = parse(&merged)?;
+        self.check_transform(&d)?;
         let was = parse(current.spec.as_object().unwrap_or(&Map::new()))?;
         if d.kind != was.kind {
             return Err(ControlError::invalid(

@@ -84,6 +84,8 @@ pub struct Changes {
     /// `[[routes]]`, each as `source → to` (a route has no name; a changed one
     /// is one removed and one added).
     pub routes: Named,
+    /// `[[transforms]]` by name (a changed script counts as changed).
+    pub transforms: Named,
     /// `server.*` and `storage.*` settings applied (`server.admin_tokens`).
     pub settings: Vec<&'static str>,
     /// Settings changed in the file that keep their running value until a
@@ -104,6 +106,7 @@ impl Changes {
         self.sources.describe("source", &mut parts);
         self.destinations.describe("destination", &mut parts);
         self.routes.describe("route", &mut parts);
+        self.transforms.describe("transform", &mut parts);
         parts.extend(self.settings.iter().map(|s| format!("{s} changed")));
         if parts.is_empty() {
             "nothing changed".to_string()
@@ -116,6 +119,7 @@ impl Changes {
         self.sources.is_empty()
             && self.destinations.is_empty()
             && self.routes.is_empty()
+            && self.transforms.is_empty()
             && self.settings.is_empty()
     }
 }
@@ -228,6 +232,12 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
         sources,
         destinations,
         routes: routes(&old.routes, &new.routes),
+        transforms: named(
+            &old.transforms,
+            &new.transforms,
+            |t| t.name.as_str(),
+            |a, b| a.text() == b.text() && a.limits() == b.limits(),
+        ),
         settings,
         needs_restart,
         warnings: Vec::new(),
@@ -433,6 +443,7 @@ impl Reloader {
         for w in &orphans {
             tracing::warn!("{}: {w}", file);
         }
+        self.registry.transforms().replace(&new.transforms);
         let mut changes = changes;
         changes.warnings = orphans;
         self.ingest.store(Arc::new(settings));

@@ -90,6 +90,14 @@ impl Breaker {
         }
     }
 
+    /// The probe ended without a request (its transformation dropped the
+    /// message or failed): the next attempt probes instead.
+    pub fn probe_abandoned(&mut self) {
+        if let State::HalfOpen { .. } = self.state {
+            self.state = State::HalfOpen { probing: false };
+        }
+    }
+
     /// An attempt succeeded.
     pub fn on_success(&mut self) {
         self.state = State::Closed { failures: 0 };
@@ -121,6 +129,23 @@ mod tests {
             failures: 3,
             cooldown: Dur::secs(60),
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_lets_the_next_attempt_probe() {
+        let mut b = breaker();
+        let t = Instant::now();
+        for _ in 0..3 {
+            b.on_failure(t);
+        }
+        let later = t + Duration::from_secs(61);
+        assert_eq!(b.permit(later), Permit::Probe);
+        b.probe_started();
+        assert_eq!(b.permit(later), Permit::Wait(None));
+        // Its transformation dropped the message: no request, no verdict.
+        b.probe_abandoned();
+        assert_eq!(b.permit(later), Permit::Probe);
+        assert!(b.is_open());
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,6 +71,9 @@ pub struct DestinationSpec {
     pub source: String,
     /// API destinations: conditions on the messages routed here.
     pub filter: Vec<FilterSpec>,
+    /// The transformation every delivery here runs through (unless its route
+    /// names one).
+    pub transform: Option<String>,
 }
 
 impl DestinationSpec {

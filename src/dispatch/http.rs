@@ -15,6 +15,7 @@ use super::retry::MAX_RETRY_AFTER;
 use crate::config::ForwardHeaders;
 use crate::store::{decode_headers, encode_headers, Leased, RESPONSE_HEADERS_KEEP};
 use crate::telemetry::trace::AttemptSpan;
+use crate::transform::Delivery;
 
 /// Bytes of the response body kept for the attempt log.
 pub const RESPONSE_KEEP: usize = 4096;
@@ -124,36 +125,60 @@ fn never_forward(name: &HeaderName) -> bool {
 
 /// The request headers of an attempt.
 pub fn request_headers(spec: &DestinationSpec, item: &Leased, now_ms: i64) -> HeaderMap {
+    headers_for(spec, item, now_ms, None)
+}
+
+/// The request headers of an attempt, of the request a transformation gave
+/// when there is one: its headers in place of the received ones, its
+/// Content-Type and event type, and a signature over its body.
+pub fn headers_for(
+    spec: &DestinationSpec,
+    item: &Leased,
+    now_ms: i64,
+    transformed: Option<&Delivery>,
+) -> HeaderMap {
     let msg = &item.message;
     let mut h = HeaderMap::with_capacity(16);
-    if spec.forward != ForwardHeaders::None {
-        for (k, v) in decode_headers(&msg.headers) {
-            let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+    let given: Vec<(String, Vec<u8>)> = match transformed {
+        // A transformation's headers are what the script chose to send.
+        Some(t) => t
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .collect(),
+        None if spec.forward != ForwardHeaders::None => decode_headers(&msg.headers),
+        None => Vec::new(),
+    };
+    for (k, v) in given {
+        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            continue;
+        };
+        if never_forward(&name) {
+            continue;
+        }
+        if let (None, ForwardHeaders::Only(list)) = (transformed, &spec.forward) {
+            if !list.iter().any(|l| l == name.as_str()) {
                 continue;
-            };
-            if never_forward(&name) {
-                continue;
             }
-            if let ForwardHeaders::Only(list) = &spec.forward {
-                if !list.iter().any(|l| l == name.as_str()) {
-                    continue;
-                }
-            }
-            if let Ok(val) = HeaderValue::from_bytes(&v) {
-                h.append(name, val);
-            }
+        }
+        if let Ok(val) = HeaderValue::from_bytes(&v) {
+            h.append(name, val);
         }
     }
     for (k, v) in &spec.headers {
         h.insert(k.clone(), v.clone());
     }
-    if let Some(ct) = msg
-        .content_type
-        .as_deref()
-        .and_then(|c| HeaderValue::from_str(c).ok())
-    {
+    let content_type = match transformed {
+        Some(t) => t.content_type.as_deref(),
+        None => msg.content_type.as_deref(),
+    };
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
         h.insert(CONTENT_TYPE, ct);
     }
+    let body: &[u8] = match transformed {
+        Some(t) => &t.body,
+        None => &msg.body,
+    };
     let id = msg.id.to_string();
     let ts = now_ms / 1000;
     let hv = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
@@ -161,7 +186,7 @@ pub fn request_headers(spec: &DestinationSpec, item: &Leased, now_ms: i64) -> He
     h.insert("webhook-timestamp", HeaderValue::from(ts));
     let sigs: Vec<String> = spec
         .active_keys(now_ms)
-        .map(|k| crate::signing::sign(&k.key, &id, ts, &msg.body))
+        .map(|k| crate::signing::sign(&k.key, &id, ts, body))
         .collect();
     if !sigs.is_empty() {
         h.insert("webhook-signature", hv(&sigs.join(" ")));
@@ -180,7 +205,11 @@ pub fn request_headers(spec: &DestinationSpec, item: &Leased, now_ms: i64) -> He
         }
     }
     h.insert("hookgate-source", hv(&msg.source));
-    if let Some(et) = &msg.event_type {
+    let event_type = match transformed {
+        Some(t) => t.event_type.as_ref().or(msg.event_type.as_ref()),
+        None => msg.event_type.as_ref(),
+    };
+    if let Some(et) = event_type {
         h.insert("hookgate-event-type", hv(et));
     }
     h.insert("hookgate-attempt", HeaderValue::from(item.attempt));
@@ -196,8 +225,9 @@ pub async fn send(
     item: &Leased,
     now_ms: i64,
     span: Option<&AttemptSpan>,
+    transformed: Option<&Delivery>,
 ) -> Outcome {
-    let mut headers = request_headers(spec, item, now_ms);
+    let mut headers = headers_for(spec, item, now_ms, transformed);
     if let Some(span) = span {
         span.inject(&mut headers);
     }
@@ -209,7 +239,10 @@ pub async fn send(
         client,
         &spec.uri,
         headers,
-        item.message.body.clone(),
+        match transformed {
+            Some(t) => t.body.clone(),
+            None => item.message.body.clone(),
+        },
         spec.timeout,
     )
     .await

@@ -29,6 +29,7 @@ pub mod http;
 pub mod pull;
 pub mod retry;
 pub mod ssrf;
+pub mod transform;
 mod worker;
 
 #[cfg(test)]
@@ -125,6 +126,8 @@ struct Ctx {
     traces: std::sync::OnceLock<crate::telemetry::trace::Traces>,
     /// Told of every delivery a push attempt dead-letters (alerts), set once at start.
     on_dead: std::sync::OnceLock<DeadHook>,
+    /// The transformations, set once at start.
+    transforms: std::sync::OnceLock<transform::Transforming>,
 }
 
 /// A delivery that an attempt has just dead-lettered.
@@ -249,7 +252,10 @@ pub struct Dispatcher {
 
 /// An attempt's HTTP exchange ended.
 struct Done {
-    class: Class,
+    /// How the endpoint answered; `None` when no request was made (a
+    /// transformation dropped the message or failed), which says nothing of
+    /// the endpoint.
+    class: Option<Class>,
     delivery_id: i64,
     result: AttemptResult,
     /// A delivery with an ordering key finished: record it at once.
@@ -283,6 +289,7 @@ impl Dispatcher {
                 cut_off: CancellationToken::new(),
                 traces: std::sync::OnceLock::new(),
                 on_dead: std::sync::OnceLock::new(),
+                transforms: std::sync::OnceLock::new(),
             }),
             handles: RwLock::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -335,11 +342,16 @@ impl Dispatcher {
             Origin::Config => &self.ctx.trusted,
             Origin::Api => &self.ctx.guarded,
         };
-        let outcome = self::http::send(client, &spec, &item, now_ms, None).await;
+        let outcome = self::http::send(client, &spec, &item, now_ms, None, None).await;
         Some(matches!(
             self::http::classify(&outcome, spec.retry_4xx),
             Class::Success
         ))
+    }
+
+    /// Runs each delivery through its transformation (set once, at start).
+    pub fn set_transforms(&self, t: transform::Transforming) {
+        let _ = self.ctx.transforms.set(t);
     }
 
     /// A dispatcher for unit tests: unguarded clients, a 30 s lease margin.

@@ -389,8 +389,19 @@ impl Worker {
             .store(self.in_flight.len() as u32, Ordering::Relaxed);
         // Reap finished attempt tasks.
         while self.attempts.try_join_next().is_some() {}
-        let failed = d.class.is_endpoint_failure();
-        let counter = if matches!(d.class, Class::Success) {
+        let Some(class) = d.class else {
+            // No request was made: nothing to learn of the endpoint, and a
+            // probe that made none leaves the circuit half-open for the next.
+            if self.probe == Some(d.delivery_id) {
+                self.probe = None;
+                if let Some(b) = &mut self.breaker {
+                    b.probe_abandoned();
+                }
+            }
+            return;
+        };
+        let failed = class.is_endpoint_failure();
+        let counter = if matches!(class, Class::Success) {
             &self.h.succeeded
         } else {
             &self.h.failed
@@ -501,7 +512,7 @@ impl Worker {
     }
 }
 
-/// Runs one attempt: HTTP, classification, bookkeeping.
+/// Runs one attempt: the transformation, HTTP, classification, bookkeeping.
 async fn attempt(
     ctx: Arc<Ctx>,
     h: Arc<DestinationHandle>,
@@ -511,6 +522,24 @@ async fn attempt(
 ) {
     let started_ms = ctx.clock.now_millis();
     let t0 = Instant::now();
+    let transformed = match transform::prepare(ctx.transforms.get(), &spec, &item).await {
+        transform::Prepared::Send(t) => t,
+        transform::Prepared::Final(next, error) => {
+            let result = AttemptResult {
+                delivery_id: item.delivery_id,
+                attempt: item.attempt,
+                started_at: started_ms,
+                duration_us: t0.elapsed().as_micros() as i64,
+                status: None,
+                response_body: None,
+                response_headers: None,
+                error: Some(error),
+                next,
+            };
+            finish(&ctx, &h, &item, None, result, t0.elapsed(), &done);
+            return;
+        }
+    };
     let span = ctx.traces.get().map(|t| t.attempt(&item));
     let client = match spec.origin {
         Origin::Config => &ctx.trusted,
@@ -526,7 +555,17 @@ async fn attempt(
             refused: true,
             ..Default::default()
         },
-        None => self::http::send(client, &spec, &item, started_ms, span.as_ref()).await,
+        None => {
+            self::http::send(
+                client,
+                &spec,
+                &item,
+                started_ms,
+                span.as_ref(),
+                transformed.as_ref(),
+            )
+            .await
+        }
     };
     let elapsed = t0.elapsed();
     let class = self::http::classify(&outcome, spec.retry_4xx);
@@ -537,33 +576,10 @@ async fn attempt(
             Next::Delivered => "delivered",
             Next::Retry(_) => "retry",
             Next::Dead => "dead",
+            Next::Dropped => "dropped",
+            Next::TransformFailed => "transform_failed",
         };
         span.end(outcome.status, what, outcome.error.as_deref());
-    }
-    DeliveryAttempted {
-        dest: &h.metrics,
-        message_id: item.message.id,
-        delivery_id: item.delivery_id,
-        attempt: item.attempt,
-        status: outcome.status,
-        error: outcome.error.as_deref(),
-        elapsed,
-        next,
-        lag: Duration::from_millis((now_ms - item.message.received_at).max(0) as u64),
-    }
-    .emit();
-    if let (Next::Dead, Some(hook)) = (next, ctx.on_dead.get()) {
-        hook(DeadLetter {
-            destination: spec.name.clone(),
-            message_id: item.message.id,
-            source: item.message.source.clone(),
-            event_type: item.message.event_type.clone(),
-            priority: item.priority,
-            delivery_id: item.delivery_id,
-            attempts: item.attempt,
-            status: outcome.status,
-            error: outcome.error.clone(),
-        });
     }
     let result = AttemptResult {
         delivery_id: item.delivery_id,
@@ -576,7 +592,47 @@ async fn attempt(
         error: outcome.error,
         next,
     };
-    // The worker records the result (with others, in one write).
+    finish(&ctx, &h, &item, Some(class), result, elapsed, &done);
+}
+
+/// Counts and logs an attempt's result and hands it to the worker, which
+/// records it (with others, in one write).
+fn finish(
+    ctx: &Ctx,
+    h: &DestinationHandle,
+    item: &Leased,
+    class: Option<Class>,
+    result: AttemptResult,
+    elapsed: Duration,
+    done: &mpsc::UnboundedSender<Done>,
+) {
+    let now_ms = ctx.clock.now_millis();
+    let next = result.next;
+    DeliveryAttempted {
+        dest: &h.metrics,
+        message_id: item.message.id,
+        delivery_id: item.delivery_id,
+        attempt: item.attempt,
+        status: result.status,
+        error: result.error.as_deref(),
+        elapsed,
+        next,
+        lag: Duration::from_millis((now_ms - item.message.received_at).max(0) as u64),
+    }
+    .emit();
+    if let (Next::Dead, Some(hook)) = (next, ctx.on_dead.get()) {
+        hook(DeadLetter {
+            destination: item.destination.clone(),
+            message_id: item.message.id,
+            source: item.message.source.clone(),
+            event_type: item.message.event_type.clone(),
+            priority: item.priority,
+            delivery_id: item.delivery_id,
+            attempts: item.attempt,
+            status: result.status,
+            error: result.error.clone(),
+        });
+    }
     let _ = done.send(Done {
         class,
         delivery_id: item.delivery_id,

@@ -502,13 +502,15 @@ impl Ingest {
         // With tracing, the ingest span's context goes with the message, after
         // the received headers, so that its attempts continue this trace.
         let trace = span.map(IngestSpan::stored_headers).unwrap_or_default();
+        let request = request_line(src, parts);
         let headers = encode_headers(
             parts
                 .headers
                 .iter()
-                .filter(|(k, _)| !src.strip_headers.contains(k))
+                .filter(|(k, _)| !src.strip_headers.contains(k) && !is_request_line(k.as_str()))
                 .map(|(k, v)| (k.as_str(), v.as_bytes()))
-                .chain(trace.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
+                .chain(trace.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+                .chain(request.iter().map(|(k, v)| (*k, v.as_bytes()))),
         );
         drop(inbound);
         let unrouted = deliveries.is_empty().then(|| Unrouted {
@@ -527,6 +529,35 @@ impl Ingest {
         };
         (msg, unrouted)
     }
+}
+
+/// The method and path a transformation's request object shows, stored
+/// beside the headers when they are not the usual `POST /in/{source}` (so the
+/// usual message stores nothing more).
+fn request_line(src: &Source, parts: &http::request::Parts) -> Vec<(&'static str, String)> {
+    use crate::transform::request::{METHOD_HEADER, PATH_HEADER};
+    let mut out = Vec::new();
+    if parts.method != http::Method::POST {
+        out.push((METHOD_HEADER, parts.method.as_str().to_string()));
+    }
+    let path = parts.uri.path();
+    let plain = path.strip_prefix("/in/") == Some(src.name.as_str());
+    if !plain || parts.uri.query().is_some() {
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or(path, |p| p.as_str())
+            .to_string();
+        out.push((PATH_HEADER, target));
+    }
+    out
+}
+
+/// Whether a received header has the name of a stored request line, which
+/// only the gateway writes.
+fn is_request_line(name: &str) -> bool {
+    use crate::transform::request::{METHOD_HEADER, PATH_HEADER};
+    name == METHOD_HEADER || name == PATH_HEADER
 }
 
 /// The source named by the path (`/in/{source}[/...]`).

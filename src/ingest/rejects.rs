@@ -51,33 +51,9 @@ pub const REASON_MAX: usize = 2048;
 /// What a masked value is shown as.
 pub const MASKED: &str = "(masked)";
 
-/// Whether a header's (or query parameter's) value is a secret or a signature
-/// and must be masked.
-pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    const EXACT: &[&str] = &[
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api-key",
-        "apikey",
-    ];
-    const PARTS: &[&str] = &[
-        "signature",
-        "secret",
-        "token",
-        "hmac",
-        "password",
-        "api-key",
-        "apikey",
-        "auth",
-        "credential",
-        "api_key",
-    ];
-    EXACT.contains(&n.as_str()) || PARTS.iter().any(|p| n.contains(p))
-}
+/// The secret-header predicate lives beside the selectors, so that the
+/// dispatcher (transformations) uses it too.
+pub use crate::select::is_secret_header;
 
 /// A query string with the values of secret-looking parameters masked
 /// (`hub.verify_token=(masked)`); the rest is kept as sent.

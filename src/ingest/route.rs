@@ -25,6 +25,7 @@ pub struct Route {
     ordering_key: Option<Selector>,
     priority: Priority,
     delay: Duration,
+    transform: Option<String>,
 }
 
 impl Route {
@@ -81,6 +82,7 @@ impl Route {
             ordering_key: r.ordering_key.clone(),
             priority: r.priority,
             delay: r.delay.0,
+            transform: r.transform.clone(),
         })
     }
 }
@@ -163,6 +165,37 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// Whether some route of `source` names a transformation.
+    pub fn has_transforms(&self, source: &str) -> bool {
+        self.by_source
+            .get(source)
+            .is_some_and(|rs| rs.iter().any(|r| r.transform.is_some()))
+    }
+
+    /// The transformation of the route that sends a message to `destination`
+    /// (the first that does, as [`RouteTable::deliveries`] chose it), if it
+    /// names one.
+    pub fn transform_for(
+        &self,
+        source: &str,
+        event_type: Option<&str>,
+        req: &Inbound<'_>,
+        destination: &str,
+    ) -> Option<&str> {
+        self.by_source
+            .get(source)?
+            .iter()
+            .find(|r| {
+                r.to.iter().any(|t| t == destination)
+                    && r.type_matches(event_type)
+                    && r.filter.iter().all(|c| c.matches(req))
+            })?
+            .transform
+            .as_deref()
+    }
+}
+
 /// The current route table, swappable.
 #[derive(Default)]
 pub struct Routing {
@@ -231,6 +264,26 @@ mod tests {
         assert_eq!(dests(&t, "s", None, r#"{"vip":true}"#), vec!["a", "b"]);
         assert_eq!(dests(&t, "s", None, "{}"), Vec::<String>::new());
         assert_eq!(dests(&t, "other", None, "{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_transform_is_that_of_the_route_that_chose_the_destination() {
+        let t = table(
+            "[[routes]]\nsource = \"s\"\nto = \"a\"\nfilter = [{ field = \"body:/vip\", eq = true }]\ntransform = \"vip\"\n\
+             [[routes]]\nsource = \"s\"\nto = [\"a\", \"b\"]\ntransform = \"plain\"\n\
+             [[transforms]]\nname = \"vip\"\ncode = \"x\"\n[[transforms]]\nname = \"plain\"\ncode = \"x\"\n",
+        );
+        let h = HeaderMap::new();
+        let of = |dest: &str, body: &'static str| {
+            let req = Inbound::new(&h, None, body.as_bytes());
+            t.transform_for("s", None, &req, dest).map(str::to_string)
+        };
+        assert!(t.has_transforms("s"));
+        assert!(!t.has_transforms("api"));
+        assert_eq!(of("a", r#"{"vip":true}"#).as_deref(), Some("vip"));
+        assert_eq!(of("a", "{}").as_deref(), Some("plain"));
+        assert_eq!(of("b", r#"{"vip":true}"#).as_deref(), Some("plain"));
+        assert_eq!(of("hook", "{}"), None);
     }
 
     #[test]

@@ -34,7 +34,8 @@ macro_rules! store_conformance_tests {
             tenant_records_page_both_ways, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
             message_with_no_deliveries, pull_leases_name_their_owner, pull_leases_expire,
-            alerts_kept_newest_first
+            alerts_kept_newest_first,
+            transform_outcomes_are_final_states
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -647,6 +648,73 @@ async fn status_of(s: &dyn Store, id: MessageId) -> MessageStatus {
     let listed = listed.iter().find(|m| m.id == id).unwrap().status;
     assert_eq!(detail, listed, "the detail and the listing agree");
     detail
+}
+
+/// A transformation's outcomes are final states of their own: `dropped` (the
+/// message counts as delivered) and `transform_failed` (it counts as dead, and
+/// stays out of the dead-letter queue), each listed by its status, with the
+/// error in the attempt; a delivery behind one with the same ordering key goes
+/// next; a replay makes a new delivery that can succeed.
+pub async fn transform_outcomes_are_final_states(s: &dyn Store) {
+    let dropped = msg("src", &["a"], None);
+    let failed = msg("src", &["a"], None);
+    let (dropped_id, failed_id) = (dropped.id, failed.id);
+    s.append(dropped).await.unwrap();
+    s.append(failed).await.unwrap();
+    let got = lease(s, "a", T0, 10).await;
+    assert_eq!(got.len(), 2);
+    let by_id = |id: MessageId| got.iter().find(|l| l.message.id == id).unwrap();
+    let mut r1 = result(by_id(dropped_id), Next::Dropped);
+    (r1.status, r1.response_body, r1.response_headers) = (None, None, None);
+    r1.error = Some("dropped by transform `t`".into());
+    let mut r2 = result(by_id(failed_id), Next::TransformFailed);
+    (r2.status, r2.response_body, r2.response_headers) = (None, None, None);
+    r2.error = Some("transform `t` threw Error: boom".into());
+    s.complete(vec![r1, r2]).await.unwrap();
+    // Final: nothing is due again.
+    assert!(lease(s, "a", T0 + 3_600_000, 10).await.is_empty());
+    let d = s.message(dropped_id).await.unwrap();
+    assert_eq!(d.deliveries[0].status, DeliveryStatus::Dropped);
+    assert_eq!(status_of(s, dropped_id).await, MessageStatus::Delivered);
+    let d = s.message(failed_id).await.unwrap();
+    assert_eq!(d.deliveries[0].status, DeliveryStatus::TransformFailed);
+    let log = d.deliveries[0].attempt_log.as_ref().unwrap();
+    assert_eq!(
+        log[0].error.as_deref(),
+        Some("transform `t` threw Error: boom")
+    );
+    assert_eq!(log[0].response_status, None);
+    assert_eq!(status_of(s, failed_id).await, MessageStatus::Dead);
+    assert_eq!(with_status(s, DeliveryStatus::Dropped).await.len(), 1);
+    assert_eq!(
+        with_status(s, DeliveryStatus::TransformFailed).await.len(),
+        1
+    );
+    assert!(with_status(s, DeliveryStatus::Dead).await.is_empty());
+    // A replay (after the script is fixed) makes a new delivery that succeeds.
+    s.replay_message(failed_id, &["a".to_string()], T0 + 5)
+        .await
+        .unwrap();
+    let again = lease(s, "a", T0 + 5, 10).await;
+    assert_eq!(again.len(), 1);
+    s.complete(vec![result(&again[0], Next::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(status_of(s, failed_id).await, MessageStatus::Delivered);
+    // Behind a failed head of an ordering key, the next one goes.
+    let head = keyed("k", Some("key"), Priority::Normal, T0);
+    let next = keyed("k", Some("key"), Priority::Normal, T0);
+    let next_id = next.id;
+    s.append(head).await.unwrap();
+    s.append(next).await.unwrap();
+    let l = lease(s, "k", T0, 10).await;
+    assert_eq!(l.len(), 1);
+    s.complete(vec![result(&l[0], Next::TransformFailed)])
+        .await
+        .unwrap();
+    let l = lease(s, "k", T0, 10).await;
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].message.id, next_id);
 }
 
 /// Replaying a dead message marks its dead delivery replayed (linked to the new

@@ -386,12 +386,8 @@ impl Store for MemoryStore {
                     d.due_at = at;
                     woken.insert(d.destination.clone());
                 }
-                Next::Delivered | Next::Dead => {
-                    d.status = if r.next == Next::Delivered {
-                        DeliveryStatus::Delivered
-                    } else {
-                        DeliveryStatus::Dead
-                    };
+                Next::Delivered | Next::Dead | Next::Dropped | Next::TransformFailed => {
+                    d.status = r.next.final_status().expect("a final outcome");
                     d.finished_at = Some(r.started_at);
                     let (dest, key, seq) = (d.destination.clone(), d.ordering_key.clone(), d.seq);
                     if r.next == Next::Dead {

@@ -219,6 +219,24 @@ pub enum Next {
     Retry(Millis),
     /// No more attempts: dead-lettered.
     Dead,
+    /// Its transformation returned `null`: not sent, on purpose (final).
+    Dropped,
+    /// Its transformation threw, timed out or returned something that is not
+    /// a request: not sent (final; a replay runs the transformation again).
+    TransformFailed,
+}
+
+impl Next {
+    /// The status a delivery has after this, when it is final.
+    pub fn final_status(self) -> Option<DeliveryStatus> {
+        match self {
+            Next::Delivered => Some(DeliveryStatus::Delivered),
+            Next::Retry(_) => None,
+            Next::Dead => Some(DeliveryStatus::Dead),
+            Next::Dropped => Some(DeliveryStatus::Dropped),
+            Next::TransformFailed => Some(DeliveryStatus::TransformFailed),
+        }
+    }
 }
 
 /// The record of one attempt, and what follows it.
@@ -276,6 +294,11 @@ pub enum DeliveryStatus {
     /// Was dead, and a replay of its message made a new delivery in its place
     /// (`replayed_by`): out of the dead-letter queue, never revived again.
     Replayed,
+    /// Its transformation returned `null`: not sent, on purpose.
+    Dropped,
+    /// Its transformation failed (the error is in its attempt): not sent.
+    #[serde(rename = "transform_failed")]
+    TransformFailed,
 }
 
 impl DeliveryStatus {
@@ -287,6 +310,8 @@ impl DeliveryStatus {
             DeliveryStatus::Delivered => 2,
             DeliveryStatus::Dead => 3,
             DeliveryStatus::Replayed => 4,
+            DeliveryStatus::Dropped => 5,
+            DeliveryStatus::TransformFailed => 6,
         }
     }
     /// Inverse of [`DeliveryStatus::code`]; `None` for a code no hookgate
@@ -298,6 +323,8 @@ impl DeliveryStatus {
             2 => DeliveryStatus::Delivered,
             3 => DeliveryStatus::Dead,
             4 => DeliveryStatus::Replayed,
+            5 => DeliveryStatus::Dropped,
+            6 => DeliveryStatus::TransformFailed,
             _ => return None,
         })
     }
@@ -309,6 +336,8 @@ impl DeliveryStatus {
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Dead => "dead",
             DeliveryStatus::Replayed => "replayed",
+            DeliveryStatus::Dropped => "dropped",
+            DeliveryStatus::TransformFailed => "transform_failed",
         }
     }
 }
@@ -322,6 +351,8 @@ impl FromStr for DeliveryStatus {
             "delivered" => DeliveryStatus::Delivered,
             "dead" => DeliveryStatus::Dead,
             "replayed" => DeliveryStatus::Replayed,
+            "dropped" => DeliveryStatus::Dropped,
+            "transform_failed" => DeliveryStatus::TransformFailed,
             _ => return Err(()),
         })
     }
@@ -371,7 +402,10 @@ impl MessageStatus {
                 *e = (id, status);
             }
         }
-        if newest.values().any(|(_, s)| *s == DeliveryStatus::Dead) {
+        if newest
+            .values()
+            .any(|(_, s)| matches!(s, DeliveryStatus::Dead | DeliveryStatus::TransformFailed))
+        {
             MessageStatus::Dead
         } else {
             MessageStatus::Delivered
@@ -1022,9 +1056,13 @@ mod tests {
             DeliveryStatus::Delivered,
             DeliveryStatus::Dead,
             DeliveryStatus::Replayed,
+            DeliveryStatus::Dropped,
+            DeliveryStatus::TransformFailed,
         ] {
             assert_eq!(DeliveryStatus::from_code(s.code()), Some(s));
             assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
+            // The API's name is the serialized one.
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 

@@ -449,7 +449,11 @@ fn status_of(d: &DeliveryInfo) -> (i64, &'static str) {
     match d.status {
         DeliveryStatus::Delivered => (0, "success"),
         DeliveryStatus::Pending | DeliveryStatus::Queued => (1, "pending"),
-        DeliveryStatus::Dead | DeliveryStatus::Replayed => (2, "fail"),
+        // Not delivered: Svix has no state of its own for a script's outcome.
+        DeliveryStatus::Dead
+        | DeliveryStatus::Replayed
+        | DeliveryStatus::Dropped
+        | DeliveryStatus::TransformFailed => (2, "fail"),
     }
 }
 

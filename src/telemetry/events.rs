@@ -273,6 +273,8 @@ pub struct DestinationMetrics {
     delivered: Counter,
     retried: Counter,
     dead: Counter,
+    dropped: Counter,
+    transform_failed: Counter,
     attempt_seconds: Histogram,
     lag_seconds: Histogram,
     pending: Gauge,
@@ -292,6 +294,8 @@ impl DestinationMetrics {
             delivered: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "delivered"),
             retried: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "retried"),
             dead: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "dead"),
+            dropped: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "dropped"),
+            transform_failed: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "transform_failed"),
             attempt_seconds: histogram!("hookgate_delivery_attempt_seconds", "destination" => d()),
             lag_seconds: histogram!("hookgate_delivery_lag_seconds", "destination" => d()),
             pending: gauge!("hookgate_pending", "destination" => d()),
@@ -314,6 +318,8 @@ impl DestinationMetrics {
             delivered: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "delivered"),
             retried: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "retried"),
             dead: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "dead"),
+            dropped: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "dropped"),
+            transform_failed: counter!("hookgate_deliveries_total", "destination" => d(), "outcome" => "transform_failed"),
             attempt_seconds: histogram!("hookgate_delivery_attempt_seconds", "destination" => d()),
             lag_seconds: histogram!("hookgate_delivery_lag_seconds", "destination" => d()),
             pending: Gauge::noop(),
@@ -408,6 +414,26 @@ impl DeliveryAttempted<'_> {
                     error = self.error,
                     ms,
                     "delivery is dead (dead-letter queue)"
+                );
+            }
+            Next::Dropped => {
+                self.dest.dropped.increment(1);
+                tracing::debug!(
+                    message_id = %self.message_id,
+                    destination = %self.dest.name,
+                    delivery_id = self.delivery_id,
+                    "dropped by transform"
+                );
+            }
+            Next::TransformFailed => {
+                self.dest.transform_failed.increment(1);
+                tracing::warn!(
+                    message_id = %self.message_id,
+                    destination = %self.dest.name,
+                    delivery_id = self.delivery_id,
+                    error = self.error,
+                    ms,
+                    "transform failed; the delivery stops (replay it once the script is fixed)"
                 );
             }
         }

@@ -485,7 +485,8 @@ impl Gateway {
         (st, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    /// Waits until the store holds a final status (`delivered` or `dead`)
+    /// Waits until the store holds a final status (`delivered`, `dead`, or a
+    /// transformation's `dropped` or `transform_failed`)
     /// for every delivery of message `id`, and returns the message as the API
     /// shows it. From then on the dispatcher has nothing of it left to send,
     /// so what the receiver got is final: tests assert on that instead of
@@ -495,9 +496,10 @@ impl Gateway {
             let (_, v) = self.api_get(&format!("/api/v1/messages/{id}")).await;
             let ds = v["deliveries"].as_array()?;
             let done = !ds.is_empty()
-                && ds
-                    .iter()
-                    .all(|d| d["status"] == "delivered" || d["status"] == "dead");
+                && ds.iter().all(|d| {
+                    ["delivered", "dead", "dropped", "transform_failed"]
+                        .contains(&d["status"].as_str().unwrap_or_default())
+                });
             done.then_some(v)
         })
         .await

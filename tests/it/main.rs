@@ -27,6 +27,7 @@ mod reload;
 mod svix;
 mod tls;
 mod traces;
+mod transforms;
 
 // The store suites and the layering check: in the same binary, so that they run
 // beside the gateway tests instead of after them.

@@ -172,7 +172,7 @@ pub(super) async fn messages(pool: &PgPool, q: &MessageQuery) -> StoreResult<Pag
             "SELECT m.seq, m.id, m.source, m.event_type, m.received_at,
                  (SELECT count(*) FROM deliveries d WHERE d.message_seq = m.seq),
                  (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq),
-                 (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq AND d.status = 3
+                 (SELECT count(*) FROM deliveries_done d WHERE d.message_seq = m.seq AND d.status IN (3, 6)
                       AND NOT EXISTS (SELECT 1 FROM deliveries_done n WHERE n.message_seq = m.seq
                                       AND n.destination = d.destination AND n.id > d.id))
              FROM messages m
@@ -221,9 +221,13 @@ pub(super) async fn deliveries(
     let limit = limit as i64;
     let tables: &[(&str, &str)] = match q.status {
         Some(DeliveryStatus::Pending | DeliveryStatus::Queued) => &[("deliveries", LIVE_COLS)],
-        Some(DeliveryStatus::Delivered | DeliveryStatus::Dead | DeliveryStatus::Replayed) => {
-            &[("deliveries_done", DONE_COLS)]
-        }
+        Some(
+            DeliveryStatus::Delivered
+            | DeliveryStatus::Dead
+            | DeliveryStatus::Replayed
+            | DeliveryStatus::Dropped
+            | DeliveryStatus::TransformFailed,
+        ) => &[("deliveries_done", DONE_COLS)],
         None => &[("deliveries", LIVE_COLS), ("deliveries_done", DONE_COLS)],
     };
     let mut b: QueryBuilder<Postgres> = QueryBuilder::new("SELECT x.*, m.id AS message_id FROM (");

@@ -598,11 +598,10 @@ async fn record_finished(
     let (mut ids, mut statuses, mut attempts, mut fins) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in mine {
-        let status: i16 = match r.next {
-            Next::Delivered => 2,
-            Next::Dead => 3,
-            Next::Retry(_) => continue,
+        let Some(status) = r.next.final_status() else {
+            continue;
         };
+        let status = status.code() as i16;
         ids.push(r.delivery_id);
         statuses.push(status);
         attempts.push(r.attempt as i32);

@@ -308,10 +308,10 @@ fn record(c: &Connection, results: &[AttemptResult]) -> StoreResult<Recorded> {
     let mut finished = Vec::new();
     let mut woken = HashSet::new();
     for r in results {
-        let (status, due, fin) = match r.next {
-            Next::Delivered => (2, None, Some(r.started_at)),
-            Next::Dead => (3, None, Some(r.started_at)),
-            Next::Retry(at) => (0, Some(at), None),
+        let (status, due, fin) = match (r.next, r.next.final_status()) {
+            (Next::Retry(at), _) => (0, Some(at), None),
+            (_, Some(s)) => (s.code(), None, Some(r.started_at)),
+            (_, None) => unreachable!("only a retry is not final"),
         };
         let row: Option<(String, Option<String>)> = c
             .prepare_cached(

@@ -398,6 +398,8 @@ pub(super) async fn deliveries(
                 Some(DeliveryStatus::Queued) => "AND d.status IN (0, 1) AND d.status = 1",
                 Some(DeliveryStatus::Delivered) => "AND d.status = 2",
                 Some(DeliveryStatus::Replayed) => "AND d.status = 4",
+                Some(DeliveryStatus::Dropped) => "AND d.status = 5",
+                Some(DeliveryStatus::TransformFailed) => "AND d.status = 6",
             };
             let dest = if q.destination.is_some() {
                 "AND d.destination = ?2"
