@@ -670,12 +670,15 @@ impl Store for PgStore {
         let adopted = pull::adopt(pool, node, destination, &leases, expired_ok)
             .await
             .map_err(map_err)?;
-        let outcomes = self.pull_outcomes(destination, &leases, &adopted).await?;
-        let mine: Vec<(i64, String)> = leases
+        let adopted_ids: HashSet<i64> = adopted.keys().copied().collect();
+        let outcomes = self
+            .pull_outcomes(destination, &leases, &adopted_ids)
+            .await?;
+        let mine: Vec<(i64, String, Option<i64>)> = leases
             .into_iter()
             .zip(&outcomes)
             .filter(|(_, o)| **o == PullOutcome::Applied)
-            .map(|(l, _)| l)
+            .map(|((id, owner), _)| (id, owner, adopted.get(&id).copied().flatten()))
             .collect();
         let apply: Vec<AttemptResult> = results
             .into_iter()
