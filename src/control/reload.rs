@@ -150,7 +150,7 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
         server.listen, server.admin_listen, server.allow_private_destinations,
         server.read_timeout, server.shutdown_grace, server.admin_max_connections,
         storage.backend, storage.path, storage.url, storage.pool_size, storage.max_size,
-        storage.connect_timeout, storage.query_timeout, storage.lease_margin,
+        storage.connect_timeout, storage.query_timeout, storage.slow_query, storage.lease_margin,
         telemetry.otlp_endpoint, telemetry.sample_ratio, telemetry.service_name,
     );
     let mut settings = Vec::new();

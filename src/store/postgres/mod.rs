@@ -91,6 +91,8 @@ pub struct PgOptions {
     /// The longest a batch commit or a lease may take before the database is
     /// taken as unreachable.
     pub query_timeout: Duration,
+    /// A store call longer than this is logged; zero: never.
+    pub slow_query: Duration,
 }
 
 impl Default for PgOptions {
@@ -101,6 +103,7 @@ impl Default for PgOptions {
             observer: Arc::new(|_, _| {}),
             connect_timeout: Duration::from_secs(2),
             query_timeout: Duration::from_secs(5),
+            slow_query: Duration::from_secs(1),
         }
     }
 }
@@ -354,7 +357,7 @@ impl PgStore {
             ));
         }
         let conn_opts = connect_options(url)?;
-        let health = Arc::new(health::Health::new());
+        let health = Arc::new(health::Health::new().with_slow_query(opts.slow_query));
         let pool = open_pool(&opts, &conn_opts, &health).await?;
         migrate(&pool).await?;
         let node = Ulid::new().to_string();
@@ -508,7 +511,7 @@ impl PgStore {
         };
         self.inner
             .health
-            .guard(self.inner.query_timeout, work)
+            .guard(self.inner.query_timeout, "lease", work)
             .await
             .map_err(map_err)
     }
@@ -551,7 +554,11 @@ fn spawn_refresher(
             }
             let t = Instant::now();
             match health
-                .guard(query_timeout, refresh_pending(&pool, &pending))
+                .guard(
+                    query_timeout,
+                    "pending count",
+                    refresh_pending(&pool, &pending),
+                )
                 .await
             {
                 Ok(()) => {
@@ -996,7 +1003,7 @@ impl Store for PgStore {
         let pool = self.pool()?;
         self.inner
             .health
-            .guard(self.inner.query_timeout, async {
+            .guard(self.inner.query_timeout, "ping", async {
                 sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
             })
             .await
