@@ -153,6 +153,7 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
                     observer,
                     connect_timeout: cfg.storage.connect_timeout.0,
                     query_timeout: cfg.storage.query_timeout.0,
+                    slow_query: cfg.storage.slow_query.0,
                     ..Default::default()
                 },
             )

@@ -203,11 +203,13 @@ pub fn body_template(size: usize) -> Result<(Vec<u8>, usize), String> {
 
 /// The requests one phase sends: target, body shape, authentication, tag.
 pub struct Workload {
-    /// Where to send.
+    /// Where to send (the first node).
     pub addr: SocketAddr,
+    /// Every node the connections are spread over, round-robin (connection
+    /// `i` goes to node `i % nodes.len()`); `[addr]` unless [`Workload::spread`].
+    pub nodes: Vec<SocketAddr>,
     /// The request path, e.g. `/in/bench`.
     pub path: String,
-    host: HeaderValue,
     template: Bytes,
     seq_at: usize,
     auth: Auth,
@@ -233,8 +235,8 @@ impl Workload {
         let (template, seq_at) = body_template(body_size)?;
         Ok(Workload {
             addr,
+            nodes: vec![addr],
             path: path.to_string(),
-            host: HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?,
             template: Bytes::from(template),
             seq_at,
             auth,
@@ -242,6 +244,20 @@ impl Workload {
             run,
             clock,
         })
+    }
+
+    /// The same requests spread over `nodes` (at least one), round-robin by connection.
+    pub fn spread(mut self, nodes: Vec<SocketAddr>) -> Self {
+        if let Some(first) = nodes.first() {
+            self.addr = *first;
+            self.nodes = nodes;
+        }
+        self
+    }
+
+    /// The node of connection `i`.
+    fn node_of(&self, i: usize) -> usize {
+        i % self.nodes.len().max(1)
     }
 
     /// The body of message `seq` and its authentication header (the costly part
@@ -261,6 +277,7 @@ impl Workload {
     /// The request for message `seq`, tagged with its send (or scheduled) time.
     fn request(
         &self,
+        host: &HeaderValue,
         prepared: (Bytes, Option<(HeaderName, HeaderValue)>),
         seq: u64,
         sent_ns: u64,
@@ -270,7 +287,7 @@ impl Workload {
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = http::Uri::try_from(self.path.as_str()).unwrap_or_default();
         let h = req.headers_mut();
-        h.insert(HOST, self.host.clone());
+        h.insert(HOST, host.clone());
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let tag = Tag {
             nonce: self.nonce,
@@ -352,6 +369,8 @@ pub struct LoadReport {
     pub acked_total: u64,
     /// Open loop: how late the pacer released requests, in microseconds.
     pub pacer_late_us: Option<Histogram<u64>>,
+    /// 2xx answers within the window per node (the workload's `nodes`).
+    pub per_node_ok: Vec<u64>,
 }
 
 impl LoadReport {
@@ -433,6 +452,9 @@ impl Conn {
 struct Worker {
     w: Arc<Workload>,
     live: Arc<Live>,
+    /// Its node's index in the workload's `nodes`.
+    node: usize,
+    host: HeaderValue,
     conn: Conn,
     /// Answers within the measurement window.
     tally: Tally,
@@ -443,9 +465,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(w: Arc<Workload>, live: Arc<Live>) -> Self {
+    /// The worker of connection `i`.
+    fn new(w: Arc<Workload>, live: Arc<Live>, i: usize) -> Self {
+        let node = w.node_of(i);
+        let addr = w.nodes.get(node).copied().unwrap_or(w.addr);
         Worker {
-            conn: Conn::new(w.addr),
+            conn: Conn::new(addr),
+            host: HeaderValue::from_str(&addr.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            node,
             w,
             live,
             tally: Tally::new(),
@@ -461,7 +489,9 @@ impl Worker {
     async fn send(&mut self, seq: u64, scheduled: Option<Instant>) -> (Outcome, Instant, Instant) {
         let prepared = self.w.prepare(seq);
         let start = scheduled.unwrap_or_else(Instant::now);
-        let req = self.w.request(prepared, seq, self.w.clock.ns(start));
+        let req = self
+            .w
+            .request(&self.host, prepared, seq, self.w.clock.ns(start));
         let outcome = self.conn.send(req).await;
         let done = Instant::now();
         self.last = Some(done);
@@ -476,20 +506,37 @@ impl Worker {
     }
 }
 
-/// Waits for every worker and adds up their counts: the window's tally, the
-/// 2xx answers of the whole phase, and the time of the last answer.
-async fn join(workers: Vec<tokio::task::JoinHandle<Worker>>) -> (Tally, u64, Option<Instant>) {
-    let mut tally = Tally::new();
-    let mut acked = 0;
-    let mut last = None;
+/// What the workers of a phase counted together.
+struct Joined {
+    /// The window's tally.
+    tally: Tally,
+    /// 2xx answers of the whole phase.
+    acked: u64,
+    /// The time of the last answer.
+    last: Option<Instant>,
+    /// The window's 2xx answers per node.
+    per_node_ok: Vec<u64>,
+}
+
+/// Waits for every worker and adds up their counts.
+async fn join(nodes: usize, workers: Vec<tokio::task::JoinHandle<Worker>>) -> Joined {
+    let mut j = Joined {
+        tally: Tally::new(),
+        acked: 0,
+        last: None,
+        per_node_ok: vec![0; nodes.max(1)],
+    };
     for t in workers {
         if let Ok(w) = t.await {
-            tally.merge(&w.tally);
-            acked += w.acked;
-            last = last.max(w.last);
+            j.tally.merge(&w.tally);
+            j.acked += w.acked;
+            j.last = j.last.max(w.last);
+            if let Some(n) = j.per_node_ok.get_mut(w.node) {
+                *n += w.tally.ok;
+            }
         }
     }
-    (tally, acked, last)
+    j
 }
 
 /// Closed loop: `connections` connections send back to back. Requests answered
@@ -507,9 +554,10 @@ pub async fn closed_loop(
     let from = Instant::now() + warmup;
     let until = from + duration;
     let next = Arc::new(AtomicU64::new(0));
+    let nodes = w.nodes.len();
     let workers = (0..connections)
-        .map(|_| {
-            let mut worker = Worker::new(w.clone(), live.clone());
+        .map(|i| {
+            let mut worker = Worker::new(w.clone(), live.clone(), i);
             let next = next.clone();
             tokio::spawn(async move {
                 while Instant::now() < until {
@@ -530,17 +578,20 @@ pub async fn closed_loop(
             })
         })
         .collect();
-    let (tally, acked_total, last) = join(workers).await;
+    let j = join(nodes, workers).await;
     let window = match limit {
         // A counted phase ends when its last answer came.
-        Some(_) => last.map_or(Duration::ZERO, |l| l.saturating_duration_since(from)),
+        Some(_) => j
+            .last
+            .map_or(Duration::ZERO, |l| l.saturating_duration_since(from)),
         None => duration,
     };
     LoadReport {
         window,
-        tally,
-        acked_total,
+        tally: j.tally,
+        acked_total: j.acked,
         pacer_late_us: None,
+        per_node_ok: j.per_node_ok,
     }
 }
 
@@ -595,9 +646,10 @@ pub async fn open_loop(
         .expect("spawn the pacer thread");
 
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let nodes = w.nodes.len();
     let workers = (0..connections)
-        .map(|_| {
-            let mut worker = Worker::new(w.clone(), live.clone());
+        .map(|i| {
+            let mut worker = Worker::new(w.clone(), live.clone(), i);
             let rx = rx.clone();
             tokio::spawn(async move {
                 loop {
@@ -614,16 +666,17 @@ pub async fn open_loop(
             })
         })
         .collect();
-    let (tally, acked_total, _) = join(workers).await;
+    let j = join(nodes, workers).await;
     let late = tokio::task::spawn_blocking(move || pacer.join().ok())
         .await
         .ok()
         .flatten();
     LoadReport {
         window: duration,
-        tally,
-        acked_total,
+        tally: j.tally,
+        acked_total: j.acked,
         pacer_late_us: late,
+        per_node_ok: j.per_node_ok,
     }
 }
 

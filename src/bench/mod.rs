@@ -30,6 +30,7 @@ pub mod baseline;
 pub mod consoles;
 pub mod gateway;
 pub mod load;
+pub mod nodes;
 pub mod pull;
 pub mod report;
 pub mod sink;
@@ -47,6 +48,7 @@ use self::load::{Auth, Clock, Live, LoadReport, Workload};
 use self::report::{ms, round, Commits, Machine, Params, PhaseErrors, Report};
 use self::sink::SinkStats;
 use crate::config::Backend;
+use crate::store::postgres::scratch::ScratchDatabase;
 
 /// Run numbers: the sink keeps the deliveries of each phase apart.
 const RUN_BASELINE: u8 = 0;
@@ -136,9 +138,15 @@ pub struct BenchArgs {
     /// The gateway's store.
     #[arg(long, value_enum, default_value = "sqlite")]
     pub backend: BackendArg,
-    /// PostgreSQL connection URL (with `--backend postgres`).
+    /// PostgreSQL server URL (with `--backend postgres`): the bench creates a
+    /// fresh database on that server for its run and drops it at the end.
     #[arg(long)]
     pub pg_url: Option<String>,
+    /// Gateway nodes of the load phases (saturation and rate), all on one
+    /// database, the load generator's connections spread over them
+    /// round-robin (more than 1 needs `--backend postgres`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub nodes: u32,
     /// Messages of the backlog phase, and of the pull phase (0 skips them).
     #[arg(long, default_value_t = 100_000)]
     pub backlog: u64,
@@ -225,6 +233,11 @@ impl BenchArgs {
         if self.phases.is_empty() {
             problems.push("--phases names no phase".to_string());
         }
+        if self.nodes > 1 && self.backend != BackendArg::Postgres {
+            problems.push(
+                "--nodes above 1 needs --backend postgres (nodes share one database)".to_string(),
+            );
+        }
         if self.backlog_timeout.is_zero() {
             problems.push("--backlog-timeout must be more than 0".to_string());
         }
@@ -279,6 +292,8 @@ struct Bench {
     verify: Verify,
     auth: Auth,
     report: Report,
+    /// The run's fresh database (`--backend postgres`), dropped with the bench.
+    db: Option<ScratchDatabase>,
 }
 
 impl Bench {
@@ -316,6 +331,7 @@ impl Bench {
             consoles: args.consoles,
             pull_consumers: args.runs(Phase::Pull).then_some(args.pull_consumers),
             pull_batch: args.runs(Phase::Pull).then_some(args.pull_batch),
+            nodes: args.nodes,
         };
         let mut report = Report::new(Machine::read(), params);
         report.notes.push(
@@ -343,6 +359,7 @@ impl Bench {
             verify: Verify::Off,
             auth: Auth::None,
             report,
+            db: None,
         };
         b.choose_verify()?;
         Ok(b)
@@ -415,7 +432,10 @@ impl Bench {
                 BackendArg::Sqlite => Backend::Sqlite,
                 BackendArg::Postgres => Backend::Postgres,
             },
-            pg_url: self.args.pg_url.clone(),
+            pg_url: match &self.db {
+                Some(db) => Some(db.url().to_string()),
+                None => self.args.pg_url.clone(),
+            },
             verify: self.verify.clone(),
             max_body: self.args.body_size.max(1 << 20),
             max_in_flight: if pull {
@@ -434,9 +454,21 @@ impl Bench {
     }
 
     fn workload(&self, addr: std::net::SocketAddr, run: u8) -> Result<Arc<Workload>, BenchError> {
+        self.workload_on(vec![addr], run)
+    }
+
+    /// A workload whose connections are spread over `nodes` round-robin.
+    fn workload_on(
+        &self,
+        nodes: Vec<std::net::SocketAddr>,
+        run: u8,
+    ) -> Result<Arc<Workload>, BenchError> {
         let path = format!("/in/{}", gateway::SOURCE);
+        let first = *nodes
+            .first()
+            .ok_or_else(|| BenchError::Usage("no gateway to send to".into()))?;
         Workload::new(
-            addr,
+            first,
             &path,
             self.args.body_size,
             self.auth.clone(),
@@ -444,7 +476,7 @@ impl Bench {
             run,
             self.clock,
         )
-        .map(Arc::new)
+        .map(|w| Arc::new(w.spread(nodes)))
         .map_err(BenchError::Usage)
     }
 
@@ -473,6 +505,16 @@ impl Bench {
             .map_err(io)?;
         self.report.fsync_p50_ms = ms(&probe, 0.5);
         self.report.fsync_p99_ms = ms(&probe, 0.99);
+        if let (BackendArg::Postgres, Some(server)) = (self.args.backend, &self.args.pg_url) {
+            let db = ScratchDatabase::create(server)
+                .await
+                .map_err(|e| BenchError::Gateway(format!("--pg-url: {e}")))?;
+            self.report.notes.push(format!(
+                "postgres: a fresh database ({}) on the --pg-url server, dropped at the end",
+                db.name()
+            ));
+            self.db = Some(db);
+        }
         let a = &self.args;
         let (want_base, want_sat, want_rate, want_backlog, want_pull) = (
             a.runs(Phase::Baseline),
@@ -582,15 +624,36 @@ impl Bench {
         want_sat: bool,
         want_rate: bool,
     ) -> Result<(), BenchError> {
-        let setup = self.setup("gateway", sink_url.to_string(), false)?;
-        let mut gw = Gateway::spawn(&setup)?;
-        gw.wait_healthy(Duration::from_secs(60)).await?;
-        let consoles = consoles::Consoles::start(gw.admin, &setup.token, self.args.consoles);
+        let n = self.args.nodes as usize;
+        let mut setups = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = if n == 1 {
+                "gateway".to_string()
+            } else {
+                format!("gateway-{i}")
+            };
+            setups.push(self.setup(&name, sink_url.to_string(), false)?);
+        }
+        let mut gws = setups
+            .iter()
+            .map(Gateway::spawn)
+            .collect::<Result<Vec<_>, _>>()?;
+        for gw in &mut gws {
+            gw.wait_healthy(Duration::from_secs(60)).await?;
+        }
+        if n > 1 {
+            self.report.notes.push(format!(
+                "{n} gateway nodes on one database; the load generator's connections go to \
+                 them round-robin; rss_mb is the largest node's"
+            ));
+        }
+        let consoles =
+            consoles::Consoles::start(gws[0].admin, &setups[0].token, self.args.consoles);
         if want_sat {
-            self.saturation(&mut gw, stats).await?;
+            self.saturation(&mut gws, stats).await?;
         }
         if want_rate {
-            self.fixed_rate(&mut gw, stats).await?;
+            self.fixed_rate(&mut gws, stats).await?;
         }
         let (answered, failed) = consoles.stop();
         if self.args.consoles > 0 {
@@ -600,11 +663,16 @@ impl Bench {
                 self.args.consoles
             ));
         }
-        if let Some(m) = gw.memory() {
-            self.report.rss_mb = Some(round(kib_to_mb(m.rss_kib), 1));
-            self.report.rss_peak_mb = Some(round(kib_to_mb(m.hwm_kib), 1));
+        let mem: Vec<_> = gws.iter().filter_map(Gateway::memory).collect();
+        if let Some(rss) = mem.iter().map(|m| m.rss_kib).max() {
+            self.report.rss_mb = Some(round(kib_to_mb(rss), 1));
         }
-        gw.terminate(Duration::from_secs(10));
+        if let Some(hwm) = mem.iter().map(|m| m.hwm_kib).max() {
+            self.report.rss_peak_mb = Some(round(kib_to_mb(hwm), 1));
+        }
+        for gw in &mut gws {
+            gw.terminate(Duration::from_secs(10));
+        }
         Ok(())
     }
 
@@ -612,11 +680,19 @@ impl Bench {
     /// waits for the deliveries, so the next phase does not compete with them.
     async fn saturation(
         &mut self,
-        gw: &mut Gateway,
+        gws: &mut [Gateway],
         stats: &Arc<SinkStats>,
     ) -> Result<(), BenchError> {
         let (warmup, duration, conns) = self.phase();
-        let w = self.workload(gw.ingest, RUN_SATURATION)?;
+        let w = self.workload_on(gws.iter().map(|g| g.ingest).collect(), RUN_SATURATION)?;
+        let sampler = Arc::new(
+            nodes::Sampler::new(
+                gws.iter().map(|g| g.admin).collect(),
+                gws.iter().map(Gateway::pid).collect(),
+                self.db.as_ref().map(|d| (d.url(), d.name())),
+            )
+            .await,
+        );
         let live = Arc::new(Live::default());
         let p = Progress::start(
             "saturation",
@@ -627,25 +703,35 @@ impl Bench {
         // Deliveries counted at the edges of the measurement window.
         let from = tokio::time::Instant::now() + warmup;
         let edges = {
-            let s = stats.clone();
+            let (s, sampler) = (stats.clone(), sampler.clone());
             tokio::spawn(async move {
                 tokio::time::sleep_until(from).await;
-                let a = s.distinct(RUN_SATURATION);
+                let a = (s.distinct(RUN_SATURATION), sampler.take().await);
                 tokio::time::sleep_until(from + duration).await;
-                (a, s.distinct(RUN_SATURATION))
+                (a, (s.distinct(RUN_SATURATION), sampler.take().await))
             })
         };
-        let before = gw.commit_totals().await;
+        let before = commit_totals(gws).await;
         let r = load::closed_loop(w, conns, warmup, duration, None, live).await;
         self.commits(
             "saturation",
             before,
-            gw.commit_totals().await,
+            commit_totals(gws).await,
             warmup + duration,
         );
-        let (d0, d1) = edges.await.unwrap_or((0, 0));
+        let ((d0, s0), (d1, s1)) = edges.await.map_err(io)?;
         p.finish(format!("saturation: {:.0} acks/s", r.rps())).await;
-        gw.check_alive()?;
+        check_alive(gws)?;
+        let (per_node, db) = sampler.figures(&s0, &s1, &r.per_node_ok, self.report.machine.cores);
+        self.report.saturation_nodes = per_node;
+        if let Some(db) = db {
+            self.report.db_cpu_share = Some(db.cpu_share);
+            self.report.db_cores_used = Some(db.cores_used);
+            self.report.db_cpu_us_per_message = db.cpu_us_per_message;
+        }
+        if let Ok(s) = Arc::try_unwrap(sampler) {
+            s.close().await;
+        }
         self.report.ingest_rps = Some(round(r.rps(), 1));
         self.report.ingest_p50_ms = ms(&r.tally.latency_us, 0.5);
         self.report.ingest_p99_ms = ms(&r.tally.latency_us, 0.99);
@@ -668,19 +754,19 @@ impl Bench {
                 r.acked_total
             )),
         }
-        gw.check_alive()?;
+        check_alive(gws)?;
         Ok(())
     }
 
     /// The fixed-rate phase: `--rate` requests a second; acks and lag.
     async fn fixed_rate(
         &mut self,
-        gw: &mut Gateway,
+        gws: &mut [Gateway],
         stats: &Arc<SinkStats>,
     ) -> Result<(), BenchError> {
         let (warmup, duration, conns) = self.phase();
         let rate = self.args.rate;
-        let w = self.workload(gw.ingest, RUN_RATE)?;
+        let w = self.workload_on(gws.iter().map(|g| g.ingest).collect(), RUN_RATE)?;
         let live = Arc::new(Live::default());
         let p = Progress::start(
             "fixed rate",
@@ -688,16 +774,16 @@ impl Bench {
             Some((stats.clone(), RUN_RATE)),
             warmup + duration,
         );
-        let before = gw.commit_totals().await;
+        let before = commit_totals(gws).await;
         let r = load::open_loop(w, conns, rate, warmup, duration, live).await;
-        self.commits("rate", before, gw.commit_totals().await, warmup + duration);
+        self.commits("rate", before, commit_totals(gws).await, warmup + duration);
         p.finish(format!(
             "fixed rate: {:.0}/s, ack p99 {} ms",
             r.rps(),
             ms(&r.tally.latency_us, 0.99).unwrap_or(f64::NAN)
         ))
         .await;
-        gw.check_alive()?;
+        check_alive(gws)?;
         let h = &r.tally.latency_us;
         self.report.rate_achieved_rps = Some(round(r.rps(), 1));
         self.report.ack_p50_ms = ms(h, 0.5);
@@ -917,6 +1003,23 @@ impl Bench {
         ));
         Ok(())
     }
+}
+
+/// The store commit totals of every node added up (`None` if one did not answer).
+async fn commit_totals(gws: &[Gateway]) -> Option<CommitTotals> {
+    let mut sum = CommitTotals::default();
+    for gw in gws {
+        let t = gw.commit_totals().await?;
+        sum.commits += t.commits;
+        sum.seconds += t.seconds;
+        sum.jobs += t.jobs;
+    }
+    Some(sum)
+}
+
+/// An error if any node has exited.
+fn check_alive(gws: &mut [Gateway]) -> Result<(), BenchError> {
+    gws.iter_mut().try_for_each(Gateway::check_alive)
 }
 
 /// A drain's seconds from its first delivery to its last, and its distinct

@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::nodes::NodeFigures;
+
 /// Answers that were not 2xx, and requests that got no answer, in one phase.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct PhaseErrors {
@@ -90,6 +92,8 @@ pub struct Params {
     pub pull_consumers: Option<u32>,
     /// Deliveries each pull asks for (`null` when the pull phase did not run).
     pub pull_batch: Option<u32>,
+    /// Gateway nodes of the load phases, on one database (`--nodes`).
+    pub nodes: u32,
 }
 
 /// Everything measured. Field names are the JSON keys.
@@ -195,6 +199,15 @@ pub struct Report {
     pub fsync_p50_ms: Option<f64>,
     /// The same, p99.
     pub fsync_p99_ms: Option<f64>,
+    /// Saturation: what each gateway node did (one entry per `--nodes`).
+    pub saturation_nodes: Vec<NodeFigures>,
+    /// Saturation: the database's share of the machine's CPU (PostgreSQL on
+    /// this machine only; `null` otherwise).
+    pub db_cpu_share: Option<f64>,
+    /// Saturation: the database's CPU time per acknowledged message, microseconds.
+    pub db_cpu_us_per_message: Option<f64>,
+    /// Saturation: cores' worth of CPU the database used.
+    pub db_cores_used: Option<f64>,
     /// Deliveries of a message the sink had already received (at-least-once).
     pub duplicate_deliveries: u64,
     /// Non-2xx answers and failed requests per phase.
@@ -263,6 +276,10 @@ impl Report {
             pull_rss_mb: None,
             fsync_p50_ms: None,
             fsync_p99_ms: None,
+            saturation_nodes: Vec::new(),
+            db_cpu_share: None,
+            db_cpu_us_per_message: None,
+            db_cores_used: None,
             duplicate_deliveries: 0,
             errors: BTreeMap::new(),
             store_commits: BTreeMap::new(),
@@ -338,6 +355,28 @@ impl Report {
             },
             self.duplicate_deliveries
         );
+        if self.saturation_nodes.len() > 1 {
+            for n in &self.saturation_nodes {
+                let _ = writeln!(
+                    out,
+                    "node {}, saturation: {:.0} acks/s, {:.0} delivered/s, lag mean {}, CPU {}",
+                    n.node,
+                    n.acks_per_s,
+                    n.delivered_per_s,
+                    num(n.lag_mean_ms, 1, " ms"),
+                    num(n.cpu_share.map(|c| c * 100.0), 1, "% of the machine"),
+                );
+            }
+        }
+        if self.db_cpu_share.is_some() {
+            let _ = writeln!(
+                out,
+                "database, saturation: CPU {} ({} cores), {} per message",
+                num(self.db_cpu_share.map(|c| c * 100.0), 1, "% of the machine"),
+                num(self.db_cores_used, 2, ""),
+                num(self.db_cpu_us_per_message, 1, " us"),
+            );
+        }
         for (phase, c) in &self.store_commits {
             let _ = writeln!(
                 out,
@@ -561,6 +600,7 @@ mod tests {
             consoles: 0,
             pull_consumers: None,
             pull_batch: None,
+            nodes: 1,
         }
     }
 

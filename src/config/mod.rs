@@ -214,6 +214,10 @@ pub struct StorageConfig {
     /// PostgreSQL: the longest one store operation (a batch commit, a lease) may
     /// take before the database is taken as unreachable; bounds a silent network.
     pub query_timeout: Dur,
+    /// PostgreSQL: a store call (a batch commit, a lease, a count) that takes
+    /// longer than this is logged (`slow store call`, at most one line a
+    /// second); `"0s"` turns the log off.
+    pub slow_query: Dur,
     /// Ingest requests waiting for the store at once; more are answered 503 at
     /// once, so a slow or unreachable store cannot pile up requests and memory.
     pub max_waiting: u32,
@@ -241,6 +245,7 @@ impl Default for StorageConfig {
             max_size: None,
             connect_timeout: Dur::secs(2),
             query_timeout: Dur::secs(5),
+            slow_query: Dur::secs(1),
             max_waiting: 1024,
             max_waiting_bytes: Size(32 << 20),
             lease_margin: Dur::secs(30),

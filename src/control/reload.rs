@@ -182,7 +182,7 @@ pub fn diff(old: &Config, new: &mut Config) -> Changes {
         server.read_timeout, server.shutdown_grace, server.admin_max_connections,
         server.console_url,
         storage.backend, storage.path, storage.url, storage.pool_size, storage.max_size,
-        storage.connect_timeout, storage.query_timeout, storage.lease_margin,
+        storage.connect_timeout, storage.query_timeout, storage.slow_query, storage.lease_margin,
         telemetry.otlp_endpoint, telemetry.sample_ratio, telemetry.service_name,
     );
     keep_alerts(old, new, &mut needs_restart);

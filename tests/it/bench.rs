@@ -238,3 +238,82 @@ fn the_pull_phase_drains_every_message_through_consumers() {
     assert!(v["baseline_rps"].is_null() && v["ingest_rps"].is_null());
     assert!(stderr.contains("pull drain, deliveries/s"), "{stderr}");
 }
+
+#[test]
+fn two_postgres_nodes_share_the_load_and_the_report_says_what_each_did() {
+    let server = hookgate::store::postgres::scratch::server_url();
+    let addr = url::Url::parse(&server).unwrap();
+    let reachable = std::net::TcpStream::connect((
+        addr.host_str().unwrap_or("127.0.0.1"),
+        addr.port().unwrap_or(5432),
+    ))
+    .is_ok();
+    if !reachable {
+        assert_ne!(
+            std::env::var(hookgate::store::postgres::scratch::REQUIRE_VAR).as_deref(),
+            Ok("1"),
+            "no PostgreSQL server at {server}"
+        );
+        eprintln!("SKIPPED: no PostgreSQL server at {server}");
+        return;
+    }
+    let out = bench(
+        &[
+            "--json",
+            "--backend",
+            "postgres",
+            "--pg-url",
+            &server,
+            "--nodes",
+            "2",
+            "--phases",
+            "saturation",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--connections",
+            "8",
+        ],
+        Duration::from_secs(180),
+    );
+    let (v, stderr) = report(out);
+    assert_eq!(v["params"]["nodes"], 2);
+    assert_eq!(v["params"]["backend"], "postgres");
+    let nodes = v["saturation_nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{stderr}");
+    let mut acks = 0.0;
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["node"], i);
+        let a = n["acks_per_s"].as_f64().unwrap();
+        assert!(a > 0.0, "node {i} acknowledged nothing: {n}\n{stderr}");
+        acks += a;
+        assert!(n["delivered_per_s"].as_f64().unwrap() >= 0.0, "{n}");
+        let cpu = n["cpu_share"].as_f64().unwrap();
+        assert!(cpu > 0.0 && cpu <= 1.0, "{n}");
+    }
+    // The nodes' acks within the window are the total's (each node's window
+    // starts a sampling round trip apart: a few percent at most).
+    let total = v["ingest_rps"].as_f64().unwrap();
+    assert!(
+        (acks - total).abs() <= total * 0.1 + 1.0,
+        "nodes {acks} against total {total}"
+    );
+    // The server runs on this machine in CI and here: its CPU is read.
+    let share = v["db_cpu_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{share}");
+    assert!(v["db_cpu_us_per_message"].as_f64().unwrap() > 0.0);
+    assert!(stderr.contains("node 1, saturation:"), "{stderr}");
+    assert!(stderr.contains("database, saturation: CPU"), "{stderr}");
+    // The fresh database is dropped at the end.
+    let note = v["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|n| {
+            n.as_str()
+                .filter(|n| n.starts_with("postgres: a fresh database"))
+        })
+        .unwrap_or_else(|| panic!("no note of the fresh database: {}", v["notes"]));
+    assert!(note.contains("hookgate_scratch_"), "{note}");
+}

@@ -235,6 +235,7 @@ async fn max_in_flight_holds_across_nodes() {
     let limits = LeaseLimits {
         max_in_flight: 4,
         rate: None,
+        settled: Vec::new(),
     };
     let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
     assert_eq!(got_a.items.len(), 4);
@@ -257,6 +258,72 @@ async fn max_in_flight_holds_across_nodes() {
     close_all(&[&a, &b]).await;
 }
 
+/// A node's settled attempts (ended, results not yet written) free their
+/// places of `max_in_flight` for that node's next lease; the same ids named
+/// by another node, or once leased again, change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_attempts_do_not_count_against_max_in_flight() {
+    let Some((a, b, _db)) = two_nodes("settled_attempts_do_not_count_against_max_in_flight").await
+    else {
+        return;
+    };
+    for _ in 0..20 {
+        a.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let limits = |settled: Vec<i64>| LeaseLimits {
+        max_in_flight: 4,
+        rate: None,
+        settled,
+    };
+    let first = a
+        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 4);
+    let ids: Vec<i64> = first.items.iter().map(|l| l.delivery_id).collect();
+    // B naming A's settled attempts gets nothing: they are A's leases.
+    let got_b = b
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert!(got_b.items.is_empty(), "A's leases count for B");
+    // Two of A's attempts ended: A may start two more.
+    let second = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 2);
+    assert!(second.held_back, "the limit held the lease back");
+    // Still four in flight: nothing more for either node.
+    let got = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert!(got.items.is_empty(), "2 in flight + 2 new = 4");
+    assert!(b
+        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // Once recorded, the settled ids no longer name leases: the count is the
+    // four that run.
+    a.complete(
+        first.items[..2]
+            .iter()
+            .map(|l| result(l, Next::Delivered))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let got = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert!(got.items.is_empty(), "four in flight");
+    close_all(&[&a, &b]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_across_nodes() {
     let Some((a, b, _db)) = two_nodes("rate_limit_holds_across_nodes").await else {
@@ -271,6 +338,7 @@ async fn rate_limit_holds_across_nodes() {
             per_second: 4.0,
             burst: Some(3),
         }),
+        settled: Vec::new(),
     };
     let started = std::time::Instant::now();
     let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
@@ -534,5 +602,96 @@ async fn a_corrupt_row_is_reported_not_delivered_under_an_invented_id() {
         .unwrap();
     pool.close().await;
     hookgate::store::conformance::corrupt_message_is_reported_not_delivered(&store, good).await;
+    store.close().await;
+}
+
+/// A pull result whose write fails hands the lease back to its consumer as it
+/// was: it still ends when the consumer's lease ends, not when the node's
+/// adoption of it would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_result_that_fails_to_write_keeps_the_leases_own_end() {
+    use hookgate::store::PullResult;
+    let Some(db) = scratch_db("a_pull_result_that_fails_to_write_keeps_the_leases_own_end").await
+    else {
+        return;
+    };
+    let store = PgStore::connect(db.url(), 8).await.unwrap();
+    store.append(msg("src", &["p"], None)).await.unwrap();
+    let limits = LeaseLimits {
+        max_in_flight: 10,
+        rate: None,
+        settled: Vec::new(),
+    };
+    let l = store
+        .lease_pull("p", "pull:a", T0, 10, 1_000, &limits)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(l.len(), 1);
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let lease_of = |id: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<i64>, Option<String>)>(
+                "SELECT lease_until, lease_owner FROM deliveries WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let before = lease_of(l[0].delivery_id).await;
+    assert_eq!(before.1.as_deref(), Some("pull:a"));
+    // Writing the attempt fails (a statement error: the database stays up).
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON attempts
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let result = PullResult {
+        owner: "pull:a".into(),
+        result: result(&l[0], Next::Delivered),
+    };
+    let err = store
+        .complete_pull("p", vec![result.clone()], T0, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        lease_of(l[0].delivery_id).await,
+        before,
+        "the owner and the end are those before the result"
+    );
+    sqlx::raw_sql("DROP TRIGGER refuse ON attempts")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The consumer's lease runs out at its own end, and the sweep finds it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let expired = store.expired_pulls("p", T0, 10).await.unwrap();
+        if !expired.is_empty() {
+            assert_eq!(expired[0].delivery_id, l[0].delivery_id);
+            assert_eq!(expired[0].owner, "pull:a");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 1 s lease did not run out within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Sent again, the result applies (an expired lease its owner still holds).
+    let outcomes = store
+        .complete_pull("p", vec![result], T0, true)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![hookgate::store::PullOutcome::Applied]);
+    pool.close().await;
     store.close().await;
 }

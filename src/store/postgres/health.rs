@@ -23,12 +23,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::sqlstate;
 use crate::store::{StoreError, StoreResult};
+use crate::throttle::Throttle;
 
 /// How often the probe tries while the database is down.
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// The shared up/down state.
 pub(super) struct Health {
+    /// A guarded call longer than this is logged (`None`: never).
+    slow: Option<Duration>,
+    slow_log: Throttle,
     up: AtomicBool,
     /// Why it is down, and when the last outage began.
     state: Mutex<(String, Option<Instant>)>,
@@ -39,10 +43,18 @@ impl Health {
     /// Up, with no outage seen.
     pub(super) fn new() -> Self {
         Health {
+            slow: None,
+            slow_log: Throttle::new(Duration::from_secs(1)),
             up: AtomicBool::new(true),
             state: Mutex::new((String::new(), None)),
             went_down: Notify::new(),
         }
+    }
+
+    /// Logs calls that take longer than `slow` (`storage.slow_query`; zero: none).
+    pub(super) fn with_slow_query(mut self, slow: Duration) -> Self {
+        self.slow = (!slow.is_zero()).then_some(slow);
+        self
     }
 
     /// Whether the database answered last time it was asked.
@@ -95,14 +107,16 @@ impl Health {
             .is_some_and(|since| age > since.elapsed())
     }
 
-    /// Runs `fut`, giving up after `limit` (then the database is marked down
-    /// before `fut`, and the connection it holds, is dropped), and notes a
-    /// connection-level failure.
+    /// Runs `fut` (the store call `what`), giving up after `limit` (then the
+    /// database is marked down before `fut`, and the connection it holds, is
+    /// dropped), notes a connection-level failure, and logs a slow call.
     pub(super) async fn guard<T>(
         &self,
         limit: Duration,
+        what: &'static str,
         fut: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
+        let started = Instant::now();
         tokio::pin!(fut);
         let r = tokio::select! {
             r = &mut fut => r,
@@ -115,7 +129,25 @@ impl Health {
         if let Err(e) = &r {
             self.observe(e);
         }
+        self.note_duration(what, started.elapsed(), r.is_ok());
         r
+    }
+
+    /// Logs a call that took `took` if that is over the threshold.
+    fn note_duration(&self, what: &'static str, took: Duration, ok: bool) {
+        let Some(slow) = self.slow.filter(|s| took >= *s) else {
+            return;
+        };
+        if let Some(repeats) = self.slow_log.check() {
+            tracing::warn!(
+                operation = what,
+                took_ms = took.as_millis() as u64,
+                threshold_ms = slow.as_millis() as u64,
+                ok,
+                slow_calls_not_logged = repeats,
+                "slow store call (storage.slow_query)"
+            );
+        }
     }
 }
 
@@ -176,7 +208,7 @@ mod tests {
         let h = Health::new();
         assert!(h.check().is_ok());
         let r: Result<(), _> = h
-            .guard(Duration::from_secs(5), std::future::pending())
+            .guard(Duration::from_secs(5), "test", std::future::pending())
             .await;
         assert!(r.is_err());
         assert!(!h.is_up());

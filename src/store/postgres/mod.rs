@@ -94,6 +94,8 @@ pub struct PgOptions {
     /// The longest a batch commit or a lease may take before the database is
     /// taken as unreachable.
     pub query_timeout: Duration,
+    /// A store call longer than this is logged; zero: never.
+    pub slow_query: Duration,
 }
 
 impl Default for PgOptions {
@@ -104,6 +106,7 @@ impl Default for PgOptions {
             observer: Arc::new(|_, _| {}),
             connect_timeout: Duration::from_secs(2),
             query_timeout: Duration::from_secs(5),
+            slow_query: Duration::from_secs(1),
         }
     }
 }
@@ -357,7 +360,7 @@ impl PgStore {
             ));
         }
         let conn_opts = connect_options(url)?;
-        let health = Arc::new(health::Health::new());
+        let health = Arc::new(health::Health::new().with_slow_query(opts.slow_query));
         let pool = open_pool(&opts, &conn_opts, &health).await?;
         migrate(&pool).await?;
         let node = Ulid::new().to_string();
@@ -511,7 +514,7 @@ impl PgStore {
         };
         self.inner
             .health
-            .guard(self.inner.query_timeout, work)
+            .guard(self.inner.query_timeout, "lease", work)
             .await
             .map_err(map_err)
     }
@@ -554,7 +557,11 @@ fn spawn_refresher(
             }
             let t = Instant::now();
             match health
-                .guard(query_timeout, refresh_pending(&pool, &pending))
+                .guard(
+                    query_timeout,
+                    "pending count",
+                    refresh_pending(&pool, &pending),
+                )
                 .await
             {
                 Ok(()) => {
@@ -673,12 +680,15 @@ impl Store for PgStore {
         let adopted = pull::adopt(pool, node, destination, &leases, expired_ok)
             .await
             .map_err(map_err)?;
-        let outcomes = self.pull_outcomes(destination, &leases, &adopted).await?;
-        let mine: Vec<(i64, String)> = leases
+        let adopted_ids: HashSet<i64> = adopted.keys().copied().collect();
+        let outcomes = self
+            .pull_outcomes(destination, &leases, &adopted_ids)
+            .await?;
+        let mine: Vec<(i64, String, Option<i64>)> = leases
             .into_iter()
             .zip(&outcomes)
             .filter(|(_, o)| **o == PullOutcome::Applied)
-            .map(|(l, _)| l)
+            .map(|((id, owner), _)| (id, owner, adopted.get(&id).copied().flatten()))
             .collect();
         let apply: Vec<AttemptResult> = results
             .into_iter()
@@ -1065,7 +1075,7 @@ impl Store for PgStore {
         let pool = self.pool()?;
         self.inner
             .health
-            .guard(self.inner.query_timeout, async {
+            .guard(self.inner.query_timeout, "ping", async {
                 sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
             })
             .await

@@ -22,22 +22,25 @@ use crate::store::{ExpiredPull, Millis, PullOutcome};
 /// go to another consumer between the adoption and the write of its result.
 const ADOPTED_FOR_MS: i64 = 60_000;
 
-/// Makes the held leases among `(id, owner)` this node's; returns the ids adopted.
+/// Makes the held leases among `(id, owner)` this node's; returns each
+/// adopted lease with the end it had before, which `disown` puts back.
 pub(super) async fn adopt(
     pool: &PgPool,
     node: &str,
     destination: &str,
     leases: &[(i64, String)],
     expired_ok: bool,
-) -> Result<HashSet<i64>, sqlx::Error> {
+) -> Result<HashMap<i64, Option<i64>>, sqlx::Error> {
     let (ids, owners): (Vec<i64>, Vec<String>) = leases.iter().cloned().unzip();
+    // `o` locks each row and reads its end before the update changes it.
     let rows = sqlx::query(
-        "UPDATE deliveries d
+        "WITH o AS (SELECT id, lease_until FROM deliveries WHERE id = ANY($1) FOR UPDATE)
+         UPDATE deliveries d
          SET lease_owner = $3, lease_until = greatest(d.lease_until, hookgate_now_ms() + $6)
-         FROM unnest($1::int8[], $2::text[]) AS u(id, owner)
-         WHERE d.id = u.id AND d.status = 0 AND d.lease_owner = u.owner
+         FROM unnest($1::int8[], $2::text[]) AS u(id, owner), o
+         WHERE d.id = u.id AND o.id = u.id AND d.status = 0 AND d.lease_owner = u.owner
            AND d.destination = $4 AND ($5 OR d.lease_until > hookgate_now_ms())
-         RETURNING d.id",
+         RETURNING d.id, o.lease_until",
     )
     .bind(&ids)
     .bind(&owners)
@@ -47,24 +50,30 @@ pub(super) async fn adopt(
     .bind(ADOPTED_FOR_MS)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(|r| r.try_get(0)).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
-/// Gives adopted leases back to their owners (their results were not written).
+/// Gives adopted leases back to their owners with the ends they had (their
+/// results were not written): `(id, owner, lease_until before the adoption)`.
 pub(super) async fn disown(
     pool: &PgPool,
     node: &str,
-    leases: &[(i64, String)],
+    leases: &[(i64, String, Option<i64>)],
 ) -> Result<(), sqlx::Error> {
-    let (ids, owners): (Vec<i64>, Vec<String>) = leases.iter().cloned().unzip();
+    let ids: Vec<i64> = leases.iter().map(|l| l.0).collect();
+    let owners: Vec<String> = leases.iter().map(|l| l.1.clone()).collect();
+    let ends: Vec<Option<i64>> = leases.iter().map(|l| l.2).collect();
     sqlx::query(
-        "UPDATE deliveries d SET lease_owner = u.owner
-         FROM unnest($1::int8[], $2::text[]) AS u(id, owner)
+        "UPDATE deliveries d SET lease_owner = u.owner, lease_until = u.until
+         FROM unnest($1::int8[], $2::text[], $4::int8[]) AS u(id, owner, until)
          WHERE d.id = u.id AND d.lease_owner = $3",
     )
     .bind(&ids)
     .bind(&owners)
     .bind(node)
+    .bind(&ends)
     .execute(pool)
     .await?;
     Ok(())

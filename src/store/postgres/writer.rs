@@ -205,7 +205,7 @@ async fn commit_with_retries(shared: &Shared, ops: &[Op]) -> Result<Outcome, sql
     loop {
         match shared
             .health
-            .guard(shared.query_timeout, commit(shared, ops))
+            .guard(shared.query_timeout, "commit", commit(shared, ops))
             .await
         {
             Err(e) if is_retryable(&e) && tries < RETRIES => {
