@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hookgate::store::postgres::scratch::ScratchDatabase;
 use parking_lot::Mutex;
 
 use crate::harness::*;
