@@ -1271,7 +1271,6 @@ pub async fn stored_destinations_crud(s: &dyn Store) {
     );
 }
 
-/// Cleanup removes finished old messages and expired dedup keys, never pending work.
 /// Alerts come back newest first, as written; the same id twice is kept once.
 pub async fn alerts_kept_newest_first(s: &dyn Store) {
     let alert = |i: i64, channel: &str| StoredAlert {
@@ -1296,6 +1295,7 @@ pub async fn alerts_kept_newest_first(s: &dyn Store) {
     assert_eq!(s.alert_history(1).await.unwrap().len(), 1);
 }
 
+/// Cleanup removes finished old messages and expired dedup keys, never pending work.
 pub async fn cleanup_keeps_pending(s: &dyn Store) {
     let done = msg("src", &["a"], Some("d1"));
     let done_id = done.id;
