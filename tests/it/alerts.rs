@@ -394,6 +394,47 @@ to = "crm"
     assert_eq!(dead.len(), 3, "one per channel: {dead:?}");
 }
 
+#[tokio::test]
+async fn alert_channels_are_listed_without_their_secrets() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::binary(&channels(
+        &rx,
+        "events = [\"destination.*\"]\ndead = { priorities = [\"high\"] }",
+    ))
+    .await;
+    let (st, list) = gw.api_get("/api/v1/alert-channels").await;
+    assert_eq!(st, 200, "{list}");
+    let text = list.to_string();
+    for secret in [SECRET, BOT_TOKEN, "/slack", "/webhook", "/tg"] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    let data = list["data"].as_array().unwrap();
+    let names: Vec<&str> = data.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hook", "slack", "tg"]);
+    let origin = format!("http://{}/…", rx.url("/").split('/').nth(2).unwrap());
+    for c in data {
+        assert_eq!(c["origin"], "config");
+        assert_eq!(c["url"], origin.as_str(), "{c}");
+        assert_eq!(c["events"], serde_json::json!(["destination.*"]));
+        assert_eq!(c["dead"]["priorities"], serde_json::json!(["high"]));
+        assert_eq!(
+            c["destination"],
+            format!("alerts.{}", c["name"].as_str().unwrap())
+        );
+    }
+    assert_eq!(data[0]["format"], "webhook");
+    assert_eq!(data[0]["secret_set"], true);
+    assert_eq!(data[2]["format"], "telegram");
+    assert_eq!(data[2]["bot_token_set"], true);
+    assert_eq!(data[2]["chat_id"], "-100123");
+    let (st, one) = gw.api_get("/api/v1/alert-channels/slack").await;
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(one, data[1]);
+    let (st, none) = gw.api_get("/api/v1/alert-channels/nope").await;
+    assert_eq!(st, 404, "{none}");
+    assert_eq!(none["error"]["code"], "not_found");
+}
+
 /// Pulls every delivery due at the pull destination `jobs`, keyed by message.
 async fn pulled(gw: &Gateway, n: usize) -> std::collections::HashMap<String, String> {
     eventually(Duration::from_secs(10), "deliveries to pull", || async {
