@@ -1,23 +1,30 @@
 //! `GET /api/v1/alerts`: the alert conditions that hold now and the alerts
 //! raised, newest first, with the channel each went to and what became of it
 //! (see [`crate::alerts`]). Past alerts are kept in the store across restarts.
+//! `GET /api/v1/alert-channels` (and `/{name}`): the channels, with their
+//! secrets shown only as being set and their URLs by origin only.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{limit, Params};
 use super::Shared;
 use crate::alerts::event::AlertEvent;
 use crate::alerts::AlertRecord;
+use crate::config::alerts::{AlertChannel, ChannelKind};
+use crate::config::Secret;
 
 /// The routes of this area.
 pub fn router() -> Router<Shared> {
-    Router::new().route("/api/v1/alerts", get(list_alerts))
+    Router::new()
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alert-channels", get(list_channels))
+        .route("/api/v1/alert-channels/{name}", get(get_channel))
 }
 
 /// The filters of `GET /api/v1/alerts`.
@@ -59,4 +66,155 @@ pub(crate) async fn list_alerts(
         past: s.alerts.past(limit),
     })
     .into_response())
+}
+
+/// Which dead messages raise `message.dead` (every list empty: all of them).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeadFilterView {
+    sources: Vec<String>,
+    destinations: Vec<String>,
+    /// `high`, `normal`, `low`.
+    priorities: Vec<&'static str>,
+}
+
+/// One alert channel as the API shows it: never a secret (a Slack, Discord
+/// or Telegram URL, a bot token, a signing secret, a routing key), only
+/// whether it is set, and URLs by origin.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"name": "ops", "origin": "config", "format": "slack",
+    "url": "https://hooks.slack.com/…", "secret_set": false, "bot_token_set": false,
+    "routing_key_set": false, "chat_id": null, "events": ["destination.*"],
+    "dead": {"sources": [], "destinations": [], "priorities": []},
+    "failing_below": 0.8, "warning_below": 0.9, "recovered_above": 0.95, "window": "5m",
+    "min_attempts": 10, "stale_after": "15m", "rejections_above": 0.2, "disk_above": 0.9,
+    "reminder": "1h", "max_per_hour": 20, "destination": "alerts.ops"}))]
+pub(crate) struct ChannelView {
+    name: String,
+    /// Where the channel is defined: `config` (read-only through the API).
+    origin: &'static str,
+    /// `webhook`, `slack`, `telegram`, `discord` or `pagerduty`.
+    format: &'static str,
+    /// The origin of where alerts are posted (`https://hooks.slack.com/…`).
+    url: Option<String>,
+    /// webhook: whether a signing secret is set.
+    secret_set: bool,
+    /// telegram: whether a bot token is set.
+    bot_token_set: bool,
+    /// pagerduty: whether a routing key is set.
+    routing_key_set: bool,
+    /// telegram: the chat.
+    chat_id: Option<String>,
+    /// The event types sent (globs).
+    events: Vec<String>,
+    dead: DeadFilterView,
+    failing_below: f64,
+    warning_below: f64,
+    recovered_above: f64,
+    window: String,
+    min_attempts: u64,
+    stale_after: String,
+    rejections_above: f64,
+    disk_above: f64,
+    reminder: String,
+    max_per_hour: u32,
+    /// The destination that delivers the channel's alerts.
+    destination: String,
+}
+
+/// Only the origin of a channel's URL (its path, query and user part may be
+/// secrets), as the channel's destination is shown.
+fn origin_of(c: &AlertChannel, url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => crate::config::alerts::shown_url(&c.destination_name(), &u),
+        Err(_) => "…".into(),
+    }
+}
+
+fn is_set(s: &Option<Secret>) -> bool {
+    s.as_ref().is_some_and(|s| !s.expose().is_empty())
+}
+
+impl ChannelView {
+    fn of(c: &AlertChannel) -> Self {
+        let url = match c.format {
+            ChannelKind::Telegram => c
+                .api_url
+                .clone()
+                .or(Some(crate::config::alerts::TELEGRAM_API.to_string())),
+            _ => c.target_url(),
+        };
+        ChannelView {
+            name: c.name.clone(),
+            origin: "config",
+            format: c.format.as_str(),
+            url: url.as_deref().map(|u| origin_of(c, u)),
+            secret_set: is_set(&c.secret),
+            bot_token_set: is_set(&c.bot_token),
+            routing_key_set: is_set(&c.routing_key),
+            chat_id: c.chat_id.clone(),
+            events: c.events.clone(),
+            dead: DeadFilterView {
+                sources: c.dead.sources.clone(),
+                destinations: c.dead.destinations.clone(),
+                priorities: c.dead.priorities.iter().map(|p| p.as_str()).collect(),
+            },
+            failing_below: c.failing_below,
+            warning_below: c.warning_below,
+            recovered_above: c.recovered_above,
+            window: c.window.to_string(),
+            min_attempts: c.min_attempts,
+            stale_after: c.stale_after.to_string(),
+            rejections_above: c.rejections_above,
+            disk_above: c.disk_above,
+            reminder: c.reminder.to_string(),
+            max_per_hour: c.max_per_hour,
+            destination: c.destination_name(),
+        }
+    }
+}
+
+/// The answer of `GET /api/v1/alert-channels`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ChannelList {
+    data: Vec<ChannelView>,
+}
+
+/// `GET /api/v1/alert-channels`: every alert channel, in order.
+#[utoipa::path(get, path = "/api/v1/alert-channels", tag = "alerts", operation_id = "list_alert_channels",
+    responses(
+        (status = 200, description = "The alert channels, secrets left out", body = ChannelList),
+    ))]
+pub(crate) async fn list_channels(State(s): State<Shared>) -> Json<ChannelList> {
+    Json(ChannelList {
+        data: s.alerts.channels().iter().map(ChannelView::of).collect(),
+    })
+}
+
+/// The `name` path parameter of a channel's calls.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ChannelPath {
+    /// The channel's name.
+    #[param(example = "ops")]
+    #[allow(dead_code)]
+    name: String,
+}
+
+/// `GET /api/v1/alert-channels/{name}`: one alert channel.
+#[utoipa::path(get, path = "/api/v1/alert-channels/{name}", tag = "alerts", operation_id = "get_alert_channel",
+    params(ChannelPath),
+    responses(
+        (status = 200, description = "The channel, secrets left out", body = ChannelView),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    ))]
+pub(crate) async fn get_channel(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ChannelView>> {
+    s.alerts
+        .channels()
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| Json(ChannelView::of(c)))
+        .ok_or_else(|| ApiError::not_found("alert channel"))
 }

@@ -62,6 +62,8 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         events::publish,
         rejected::list_rejected,
         alerts::list_alerts,
+        alerts::list_channels,
+        alerts::get_channel,
         reload::reload,
         transforms::list,
         transforms::get_one,

@@ -158,6 +158,11 @@ impl Alerts {
             .collect()
     }
 
+    /// The channels, in their order.
+    pub fn channels(&self) -> &[AlertChannel] {
+        &self.channels
+    }
+
     /// The channels' names.
     pub fn channel_names(&self) -> Vec<String> {
         self.channels.iter().map(|c| c.name.clone()).collect()

@@ -581,6 +581,12 @@ impl Priority {
             Priority::Low => 2,
         }
     }
+    /// Inverse of [`Priority::as_str`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Priority::High, Priority::Normal, Priority::Low]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
     /// Inverse of [`Priority::rank`].
     pub fn from_rank(r: i64) -> Option<Self> {
         match r {

@@ -124,7 +124,7 @@ struct Ctx {
     cut_off: CancellationToken,
     /// The tracer, set once at start while tracing is on.
     traces: std::sync::OnceLock<crate::telemetry::trace::Traces>,
-    /// Told of every delivery a push attempt dead-letters (alerts), set once at start.
+    /// Told of every delivery an attempt or a pulled result dead-letters (alerts), set once at start.
     on_dead: std::sync::OnceLock<DeadHook>,
     /// The transformations, set once at start.
     transforms: std::sync::OnceLock<transform::Transforming>,
@@ -302,7 +302,7 @@ impl Dispatcher {
         let _ = self.ctx.traces.set(traces);
     }
 
-    /// Calls `hook` with every delivery a push attempt dead-letters from now on
+    /// Calls `hook` with every delivery a push attempt or a pull result dead-letters from now on
     /// (set once, at start; a second call changes nothing).
     pub fn on_dead(&self, hook: DeadHook) {
         let _ = self.ctx.on_dead.set(hook);

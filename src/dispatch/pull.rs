@@ -407,6 +407,7 @@ impl Dispatcher {
                     if recorded[j] == PullOutcome::Applied {
                         let t = tokens[i].as_ref().expect("a result has a token");
                         attempted(&h, t, &results[j].result, now_ms);
+                        dead_pulled(&self.ctx, name, t.message_id, t.attempt, &results[j].result);
                     }
                     recorded[j]
                 }
@@ -496,6 +497,53 @@ fn attempted(h: &DestinationHandle, t: &Token, r: &AttemptResult, now_ms: Millis
     .emit();
 }
 
+/// Tells the dead-letter hook (alerts) of a pulled delivery that a recorded
+/// result has just dead-lettered: the consumer said `dead`, or the retries ran
+/// out. The token carries neither the message's source nor the delivery's
+/// priority, so they are read from the store, off the ack's path.
+fn dead_pulled(
+    ctx: &Arc<Ctx>,
+    destination: &str,
+    message_id: MessageId,
+    attempt: u32,
+    r: &AttemptResult,
+) {
+    let (Next::Dead, Some(hook)) = (r.next, ctx.on_dead.get()) else {
+        return;
+    };
+    let hook = hook.clone();
+    let store = ctx.store.clone();
+    let destination = destination.to_string();
+    let delivery_id = r.delivery_id;
+    let (status, error) = (r.status, r.error.clone());
+    tokio::spawn(async move {
+        let detail = match store.message(message_id).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(%destination, %message_id, error = %e, "could not read a dead pulled message for its alert");
+                return;
+            }
+        };
+        let priority = detail
+            .deliveries
+            .iter()
+            .find(|d| d.id == delivery_id)
+            .and_then(|d| crate::config::Priority::from_name(d.priority))
+            .unwrap_or_default();
+        hook(DeadLetter {
+            destination,
+            message_id,
+            source: detail.message.source,
+            event_type: detail.message.event_type,
+            priority,
+            delivery_id,
+            attempts: attempt,
+            status,
+            error,
+        });
+    });
+}
+
 /// Records the leases of a pull destination that ran out without a result as
 /// timed-out attempts, every [`SWEEP_EVERY`], until the dispatcher stops or the
 /// destination is removed. On several nodes every node sweeps; the store
@@ -549,6 +597,7 @@ pub(super) async fn sweep(ctx: Arc<Ctx>, h: Arc<DestinationHandle>) {
                             lag: Duration::from_millis((now_ms - e.created_at).max(0) as u64),
                         }
                         .emit();
+                        dead_pulled(&ctx, &spec.name, e.message_id, e.attempt, &r.result);
                     }
                 }
             }

@@ -395,6 +395,168 @@ to = "crm"
 }
 
 #[tokio::test]
+async fn alert_channels_are_listed_without_their_secrets() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::binary(&channels(
+        &rx,
+        "events = [\"destination.*\"]\ndead = { priorities = [\"high\"] }",
+    ))
+    .await;
+    let (st, list) = gw.api_get("/api/v1/alert-channels").await;
+    assert_eq!(st, 200, "{list}");
+    let text = list.to_string();
+    for secret in [SECRET, BOT_TOKEN, "/slack", "/webhook", "/tg"] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    let data = list["data"].as_array().unwrap();
+    let names: Vec<&str> = data.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hook", "slack", "tg"]);
+    let origin = format!("http://{}/…", rx.url("/").split('/').nth(2).unwrap());
+    for c in data {
+        assert_eq!(c["origin"], "config");
+        assert_eq!(c["url"], origin.as_str(), "{c}");
+        assert_eq!(c["events"], serde_json::json!(["destination.*"]));
+        assert_eq!(c["dead"]["priorities"], serde_json::json!(["high"]));
+        assert_eq!(
+            c["destination"],
+            format!("alerts.{}", c["name"].as_str().unwrap())
+        );
+    }
+    assert_eq!(data[0]["format"], "webhook");
+    assert_eq!(data[0]["secret_set"], true);
+    assert_eq!(data[2]["format"], "telegram");
+    assert_eq!(data[2]["bot_token_set"], true);
+    assert_eq!(data[2]["chat_id"], "-100123");
+    let (st, one) = gw.api_get("/api/v1/alert-channels/slack").await;
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(one, data[1]);
+    let (st, none) = gw.api_get("/api/v1/alert-channels/nope").await;
+    assert_eq!(st, 404, "{none}");
+    assert_eq!(none["error"]["code"], "not_found");
+}
+
+/// Pulls every delivery due at the pull destination `jobs`, keyed by message.
+async fn pulled(gw: &Gateway, n: usize) -> std::collections::HashMap<String, String> {
+    eventually(Duration::from_secs(10), "deliveries to pull", || async {
+        let (st, v) = gw
+            .api_post(
+                "/api/v1/destinations/jobs/pull",
+                serde_json::json!({"max": 10, "wait": "1s"}),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let got: std::collections::HashMap<String, String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["message_id"].as_str().unwrap().to_string(),
+                    i["token"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (got.len() == n).then_some(got)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pulled_delivery_that_dies_raises_message_dead_with_its_source_and_priority() {
+    let rx = Receiver::start().await;
+    let body = format!(
+        r#"
+[[sources]]
+name = "leads"
+
+[[sources]]
+name = "other"
+
+[[destinations]]
+name = "jobs"
+type = "pull"
+retry = {{ schedule = ["0s"] }}
+
+[[routes]]
+source = "leads"
+to = "jobs"
+priority = "high"
+
+[[routes]]
+source = "other"
+to = "jobs"
+
+[[alerts]]
+name = "hook"
+format = "webhook"
+url = "{webhook}"
+secret = "{SECRET}"
+events = ["message.dead"]
+dead = {{ sources = ["leads"], priorities = ["high"] }}
+"#,
+        webhook = rx.url("/webhook"),
+    );
+    let gw = Gateway::binary(&body).await;
+    let other = ingest(&gw, "other").await;
+    let told = ingest(&gw, "leads").await;
+    let exhausted = ingest(&gw, "leads").await;
+    let tokens = pulled(&gw, 3).await;
+    // The consumer says `dead` for two; the third's one retry is used up.
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/destinations/jobs/ack",
+            serde_json::json!({"results": [
+                {"token": tokens[&other], "result": "dead", "error": "bad"},
+                {"token": tokens[&told], "result": "dead", "status": 422},
+                {"token": tokens[&exhausted], "result": "retry", "error": "busy"},
+            ]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    for id in [&other, &told, &exhausted] {
+        assert_eq!(gw.settled(id).await["deliveries"][0]["status"], "dead");
+    }
+    let got = until(&rx, 10, "message.dead of both leads", |g| {
+        starts(g, "webhook", "message.dead") >= 2
+    })
+    .await;
+    gw.nothing_pending().await;
+    let got = {
+        // Nothing more arrives for the other source's message.
+        let again = alerts(&rx);
+        assert_eq!(again.len(), got.len(), "{again:?}");
+        again
+    };
+    let mut ids: Vec<&str> = got
+        .iter()
+        .map(|g| {
+            assert_eq!(g.kind, "message.dead");
+            assert_eq!(g.body["data"]["source"], "leads");
+            assert_eq!(g.body["data"]["destination"], "jobs");
+            g.body["data"]["message_id"].as_str().unwrap()
+        })
+        .collect();
+    ids.sort();
+    let mut want = vec![told.as_str(), exhausted.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "the two leads, not the other source's message");
+    let by_id = |id: &str| {
+        got.iter()
+            .find(|g| g.body["data"]["message_id"] == id)
+            .unwrap()
+    };
+    assert_eq!(by_id(&told).body["data"]["figures"]["status"], 422);
+    assert!(
+        by_id(&exhausted).body["data"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("busy"),
+        "{:?}",
+        by_id(&exhausted).body
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_database_raises_store_degraded_and_its_recovery() {
     let Some((_db, proxy, url)) = proxied_db("alerts_store_degraded").await else {
         eprintln!("skipped: no PostgreSQL server");
