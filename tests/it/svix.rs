@@ -14,7 +14,7 @@ async fn svix_gateway() -> Gateway {
 }
 
 /// A call with a token; status and JSON (Null for an empty body).
-async fn call(
+pub(crate) async fn call(
     gw: &Gateway,
     token: &str,
     method: reqwest::Method,
