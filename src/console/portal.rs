@@ -345,7 +345,24 @@ fn key_form(error: Option<&str>, status: StatusCode) -> Response {
 }
 
 /// `POST /portal/login`: a tenant token for a session cookie.
-pub async fn login(State(c): State<Console>, headers: HeaderMap, form: FormData) -> Response {
+pub async fn login(
+    State(c): State<Console>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    form: FormData,
+) -> Response {
+    // Wrong keys count against the address as the console's wrong tokens do.
+    let ip = peer.map(|p| (p.0).0.ip());
+    let now = c.admin.clock.now_millis();
+    if let Some(wait) = c.logins.blocked(ip, now) {
+        let mut r = key_form(
+            Some("Too many wrong keys from this address. Wait a minute and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(wait));
+        return r;
+    }
     if !same_origin(&headers) {
         return portal_error(
             StatusCode::FORBIDDEN,
@@ -363,12 +380,13 @@ pub async fn login(State(c): State<Console>, headers: HeaderMap, form: FormData)
         }
     };
     let Some(Scope::AppToken { app, hash }) = scope else {
+        c.logins.failed(ip, now);
         return key_form(
             Some("This key is not valid (or has expired, or was revoked)."),
             StatusCode::UNAUTHORIZED,
         );
     };
-    let now = c.admin.clock.now_millis();
+    c.logins.succeeded(ip);
     let expires_at = now + super::auth::SESSION_TTL_MS;
     let id = c.portal.create(
         PortalSession {

@@ -471,3 +471,19 @@ async fn a_portal_log_out_ends_the_session_and_needs_its_csrf_token() {
         .contains("Max-Age=0"));
     assert_eq!(t.get("/portal/messages").await.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_portal_keys_are_limited_per_address() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start_opts("", "allow_private_destinations = true", &[]).await;
+    let (apps, _, _) = two_tenants(&gw, &rx).await;
+    let key = portal_key(&gw, &apps[0]).await;
+    for _ in 0..5 {
+        assert_eq!(login(&gw, "appsk_wrong").await.status(), 401);
+    }
+    // Past the limit even the right key waits: nothing is compared.
+    let r = login(&gw, &key).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(!r.text().await.unwrap().contains(&key));
+}
