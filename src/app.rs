@@ -176,6 +176,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let (admin_listener, admin_addr) = bind(cfg.server.admin_listen.0).await?;
     let tls = Tls::load(&cfg)?;
     let traces = crate::telemetry::trace::Traces::start(&cfg.telemetry)?;
+    crate::telemetry::events::add_per_tenant_metrics(&cfg.telemetry.per_tenant_metrics);
     let store = open_store(&cfg).await?;
     let dispatcher = new_dispatcher(&cfg, &store, &clock);
     if let Some(t) = &traces {

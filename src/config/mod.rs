@@ -155,6 +155,10 @@ pub struct TelemetryConfig {
     pub sample_ratio: f64,
     /// `service.name` of the spans.
     pub service_name: String,
+    /// Applications (ids) of the Svix API whose endpoints get their own
+    /// metric series, labelled by endpoint id, instead of sharing
+    /// `destination="tenant.*"`.
+    pub per_tenant_metrics: Vec<String>,
 }
 
 impl Default for TelemetryConfig {
@@ -163,6 +167,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             sample_ratio: 1.0,
             service_name: "hookgate".into(),
+            per_tenant_metrics: Vec::new(),
         }
     }
 }

@@ -756,6 +756,19 @@ fn telemetry_errors_are_at_their_keys() {
     }
     let errs = errors("[telemetry]\notlp_endpont = \"http://c:4318\"\n");
     assert!(errs[0].message.contains("otlp_endpoint"), "{errs:#?}");
+    let errs = errors(
+        "[telemetry]\nsample_ratio = 1.0\nper_tenant_metrics = [\"app_1\", \"customer-42\"]\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].line, Some(3), "{errs:#?}");
+    assert!(errs[0].message.contains("\"customer-42\""), "{errs:#?}");
+    let cfg = parse(
+        "[telemetry]\nper_tenant_metrics = [\"app_1\"]\n",
+        "hg.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(cfg.telemetry.per_tenant_metrics, ["app_1"]);
 }
 
 /// A source, a destination and a route naming `transform`, then `extra`.

@@ -234,6 +234,19 @@ fn check_telemetry(cfg: &Config, errs: &mut Errors<'_>) {
             "telemetry.service_name must not be empty",
         );
     }
+    if let Some(bad) = t
+        .per_tenant_metrics
+        .iter()
+        .find(|a| !a.starts_with("app_") || a.trim() != a.as_str())
+    {
+        errs.field(
+            at,
+            "telemetry.per_tenant_metrics",
+            format!(
+                "telemetry.per_tenant_metrics lists applications by id (app_…); {bad:?} is not one (uids are not accepted)"
+            ),
+        );
+    }
 }
 
 /// What the config leaves open that is allowed but rarely meant; `check` prints

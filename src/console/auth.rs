@@ -281,6 +281,14 @@ impl FromRequestParts<Console> for Authed {
         if let Some(a) = session_of(c, &parts.headers) {
             return Ok(a);
         }
+        if super::portal::has_portal_cookie(&parts.headers) {
+            // A tenant's portal session never reaches the operator's pages.
+            return Err(layout::error_page(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                "A portal session does not reach the operator's console.",
+            ));
+        }
         if parts.method != axum::http::Method::GET {
             return Err(layout::error_page(
                 StatusCode::FORBIDDEN,

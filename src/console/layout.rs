@@ -29,7 +29,8 @@ pub enum Nav {
     Transforms,
 }
 
-fn head(title: &str) -> Markup {
+/// The `<head>` of every page.
+pub fn head(title: &str) -> Markup {
     html! {
         head {
             meta charset="utf-8";

@@ -22,6 +22,7 @@ pub mod layout;
 pub mod mask;
 pub mod messages;
 pub mod overview;
+pub mod portal;
 pub mod ratelimit;
 pub mod rejected;
 pub mod sampler;
@@ -69,6 +70,8 @@ pub struct Console {
     pub logins: Arc<ratelimit::LoginLimiter>,
     /// The overview's time series.
     pub overview: Arc<sampler::Sampler>,
+    /// Tenants' app-portal sessions.
+    pub portal: Arc<portal::PortalSessions>,
 }
 
 /// The console's routes, to merge into the admin router (plain HTTP: cookies
@@ -92,6 +95,7 @@ pub fn router_with(
         )),
         secure_cookie: opts.secure_cookie,
         logins: Arc::new(ratelimit::LoginLimiter::new()),
+        portal: Arc::default(),
     };
     Router::new()
         .route("/", get(overview::page))
@@ -131,6 +135,21 @@ pub fn router_with(
             get(dest_actions::rotate_confirm).post(dest_actions::rotate),
         )
         .route("/destinations/{name}/test", post(dest_actions::send_test))
+        .route("/portal", get(portal::home))
+        .route("/portal/login", post(portal::login))
+        .route("/portal/logout", post(portal::logout))
+        .route(
+            "/portal/endpoints/new",
+            get(portal::new_form).post(portal::create),
+        )
+        .route("/portal/endpoints/{ep}", get(portal::endpoint))
+        .route("/portal/endpoints/{ep}/edit", post(portal::edit))
+        .route("/portal/endpoints/{ep}/delete", post(portal::delete))
+        .route("/portal/endpoints/{ep}/rotate", post(portal::rotate))
+        .route("/portal/endpoints/{ep}/secret", post(portal::secret))
+        .route("/portal/messages", get(portal::messages))
+        .route("/portal/messages/{id}", get(portal::message))
+        .route("/portal/messages/{id}/resend/{ep}", post(portal::resend))
         .route("/static/console.js", get(js))
         .route("/static/console.css", get(css))
         .layer(axum::middleware::map_response(security_headers))

@@ -371,10 +371,14 @@ impl Dispatcher {
     pub fn add(&self, spec: DestinationSpec, state: DestinationState) -> Arc<DestinationHandle> {
         let name = spec.name.clone();
         let handle = Arc::new(DestinationHandle {
-            metrics: if crate::config::is_tenant_source(&spec.source) {
-                DestinationMetrics::for_tenant_endpoint(&name)
-            } else {
-                DestinationMetrics::new(&name)
+            metrics: match spec
+                .source
+                .strip_prefix(crate::config::TENANT_SOURCE_PREFIX)
+            {
+                Some(app) if !crate::telemetry::events::has_own_series(app) => {
+                    DestinationMetrics::for_tenant_endpoint(&name)
+                }
+                _ => DestinationMetrics::new(&name),
             },
             spec: RwLock::new(Arc::new(spec)),
             state: Mutex::new(state),

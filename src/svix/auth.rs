@@ -59,6 +59,34 @@ fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The scope of a live tenant token, `None` for anything else.
+pub async fn tenant_scope(s: &Shared, token: &str) -> SvixResult<Option<Scope>> {
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    // The lookup is by hash: equal hashes are the only match, and the
+    // hash of a guess tells nothing of a real token.
+    let hash = token_hash(token);
+    Ok(token_live(s, &hash)
+        .await?
+        .map(|app| Scope::AppToken { app, hash }))
+}
+
+/// The application of the live (stored, unexpired) token with this hash.
+pub async fn token_live(s: &Shared, hash: &str) -> SvixResult<Option<String>> {
+    match s.store.tenant_record(kind::TOKEN, "", hash).await? {
+        Some(r)
+            if r.id == hash
+                && r.body["expiresAt"]
+                    .as_i64()
+                    .is_some_and(|t| t > s.clock.now_millis()) =>
+        {
+            Ok(r.body["app"].as_str().map(str::to_string))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The middleware: an admin token, or a live tenant token; else 401.
 pub async fn authorize(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     let token = crate::admin::bearer_token(req.headers())
@@ -68,27 +96,11 @@ pub async fn authorize(State(s): State<Shared>, mut req: Request, next: Next) ->
         && crate::ingest::verify::any_key_eq(&s.config().server.admin_tokens, token.as_bytes())
     {
         Some(Scope::All)
-    } else if token.starts_with(TOKEN_PREFIX) {
-        // The lookup is by hash: equal hashes are the only match, and the
-        // hash of a guess tells nothing of a real token.
-        let hash = token_hash(&token);
-        match s.store.tenant_record(kind::TOKEN, "", &hash).await {
-            Ok(Some(r))
-                if r.id == hash
-                    && r.body["expiresAt"]
-                        .as_i64()
-                        .is_some_and(|t| t > s.clock.now_millis()) =>
-            {
-                r.body["app"].as_str().map(|app| Scope::AppToken {
-                    app: app.to_string(),
-                    hash,
-                })
-            }
-            Ok(_) => None,
-            Err(e) => return SvixError::from(e).into_response(),
-        }
     } else {
-        None
+        match tenant_scope(&s, &token).await {
+            Ok(scope) => scope,
+            Err(e) => return e.into_response(),
+        }
     };
     match scope {
         Some(scope) => {
@@ -187,7 +199,10 @@ async fn portal_access(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     Ok(Json(PortalAccessOut {
-        url: format!("{scheme}://{host}/console?app={}", app.id),
+        // The token rides in the fragment, as in Svix's portal links: a
+        // browser never sends a fragment, so it stays out of request logs
+        // and `Referer`; the portal's page exchanges it for a cookie.
+        url: format!("{scheme}://{host}/portal#key={token}"),
         token,
     }))
 }

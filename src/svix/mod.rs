@@ -46,11 +46,7 @@ pub(crate) mod kind {
 /// The Svix API's routes, behind the admin token or a tenant token; the
 /// health checks are open, as Svix's are.
 pub fn router(state: Shared) -> Router<Shared> {
-    let api = Router::new()
-        .merge(apps::router())
-        .merge(event_types::router())
-        .merge(endpoints::router())
-        .merge(messages::router())
+    let api = scoped_router()
         .merge(auth::router())
         .route_layer(middleware::from_fn_with_state(state, auth::authorize));
     Router::new()
@@ -62,6 +58,17 @@ pub fn router(state: Shared) -> Router<Shared> {
             "/api/v1/auth/dashboard-access/{app_id}",
             post(error::not_implemented),
         )
+}
+
+/// The API's routes without authentication: every handler reads the caller's
+/// [`auth::Scope`] from the request's extensions, which the caller must set
+/// (the app portal sets its session's tenant scope).
+pub fn scoped_router() -> Router<Shared> {
+    Router::new()
+        .merge(apps::router())
+        .merge(event_types::router())
+        .merge(endpoints::router())
+        .merge(messages::router())
 }
 
 /// `GET /api/v1/health`: 204 when the store answers.

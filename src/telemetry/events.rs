@@ -285,6 +285,26 @@ pub struct DestinationMetrics {
     disabled: Gauge,
 }
 
+/// Applications whose endpoints have their own series
+/// (`telemetry.per_tenant_metrics`). Only ever added to: a process serves one
+/// config's list from its start, and ids never repeat across applications.
+static OWN_SERIES: std::sync::RwLock<std::collections::BTreeSet<String>> =
+    std::sync::RwLock::new(std::collections::BTreeSet::new());
+
+/// Gives the endpoints of these applications their own series from now on.
+pub fn add_per_tenant_metrics(apps: &[String]) {
+    let mut g = OWN_SERIES.write().unwrap_or_else(|e| e.into_inner());
+    g.extend(apps.iter().map(|a| a.trim().to_string()));
+}
+
+/// Whether the endpoints of this application have their own series.
+pub fn has_own_series(app: &str) -> bool {
+    OWN_SERIES
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(app)
+}
+
 impl DestinationMetrics {
     /// Registers the handles of a destination.
     pub fn new(dest: &str) -> Self {
@@ -311,6 +331,8 @@ impl DestinationMetrics {
     /// counters and histograms are those of every tenant endpoint together,
     /// labelled `destination="tenant.*"`, and it sets no gauges, so the number
     /// of series does not grow with the number of tenants and endpoints.
+    /// (The endpoints of an application listed in
+    /// `telemetry.per_tenant_metrics` use [`DestinationMetrics::new`] instead.)
     pub fn for_tenant_endpoint(dest: &str) -> Self {
         let d = || TENANT_ENDPOINTS.to_string();
         DestinationMetrics {

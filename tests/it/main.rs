@@ -19,6 +19,7 @@ mod listener;
 mod multinode;
 mod openapi;
 mod outage;
+mod portal;
 mod providers;
 mod pull;
 mod readiness;

@@ -14,7 +14,7 @@ async fn svix_gateway() -> Gateway {
 }
 
 /// A call with a token; status and JSON (Null for an empty body).
-async fn call(
+pub(crate) async fn call(
     gw: &Gateway,
     token: &str,
     method: reqwest::Method,
@@ -494,4 +494,60 @@ async fn bad_input_gets_svix_errors_never_a_5xx() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn applications_listed_in_per_tenant_metrics_get_their_own_series() {
+    let rx = Receiver::start().await;
+    let mut gw = Gateway::binary_opts("", "allow_private_destinations = true", &[]).await;
+    let mut ids = Vec::new();
+    for name in ["listed", "pooled"] {
+        let (_, app) = post(&gw, "/api/v1/app", json!({"name": name})).await;
+        let app = app["id"].as_str().unwrap().to_string();
+        let (_, ep) = post(
+            &gw,
+            &format!("/api/v1/app/{app}/endpoint"),
+            json!({"url": rx.url(&format!("/{name}"))}),
+        )
+        .await;
+        ids.push((app, ep["id"].as_str().unwrap().to_string()));
+    }
+    gw.terminate();
+    let config = gw.data_dir().join("hookgate.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[telemetry]\nper_tenant_metrics = [\"{}\"]\n",
+        ids[0].0
+    ));
+    std::fs::write(&config, text).unwrap();
+    gw.restart().await;
+    for (app, _) in &ids {
+        let (st, m) = post(
+            &gw,
+            &format!("/api/v1/app/{app}/msg"),
+            json!({"eventType": "x", "payload": {}}),
+        )
+        .await;
+        assert_eq!(st, 202, "{m}");
+    }
+    rx.wait_for(2, std::time::Duration::from_secs(10)).await;
+    let (listed, pooled) = (&ids[0].1, &ids[1].1);
+    let text = eventually(std::time::Duration::from_secs(10), "the series", || async {
+        let t = gw.metrics_text().await;
+        t.contains(&format!(
+            "hookgate_deliveries_total{{destination=\"{listed}\",outcome=\"delivered\"}} 1"
+        ))
+        .then_some(t)
+    })
+    .await;
+    assert!(
+        text.contains(
+            "hookgate_deliveries_total{destination=\"tenant.*\",outcome=\"delivered\"} 1"
+        ),
+        "the other application's endpoint stays in the pooled series:\n{text}"
+    );
+    assert!(
+        !text.contains(pooled.as_str()),
+        "no series of its own:\n{text}"
+    );
 }

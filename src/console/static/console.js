@@ -129,3 +129,16 @@
     updateTimes();
   });
 })();
+
+// The app portal: the key rides in the URL fragment (never sent to the server,
+// never in a Referer); post it once and drop it from the address bar.
+(function () {
+  "use strict";
+  var form = document.getElementById("portal-login");
+  if (!form) return;
+  var m = /(?:^#|&)key=([^&]+)/.exec(window.location.hash);
+  history.replaceState(null, "", window.location.pathname);
+  if (!m) return;
+  document.getElementById("key").value = decodeURIComponent(m[1]);
+  form.submit();
+})();
