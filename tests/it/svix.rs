@@ -551,3 +551,106 @@ async fn applications_listed_in_per_tenant_metrics_get_their_own_series() {
         "no series of its own:\n{text}"
     );
 }
+
+/// Two nodes on one PostgreSQL database: an application, its endpoint and a
+/// tenant token made through one node work through the other, a message sent
+/// to either is delivered once and signed, its attempts are read on the
+/// other, and an `eventId` is unique across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenants_span_two_postgres_nodes() {
+    let Some(db) =
+        hookgate::store::postgres::scratch::ScratchDatabase::for_test("svix_two_nodes").await
+    else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let cfg = format!(
+        "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n",
+        db.url()
+    );
+    let a = Gateway::start_opts(&cfg, "allow_private_destinations = true", &[]).await;
+    let b = Gateway::start_opts(&cfg, "allow_private_destinations = true", &[]).await;
+
+    let (st, app) = post(&a, "/api/v1/app", json!({"name": "Acme", "uid": "acme"})).await;
+    assert_eq!(st, 201, "{app}");
+    let (st, other) = post(&a, "/api/v1/app", json!({"name": "Other", "uid": "other"})).await;
+    assert_eq!(st, 201, "{other}");
+    let (st, ep) = post(
+        &a,
+        "/api/v1/app/acme/endpoint",
+        json!({"url": rx.url("/acme"), "secret": SECRET}),
+    )
+    .await;
+    assert_eq!(st, 201, "{ep}");
+    let ep_id = ep["id"].as_str().unwrap().to_string();
+
+    // Node b reads the records from the store and routes to the endpoint
+    // once its registry has synced it.
+    let (st, seen) = get(&b, "/api/v1/app/acme").await;
+    assert_eq!((st, seen["id"].clone()), (200, app["id"].clone()), "{seen}");
+    eventually(
+        std::time::Duration::from_secs(10),
+        "b knows the endpoint",
+        || async {
+            let (st, _) = b.api_get(&format!("/api/v1/destinations/{ep_id}")).await;
+            (st == 200).then_some(())
+        },
+    )
+    .await;
+
+    let mut ids = Vec::new();
+    for (n, gw) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let (st, m) = post(
+            gw,
+            "/api/v1/app/acme/msg",
+            json!({"eventType": "order.created", "payload": {"n": n}, "eventId": format!("evt-{n}")}),
+        )
+        .await;
+        assert_eq!(st, 202, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    // The same eventId through the other node is a conflict.
+    let (st, dup) = post(
+        &b,
+        "/api/v1/app/acme/msg",
+        json!({"eventType": "order.created", "payload": {}, "eventId": "evt-0"}),
+    )
+    .await;
+    assert_eq!(st, 409, "{dup}");
+
+    rx.wait_for(4, std::time::Duration::from_secs(10)).await;
+    let got = rx.received();
+    assert_eq!(got.len(), 4, "each message delivered once");
+    for id in &ids {
+        let r = got
+            .iter()
+            .find(|r| r.header("svix-id") == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} delivered"));
+        assert!(verify_svix(SECRET, r), "{id} verifies");
+    }
+    // Attempts of a message sent through b are read through a.
+    let (st, atts) = eventually(
+        std::time::Duration::from_secs(10),
+        "a lists b's attempt",
+        || async {
+            let (st, v) = get(&a, &format!("/api/v1/app/acme/attempt/msg/{}", ids[1])).await;
+            (v["data"].as_array().is_some_and(|d| !d.is_empty())).then_some((st, v))
+        },
+    )
+    .await;
+    assert_eq!(
+        (st, atts["data"][0]["status"].clone()),
+        (200, json!(0)),
+        "{atts}"
+    );
+
+    // A tenant token made on a works on b, for its own application only.
+    let (st, access) = post(&a, "/api/v1/auth/app-portal-access/acme", json!({})).await;
+    assert_eq!(st, 200, "{access}");
+    let token = access["token"].as_str().unwrap();
+    let own = format!("/api/v1/app/acme/msg/{}", ids[0]);
+    let (st, m) = call(&b, token, reqwest::Method::GET, &own, None).await;
+    assert_eq!((st, m["id"].as_str()), (200, Some(ids[0].as_str())), "{m}");
+    let (st, _) = call(&b, token, reqwest::Method::GET, "/api/v1/app/other", None).await;
+    assert_eq!(st, 404);
+}
