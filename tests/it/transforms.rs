@@ -915,3 +915,88 @@ async fn transforms_are_created_changed_and_deleted_through_the_api() {
         .await;
     assert_eq!(st, 404);
 }
+
+#[tokio::test]
+async fn the_console_creates_changes_and_deletes_a_transform() {
+    use crate::console::Browser;
+    let rx = Receiver::start().await;
+    let gw = telegram_gateway(&rx).await;
+    let mut b = Browser::new(&gw);
+    b.login(ADMIN_TOKEN).await;
+    let page = b.page("/transforms").await;
+    for control in [
+        "for=\"new-name\">Name</label>",
+        "for=\"new-code\">Script</label>",
+        ">Create transform</button>",
+    ] {
+        assert!(page.contains(control), "{control}: {page}");
+    }
+    // The config file's has no save or delete.
+    assert!(!page.contains("Delete telegram-to-chat"), "{page}");
+    let csrf = crate::console::csrf_field(&page);
+    // A script that does not compile is refused with the reason.
+    let r = b
+        .post(
+            "/transforms/new",
+            &[
+                ("csrf", &csrf),
+                ("name", "shape"),
+                ("code", "function transform(r) {"),
+            ],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("transform `shape` does not compile"),
+        "{html}"
+    );
+    let r = b
+        .post(
+            "/transforms/new",
+            &[
+                ("csrf", &csrf),
+                ("name", "shape"),
+                ("code", "function transform(r) { return null; }"),
+            ],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let page = b.page("/transforms").await;
+    assert!(page.contains("Delete shape"), "{page}");
+    assert!(page.contains(">New script for shape</label>"), "{page}");
+    let r = b
+        .post(
+            "/transforms/shape/save",
+            &[
+                ("csrf", &csrf),
+                ("code", "function transform(r) { return r; }"),
+            ],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (_, v) = gw.api_get("/api/v1/transforms/shape").await;
+    assert_eq!(v["code"], "function transform(r) { return r; }", "{v}");
+    // Without the CSRF token nothing changes.
+    let r = b
+        .post(
+            "/transforms/shape/delete",
+            &[("csrf", "wrong")],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = b
+        .post(
+            "/transforms/shape/delete",
+            &[("csrf", &csrf)],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (st, _) = gw.api_get("/api/v1/transforms/shape").await;
+    assert_eq!(st, 404);
+}
