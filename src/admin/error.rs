@@ -136,20 +136,11 @@ pub fn missing(what: &'static str) -> impl Fn(StoreError) -> ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
-            ControlError::Invalid(problems) => {
-                let details = problems
-                    .iter()
-                    .map(|p| json!({"pointer": p.pointer(), "message": p.message}))
-                    .collect();
-                ApiError {
-                    details: Some(Value::Array(details)),
-                    ..ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_destination",
-                        ControlError::Invalid(problems).to_string(),
-                    )
-                }
-            }
+            ControlError::Invalid(problems) => invalid(
+                "invalid_destination",
+                &problems,
+                ControlError::Invalid(problems.clone()).to_string(),
+            ),
             e @ ControlError::Exists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
@@ -159,5 +150,43 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound => ApiError::not_found("destination"),
             ControlError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<crate::control::transforms::TransformChangeError> for ApiError {
+    fn from(e: crate::control::transforms::TransformChangeError) -> Self {
+        use crate::control::transforms::TransformChangeError as E;
+        match e {
+            E::Invalid(problems) => invalid(
+                "invalid_transform",
+                &problems,
+                E::Invalid(problems.clone()).to_string(),
+            ),
+            e @ E::Compile { .. } => ApiError {
+                details: Some(json!([{"pointer": "/code", "message": e.to_string()}])),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_transform",
+                    e.to_string(),
+                )
+            },
+            e @ E::Exists(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            e @ E::ReadOnly => ApiError::new(StatusCode::CONFLICT, "read_only", e.to_string()),
+            e @ E::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "in_use", e.to_string()),
+            E::NotFound => ApiError::not_found("transform"),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A 422 with each problem at its place in `details`.
+fn invalid(code: &'static str, problems: &[crate::control::Problem], message: String) -> ApiError {
+    let details = problems
+        .iter()
+        .map(|p| json!({"pointer": p.pointer(), "message": p.message}))
+        .collect();
+    ApiError {
+        details: Some(Value::Array(details)),
+        ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 }

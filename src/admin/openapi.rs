@@ -67,6 +67,10 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         reload::reload,
         transforms::list,
         transforms::get_one,
+        transforms::create,
+        transforms::replace,
+        transforms::patch,
+        transforms::delete,
         transforms::try_it,
         openapi_json,
     ),
@@ -80,7 +84,7 @@ Every error is answered as `{\"error\": {\"code\", \"message\", \"details\"?}}` 
         (name = "events", description = "Publish events from your app (source `api`)"),
         (name = "rejected", description = "The last requests ingest refused, with the reason"),
         (name = "alerts", description = "Alert conditions that hold now and the alerts raised"),
-        (name = "transforms", description = "Transformations: list them, and try one on a stored message or a request object"),
+        (name = "transforms", description = "Transformations: list, create, replace, change, delete, and try one on a stored message or a request object"),
         (name = "operations", description = "Health, readiness, metrics, reload and this document"),
     )
 )]

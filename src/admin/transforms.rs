@@ -1,11 +1,14 @@
 //! `/api/v1/transforms`: the transformations the gateway runs, and "try it":
 //! a script run on a stored message or on a given request object, answering
 //! what would be delivered, or the error (nothing is sent, nothing stored).
+//! Transformations are created, replaced and deleted here too (kept in the
+//! store); the config file's are read-only.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -15,6 +18,7 @@ use utoipa::ToSchema;
 use super::error::{missing, ApiError, ApiResult, ErrorBody};
 use super::extract::JsonBody;
 use super::Shared;
+use crate::control::transforms::{ApiTransform, Transforms};
 use crate::dispatch::transform::request_of;
 use crate::store::MessageId;
 use crate::transform::{Delivery, Request, Script};
@@ -22,17 +26,22 @@ use crate::transform::{Delivery, Request, Script};
 /// The routes of this area.
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/api/v1/transforms", get(list))
-        .route("/api/v1/transforms/{name}", get(get_one))
+        .route("/api/v1/transforms", get(list).post(create))
+        .route(
+            "/api/v1/transforms/{name}",
+            get(get_one).put(replace).patch(patch).delete(delete),
+        )
         .route("/api/v1/transforms/{name}/try", post(try_it))
 }
 
 /// A transformation.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"name": "telegram-to-chat", "code": "function transform(request, context) { return request; }", "timeout_ms": 50, "memory_limit": 16777216}))]
+#[schema(example = json!({"name": "telegram-to-chat", "code": "function transform(request, context) { return request; }", "timeout_ms": 50, "memory_limit": 16777216, "origin": "config"}))]
 pub struct TransformView {
     /// Its name (`transform = "…"` on routes and destinations).
     pub name: String,
+    /// Where it is defined: `config` (read-only here) or `api`.
+    pub origin: String,
     /// The script.
     pub code: String,
     /// How long one run may take, in milliseconds.
@@ -41,10 +50,17 @@ pub struct TransformView {
     pub memory_limit: u64,
 }
 
-impl From<&Script> for TransformView {
-    fn from(s: &Script) -> Self {
+impl TransformView {
+    /// The view of `s`, one of `transforms`.
+    fn of(s: &Script, transforms: &Transforms) -> Self {
         TransformView {
             name: s.name.clone(),
+            origin: if transforms.is_file(&s.name) {
+                "config"
+            } else {
+                "api"
+            }
+            .to_string(),
             code: s.code.clone(),
             timeout_ms: s.limits.time.as_millis() as u64,
             memory_limit: s.limits.memory as u64,
@@ -62,12 +78,11 @@ pub struct TransformList {
 #[utoipa::path(get, path = "/api/v1/transforms", tag = "transforms", operation_id = "list_transforms",
     responses((status = 200, description = "The transformations, by name", body = TransformList)))]
 pub(crate) async fn list(State(s): State<Shared>) -> Json<TransformList> {
-    let data = s
-        .registry
-        .transforms()
+    let transforms = s.registry.transforms();
+    let data = transforms
         .all()
         .iter()
-        .map(|t| TransformView::from(t.as_ref()))
+        .map(|t| TransformView::of(t, &transforms))
         .collect();
     Json(TransformList { data })
 }
@@ -82,12 +97,108 @@ pub(crate) async fn get_one(
     State(s): State<Shared>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TransformView>> {
-    let t = s
-        .registry
-        .transforms()
+    let transforms = s.registry.transforms();
+    let t = transforms
         .get(&name)
         .ok_or_else(|| ApiError::not_found("transform"))?;
-    Ok(Json(TransformView::from(t.as_ref())))
+    Ok(Json(TransformView::of(&t, &transforms)))
+}
+
+/// The body of a new transformation: its name and fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "drop-slack-retries", "code": "function transform(request) { return request.headers['x-slack-retry-num'] ? null : request; }", "timeout_ms": 50}))]
+pub struct NewTransform {
+    /// Its name: 1-64 letters, digits, `_`, `-` or `.`.
+    pub name: String,
+    /// JavaScript defining `function transform(request, context)`.
+    pub code: String,
+    /// How long one run may take, in milliseconds (1-10000; default 50).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Bytes the script may use (1 MiB to 1 GiB; default 16 MiB).
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/api/v1/transforms", tag = "transforms", operation_id = "create_transform",
+    request_body = NewTransform,
+    responses(
+        (status = 201, description = "Created (the script compiles)", body = TransformView,
+            links(
+                ("GetTransform" = (operation_id = "get_transform", parameters(("name" = "$response.body#/name")))),
+                ("DeleteTransform" = (operation_id = "delete_transform", parameters(("name" = "$response.body#/name")))),
+            )),
+        (status = 409, description = "A transformation of that name exists", body = ErrorBody),
+        (status = 422, description = "The fields have problems, or the script does not compile (each in `details`)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
+    State(s): State<Shared>,
+    JsonBody(body): JsonBody<NewTransform>,
+) -> ApiResult<(StatusCode, Json<TransformView>)> {
+    let fields = ApiTransform {
+        code: Some(body.code),
+        timeout_ms: body.timeout_ms,
+        memory_limit: body.memory_limit,
+    };
+    let script = s.registry.put_transform(&body.name, &fields, true).await?;
+    let view = TransformView::of(&script, &s.registry.transforms());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(put, path = "/api/v1/transforms/{name}", tag = "transforms", operation_id = "replace_transform",
+    params(("name" = String, Path, description = "The transformation's name", example = "telegram-to-chat")),
+    request_body = ApiTransform,
+    responses(
+        (status = 200, description = "Replaced (the script compiles); deliveries from now run it", body = TransformView),
+        (status = 404, description = "No such transformation made through the API", body = ErrorBody),
+        (status = 409, description = "A config-file transformation (read-only here)", body = ErrorBody),
+        (status = 422, description = "The fields have problems, or the script does not compile (each in `details`)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn replace(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<ApiTransform>,
+) -> ApiResult<Json<TransformView>> {
+    let script = s.registry.put_transform(&name, &body, false).await?;
+    Ok(Json(TransformView::of(&script, &s.registry.transforms())))
+}
+
+#[utoipa::path(patch, path = "/api/v1/transforms/{name}", tag = "transforms", operation_id = "patch_transform",
+    params(("name" = String, Path, description = "The transformation's name", example = "telegram-to-chat")),
+    request_body = ApiTransform,
+    responses(
+        (status = 200, description = "Changed (the script compiles); deliveries from now run it", body = TransformView),
+        (status = 404, description = "No such transformation made through the API", body = ErrorBody),
+        (status = 409, description = "A config-file transformation (read-only here)", body = ErrorBody),
+        (status = 422, description = "The fields have problems, or the script does not compile (each in `details`)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn patch(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<ApiTransform>,
+) -> ApiResult<Json<TransformView>> {
+    let script = s.registry.patch_transform(&name, &body).await?;
+    Ok(Json(TransformView::of(&script, &s.registry.transforms())))
+}
+
+#[utoipa::path(delete, path = "/api/v1/transforms/{name}", tag = "transforms", operation_id = "delete_transform",
+    params(("name" = String, Path, description = "The transformation's name", example = "telegram-to-chat")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such transformation made through the API", body = ErrorBody),
+        (status = 409, description = "A config-file transformation (read-only here), or destinations still name it (named in the message)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn delete(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.registry.delete_transform(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// What to run a transformation on: a stored message, or a request object.

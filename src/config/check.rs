@@ -142,6 +142,11 @@ fn url_and_type(d: &DestinationDef, out: &mut Vec<Problem>) {
                 "disable_after",
                 "a consumer that stops pulling leaves its deliveries queued",
             ),
+            (
+                d.transform.is_some(),
+                "transform",
+                "its consumer gets each message as received; transformations run on push deliveries",
+            ),
         ] {
             if set {
                 out.push(Problem::at(

@@ -665,6 +665,10 @@ fn a_pull_destination_has_no_url_and_a_push_one_needs_one() {
             (4, "timeout does not apply to a pull destination"),
         ),
         (
+            "[[transforms]]\nname = \"t\"\ncode = \"function transform(r) { return r; }\"\n[[destinations]]\nname = \"d\"\ntype = \"pull\"\ntransform = \"t\"\n",
+            (7, "transform does not apply to a pull destination"),
+        ),
+        (
             "[[destinations]]\nname = \"d\"\ntype = \"poll\"\n",
             (3, "did you mean \"pull\"?"),
         ),

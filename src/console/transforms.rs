@@ -1,17 +1,19 @@
 //! Transformations: each script with its limits, and **Try it**: the script
 //! (or an edited copy, never saved) run on a stored message through the API's
 //! own call ([`crate::admin::transforms::run_try`]), showing what would be
-//! delivered, the drop, or the error. Nothing is sent or stored.
+//! delivered, the drop, or the error. Nothing is sent or stored. Those made
+//! through the API (or here) can be created, saved and deleted, as operators.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 
 use super::auth::{check_post, Authed};
 use super::layout::{self, Nav};
 use super::{Console, FormData};
 use crate::admin::transforms::{run_try, TryOutcome, TryRequest, TryResult};
+use crate::control::transforms::ApiTransform;
 use crate::transform::Script;
 
 /// `GET /transforms`
@@ -21,7 +23,7 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
         h1 { "Transforms" }
         p.hint {
             "Scripts that reshape, enrich or drop messages before delivery, from "
-            code { "[[transforms]]" } " in the config file. "
+            code { "[[transforms]]" } " in the config file (read-only here) or made here and through the API. "
             "Try one on a stored message: nothing is sent or stored."
         }
         @if all.is_empty() {
@@ -29,6 +31,28 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
         }
         @for t in &all {
             (section(&a, t, None, None))
+            @if !c.admin.registry.transforms().is_file(&t.name) {
+                (changes(&a, t))
+            }
+        }
+        section aria-labelledby="new-transform" {
+            h2 id="new-transform" { "New transform" }
+            form method="post" action="/transforms/new" {
+                input type="hidden" name="csrf" value=(a.session.csrf);
+                p {
+                    label for="new-name" { "Name" }
+                    " "
+                    input.mono id="new-name" type="text" name="name" required;
+                }
+                p {
+                    label for="new-code" { "Script" }
+                    br;
+                    textarea.mono id="new-code" name="code" rows="8" cols="80" spellcheck="false" required {
+                        "function transform(request, context) {\n  return request;\n}\n"
+                    }
+                }
+                button type="submit" { "Create transform" }
+            }
         }
     };
     layout::page(&a, Nav::Transforms, "Transforms", body)
@@ -147,4 +171,97 @@ pub async fn try_it(
         p { a href="/transforms" { "Back to transforms" } }
     };
     layout::page_status(&a, Nav::Transforms, "Try a transform", body, status)
+}
+
+/// Save and delete of a transformation made through the API (the config
+/// file's are changed there).
+fn changes(a: &Authed, t: &Script) -> Markup {
+    let id = format!("e-{}", hex::encode(t.name.as_bytes()));
+    let path = layout::path_segment(&t.name);
+    html! {
+        form method="post" action={ "/transforms/" (path) "/save" } {
+            input type="hidden" name="csrf" value=(a.session.csrf);
+            p {
+                label for=(id) { "New script for " (t.name) }
+                br;
+                textarea.mono id=(id) name="code" rows="8" cols="80" spellcheck="false" required { (t.code) }
+            }
+            button type="submit" { "Save " (t.name) }
+        }
+        form method="post" action={ "/transforms/" (path) "/delete" } {
+            input type="hidden" name="csrf" value=(a.session.csrf);
+            button type="submit" { "Delete " (t.name) }
+        }
+    }
+}
+
+/// The answer to a change: back to the list, or the error.
+fn changed<T>(r: Result<T, crate::control::transforms::TransformChangeError>) -> Response {
+    match r {
+        Ok(_) => Redirect::to("/transforms").into_response(),
+        Err(e) => {
+            let e = crate::admin::error::ApiError::from(e);
+            layout::error_page(e.status, "Not changed", &e.message)
+        }
+    }
+}
+
+/// The script of a form (the limits left out: defaults, or as they were).
+fn code_of(form: &FormData) -> ApiTransform {
+    ApiTransform {
+        code: Some(form.get("code").unwrap_or_default().to_string()),
+        ..Default::default()
+    }
+}
+
+/// `POST /transforms/new`
+pub async fn create(
+    State(c): State<Console>,
+    a: Authed,
+    headers: HeaderMap,
+    form: FormData,
+) -> Response {
+    if let Some(r) = check_post(&a, &headers, &form, true) {
+        return r;
+    }
+    let name = form.get("name").unwrap_or_default().trim().to_string();
+    changed(
+        c.admin
+            .registry
+            .put_transform(&name, &code_of(&form), true)
+            .await,
+    )
+}
+
+/// `POST /transforms/{name}/save`: a new script, the limits kept.
+pub async fn save(
+    State(c): State<Console>,
+    a: Authed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    form: FormData,
+) -> Response {
+    if let Some(r) = check_post(&a, &headers, &form, true) {
+        return r;
+    }
+    changed(
+        c.admin
+            .registry
+            .patch_transform(&name, &code_of(&form))
+            .await,
+    )
+}
+
+/// `POST /transforms/{name}/delete`
+pub async fn delete(
+    State(c): State<Console>,
+    a: Authed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    form: FormData,
+) -> Response {
+    if let Some(r) = check_post(&a, &headers, &form, true) {
+        return r;
+    }
+    changed(c.admin.registry.delete_transform(&name).await)
 }

@@ -19,13 +19,15 @@ use tokio_util::sync::CancellationToken;
 use super::compile::{self, CompileError};
 use super::def::{DestinationDef, RouteDef, StoredKey};
 use super::defaults;
+use super::transforms::{ApiTransform, TransformChangeError};
 use super::validate::{self, Problem};
 use crate::clock::SharedClock;
 use crate::config::{Dur, Secret};
 use crate::dispatch::destination::{DestinationSpec, Origin};
 use crate::dispatch::{ssrf, Dispatcher};
 use crate::ingest::route::{RouteError, RouteTable, Routing};
-use crate::store::{Millis, Store, StoreError, StoredDestination};
+use crate::store::{Millis, Store, StoreError, StoredDestination, StoredTransform};
+use crate::transform::Script;
 
 /// Why a change to a destination was refused.
 #[derive(Debug, thiserror::Error)]
@@ -174,8 +176,131 @@ impl Registry {
             allow_private,
             sources: RwLock::new(sources),
         };
+        registry.load_transforms().await?;
         registry.rebuild_routes()?;
         Ok(registry)
+    }
+
+    /// Takes in the transformations the store holds (those made through the API).
+    async fn load_transforms(&self) -> Result<(), StoreError> {
+        let scripts = self
+            .store
+            .stored_transforms()
+            .await?
+            .iter()
+            .filter_map(|t| match stored_script(t) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::error!(transform = %t.name, error = %e, "a stored transform could not be loaded");
+                    None
+                }
+            })
+            .collect();
+        self.transforms.set_api(scripts);
+        Ok(())
+    }
+
+    /// `POST /api/v1/transforms` (`create`) or `PUT /api/v1/transforms/{name}`:
+    /// checks the fields, compiles the script (refused if it does not), stores
+    /// it and puts it to use.
+    pub async fn put_transform(
+        &self,
+        name: &str,
+        fields: &ApiTransform,
+        create: bool,
+    ) -> Result<Arc<Script>, TransformChangeError> {
+        if self.transforms.is_file(name) {
+            return Err(if create {
+                TransformChangeError::Exists(name.to_string())
+            } else {
+                TransformChangeError::ReadOnly
+            });
+        }
+        let def = fields.def(name).map_err(TransformChangeError::Invalid)?;
+        let script = Arc::new(def.script());
+        self.transforms
+            .engine()
+            .check(script.clone())
+            .await
+            .map_err(|e| TransformChangeError::Compile {
+                name: name.to_string(),
+                error: e.to_string(),
+            })?;
+        let now = self.clock.now_millis();
+        let row = StoredTransform {
+            name: name.to_string(),
+            spec: fields.to_json(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store
+            .put_stored_transform(&row, create)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => TransformChangeError::Exists(name.to_string()),
+                e => e.into(),
+            })?;
+        self.transforms.put_api(script.clone());
+        Ok(script)
+    }
+
+    /// `PATCH /api/v1/transforms/{name}`: the fields given replace the stored ones.
+    pub async fn patch_transform(
+        &self,
+        name: &str,
+        patch: &ApiTransform,
+    ) -> Result<Arc<Script>, TransformChangeError> {
+        if self.transforms.is_file(name) {
+            return Err(TransformChangeError::ReadOnly);
+        }
+        let current = self
+            .store
+            .stored_transforms()
+            .await?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or(TransformChangeError::NotFound)?;
+        let mut fields = current
+            .spec
+            .as_object()
+            .map(ApiTransform::parse)
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if patch.code.is_some() {
+            fields.code = patch.code.clone();
+        }
+        if patch.timeout_ms.is_some() {
+            fields.timeout_ms = patch.timeout_ms;
+        }
+        if patch.memory_limit.is_some() {
+            fields.memory_limit = patch.memory_limit;
+        }
+        self.put_transform(name, &fields, false).await
+    }
+
+    /// `DELETE /api/v1/transforms/{name}`: refused while a destination names it.
+    pub async fn delete_transform(&self, name: &str) -> Result<(), TransformChangeError> {
+        if self.transforms.is_file(name) {
+            return Err(TransformChangeError::ReadOnly);
+        }
+        let mut by: Vec<String> = self
+            .dispatcher
+            .all()
+            .iter()
+            .map(|h| h.spec())
+            .filter(|spec| spec.transform.as_deref() == Some(name))
+            .map(|spec| spec.name.clone())
+            .collect();
+        if !by.is_empty() {
+            by.sort();
+            return Err(TransformChangeError::InUse {
+                name: name.to_string(),
+                by,
+            });
+        }
+        self.store.delete_stored_transform(name).await?;
+        self.transforms.remove_api(name);
+        Ok(())
     }
 
     /// The route table as ingest and the API read it.
@@ -575,6 +700,9 @@ impl Registry {
                 self.dispatcher.adopt_state(name, st, read_at);
             }
         }
+        if let Err(e) = self.load_transforms().await {
+            tracing::debug!(error = %e, "the stored transforms were not read; the previous ones stay");
+        }
         let Ok(stored) = self.store.stored_destinations().await else {
             return;
         };
@@ -642,6 +770,21 @@ fn json_problem(e: &serde_json::Error) -> ControlError {
 /// Compiles a checked API definition.
 fn compile_api(d: &DestinationDef) -> Result<DestinationSpec, ControlError> {
     compile::destination(d, Origin::Api).map_err(|e| ControlError::invalid("", e.to_string()))
+}
+
+/// The script of a stored API transformation.
+fn stored_script(t: &StoredTransform) -> Result<Script, TransformChangeError> {
+    let obj = t.spec.as_object().ok_or_else(|| {
+        TransformChangeError::Invalid(vec![validate::Problem::at(
+            "",
+            "the stored spec is not a JSON object",
+        )])
+    })?;
+    let fields = ApiTransform::parse(obj).map_err(TransformChangeError::Invalid)?;
+    Ok(fields
+        .def(&t.name)
+        .map_err(TransformChangeError::Invalid)?
+        .script())
 }
 
 /// The spec of a stored API destination.

@@ -715,6 +715,21 @@ mod tests {
         async fn delete_stored_destination(&self, n: &str) -> crate::store::StoreResult<()> {
             self.inner.delete_stored_destination(n).await
         }
+        async fn stored_transforms(
+            &self,
+        ) -> crate::store::StoreResult<Vec<crate::store::StoredTransform>> {
+            self.inner.stored_transforms().await
+        }
+        async fn put_stored_transform(
+            &self,
+            t: &crate::store::StoredTransform,
+            create: bool,
+        ) -> crate::store::StoreResult<()> {
+            self.inner.put_stored_transform(t, create).await
+        }
+        async fn delete_stored_transform(&self, n: &str) -> crate::store::StoreResult<()> {
+            self.inner.delete_stored_transform(n).await
+        }
         async fn put_alert(&self, a: &crate::store::StoredAlert) -> crate::store::StoreResult<()> {
             self.inner.put_alert(a).await
         }

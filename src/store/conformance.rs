@@ -30,7 +30,7 @@ macro_rules! store_conformance_tests {
             replay_message_creates_deliveries, replayed_dead_delivery_leaves_the_dead_letter_queue,
             a_delivery_that_dies_after_its_replay_is_replayed,
             message_listing_pages, message_listing_filters, delivery_listing_filters,
-            destination_state_round_trip, stored_destinations_crud, tenant_records_crud,
+            destination_state_round_trip, stored_destinations_crud, stored_transforms_crud, tenant_records_crud,
             tenant_records_page_both_ways, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
             message_with_no_deliveries, pull_leases_name_their_owner, pull_leases_expire,
@@ -1269,6 +1269,48 @@ pub async fn stored_destinations_crud(s: &dyn Store) {
         s.put_stored_destination(&missing, false).await.unwrap_err(),
         StoreError::NotFound
     );
+}
+
+/// Transformations made through the API: created once, replaced, listed by
+/// name apart from destinations, removed.
+pub async fn stored_transforms_crud(s: &dyn Store) {
+    let t = StoredTransform {
+        name: "shape".into(),
+        spec: serde_json::json!({"code": "function transform(r) { return r; }", "timeout_ms": 50}),
+        created_at: T0,
+        updated_at: T0,
+    };
+    s.put_stored_transform(&t, true).await.unwrap();
+    assert_eq!(
+        s.put_stored_transform(&t, true).await.unwrap_err(),
+        StoreError::Conflict
+    );
+    assert!(s.stored_destinations().await.unwrap().is_empty());
+    let mut t2 = t.clone();
+    t2.spec = serde_json::json!({"code": "function transform(r) { return null; }"});
+    t2.updated_at = T0 + 1;
+    s.put_stored_transform(&t2, false).await.unwrap();
+    let mut other = t.clone();
+    other.name = "another".into();
+    s.put_stored_transform(&other, true).await.unwrap();
+    let all = s.stored_transforms().await.unwrap();
+    let names: Vec<_> = all.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["another", "shape"]);
+    assert_eq!(all[1].spec, t2.spec);
+    assert_eq!(all[1].created_at, T0);
+    assert_eq!(all[1].updated_at, T0 + 1);
+    s.delete_stored_transform("shape").await.unwrap();
+    assert_eq!(
+        s.delete_stored_transform("shape").await.unwrap_err(),
+        StoreError::NotFound
+    );
+    let mut missing = t.clone();
+    missing.name = "nope".into();
+    assert_eq!(
+        s.put_stored_transform(&missing, false).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(s.stored_transforms().await.unwrap().len(), 1);
 }
 
 /// Alerts come back newest first, as written; the same id twice is kept once.

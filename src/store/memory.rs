@@ -94,6 +94,8 @@ struct Tables {
     dedup: HashMap<(String, String), (MessageId, Millis)>,
     states: HashMap<String, DestinationState>,
     stored: BTreeMap<String, StoredDestination>,
+    /// Transformations made through the API.
+    transforms: BTreeMap<String, StoredTransform>,
     /// Alerts, oldest first.
     alerts: VecDeque<StoredAlert>,
     /// Records of the tenants' API by (kind, tenant, id).
@@ -634,27 +636,23 @@ impl Store for MemoryStore {
     }
 
     async fn put_stored_destination(&self, d: &StoredDestination, create: bool) -> StoreResult<()> {
-        let mut t = self.open()?;
-        match (t.stored.get_mut(&d.name), create) {
-            (Some(_), true) => Err(StoreError::Conflict),
-            (None, false) => Err(StoreError::NotFound),
-            (Some(old), false) => {
-                old.spec = d.spec.clone();
-                old.updated_at = d.updated_at;
-                Ok(())
-            }
-            (None, true) => {
-                t.stored.insert(d.name.clone(), d.clone());
-                Ok(())
-            }
-        }
+        put_row(&mut self.open()?.stored, d, create)
     }
 
     async fn delete_stored_destination(&self, name: &str) -> StoreResult<()> {
-        match self.open()?.stored.remove(name) {
-            Some(_) => Ok(()),
-            None => Err(StoreError::NotFound),
-        }
+        delete_row(&mut self.open()?.stored, name)
+    }
+
+    async fn stored_transforms(&self) -> StoreResult<Vec<StoredTransform>> {
+        Ok(self.open()?.transforms.values().cloned().collect())
+    }
+
+    async fn put_stored_transform(&self, t: &StoredTransform, create: bool) -> StoreResult<()> {
+        put_row(&mut self.open()?.transforms, t, create)
+    }
+
+    async fn delete_stored_transform(&self, name: &str) -> StoreResult<()> {
+        delete_row(&mut self.open()?.transforms, name)
     }
 
     async fn put_alert(&self, alert: &StoredAlert) -> StoreResult<()> {
@@ -795,6 +793,36 @@ impl Store for MemoryStore {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Creates (`Conflict` if it exists) or replaces (`NotFound` if missing) a
+/// stored API destination or transformation.
+fn put_row(
+    rows: &mut BTreeMap<String, StoredDestination>,
+    d: &StoredDestination,
+    create: bool,
+) -> StoreResult<()> {
+    match (rows.get_mut(&d.name), create) {
+        (Some(_), true) => Err(StoreError::Conflict),
+        (None, false) => Err(StoreError::NotFound),
+        (Some(old), false) => {
+            old.spec = d.spec.clone();
+            old.updated_at = d.updated_at;
+            Ok(())
+        }
+        (None, true) => {
+            rows.insert(d.name.clone(), d.clone());
+            Ok(())
+        }
+    }
+}
+
+/// Removes a stored API destination or transformation (`NotFound` if missing).
+fn delete_row(rows: &mut BTreeMap<String, StoredDestination>, name: &str) -> StoreResult<()> {
+    match rows.remove(name) {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound),
     }
 }
 

@@ -623,6 +623,10 @@ pub struct StoredDestination {
     pub updated_at: Millis,
 }
 
+/// A transformation created through the API, as stored: the same shape as a
+/// stored destination, its spec `{"code", "timeout_ms", "memory_limit"}`.
+pub type StoredTransform = StoredDestination;
+
 /// An alert raised for one channel, as kept (the console's and the API's
 /// past alerts outlive a restart).
 #[derive(Debug, Clone, PartialEq)]
@@ -908,6 +912,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a destination made through the API (`NotFound` if missing).
     async fn delete_stored_destination(&self, name: &str) -> StoreResult<()>;
+
+    /// Transformations created through the API, by name.
+    async fn stored_transforms(&self) -> StoreResult<Vec<StoredTransform>>;
+
+    /// Creates (`create = true`, `Conflict` if it exists) or replaces (`NotFound` if
+    /// missing) a transformation made through the API.
+    async fn put_stored_transform(&self, t: &StoredTransform, create: bool) -> StoreResult<()>;
+
+    /// Removes a transformation made through the API (`NotFound` if missing).
+    async fn delete_stored_transform(&self, name: &str) -> StoreResult<()>;
 
     /// Keeps an alert (one with the id of a kept one changes nothing); at most
     /// the newest [`ALERTS_KEPT`] stay.

@@ -64,32 +64,11 @@ impl Thread {
         let started = Instant::now();
         self.deadline.set(Some(started + script.limits.time));
         let key = (script.name.clone(), script.version);
-        let out = match self.cache.get(&key) {
-            Some(c) => call(c, input, context),
-            None => match self.compile(script) {
-                Ok(c) => {
-                    if self.cache.len() >= CACHE_MAX {
-                        self.cache.clear();
-                    }
-                    // Older versions of the same script are not run again.
-                    self.cache.retain(|(name, _), _| *name != script.name);
-                    let out = call(&c, input, context);
-                    self.cache.insert(key.clone(), c);
-                    out
-                }
-                Err(e) => Err(e),
-            },
-        };
+        let out = self
+            .compiled(script, &key)
+            .and_then(|c| call(c, input, context));
         self.deadline.set(None);
-        let out = out.map_err(|e| match e {
-            // The interrupt handler stopped it: name the limit, not QuickJS's words.
-            TransformError::Threw(m)
-                if m.contains("interrupted") && started.elapsed() >= script.limits.time =>
-            {
-                TransformError::Timeout(script.limits.time)
-            }
-            e => e,
-        });
+        let out = named_limit(out, script, started);
         if matches!(
             out,
             Err(TransformError::Timeout(_) | TransformError::Memory(_))
@@ -100,6 +79,54 @@ impl Thread {
         out
     }
 
+    /// Compiles `script` (kept for its runs) without running it: why it
+    /// cannot run, if it cannot.
+    pub(super) fn check(&mut self, script: &Script) -> Result<Option<String>, TransformError> {
+        let started = Instant::now();
+        self.deadline.set(Some(started + script.limits.time));
+        let key = (script.name.clone(), script.version);
+        let out = self.compiled(script, &key).map(|_| None);
+        self.deadline.set(None);
+        named_limit(out, script, started)
+    }
+
+    /// The compiled `script`, from the cache or compiled now and kept.
+    fn compiled(
+        &mut self,
+        script: &Script,
+        key: &(String, u64),
+    ) -> Result<&Compiled, TransformError> {
+        if !self.cache.contains_key(key) {
+            let c = self.compile(script)?;
+            if self.cache.len() >= CACHE_MAX {
+                self.cache.clear();
+            }
+            // Older versions of the same script are not run again.
+            self.cache.retain(|(name, _), _| *name != script.name);
+            self.cache.insert(key.clone(), c);
+        }
+        Ok(&self.cache[key])
+    }
+}
+
+/// A run's error, the interrupt handler's stop named as the time limit.
+fn named_limit<T>(
+    out: Result<T, TransformError>,
+    script: &Script,
+    started: Instant,
+) -> Result<T, TransformError> {
+    out.map_err(|e| match e {
+        // The interrupt handler stopped it: name the limit, not QuickJS's words.
+        TransformError::Threw(m)
+            if m.contains("interrupted") && started.elapsed() >= script.limits.time =>
+        {
+            TransformError::Timeout(script.limits.time)
+        }
+        e => e,
+    })
+}
+
+impl Thread {
     /// A new runtime and context for `script`, its code evaluated (within the
     /// run's deadline) and its `transform` function found.
     fn compile(&self, script: &Script) -> Result<Compiled, TransformError> {

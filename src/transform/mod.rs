@@ -116,6 +116,8 @@ struct Job {
     input: String,
     context: String,
     message_id: String,
+    /// Compile only (a check before a script is saved), not run.
+    check: bool,
     reply: oneshot::Sender<Result<Option<String>, TransformError>>,
 }
 
@@ -181,6 +183,21 @@ impl Engine {
         answer(rx.await.map_err(|_| TransformError::Stopped)?)
     }
 
+    /// Compiles `script` on the pool without running it: `Ok` when its code
+    /// evaluates and defines `transform`, else why not (a syntax error, a
+    /// throw or an endless loop at the top level, no function).
+    pub async fn check(&self, script: Arc<Script>) -> Result<(), TransformError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| TransformError::Stopped)?;
+        let (mut job, rx) = job(script, &Request::default(), "msg_check");
+        job.check = true;
+        self.send(job)?;
+        rx.await.map_err(|_| TransformError::Stopped)?.map(|_| ())
+    }
+
     /// [`Engine::run`] for a caller that is not async (benchmarks, tests,
     /// `check`); never call it on a tokio thread.
     pub fn run_blocking(
@@ -206,7 +223,11 @@ fn spawn(threads: usize) -> crossbeam_channel::Sender<Job> {
             .spawn(move || {
                 let mut t = engine::Thread::new();
                 while let Ok(job) = rx.recv() {
-                    let out = t.run(&job.script, &job.input, &job.context, &job.message_id);
+                    let out = if job.check {
+                        t.check(&job.script)
+                    } else {
+                        t.run(&job.script, &job.input, &job.context, &job.message_id)
+                    };
                     let _ = job.reply.send(out);
                 }
             })
@@ -233,6 +254,7 @@ fn job(
         input: serde_json::to_string(request).expect("a request is JSON"),
         context: context.to_string(),
         message_id: message_id.to_string(),
+        check: false,
         script,
         reply,
     };

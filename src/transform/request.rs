@@ -23,7 +23,7 @@ pub const METHOD_HEADER: &str = "hookgate-method";
 pub const PATH_HEADER: &str = "hookgate-path";
 
 /// The request object given to `transform(request, context)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Request {
     /// `POST`, `GET`, …
     pub method: String,

@@ -369,6 +369,24 @@ class Run:
         if self.shots:
             p.screenshot(path=os.path.join(self.shots, "console-message-detail.png"), full_page=True)
 
+    def create_try_and_delete_a_transform(self):
+        p = self.page
+        id = self.gw.send("shop", '{"n": 21}')
+        p.get_by_role("link", name="Transforms").click()
+        new = p.get_by_role("region", name="New transform")
+        new.get_by_label("Name").fill("double")
+        new.get_by_label("Script").fill("function transform(r) { r.body = {doubled: r.body.n * 2}; return r; }")
+        new.get_by_role("button", name="Create transform").click()
+        made = p.get_by_role("region", name="double")
+        expect(made).to_be_visible()
+        made.get_by_label("Message id").fill(id)
+        made.get_by_role("button", name="Try it").click()
+        result = p.get_by_role("status").filter(has_text="Would deliver")
+        expect(result).to_contain_text('{"doubled":42}')
+        p.get_by_role("link", name="Back to transforms").click()
+        p.get_by_role("button", name="Delete double").click()
+        expect(p.get_by_role("heading", name="double", exact=True)).to_have_count(0)
+
     def pause_and_resume(self):
         p = self.page
         p.get_by_role("link", name="Destinations").click()
@@ -580,6 +598,7 @@ def main():
                 "pause_and_resume",
                 "send_test_webhook_from_a_source_page",
                 "create_rotate_and_delete_a_destination",
+                "create_try_and_delete_a_transform",
                 "bulk_replay_dead_letters",
                 "script_payload_is_shown_not_run",
                 "post_without_csrf_is_refused",

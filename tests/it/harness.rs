@@ -485,6 +485,25 @@ impl Gateway {
         (st, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Any method on an admin API path with the token and an optional JSON
+    /// body; returns status and JSON.
+    pub async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = client()
+            .request(method, self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let st = r.status();
+        (st, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// Waits until the store holds a final status (`delivered`, `dead`, or a
     /// transformation's `dropped` or `transform_failed`)
     /// for every delivery of message `id`, and returns the message as the API

@@ -461,3 +461,69 @@ async fn pause_and_api_destinations_made_on_one_node_reach_the_other() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transform_made_on_one_node_is_run_by_the_other() {
+    let Some(db) = scratch_db("a_transform_made_on_one_node_is_run_by_the_other").await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let cfg = node_config(&db, &rx, "", "", "", "");
+    let a = Gateway::start_opts(&cfg, "allow_private_destinations = true", &[]).await;
+    let b = Gateway::start_opts(&cfg, "allow_private_destinations = true", &[]).await;
+    let (st, v) = a
+        .api_post(
+            "/api/v1/transforms",
+            serde_json::json!({"name": "tag", "code": "function transform(r) { r.body = {tagged: r.body.n}; return r; }"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    // Node b takes it in at its sync, and a destination made there runs it.
+    eventually(Duration::from_secs(10), "b has tag", || async {
+        let (st, _) = b.api_get("/api/v1/transforms/tag").await;
+        (st == 200).then_some(())
+    })
+    .await;
+    let (st, v) = b
+        .api_post(
+            "/api/v1/destinations",
+            serde_json::json!({"name": "tagged", "url": rx.url("/tagged"), "event_types": ["t.*"], "transform": "tag"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = b
+        .api_post(
+            "/api/v1/events",
+            serde_json::json!({"type": "t.one", "payload": {"n": 7}}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let got = eventually(Duration::from_secs(10), "delivered to /tagged", || async {
+        rx.received().into_iter().find(|r| r.path == "/tagged")
+    })
+    .await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&got.body).unwrap(),
+        serde_json::json!({"tagged": 7})
+    );
+    // Deleted through b (its destination gone first), a forgets it.
+    let r = client()
+        .delete(b.admin_url("/api/v1/destinations/tagged"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client()
+        .delete(b.admin_url("/api/v1/transforms/tag"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    eventually(Duration::from_secs(10), "a forgets tag", || async {
+        let (st, _) = a.api_get("/api/v1/transforms/tag").await;
+        (st == 404).then_some(())
+    })
+    .await;
+}

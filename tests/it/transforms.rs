@@ -732,3 +732,272 @@ async fn the_script_sees_the_method_path_and_query_it_was_received_with() {
         json!({"method": "POST", "path": "/in/app", "query": {}})
     );
 }
+
+/// Publishes an event of `event_type` with `payload`; returns the message id.
+async fn publish(gw: &Gateway, event_type: &str, payload: Value) -> String {
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/events",
+            json!({"type": event_type, "payload": payload}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn transforms_are_created_changed_and_deleted_through_the_api() {
+    use reqwest::Method;
+    let rx = Receiver::start().await;
+    let mut gw = Gateway::start_opts(
+        &format!(
+            "{}\n[[transforms]]\nname = \"telegram-to-chat\"\nfile = \"{}\"\n",
+            app_to_svc(&rx, None, ""),
+            example("telegram-to-chat.js")
+        ),
+        "allow_private_destinations = true",
+        &[],
+    )
+    .await;
+    let double = "function transform(r) { r.body = {doubled: r.body.x * 2}; return r; }";
+
+    // A script that does not compile, or defines no transform, is refused.
+    for (code, says) in [
+        ("function transform(r) { return r;", "SyntaxError"),
+        ("var x = 1;", "defines no function transform"),
+        ("while (true) {}", "time limit"),
+    ] {
+        let (st, v) = gw
+            .api_post("/api/v1/transforms", json!({"name": "shape", "code": code}))
+            .await;
+        assert_eq!(st, 422, "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("transform `shape` does not compile") && message.contains(says),
+            "{v}"
+        );
+        assert_eq!(v["error"]["details"][0]["pointer"], "/code", "{v}");
+    }
+    // Bad fields, each at its place.
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/transforms",
+            json!({"name": "no spaces", "code": double, "timeout_ms": 0}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let pointers: Vec<_> = v["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["pointer"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pointers, ["/name", "/timeout_ms"], "{v}");
+    let (st, _) = gw.api_get("/api/v1/transforms/shape").await;
+    assert_eq!(st, 404);
+
+    // Created; listed beside the config file's; the name is taken after that.
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/transforms",
+            json!({"name": "shape", "code": double, "timeout_ms": 100}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["origin"], "api");
+    assert_eq!(v["timeout_ms"], 100);
+    let (_, v) = gw.api_get("/api/v1/transforms").await;
+    let listed: Vec<_> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["origin"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("shape", "api"), ("telegram-to-chat", "config")]);
+    for name in ["shape", "telegram-to-chat"] {
+        let (st, v) = gw
+            .api_post("/api/v1/transforms", json!({"name": name, "code": double}))
+            .await;
+        assert_eq!(st, 409, "{v}");
+        assert_eq!(v["error"]["code"], "conflict");
+    }
+    // The config file's are read-only here.
+    for (method, body) in [
+        (Method::PUT, Some(json!({"code": double}))),
+        (Method::PATCH, Some(json!({"timeout_ms": 10}))),
+        (Method::DELETE, None),
+    ] {
+        let (st, v) = gw
+            .api_call(method, "/api/v1/transforms/telegram-to-chat", body)
+            .await;
+        assert_eq!(st, 409, "{v}");
+        assert_eq!(v["error"]["code"], "read_only", "{v}");
+    }
+
+    // An API destination runs it.
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/destinations",
+            json!({"name": "shaped", "url": rx.url("/shaped"), "event_types": ["calc.*"], "transform": "shape"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    publish(&gw, "calc.one", json!({"x": 21})).await;
+    let got = received_at(&rx, "/shaped").await;
+    assert_eq!(json_of(&got), json!({"doubled": 42}));
+
+    // Changed: the next delivery runs the new code; a change that does not
+    // compile leaves the saved script as it was.
+    let (st, v) = gw
+        .api_call(
+            Method::PATCH,
+            "/api/v1/transforms/shape",
+            Some(json!({"code": "function transform(r) { r.body = {tripled: r.body.x * 3}; return r; }"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["timeout_ms"], 100, "a patch keeps the fields not given");
+    let (st, v) = gw
+        .api_call(
+            Method::PUT,
+            "/api/v1/transforms/shape",
+            Some(json!({"code": "function transform(r) {"})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let id = publish(&gw, "calc.two", json!({"x": 5})).await;
+    gw.settled(&id).await;
+    let bodies: Vec<Value> = rx
+        .received()
+        .iter()
+        .filter(|r| r.path == "/shaped")
+        .map(json_of)
+        .collect();
+    assert_eq!(bodies, [json!({"doubled": 42}), json!({"tripled": 15})]);
+    let (st, v) = gw
+        .api_call(
+            Method::PUT,
+            "/api/v1/transforms/nope",
+            Some(json!({"code": double})),
+        )
+        .await;
+    assert_eq!(st, 404, "{v}");
+
+    // Kept in the store: a restart still has it, as changed.
+    gw.stop().await;
+    gw.restart().await;
+    let (st, v) = gw.api_get("/api/v1/transforms/shape").await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["code"].as_str().unwrap().contains("tripled"), "{v}");
+    assert_eq!(v["timeout_ms"], 100);
+
+    // Not deleted while a destination names it; deleted after.
+    let (st, v) = gw
+        .api_call(Method::DELETE, "/api/v1/transforms/shape", None)
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["error"]["code"], "in_use");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("shaped"),
+        "{v}"
+    );
+    let (st, _) = gw
+        .api_call(Method::DELETE, "/api/v1/destinations/shaped", None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = gw
+        .api_call(Method::DELETE, "/api/v1/transforms/shape", None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = gw.api_get("/api/v1/transforms/shape").await;
+    assert_eq!(st, 404);
+    let (st, _) = gw
+        .api_call(Method::DELETE, "/api/v1/transforms/shape", None)
+        .await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test]
+async fn the_console_creates_changes_and_deletes_a_transform() {
+    use crate::console::Browser;
+    let rx = Receiver::start().await;
+    let gw = telegram_gateway(&rx).await;
+    let mut b = Browser::new(&gw);
+    b.login(ADMIN_TOKEN).await;
+    let page = b.page("/transforms").await;
+    for control in [
+        "for=\"new-name\">Name</label>",
+        "for=\"new-code\">Script</label>",
+        ">Create transform</button>",
+    ] {
+        assert!(page.contains(control), "{control}: {page}");
+    }
+    // The config file's has no save or delete.
+    assert!(!page.contains("Delete telegram-to-chat"), "{page}");
+    let csrf = crate::console::csrf_field(&page);
+    // A script that does not compile is refused with the reason.
+    let r = b
+        .post(
+            "/transforms/new",
+            &[
+                ("csrf", &csrf),
+                ("name", "shape"),
+                ("code", "function transform(r) {"),
+            ],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("transform `shape` does not compile"),
+        "{html}"
+    );
+    let r = b
+        .post(
+            "/transforms/new",
+            &[
+                ("csrf", &csrf),
+                ("name", "shape"),
+                ("code", "function transform(r) { return null; }"),
+            ],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let page = b.page("/transforms").await;
+    assert!(page.contains("Delete shape"), "{page}");
+    assert!(page.contains(">New script for shape</label>"), "{page}");
+    let r = b
+        .post(
+            "/transforms/shape/save",
+            &[
+                ("csrf", &csrf),
+                ("code", "function transform(r) { return r; }"),
+            ],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (_, v) = gw.api_get("/api/v1/transforms/shape").await;
+    assert_eq!(v["code"], "function transform(r) { return r; }", "{v}");
+    // Without the CSRF token nothing changes.
+    let r = b
+        .post(
+            "/transforms/shape/delete",
+            &[("csrf", "wrong")],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = b
+        .post(
+            "/transforms/shape/delete",
+            &[("csrf", &csrf)],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (st, _) = gw.api_get("/api/v1/transforms/shape").await;
+    assert_eq!(st, 404);
+}

@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0003_response_headers.sql"),
     ),
     (4, "tenants", include_str!("migrations/0004_tenants.sql")),
+    (
+        5,
+        "transforms",
+        include_str!("migrations/0005_transforms.sql"),
+    ),
     (7, "alerts", include_str!("migrations/0007_alerts.sql")),
 ];
 
@@ -887,24 +892,19 @@ impl Store for PgStore {
     }
 
     async fn stored_destinations(&self) -> StoreResult<Vec<StoredDestination>> {
-        let rows = sqlx::query(
-            "SELECT name, spec, created_at, updated_at FROM api_destinations ORDER BY name",
-        )
-        .fetch_all(self.pool()?)
-        .await
-        .map_err(map_err)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredDestination {
-                    name: r.try_get(0)?,
-                    spec: serde_json::from_str(r.try_get::<&str, _>(1)?)
-                        .unwrap_or(serde_json::Value::Null),
-                    created_at: r.try_get(2)?,
-                    updated_at: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(map_err)
+        stored_rows(self.pool()?, DESTINATIONS).await
+    }
+
+    async fn stored_transforms(&self) -> StoreResult<Vec<StoredTransform>> {
+        stored_rows(self.pool()?, TRANSFORMS).await
+    }
+
+    async fn put_stored_transform(&self, t: &StoredTransform, create: bool) -> StoreResult<()> {
+        put_stored_row(self.pool()?, TRANSFORMS, t, create).await
+    }
+
+    async fn delete_stored_transform(&self, name: &str) -> StoreResult<()> {
+        delete_stored_row(self.pool()?, TRANSFORMS, name).await
     }
 
     async fn put_alert(&self, a: &StoredAlert) -> StoreResult<()> {
@@ -956,33 +956,7 @@ impl Store for PgStore {
     }
 
     async fn put_stored_destination(&self, d: &StoredDestination, create: bool) -> StoreResult<()> {
-        let spec = text(&d.spec.to_string());
-        let n = if create {
-            sqlx::query(
-                "INSERT INTO api_destinations (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(text(&d.name))
-            .bind(spec)
-            .bind(d.created_at)
-            .bind(d.updated_at)
-            .execute(self.pool()?)
-            .await
-        } else {
-            sqlx::query("UPDATE api_destinations SET spec = $2, updated_at = $3 WHERE name = $1")
-                .bind(text(&d.name))
-                .bind(spec)
-                .bind(d.updated_at)
-                .execute(self.pool()?)
-                .await
-        }
-        .map_err(map_err)?
-        .rows_affected();
-        match (n, create) {
-            (0, true) => Err(StoreError::Conflict),
-            (0, false) => Err(StoreError::NotFound),
-            _ => Ok(()),
-        }
+        put_stored_row(self.pool()?, DESTINATIONS, d, create).await
     }
 
     async fn tenant_record(
@@ -1007,17 +981,7 @@ impl Store for PgStore {
     }
 
     async fn delete_stored_destination(&self, name: &str) -> StoreResult<()> {
-        let n = sqlx::query("DELETE FROM api_destinations WHERE name = $1")
-            .bind(text(name))
-            .execute(self.pool()?)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        delete_stored_row(self.pool()?, DESTINATIONS, name).await
     }
 
     async fn cleanup(&self, cutoff: Millis, now: Millis, limit: usize) -> StoreResult<usize> {
@@ -1112,6 +1076,87 @@ impl Store for PgStore {
             let _ = b.await;
         }
         self.inner.pool.close().await;
+    }
+}
+
+/// The table of destinations made through the API.
+const DESTINATIONS: &str = "api_destinations";
+/// The table of transformations made through the API (the same columns).
+const TRANSFORMS: &str = "api_transforms";
+
+/// The rows of `table` (API destinations or transformations), by name.
+async fn stored_rows(pool: &PgPool, table: &str) -> StoreResult<Vec<StoredDestination>> {
+    let rows = sqlx::query(&format!(
+        "SELECT name, spec, created_at, updated_at FROM {table} ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(StoredDestination {
+                name: r.try_get(0)?,
+                spec: serde_json::from_str(r.try_get::<&str, _>(1)?)
+                    .unwrap_or(serde_json::Value::Null),
+                created_at: r.try_get(2)?,
+                updated_at: r.try_get(3)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map_err)
+}
+
+/// Creates (`Conflict` if it exists) or replaces (`NotFound` if missing) a
+/// row of `table` (API destinations or transformations).
+async fn put_stored_row(
+    pool: &PgPool,
+    table: &str,
+    d: &StoredDestination,
+    create: bool,
+) -> StoreResult<()> {
+    let spec = text(&d.spec.to_string());
+    let n = if create {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING"
+        ))
+        .bind(text(&d.name))
+        .bind(spec)
+        .bind(d.created_at)
+        .bind(d.updated_at)
+        .execute(pool)
+        .await
+    } else {
+        sqlx::query(&format!(
+            "UPDATE {table} SET spec = $2, updated_at = $3 WHERE name = $1"
+        ))
+        .bind(text(&d.name))
+        .bind(spec)
+        .bind(d.updated_at)
+        .execute(pool)
+        .await
+    }
+    .map_err(map_err)?
+    .rows_affected();
+    match (n, create) {
+        (0, true) => Err(StoreError::Conflict),
+        (0, false) => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a row of `table` (`NotFound` if missing).
+async fn delete_stored_row(pool: &PgPool, table: &str, name: &str) -> StoreResult<()> {
+    let n = sqlx::query(&format!("DELETE FROM {table} WHERE name = $1"))
+        .bind(text(name))
+        .execute(pool)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+    if n == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
     }
 }
 

@@ -56,14 +56,21 @@ pub(super) async fn put_destination_state(
         .await
 }
 
-pub(super) async fn stored_destinations(
+/// The table of destinations made through the API.
+pub(super) const DESTINATIONS: &str = "api_destinations";
+/// The table of transformations made through the API (the same columns).
+pub(super) const TRANSFORMS: &str = "api_transforms";
+
+/// The rows of `table` (API destinations or transformations), by name.
+pub(super) async fn stored_rows(
     store: &SqliteStore,
+    table: &'static str,
 ) -> StoreResult<Vec<StoredDestination>> {
     store
-        .read(|c| {
-            c.prepare_cached(
-                "SELECT name, spec, created_at, updated_at FROM api_destinations ORDER BY name",
-            )
+        .read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT name, spec, created_at, updated_at FROM {table} ORDER BY name"
+            ))
             .and_then(|mut s| {
                 s.query_map([], |r| {
                     let spec: String = r.get(1)?;
@@ -81,8 +88,10 @@ pub(super) async fn stored_destinations(
         .await
 }
 
-pub(super) async fn put_stored_destination(
+/// Creates or replaces a row of `table` (API destinations or transformations).
+pub(super) async fn put_stored_row(
     store: &SqliteStore,
+    table: &'static str,
     d: &StoredDestination,
     create: bool,
 ) -> StoreResult<()> {
@@ -92,13 +101,13 @@ pub(super) async fn put_stored_destination(
         .exec(move |c| {
             let spec = d.spec.to_string();
             let n = if create {
-                c.prepare_cached(
-                    "INSERT INTO api_destinations (name, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (name) DO NOTHING",
-                )
+                c.prepare_cached(&format!(
+                    "INSERT INTO {table} (name, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO NOTHING"
+                ))
                 .and_then(|mut s| s.execute(params![d.name, spec, d.created_at, d.updated_at]))
             } else {
-                c.prepare_cached("UPDATE api_destinations SET spec = ?2, updated_at = ?3 WHERE name = ?1")
+                c.prepare_cached(&format!("UPDATE {table} SET spec = ?2, updated_at = ?3 WHERE name = ?1"))
                     .and_then(|mut s| s.execute(params![d.name, spec, d.updated_at]))
             }
             .map_err(map_err)?;
@@ -111,14 +120,19 @@ pub(super) async fn put_stored_destination(
         .await
 }
 
-pub(super) async fn delete_stored_destination(store: &SqliteStore, name: &str) -> StoreResult<()> {
+/// Removes a row of `table` (API destinations or transformations).
+pub(super) async fn delete_stored_row(
+    store: &SqliteStore,
+    table: &'static str,
+    name: &str,
+) -> StoreResult<()> {
     let name = name.to_string();
     store
         .inner
         .writer
         .exec(move |c| {
             let n = c
-                .prepare_cached("DELETE FROM api_destinations WHERE name = ?1")
+                .prepare_cached(&format!("DELETE FROM {table} WHERE name = ?1"))
                 .and_then(|mut s| s.execute([&name]))
                 .map_err(map_err)?;
             if n == 0 {

@@ -374,15 +374,27 @@ impl Store for SqliteStore {
     }
 
     async fn stored_destinations(&self) -> StoreResult<Vec<StoredDestination>> {
-        control::stored_destinations(self).await
+        control::stored_rows(self, control::DESTINATIONS).await
     }
 
     async fn put_stored_destination(&self, d: &StoredDestination, create: bool) -> StoreResult<()> {
-        control::put_stored_destination(self, d, create).await
+        control::put_stored_row(self, control::DESTINATIONS, d, create).await
     }
 
     async fn delete_stored_destination(&self, name: &str) -> StoreResult<()> {
-        control::delete_stored_destination(self, name).await
+        control::delete_stored_row(self, control::DESTINATIONS, name).await
+    }
+
+    async fn stored_transforms(&self) -> StoreResult<Vec<StoredTransform>> {
+        control::stored_rows(self, control::TRANSFORMS).await
+    }
+
+    async fn put_stored_transform(&self, t: &StoredTransform, create: bool) -> StoreResult<()> {
+        control::put_stored_row(self, control::TRANSFORMS, t, create).await
+    }
+
+    async fn delete_stored_transform(&self, name: &str) -> StoreResult<()> {
+        control::delete_stored_row(self, control::TRANSFORMS, name).await
     }
 
     async fn put_alert(&self, alert: &StoredAlert) -> StoreResult<()> {

@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS api_destinations (
     updated_at INTEGER NOT NULL
 );
 
+-- Transformations created through the API (docs/transformations.md).
+CREATE TABLE IF NOT EXISTS api_transforms (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
 -- Alerts raised, one row per channel (docs/alerts.md); the newest 10000 kept.
 CREATE TABLE IF NOT EXISTS alerts (
     id      TEXT PRIMARY KEY,
