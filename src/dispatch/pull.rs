@@ -300,7 +300,6 @@ impl Dispatcher {
                             &LeaseLimits {
                                 max_in_flight: spec.max_in_flight,
                                 rate: spec.rate_limit,
-                                settled: Vec::new(),
                             },
                         )
                         .await?;

@@ -235,7 +235,6 @@ async fn max_in_flight_holds_across_nodes() {
     let limits = LeaseLimits {
         max_in_flight: 4,
         rate: None,
-        settled: Vec::new(),
     };
     let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
     assert_eq!(got_a.items.len(), 4);
@@ -258,72 +257,6 @@ async fn max_in_flight_holds_across_nodes() {
     close_all(&[&a, &b]).await;
 }
 
-/// A node's settled attempts (ended, results not yet written) free their
-/// places of `max_in_flight` for that node's next lease; the same ids named
-/// by another node, or once leased again, change nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settled_attempts_do_not_count_against_max_in_flight() {
-    let Some((a, b, _db)) = two_nodes("settled_attempts_do_not_count_against_max_in_flight").await
-    else {
-        return;
-    };
-    for _ in 0..20 {
-        a.append(msg("src", &["d"], None)).await.unwrap();
-    }
-    let limits = |settled: Vec<i64>| LeaseLimits {
-        max_in_flight: 4,
-        rate: None,
-        settled,
-    };
-    let first = a
-        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
-        .await
-        .unwrap();
-    assert_eq!(first.items.len(), 4);
-    let ids: Vec<i64> = first.items.iter().map(|l| l.delivery_id).collect();
-    // B naming A's settled attempts gets nothing: they are A's leases.
-    let got_b = b
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
-    assert!(got_b.items.is_empty(), "A's leases count for B");
-    // Two of A's attempts ended: A may start two more.
-    let second = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
-    assert_eq!(second.items.len(), 2);
-    assert!(second.held_back, "the limit held the lease back");
-    // Still four in flight: nothing more for either node.
-    let got = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
-    assert!(got.items.is_empty(), "2 in flight + 2 new = 4");
-    assert!(b
-        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
-    // Once recorded, the settled ids no longer name leases: the count is the
-    // four that run.
-    a.complete(
-        first.items[..2]
-            .iter()
-            .map(|l| result(l, Next::Delivered))
-            .collect(),
-    )
-    .await
-    .unwrap();
-    let got = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
-    assert!(got.items.is_empty(), "four in flight");
-    close_all(&[&a, &b]).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_across_nodes() {
     let Some((a, b, _db)) = two_nodes("rate_limit_holds_across_nodes").await else {
@@ -338,7 +271,6 @@ async fn rate_limit_holds_across_nodes() {
             per_second: 4.0,
             burst: Some(3),
         }),
-        settled: Vec::new(),
     };
     let started = std::time::Instant::now();
     let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
@@ -620,7 +552,6 @@ async fn a_pull_result_that_fails_to_write_keeps_the_leases_own_end() {
     let limits = LeaseLimits {
         max_in_flight: 10,
         rate: None,
-        settled: Vec::new(),
     };
     let l = store
         .lease_pull("p", "pull:a", T0, 10, 1_000, &limits)

@@ -8,10 +8,7 @@
 //! Cluster-wide limits: with [`LeaseLimits`] the lease runs under the
 //! destination's advisory lock and grants at most `max_in_flight` minus the live
 //! leases of the destination on every node, and at most the whole tokens of the
-//! destination's shared bucket in `rate_buckets`. The caller's settled attempts
-//! (ended, results not yet recorded: `LeaseLimits::settled`) do not count: a
-//! lease counts while its attempt runs, not while its result waits for a
-//! commit. The lock serializes the leases
+//! destination's shared bucket in `rate_buckets`. The lock serializes the leases
 //! of one destination across nodes (a few short statements each); it never
 //! blocks ingest or attempt results.
 
@@ -42,16 +39,13 @@ async fn state(
     c: &mut PgConnection,
     destination: &str,
     now: Millis,
-    limits: Option<(&str, &[i64])>,
+    with_limits: bool,
 ) -> Result<State, sqlx::Error> {
-    let (node, settled) = limits.unwrap_or_default();
-    // Live leases, but not those of this node's settled attempts ($3, $4).
-    let r = sqlx::query(if limits.is_some() {
+    let r = sqlx::query(if with_limits {
         "WITH t AS (SELECT hookgate_now_ms() AS ms)
          SELECT t.ms,
              (SELECT count(*) FROM deliveries
-              WHERE destination = $1 AND lease_owner IS NOT NULL AND lease_until > t.ms
-                AND NOT (lease_owner = $3 AND id = ANY($4))),
+              WHERE destination = $1 AND lease_owner IS NOT NULL AND lease_until > t.ms),
              b.tokens, b.at_ms,
              least(
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
@@ -67,8 +61,6 @@ async fn state(
     })
     .bind(destination)
     .bind(now)
-    .bind(node)
-    .bind(settled)
     .fetch_one(&mut *c)
     .await?;
     Ok(State {
@@ -116,13 +108,7 @@ pub(super) async fn lease(
             .execute(&mut *c)
             .await?;
     }
-    let st = state(
-        c,
-        &destination,
-        now,
-        limits.map(|l| (node, l.settled.as_slice())),
-    )
-    .await?;
+    let st = state(c, &destination, now, limits.is_some()).await?;
     let mut grant = limit as i64;
     let mut next_due = st.next_due;
     let mut hint = |at: Millis| next_due = Some(next_due.map_or(at, |n| n.min(at)));
