@@ -19,20 +19,7 @@ doc=docs/openapi.json
 
 "$venv/bin/python" -m openapi_spec_validator "$doc"
 
-work=$(mktemp -d)
-gateway=
-cleanup() {
-    if [ -n "$gateway" ]; then
-        kill "$gateway" 2>/dev/null || true
-        wait "$gateway" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+. tests/openapi/gateway.sh
 ingest=$(free_port)
 admin=$(free_port)
 nothing=$(free_port)
@@ -66,19 +53,7 @@ source = "app"
 to = ["push", "inbox"]
 CONFIG
 
-"$bin" serve --config "$work/hookgate.toml" > "$work/hookgate.log" 2>&1 &
-gateway=$!
-for _ in $(seq 100); do
-    if "$venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$admin/healthz', timeout=1)" 2>/dev/null; then
-        break
-    fi
-    if ! kill -0 "$gateway" 2>/dev/null; then
-        cat "$work/hookgate.log"
-        echo "hookgate did not start" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+start_gateway "$admin"
 # A message and a refused request, so that the listings have something to show.
 curl -fsS -o /dev/null -H 'content-type: application/json' -d '{"hello":"world"}' "http://127.0.0.1:$ingest/in/app"
 curl -sS -o /dev/null "http://127.0.0.1:$ingest/in/nope" || true

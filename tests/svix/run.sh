@@ -24,20 +24,7 @@ bin=${1:-target/debug/hookgate}
 venv=${2:-target/openapi/venv}
 doc=tests/svix/openapi.json
 
-work=$(mktemp -d)
-gateway=
-cleanup() {
-    if [ -n "$gateway" ]; then
-        kill "$gateway" 2>/dev/null || true
-        wait "$gateway" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+. tests/openapi/gateway.sh
 ingest=$(free_port)
 admin=$(free_port)
 nothing=$(free_port)
@@ -54,19 +41,7 @@ shutdown_grace = "2s"
 path = "$work/hookgate.db"
 CONFIG
 
-"$bin" serve --config "$work/hookgate.toml" > "$work/hookgate.log" 2>&1 &
-gateway=$!
-for _ in $(seq 100); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$admin/healthz" 2>/dev/null; then
-        break
-    fi
-    if ! kill -0 "$gateway" 2>/dev/null; then
-        cat "$work/hookgate.log"
-        echo "hookgate did not start" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+start_gateway "$admin"
 api() {
     curl -fsS -H "authorization: Bearer $token" -H 'content-type: application/json' "$@"
 }
