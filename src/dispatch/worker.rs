@@ -24,6 +24,11 @@ pub(super) struct Worker {
     unrecorded_since: Option<Instant>,
     /// One of them must be written at once.
     urgent: bool,
+    /// The last lease was held back by a cluster-wide limit that this node's
+    /// recorded results free (see `LeaseBatch::held_back`): results are
+    /// written at once, not grouped, since each frees a place of the limit
+    /// only when it is written.
+    held_back: bool,
     /// The store write of the previous results, while it runs (one at a time,
     /// so results group into few writes under load). It hands back the results
     /// it could not write.
@@ -78,6 +83,7 @@ impl Worker {
             unrecorded: Vec::new(),
             unrecorded_since: None,
             urgent: false,
+            held_back: false,
             recording: None,
             record_failures: 0,
             record_retry_at: None,
@@ -117,9 +123,6 @@ impl Worker {
         // a wake-up, a timer, or a lease that came back full. A freed slot alone
         // is no reason to ask the store again.
         let mut need_lease = true;
-        // Whether the last lease was held back by a cluster-wide limit that
-        // this node's recorded results free (see `LeaseBatch::held_back`).
-        let mut lease_after_record = false;
         loop {
             while let Ok(d) = self.done_rx.try_recv() {
                 self.on_done(d);
@@ -128,7 +131,7 @@ impl Worker {
                 if let Some(out) = self.recording.take().and_then(|r| r.now_or_never()) {
                     self.on_recorded(out);
                 }
-                need_lease |= lease_after_record;
+                need_lease |= self.held_back;
             }
             self.record();
             if stop.is_cancelled() || removed.is_cancelled() {
@@ -140,7 +143,7 @@ impl Worker {
             if limit > 0 && need_lease {
                 match self.lease_and_start(limit).await {
                     Some(l) => {
-                        lease_after_record = l.held_back;
+                        self.held_back = l.held_back;
                         if !l.full {
                             next_due = l.next_due;
                         }
@@ -166,7 +169,7 @@ impl Worker {
                 out = recording => {
                     self.recording = None;
                     self.on_recorded(out);
-                    need_lease |= lease_after_record;
+                    need_lease |= self.held_back;
                 }
                 _ = tokio::time::sleep_until(deadline) => need_lease = true,
                 _ = stop.cancelled() => {}
@@ -251,6 +254,7 @@ impl Worker {
         }
         let due = self.record_retry_at.is_some()
             || self.urgent
+            || self.held_back
             || self.unrecorded.len() >= RECORD_BATCH
             || self
                 .unrecorded_since

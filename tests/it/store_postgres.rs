@@ -321,6 +321,82 @@ async fn a_commit_on_one_node_wakes_the_other() {
     close_all(&[&a, &b]).await;
 }
 
+/// Waits (bounded) for a wake-up of `n`.
+async fn woken(n: &tokio::sync::Notify, what: &str) {
+    tokio::time::timeout(Duration::from_secs(2), n.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_promoted_keys_on_one_node_wake_the_other() {
+    let Some((a, b, _db)) = two_nodes("replays_and_promoted_keys_on_one_node_wake_the_other").await
+    else {
+        return;
+    };
+    // A dead delivery, replayed on A: B hears of the new pending work.
+    let id = a.append(msg("src", &["d"], None)).await.unwrap().id();
+    let l = a.lease("d", T0, 10, 30_000).await.unwrap().items;
+    a.complete(vec![result(&l[0], Next::Dead)]).await.unwrap();
+    let d = b.wakeups().get("d");
+    a.replay_message(id, &["d".to_string()], T0).await.unwrap();
+    woken(&d, "a single replay on A wakes B").await;
+    a.complete(vec![result(
+        &a.lease("d", T0, 10, 30_000).await.unwrap().items[0],
+        Next::Dead,
+    )])
+    .await
+    .unwrap();
+    let replayed = a
+        .replay_dead_batch(&Default::default(), T0, 100)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    woken(&d, "a bulk replay on A wakes B").await;
+    // A key's head finishing on A makes the next one pending: B hears of it.
+    let e = b.wakeups().get("e");
+    a.append(keyed("e", Some("k"), Priority::Normal, T0))
+        .await
+        .unwrap();
+    woken(&e, "the first of a key wakes B").await;
+    a.append(keyed("e", Some("k"), Priority::Normal, T0))
+        .await
+        .unwrap();
+    let head = a.lease("e", T0, 10, 30_000).await.unwrap().items;
+    assert_eq!(head.len(), 1, "the second of the key is queued");
+    a.complete(vec![result(&head[0], Next::Delivered)])
+        .await
+        .unwrap();
+    woken(&e, "the promotion on A wakes B").await;
+    assert_eq!(b.lease("e", T0, 10, 30_000).await.unwrap().items.len(), 1);
+    close_all(&[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_one_node_is_all_leasable_on_the_other_once_woken() {
+    let Some((a, b, _db)) =
+        two_nodes("a_burst_on_one_node_is_all_leasable_on_the_other_once_woken").await
+    else {
+        return;
+    };
+    // The wake-ups are sent after the commits, coalesced: whichever commit's
+    // notification B sees, every append answered before it is leasable.
+    let d = b.wakeups().get("d");
+    let sends: Vec<_> = (0..400)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.append(msg("src", &["d"], None)).await.unwrap() })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap();
+    }
+    woken(&d, "B is woken").await;
+    let leased = b.lease("d", T0, 1000, 30_000).await.unwrap().items.len();
+    assert_eq!(leased, 400, "every append committed before its answer");
+    close_all(&[&a, &b]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_node_hands_its_leases_back_at_once() {
     let Some((a, b, _db)) = two_nodes("closing_a_node_hands_its_leases_back_at_once").await else {

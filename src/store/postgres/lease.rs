@@ -101,10 +101,20 @@ pub(super) async fn lease(
     limits: Option<&LeaseLimits>,
 ) -> Result<LeaseBatch, sqlx::Error> {
     let destination = text(destination);
+    // The lease's commit does not wait for its WAL flush: a lease lost in a
+    // crash of the database was never there, its row is leasable again and
+    // the attempt is made again (at-least-once), and a result for it finds no
+    // lease of this node and changes nothing.
     if limits.is_some() {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind(DEST_LOCK_CLASS)
-            .bind(dest_lock(&destination))
+        sqlx::query(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock($1, $2)",
+        )
+        .bind(DEST_LOCK_CLASS)
+        .bind(dest_lock(&destination))
+        .execute(&mut *c)
+        .await?;
+    } else {
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
             .execute(&mut *c)
             .await?;
     }

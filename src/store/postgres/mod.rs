@@ -138,6 +138,7 @@ struct Inner {
     wakeups: Arc<Wakeups>,
     health: Arc<health::Health>,
     query_timeout: Duration,
+    notifier: Arc<listen::Notifier>,
 }
 
 /// The PostgreSQL store.
@@ -241,27 +242,12 @@ pub(crate) async fn lock_keys(
     Ok(())
 }
 
-/// Queues wake-ups of `destinations` for the commit and returns the
-/// transaction id, or `None` if the transaction wrote nothing (then it notifies
-/// nothing either: a notification would make it write).
-pub(crate) async fn notify_and_xid(
-    c: &mut PgConnection,
-    destinations: &HashSet<String>,
-) -> Result<Option<u64>, sqlx::Error> {
-    let mut v: Vec<&str> = destinations.iter().map(String::as_str).collect();
-    v.sort_unstable();
-    // The notifying subquery runs only when reached (PostgreSQL evaluates such
-    // subqueries lazily), so a transaction without writes stays without an id.
-    let xid: Option<String> = sqlx::query(
-        "SELECT s.x, CASE WHEN s.x IS NULL THEN 0
-                     ELSE (SELECT count(pg_notify($1, d)) FROM unnest($2::text[]) AS d) END
-         FROM (SELECT pg_current_xact_id_if_assigned()::text AS x) s",
-    )
-    .bind(listen::CHANNEL)
-    .bind(&v)
-    .fetch_one(&mut *c)
-    .await?
-    .try_get(0)?;
+/// The transaction's id, or `None` if it wrote nothing.
+pub(crate) async fn xid(c: &mut PgConnection) -> Result<Option<u64>, sqlx::Error> {
+    let xid: Option<String> = sqlx::query("SELECT pg_current_xact_id_if_assigned()::text")
+        .fetch_one(&mut *c)
+        .await?
+        .try_get(0)?;
     Ok(xid.and_then(|x| x.parse().ok()))
 }
 
@@ -379,7 +365,8 @@ impl PgStore {
         let stop = CancellationToken::new();
         let (appends, appends_rx) = mpsc::channel(16 * 1024);
         let (results, results_rx) = mpsc::channel(1024);
-        let shared = Arc::new(Shared {
+        let notifier = Arc::new(listen::Notifier::default());
+        let shared = Shared {
             pool: pool.clone(),
             node: node.clone(),
             pending: pending.clone(),
@@ -387,16 +374,28 @@ impl PgStore {
             observer: opts.observer.clone(),
             health: health.clone(),
             query_timeout: opts.query_timeout,
+            notifier: notifier.clone(),
+            synchronous: true,
+        };
+        let results_shared = Arc::new(Shared {
+            synchronous: false,
+            ..shared.clone()
         });
         let mut writers = writer::spawn(
-            shared.clone(),
+            Arc::new(shared),
             appends_rx,
             opts.writers.clamp(1, opts.pool_size as usize),
         );
-        writers.extend(writer::spawn(shared, results_rx, 1));
+        writers.extend(writer::spawn(results_shared, results_rx, 1));
         let tx = Queues { appends, results };
         let background = vec![
             listen::spawn(listener, conn_opts.clone(), wakeups.clone(), stop.clone()),
+            notifier.clone().spawn(
+                pool.clone(),
+                health.clone(),
+                opts.query_timeout,
+                stop.clone(),
+            ),
             spawn_refresher(
                 pool.clone(),
                 pending.clone(),
@@ -425,6 +424,7 @@ impl PgStore {
                 wakeups,
                 health,
                 query_timeout: opts.query_timeout,
+                notifier,
             }),
         })
     }
@@ -459,6 +459,7 @@ impl PgStore {
         for d in &r.wake {
             self.inner.wakeups.wake(d);
         }
+        self.inner.notifier.send(&r.notify);
     }
 
     /// One outcome per lease: applied if its id is in `applied` (the first

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::read::push_dead_filter;
 use super::writer::busy_keys;
-use super::{key_lock, lock_keys, notify_and_xid, text};
+use super::{key_lock, lock_keys, text, xid};
 use crate::config::Priority;
 use crate::store::{MessageId, Millis, ReplayFilter};
 
@@ -22,6 +22,8 @@ pub(super) struct Replayed {
     pub(super) xid: Option<u64>,
     pub(super) deltas: HashMap<String, i64>,
     pub(super) wake: HashSet<String>,
+    /// Destinations with new pending work, for the other nodes.
+    pub(super) notify: HashSet<String>,
 }
 
 /// `None` if the message does not exist.
@@ -47,7 +49,6 @@ pub(super) async fn replay_message(
         .collect();
     lock_keys(tx, &locks).await?;
     let mut out = Replayed::default();
-    let mut notify = HashSet::new();
     for (d, prio, key) in plan {
         // One at a time, so a later one sees the earlier one of the same key.
         let pairs: BTreeSet<(String, String)> =
@@ -85,11 +86,11 @@ pub(super) async fn replay_message(
         out.ids.push(new_id);
         *out.deltas.entry(d.clone()).or_default() += 1;
         if status == 0 {
-            notify.insert(d.clone());
+            out.notify.insert(d.clone());
         }
         out.wake.insert(d);
     }
-    out.xid = notify_and_xid(tx, &notify).await?;
+    out.xid = xid(tx).await?;
     Ok(Some(out))
 }
 
@@ -239,15 +240,14 @@ pub(super) async fn replay_dead_batch(
     .bind(rows.iter().map(|r| r.created).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    let mut notify = HashSet::new();
     for (r, s) in rows.iter().zip(&statuses) {
         out.ids.push(r.id);
         *out.deltas.entry(r.dest.clone()).or_default() += 1;
         if *s == 0 {
-            notify.insert(r.dest.clone());
+            out.notify.insert(r.dest.clone());
         }
         out.wake.insert(r.dest.clone());
     }
-    out.xid = notify_and_xid(tx, &notify).await?;
+    out.xid = xid(tx).await?;
     Ok(out)
 }

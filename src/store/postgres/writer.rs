@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 use tokio::task::JoinHandle;
 
 use super::pending::PendingCounts;
-use super::{key_lock, lock_keys, map_err, notify_and_xid, sqlstate, text};
+use super::{key_lock, lock_keys, map_err, sqlstate, text, xid};
 use crate::store::corrupt;
 use crate::store::{
     Appended, AttemptResult, CommitObserver, NewMessage, Next, StoreResult, Wakeups,
@@ -60,6 +60,7 @@ impl Op {
 }
 
 /// What the writer tasks share.
+#[derive(Clone)]
 pub(super) struct Shared {
     pub(super) pool: PgPool,
     pub(super) node: String,
@@ -69,6 +70,15 @@ pub(super) struct Shared {
     pub(super) health: Arc<super::health::Health>,
     /// The longest one commit may take (`storage.query_timeout`).
     pub(super) query_timeout: std::time::Duration,
+    /// Sends the other nodes' wake-ups after each commit.
+    pub(super) notifier: Arc<super::listen::Notifier>,
+    /// Whether a commit waits for its WAL flush before it answers. Appends
+    /// do: their answer is the acknowledgement. Attempt results need not: a
+    /// result lost in a crash of the database leaves its delivery leased, so
+    /// it is attempted again when the lease ends (at-least-once), and a later
+    /// synchronous commit that saw its effects flushes it too (WAL is
+    /// written in order).
+    pub(super) synchronous: bool,
 }
 
 /// Starts `writers` tasks that serve `rx` until every sender is gone and the
@@ -118,6 +128,8 @@ struct Outcome {
     deltas: HashMap<String, i64>,
     /// Destinations whose dispatchers should look again.
     wake: HashSet<String>,
+    /// Destinations whose dispatchers on other nodes should look again.
+    notify: HashSet<String>,
 }
 
 async fn commit_batch(shared: &Shared, ops: Vec<Op>) {
@@ -163,6 +175,7 @@ fn finish(shared: &Shared, ops: Vec<Op>, out: Outcome) {
     for d in &out.wake {
         shared.wakeups.wake(d);
     }
+    shared.notifier.send(&out.notify);
     let mut appended = out.appended.into_iter();
     for op in ops {
         match op {
@@ -232,6 +245,11 @@ async fn commit(shared: &Shared, ops: &[Op]) -> Result<Outcome, sqlx::Error> {
     }));
 
     let mut tx = shared.pool.begin().await?;
+    if !shared.synchronous {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
     let mut out = Outcome::default();
 
     // 1. Dedup: which appends are new.
@@ -274,13 +292,15 @@ async fn commit(shared: &Shared, ops: &[Op]) -> Result<Outcome, sqlx::Error> {
     .await?;
     insert_messages(&mut tx, &msgs, &appended, &mut out, &mut notify).await?;
 
-    // 6. Wake other nodes (sent at commit) and learn the transaction id.
-    out.xid = notify_and_xid(&mut tx, &notify).await?;
+    // 6. The transaction id (for the pending counts), then the commit; the
+    // other nodes are woken after it (see `listen::Notifier`).
+    out.xid = xid(&mut tx).await?;
     tx.commit().await.map_err(|e| {
         tracing::error!(error = %e, "COMMIT failed; its outcome is unknown");
         e
     })?;
-    out.wake.extend(notify);
+    out.wake.extend(notify.iter().cloned());
+    out.notify = notify;
     out.appended = appended;
     Ok(out)
 }
