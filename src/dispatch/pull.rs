@@ -300,6 +300,7 @@ impl Dispatcher {
                             &LeaseLimits {
                                 max_in_flight: spec.max_in_flight,
                                 rate: spec.rate_limit,
+                                settled: Vec::new(),
                             },
                         )
                         .await?;

@@ -33,6 +33,9 @@ pub(super) struct Worker {
     /// so results group into few writes under load). It hands back the results
     /// it could not write.
     recording: Option<tokio::task::JoinHandle<Recorded>>,
+    /// The deliveries of the write that runs (or just ran): with those of
+    /// `unrecorded`, the settled attempts a cluster-wide lease does not count.
+    recording_ids: HashSet<i64>,
     /// Failed writes in a row; while above 0, no new attempt starts.
     record_failures: u32,
     /// When to write again after a failed write.
@@ -85,6 +88,7 @@ impl Worker {
             urgent: false,
             held_back: false,
             recording: None,
+            recording_ids: HashSet::new(),
             record_failures: 0,
             record_retry_at: None,
         }
@@ -199,6 +203,7 @@ impl Worker {
                 &LeaseLimits {
                     max_in_flight: self.spec.max_in_flight,
                     rate: self.spec.rate_limit,
+                    settled: self.settled(),
                 },
             )
             .await;
@@ -225,6 +230,17 @@ impl Worker {
                 None
             }
         }
+    }
+
+    /// The deliveries whose attempts ended and whose results are not known to
+    /// be recorded: waiting, or in the write that runs. Their leases do not
+    /// hold a place of `max_in_flight` (no request is in flight for them).
+    fn settled(&self) -> Vec<i64> {
+        self.unrecorded
+            .iter()
+            .map(|r| r.delivery_id)
+            .chain(self.recording_ids.iter().copied())
+            .collect()
     }
 
     /// When the loop wakes at the latest: the idle tick, a wait for capacity,
@@ -266,6 +282,7 @@ impl Worker {
         self.unrecorded_since = None;
         self.record_retry_at = None;
         let results = std::mem::take(&mut self.unrecorded);
+        self.recording_ids = results.iter().map(|r| r.delivery_id).collect();
         let store = self.ctx.store.clone();
         self.recording = Some(tokio::spawn(async move {
             // `complete` consumes its argument; the copy comes back on failure
@@ -279,6 +296,8 @@ impl Worker {
     /// the waiting ones, to be written again after a backoff: the deliveries
     /// stay leased, so none of them is sent again meanwhile.
     fn on_recorded(&mut self, out: Result<Recorded, tokio::task::JoinError>) {
+        // Recorded, or back among the unrecorded.
+        self.recording_ids.clear();
         let (e, mut results) = match out {
             Ok(Ok(())) => {
                 if self.record_failures > 0 {
@@ -371,6 +390,9 @@ impl Worker {
                 self.probe = Some(item.delivery_id);
             }
         }
+        // Leased again (its last result was recorded, and it was due at once):
+        // in flight now, whatever the write that recorded it has told us yet.
+        self.recording_ids.remove(&item.delivery_id);
         self.in_flight.insert(item.delivery_id);
         self.h
             .in_flight

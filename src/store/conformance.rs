@@ -370,6 +370,7 @@ fn pull_limits(max_in_flight: u32) -> LeaseLimits {
     LeaseLimits {
         max_in_flight,
         rate: None,
+        settled: Vec::new(),
     }
 }
 

@@ -202,12 +202,18 @@ pub struct LeaseBatch {
 
 /// A destination's limits that a store shared by several nodes enforces across
 /// all of them (see [`Store::lease_limited`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LeaseLimits {
     /// Live leases of the destination on every node together, at most.
     pub max_in_flight: u32,
     /// Leases granted per second on every node together, at most.
     pub rate: Option<RateLimitConfig>,
+    /// Deliveries this caller leased whose attempts have ended (their results
+    /// wait to be written, or are being written): their leases, while still
+    /// this caller's, do not count against `max_in_flight`, since nothing is
+    /// in flight for them. An id whose lease ended, or went to another
+    /// holder, changes nothing.
+    pub settled: Vec<i64>,
 }
 
 /// What happens to a delivery after an attempt.

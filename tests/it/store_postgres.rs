@@ -235,6 +235,7 @@ async fn max_in_flight_holds_across_nodes() {
     let limits = LeaseLimits {
         max_in_flight: 4,
         rate: None,
+        settled: Vec::new(),
     };
     let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
     assert_eq!(got_a.items.len(), 4);
@@ -257,6 +258,144 @@ async fn max_in_flight_holds_across_nodes() {
     close_all(&[&a, &b]).await;
 }
 
+/// A node's settled attempts (ended, results not yet written) free their
+/// places of `max_in_flight` for that node's next lease; the same ids named
+/// by another node, or once leased again, change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_attempts_do_not_count_against_max_in_flight() {
+    let Some((a, b, _db)) = two_nodes("settled_attempts_do_not_count_against_max_in_flight").await
+    else {
+        return;
+    };
+    for _ in 0..20 {
+        a.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let limits = |settled: Vec<i64>| LeaseLimits {
+        max_in_flight: 4,
+        rate: None,
+        settled,
+    };
+    let first = a
+        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 4);
+    let ids: Vec<i64> = first.items.iter().map(|l| l.delivery_id).collect();
+    // Two of A's attempts ended: A may start two more.
+    let second = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 2);
+    assert!(second.held_back, "the limit held the lease back");
+    // B naming A's settled attempts gets nothing: they are A's leases.
+    let got_b = b
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert!(got_b.items.is_empty(), "A's leases count for B");
+    // Still four in flight: nothing more for A either.
+    let got = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert!(got.items.is_empty(), "2 in flight + 2 new = 4");
+    // Once recorded, the settled ids no longer name leases: the count is the
+    // four that run.
+    a.complete(
+        first.items[..2]
+            .iter()
+            .map(|l| result(l, Next::Delivered))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let got = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
+        .await
+        .unwrap();
+    assert!(got.items.is_empty(), "four in flight");
+    close_all(&[&a, &b]).await;
+}
+
+/// A node that finds every place taken queues for the next free one: the node
+/// whose attempts end leaves it that place instead of leasing it again at
+/// once, and the queue is first come, first served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_finds_the_places_taken_gets_the_next_one() {
+    let Some((a, b, db)) = two_nodes("a_node_that_finds_the_places_taken_gets_the_next_one").await
+    else {
+        return;
+    };
+    let c = PgStore::connect(db.url(), 4).await.unwrap();
+    for _ in 0..20 {
+        a.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let limits = |settled: Vec<i64>| LeaseLimits {
+        max_in_flight: 4,
+        rate: None,
+        settled,
+    };
+    let first = a
+        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 4);
+    let ids: Vec<i64> = first.items.iter().map(|l| l.delivery_id).collect();
+    // B, then C, find nothing free: they queue, in that order.
+    for n in [&b, &c] {
+        let got = n
+            .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
+            .await
+            .unwrap();
+        assert!(got.items.is_empty() && got.held_back);
+    }
+    // Three of A's attempts end: A leaves one place for each node queued
+    // and takes the third.
+    let again = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..3].to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(again.items.len(), 1, "one place each left for B and C");
+    assert!(again.held_back);
+    // A leaves the places even while it keeps asking.
+    let more = a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..3].to_vec()))
+        .await
+        .unwrap();
+    assert!(more.items.is_empty(), "the queued nodes keep their places");
+    // A's results are written: its ended attempts no longer hold places for
+    // anyone. C was queued after B: it takes one place and leaves B's.
+    a.complete(
+        first.items[..3]
+            .iter()
+            .map(|l| result(l, Next::Delivered))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let got_c = c
+        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(got_c.items.len(), 1, "C takes the place left for it");
+    let got_b = b
+        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(got_b.items.len(), 1, "B takes the place left for it");
+    // Never more than four in flight.
+    let in_flight = 1 + 1 + got_c.items.len() + got_b.items.len();
+    assert_eq!(in_flight, 4);
+    assert!(a
+        .lease_limited("d", T0, 10, 30_000, &limits(ids[..3].to_vec()))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    close_all(&[&a, &b, &c]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_across_nodes() {
     let Some((a, b, _db)) = two_nodes("rate_limit_holds_across_nodes").await else {
@@ -271,6 +410,7 @@ async fn rate_limit_holds_across_nodes() {
             per_second: 4.0,
             burst: Some(3),
         }),
+        settled: Vec::new(),
     };
     let started = std::time::Instant::now();
     let got_a = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
@@ -628,6 +768,7 @@ async fn a_pull_result_that_fails_to_write_keeps_the_leases_own_end() {
     let limits = LeaseLimits {
         max_in_flight: 10,
         rate: None,
+        settled: Vec::new(),
     };
     let l = store
         .lease_pull("p", "pull:a", T0, 10, 1_000, &limits)

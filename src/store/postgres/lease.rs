@@ -8,7 +8,10 @@
 //! Cluster-wide limits: with [`LeaseLimits`] the lease runs under the
 //! destination's advisory lock and grants at most `max_in_flight` minus the live
 //! leases of the destination on every node, and at most the whole tokens of the
-//! destination's shared bucket in `rate_buckets`. The lock serializes the leases
+//! destination's shared bucket in `rate_buckets`. The caller's settled attempts
+//! (ended, results not yet recorded: `LeaseLimits::settled`) do not count: a
+//! lease counts while its attempt runs, not while its result waits for a
+//! commit. The lock serializes the leases
 //! of one destination across nodes (a few short statements each); it never
 //! blocks ingest or attempt results.
 
@@ -23,8 +26,11 @@ use crate::store::corrupt;
 use crate::store::{LeaseBatch, LeaseLimits, Leased, Millis, StoredMessage};
 
 /// How soon to look again when the cluster-wide `max_in_flight` is used up
-/// (another node's attempt ending frees a slot without waking this one).
-const FULL_RECHECK_MS: i64 = 100;
+/// (another node's attempt ending frees a place without waking this one).
+const FULL_RECHECK_MS: i64 = 10;
+/// How long a node that found every place taken stays in the queue for the
+/// next free ones without looking again (several of its looks).
+const WAIT_TTL_MS: i64 = 200;
 
 /// The destination's state as the lease sees it.
 struct State {
@@ -33,34 +39,51 @@ struct State {
     tokens: Option<f64>,
     tokens_at: Option<i64>,
     next_due: Option<Millis>,
+    /// Other nodes queued for a place of `max_in_flight` before this one.
+    ahead: i64,
+    /// This node has a row in `lease_waiters` (current or expired).
+    queued: bool,
 }
 
 async fn state(
     c: &mut PgConnection,
     destination: &str,
     now: Millis,
-    with_limits: bool,
+    limits: Option<(&str, &[i64])>,
 ) -> Result<State, sqlx::Error> {
-    let r = sqlx::query(if with_limits {
-        "WITH t AS (SELECT hookgate_now_ms() AS ms)
+    let (node, settled) = limits.unwrap_or_default();
+    // Live leases, but not those of this node's settled attempts ($3, $4);
+    // the nodes queued for a place before this one (all of them if it is not
+    // queued).
+    let r = sqlx::query(if limits.is_some() {
+        "WITH t AS (SELECT hookgate_now_ms() AS ms),
+         me AS (SELECT since, until FROM lease_waiters WHERE destination = $1 AND node = $3)
          SELECT t.ms,
              (SELECT count(*) FROM deliveries
-              WHERE destination = $1 AND lease_owner IS NOT NULL AND lease_until > t.ms),
+              WHERE destination = $1 AND lease_owner IS NOT NULL AND lease_until > t.ms
+                AND NOT (lease_owner = $3 AND id = ANY($4))),
              b.tokens, b.at_ms,
              least(
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2),
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2))
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2)),
+             (SELECT count(*) FROM lease_waiters w
+              WHERE w.destination = $1 AND w.node <> $3 AND w.until > t.ms
+                AND w.since < coalesce((SELECT since FROM me WHERE me.until > t.ms), 9223372036854775807)),
+             EXISTS (SELECT 1 FROM me)
          FROM t LEFT JOIN rate_buckets b ON b.destination = $1"
     } else {
         "SELECT hookgate_now_ms(), 0::int8, NULL::float8, NULL::int8,
              least(
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2),
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2))"
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2)),
+             0::int8, false"
     })
     .bind(destination)
     .bind(now)
+    .bind(node)
+    .bind(settled)
     .fetch_one(&mut *c)
     .await?;
     Ok(State {
@@ -69,7 +92,42 @@ async fn state(
         tokens: r.try_get(2)?,
         tokens_at: r.try_get(3)?,
         next_due: r.try_get(4)?,
+        ahead: r.try_get(5)?,
+        queued: r.try_get(6)?,
     })
+}
+
+/// Queues this node for the destination's next free places (or keeps its
+/// place in the queue, renewing it), or takes it out of the queue.
+async fn queue_for_places(
+    c: &mut PgConnection,
+    node: &str,
+    destination: &str,
+    db_now: i64,
+    queue: bool,
+) -> Result<(), sqlx::Error> {
+    if queue {
+        sqlx::query(
+            "INSERT INTO lease_waiters (destination, node, since, until) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (destination, node) DO UPDATE
+                 SET until = excluded.until,
+                     since = CASE WHEN lease_waiters.until > $3 THEN lease_waiters.since
+                                  ELSE excluded.since END",
+        )
+        .bind(destination)
+        .bind(node)
+        .bind(db_now)
+        .bind(db_now + WAIT_TTL_MS)
+        .execute(&mut *c)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM lease_waiters WHERE destination = $1 AND node = $2")
+            .bind(destination)
+            .bind(node)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Tokens in a bucket at `now` after refilling since `at`.
@@ -118,16 +176,30 @@ pub(super) async fn lease(
             .execute(&mut *c)
             .await?;
     }
-    let st = state(c, &destination, now, limits.is_some()).await?;
+    let st = state(
+        c,
+        &destination,
+        now,
+        limits.map(|l| (node, l.settled.as_slice())),
+    )
+    .await?;
     let mut grant = limit as i64;
     let mut next_due = st.next_due;
     let mut hint = |at: Millis| next_due = Some(next_due.map_or(at, |n| n.min(at)));
     let mut tokens = None;
     let mut held_back = false;
     if let Some(l) = limits {
-        let free = (l.max_in_flight as i64 - st.leased).max(0);
+        // The free places, less one for each node queued before this one:
+        // a node whose attempts end and lease again at once would otherwise
+        // take every place before another node's next look.
+        let free = (l.max_in_flight as i64 - st.leased - st.ahead).max(0);
         if free == 0 {
             hint(now + FULL_RECHECK_MS);
+        }
+        if free == 0 && grant > 0 {
+            queue_for_places(c, node, &destination, st.db_now, true).await?;
+        } else if st.queued {
+            queue_for_places(c, node, &destination, st.db_now, false).await?;
         }
         held_back = free < grant;
         grant = grant.min(free);

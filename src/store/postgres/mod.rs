@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "transforms",
         include_str!("migrations/0005_transforms.sql"),
     ),
+    (
+        6,
+        "lease waiters",
+        include_str!("migrations/0006_lease_waiters.sql"),
+    ),
     (7, "alerts", include_str!("migrations/0007_alerts.sql")),
 ];
 
@@ -1028,6 +1033,13 @@ impl Store for PgStore {
         .map_err(map_err)?
         .try_get(0)
         .map_err(map_err)?;
+        // Nodes that left the queue for places long ago (a node that dies
+        // while queued leaves its row behind; it counts for nothing once
+        // expired, and is removed here).
+        sqlx::query("DELETE FROM lease_waiters WHERE until < hookgate_now_ms() - 60000")
+            .execute(pool)
+            .await
+            .map_err(map_err)?;
         Ok((messages + keys) as usize)
     }
 
