@@ -21,7 +21,7 @@ pub async fn list(State(c): State<Console>, a: Authed) -> Response {
     let alerts = &c.admin.alerts;
     let channels = alerts.channel_names();
     let current = alerts.current();
-    let past = alerts.past(PAGE);
+    let past = alerts.past(PAGE).await;
     let body = html! {
         h1 { "Alerts" }
         @if channels.is_empty() {
