@@ -291,7 +291,8 @@ pub(crate) async fn replace_channel(
 }
 
 /// `DELETE /api/v1/alert-channels/{name}`: no more alerts go to it; those
-/// already stored for it are still delivered.
+/// queued and not yet sent stay stored (sent if a channel of that name
+/// comes back), like a deleted destination's deliveries.
 #[utoipa::path(delete, path = "/api/v1/alert-channels/{name}", tag = "alerts", operation_id = "delete_alert_channel",
     params(ChannelPath),
     responses(

@@ -873,7 +873,8 @@ impl Registry {
     }
 
     /// `DELETE /api/v1/alert-channels/{name}`: its alerts stop at once; those
-    /// already stored for it stay (like a deleted destination's deliveries).
+    /// queued and not yet sent stay stored, unsent (like a deleted
+    /// destination's deliveries).
     pub async fn delete_channel(&self, name: &str) -> Result<(), ChannelChangeError> {
         if self.channels.is_file(name) {
             return Err(ChannelChangeError::ReadOnly);
