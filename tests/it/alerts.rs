@@ -1106,3 +1106,92 @@ async fn two_postgres_nodes_send_one_alert_and_the_survivor_takes_over_after_kil
     let (_, list) = nodes[survivor].api_get("/api/v1/alerts").await;
     assert_eq!(list["leader"], true);
 }
+
+#[tokio::test]
+async fn the_console_creates_and_deletes_an_alert_channel() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start_opts(
+        &channels(&rx, ""),
+        &format!(
+            "allow_private_destinations = true\nadmin_read_tokens = [\"{}\"]",
+            crate::console::READ_TOKEN
+        ),
+        &[],
+    )
+    .await;
+    let mut b = crate::console::Browser::new(&gw);
+    b.login(ADMIN_TOKEN).await;
+    let page = b.page("/alerts").await;
+    assert!(page.contains(r#"<table id="alert-channels""#), "{page}");
+    assert!(
+        !page.contains("/alerts/channels/slack/delete"),
+        "the file's: {page}"
+    );
+    let csrf = crate::console::csrf_field(&page);
+    let url = rx.url("/slack/T0/B0/s3cr3t");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "console-ops"),
+        ("format", "slack"),
+        ("url", url.as_str()),
+        ("events", "destination.*, message.dead"),
+    ];
+    let r = b.post("/alerts/channels/new", &form, "same-origin").await;
+    assert_eq!(r.status(), 303);
+    let (st, made) = gw.api_get("/api/v1/alert-channels/console-ops").await;
+    assert_eq!(st, 200, "{made}");
+    assert_eq!(made["origin"], "api");
+    assert_eq!(
+        made["events"],
+        serde_json::json!(["destination.*", "message.dead"])
+    );
+    let page = b.page("/alerts").await;
+    assert!(
+        page.contains("/alerts/channels/console-ops/delete"),
+        "{page}"
+    );
+    assert!(!page.contains("s3cr3t"), "{page}");
+    // A bad channel: the API's problems, nothing made.
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("name", "x y"),
+        ("format", "webhook"),
+    ];
+    let r = b.post("/alerts/channels/new", &bad, "same-origin").await;
+    assert_eq!(r.status(), 422);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("needs `url`") && text.contains("must be 1-64"),
+        "{text}"
+    );
+    // Read-only may look, not change.
+    let mut ro = crate::console::Browser::new(&gw);
+    ro.login(crate::console::READ_TOKEN).await;
+    let ro_csrf = crate::console::csrf_field(&ro.page("/alerts").await);
+    let r = ro
+        .post(
+            "/alerts/channels/console-ops/delete",
+            &[("csrf", ro_csrf.as_str())],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = b
+        .post(
+            "/alerts/channels/console-ops/delete",
+            &[("csrf", csrf.as_str())],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (st, _) = gw.api_get("/api/v1/alert-channels/console-ops").await;
+    assert_eq!(st, 404);
+    let r = b
+        .post(
+            "/alerts/channels/slack/delete",
+            &[("csrf", csrf.as_str())],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 409, "the file's channel");
+}
