@@ -198,7 +198,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         clock.clone(),
         source_names(&cfg),
     ));
-    let alerts = new_alerts(&cfg, &store, &dispatcher, &clock, admin_addr);
+    let alerts = new_alerts(&cfg, &registry, &store, &dispatcher, &clock, admin_addr);
     alerts.set_source_counts(source_counts(&overview));
     let live = Arc::new(Live::new(cfg.clone()));
     let reloader = Arc::new(new_reloader(&live, &ingest, &registry, &overview, &tls));
@@ -245,7 +245,7 @@ async fn load_registry(
     dispatcher: &Arc<Dispatcher>,
     clock: &SharedClock,
 ) -> Result<Registry, StartError> {
-    Ok(Registry::load(
+    let registry = Registry::load(
         store.clone(),
         dispatcher.clone(),
         clock.clone(),
@@ -254,7 +254,12 @@ async fn load_registry(
         cfg.server.allow_private_destinations,
         source_names(cfg).into_iter().collect(),
     )
-    .await?)
+    .await?;
+    registry
+        .load_channels(cfg.alerts.clone())
+        .await
+        .map_err(crate::control::registry::LoadError::from)?;
+    Ok(registry)
 }
 
 /// The reload of the config file (SIGHUP, `POST /api/v1/reload`): it also
@@ -272,10 +277,12 @@ fn new_reloader(
         .on_every_reload(Box::new(move |c| tls.reload(c)))
 }
 
-/// The alerts of `[[alerts]]`, told of the dispatcher's dead letters; links
-/// point at `server.console_url`, else at the admin listener.
+/// The alerts of the registry's channels (`[[alerts]]` and the API's), told
+/// of the dispatcher's dead letters; links point at `server.console_url`, else
+/// at the admin listener.
 fn new_alerts(
     cfg: &Config,
+    registry: &Registry,
     store: &Arc<dyn Store>,
     dispatcher: &Arc<Dispatcher>,
     clock: &SharedClock,
@@ -292,15 +299,13 @@ fn new_alerts(
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{admin_addr}"));
     let alerts = Alerts::new(
-        cfg.alerts.clone(),
+        registry.channels(),
         store.clone(),
         dispatcher.clone(),
         clock.clone(),
         console,
     );
-    if let Some(hook) = alerts.hook() {
-        dispatcher.on_dead(hook);
-    }
+    dispatcher.on_dead(alerts.hook());
     alerts
 }
 

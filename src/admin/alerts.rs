@@ -3,16 +3,22 @@
 //! (see [`crate::alerts`]). Past alerts are kept in the store across restarts.
 //! `GET /api/v1/alert-channels` (and `/{name}`): the channels, with their
 //! secrets shown only as being set and their URLs by origin only.
+//! `POST /api/v1/alert-channels`, `PUT` and `DELETE /api/v1/alert-channels/{name}`:
+//! channels made at run time (kept in the store, taken up by every node without
+//! a restart); the config file's are read-only here. Thin over
+//! [`crate::control::Registry`].
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{limit, Params};
+use super::extract::{limit, JsonBody, Params};
 use super::Shared;
 use crate::alerts::event::AlertEvent;
 use crate::alerts::AlertRecord;
@@ -23,8 +29,14 @@ use crate::config::Secret;
 pub fn router() -> Router<Shared> {
     Router::new()
         .route("/api/v1/alerts", get(list_alerts))
-        .route("/api/v1/alert-channels", get(list_channels))
-        .route("/api/v1/alert-channels/{name}", get(get_channel))
+        .route(
+            "/api/v1/alert-channels",
+            get(list_channels).post(create_channel),
+        )
+        .route(
+            "/api/v1/alert-channels/{name}",
+            get(get_channel).put(replace_channel).delete(delete_channel),
+        )
 }
 
 /// The filters of `GET /api/v1/alerts`.
@@ -40,8 +52,13 @@ pub(crate) struct AlertParams {
 /// The answer of `GET /api/v1/alerts`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AlertList {
-    /// The configured channels' names.
+    /// The channels' names (the config file's, then those made through the API).
     channels: Vec<String>,
+    /// Whether this node judges the conditions of destinations and sources:
+    /// with several nodes on one PostgreSQL database one of them does, and
+    /// `current` is that node's (empty on the others). `past` is the same on
+    /// every node.
+    leader: bool,
     /// Conditions that hold now: the event that started each (or its last reminder).
     current: Vec<AlertEvent>,
     /// Alerts raised, newest first, one per channel they were raised for.
@@ -62,8 +79,9 @@ pub(crate) async fn list_alerts(
     let limit = limit(p.limit)?;
     Ok(Json(AlertList {
         channels: s.alerts.channel_names(),
+        leader: s.alerts.leading(),
         current: s.alerts.current(),
-        past: s.alerts.past(limit),
+        past: s.alerts.past(limit).await,
     })
     .into_response())
 }
@@ -90,7 +108,7 @@ pub(crate) struct DeadFilterView {
     "reminder": "1h", "max_per_hour": 20, "destination": "alerts.ops"}))]
 pub(crate) struct ChannelView {
     name: String,
-    /// Where the channel is defined: `config` (read-only through the API).
+    /// Where the channel is defined: `config` (read-only through the API) or `api`.
     origin: &'static str,
     /// `webhook`, `slack`, `telegram`, `discord` or `pagerduty`.
     format: &'static str,
@@ -135,7 +153,7 @@ fn is_set(s: &Option<Secret>) -> bool {
 }
 
 impl ChannelView {
-    fn of(c: &AlertChannel) -> Self {
+    fn of(c: &AlertChannel, s: &Shared) -> Self {
         let url = match c.format {
             ChannelKind::Telegram => c
                 .api_url
@@ -145,7 +163,11 @@ impl ChannelView {
         };
         ChannelView {
             name: c.name.clone(),
-            origin: "config",
+            origin: if s.registry.channels().is_file(&c.name) {
+                "config"
+            } else {
+                "api"
+            },
             format: c.format.as_str(),
             url: url.as_deref().map(|u| origin_of(c, u)),
             secret_set: is_set(&c.secret),
@@ -186,7 +208,12 @@ pub(crate) struct ChannelList {
     ))]
 pub(crate) async fn list_channels(State(s): State<Shared>) -> Json<ChannelList> {
     Json(ChannelList {
-        data: s.alerts.channels().iter().map(ChannelView::of).collect(),
+        data: s
+            .alerts
+            .channels()
+            .iter()
+            .map(|c| ChannelView::of(c, &s))
+            .collect(),
     })
 }
 
@@ -215,6 +242,69 @@ pub(crate) async fn get_channel(
         .channels()
         .iter()
         .find(|c| c.name == name)
-        .map(|c| Json(ChannelView::of(c)))
+        .map(|c| Json(ChannelView::of(c, &s)))
         .ok_or_else(|| ApiError::not_found("alert channel"))
+}
+
+/// `POST /api/v1/alert-channels`: a channel made at run time; its alerts start
+/// with the evaluator's next round, on every node.
+#[utoipa::path(post, path = "/api/v1/alert-channels", tag = "alerts", operation_id = "create_alert_channel",
+    request_body(content = AlertChannel, description = "The `[[alerts]]` fields"),
+    responses(
+        (status = 201, description = "Created; the answer leaves its secrets out", body = ChannelView,
+            links(
+                ("GetAlertChannel" = (operation_id = "get_alert_channel", parameters(("name" = "$response.body#/name")))),
+                ("ReplaceAlertChannel" = (operation_id = "replace_alert_channel", parameters(("name" = "$response.body#/name")))),
+                ("DeleteAlertChannel" = (operation_id = "delete_alert_channel", parameters(("name" = "$response.body#/name")))),
+            )),
+        (status = 409, description = "A channel of that name exists", body = ErrorBody),
+        (status = 422, description = "The channel has problems (each in `details`, at its field)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn create_channel(
+    State(s): State<Shared>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> ApiResult<(StatusCode, Json<ChannelView>)> {
+    let c = s.registry.put_channel(None, body).await?;
+    Ok((StatusCode::CREATED, Json(ChannelView::of(&c, &s))))
+}
+
+/// `PUT /api/v1/alert-channels/{name}`: the whole channel again (its secrets
+/// too: they are never read back); applies from the evaluator's next round.
+#[utoipa::path(put, path = "/api/v1/alert-channels/{name}", tag = "alerts", operation_id = "replace_alert_channel",
+    params(ChannelPath),
+    request_body(content = AlertChannel, description = "The `[[alerts]]` fields (`name` may be left out)"),
+    responses(
+        (status = 200, description = "Replaced; the answer leaves its secrets out", body = ChannelView),
+        (status = 404, description = "No such channel made through the API", body = ErrorBody),
+        (status = 409, description = "A config-file channel (read-only here)", body = ErrorBody),
+        (status = 422, description = "The channel has problems (each in `details`, at its field)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn replace_channel(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> ApiResult<Json<ChannelView>> {
+    let c = s.registry.put_channel(Some(&name), body).await?;
+    Ok(Json(ChannelView::of(&c, &s)))
+}
+
+/// `DELETE /api/v1/alert-channels/{name}`: no more alerts go to it; those
+/// queued and not yet sent stay stored (sent if a channel of that name
+/// comes back), like a deleted destination's deliveries.
+#[utoipa::path(delete, path = "/api/v1/alert-channels/{name}", tag = "alerts", operation_id = "delete_alert_channel",
+    params(ChannelPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such channel made through the API", body = ErrorBody),
+        (status = 409, description = "A config-file channel (read-only here)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_channel(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.registry.delete_channel(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

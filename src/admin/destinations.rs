@@ -68,7 +68,8 @@ pub struct DestinationView {
     kind: DestinationType,
     /// Where deliveries go (push destinations).
     url: Option<String>,
-    /// `config` (read-only here) or `api`.
+    /// `config` (read-only here), `api`, or `channel` (the destination of an
+    /// alert channel made through the API: change it with the channel).
     origin: Origin,
     /// Per-attempt timeout.
     #[schema(example = "30s")]

@@ -144,7 +144,7 @@ impl From<ControlError> for ApiError {
             e @ ControlError::Exists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            e @ ControlError::ReadOnly => {
+            e @ (ControlError::ReadOnly | ControlError::Channel(_)) => {
                 ApiError::new(StatusCode::CONFLICT, "read_only", e.to_string())
             }
             ControlError::NotFound => ApiError::not_found("destination"),
@@ -174,6 +174,23 @@ impl From<crate::control::transforms::TransformChangeError> for ApiError {
             e @ E::ReadOnly => ApiError::new(StatusCode::CONFLICT, "read_only", e.to_string()),
             e @ E::InUse { .. } => ApiError::new(StatusCode::CONFLICT, "in_use", e.to_string()),
             E::NotFound => ApiError::not_found("transform"),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::control::channels::ChannelChangeError> for ApiError {
+    fn from(e: crate::control::channels::ChannelChangeError) -> Self {
+        use crate::control::channels::ChannelChangeError as E;
+        match e {
+            E::Invalid(problems) => invalid(
+                "invalid_alert_channel",
+                &problems,
+                E::Invalid(problems.clone()).to_string(),
+            ),
+            e @ E::Exists(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            e @ E::ReadOnly => ApiError::new(StatusCode::CONFLICT, "read_only", e.to_string()),
+            E::NotFound => ApiError::not_found("alert channel"),
             E::Store(e) => e.into(),
         }
     }

@@ -22,6 +22,15 @@
 //!   client and signing.
 //! - **No loop.** A channel never gets alerts about its own destination, and no
 //!   channel gets `message.dead` of an alert's delivery.
+//! - **One evaluator.** Conditions of destinations and sources are judged only
+//!   while the store says this node leads ([`Store::lead`]: always on one
+//!   process; one node of those on a PostgreSQL database), so several nodes
+//!   send one alert, not one each. `store.degraded` is each node's own (its
+//!   own connection to the store), and `message.dead` comes from the node that
+//!   dead-lettered the delivery, so those are judged everywhere.
+//! - **Channels change at run time.** The channels are read from
+//!   [`Channels`] each round (the config file's and the API's); a channel's
+//!   memory is kept by name and dropped with the channel.
 
 pub mod event;
 pub mod format;
@@ -41,6 +50,7 @@ use self::event::{AlertEvent, EventType, Figures, Severity};
 use self::state::{failing_level, ChannelState, Transition};
 use crate::clock::{format_rfc3339, Precision, SharedClock};
 use crate::config::alerts::{is_channel_destination, AlertChannel};
+use crate::control::channels::Channels;
 use crate::dispatch::{DeadLetter, Dispatcher};
 use crate::store::{MessageId, NewDelivery, NewMessage, Store, StoreError, StoredAlert};
 use crate::telemetry::events::AlertRaised;
@@ -87,7 +97,10 @@ struct Log {
 
 /// The alerts of a node: the channels, the log, and the feed of dead letters.
 pub struct Alerts {
-    channels: Vec<AlertChannel>,
+    channels: Arc<Channels>,
+    /// Whether this node judged the conditions of destinations and sources
+    /// in its last round.
+    leading: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
     clock: SharedClock,
@@ -103,7 +116,7 @@ impl Alerts {
     /// (its base URL). Dead letters reach it once [`Alerts::hook`] is set on
     /// the dispatcher.
     pub fn new(
-        channels: Vec<AlertChannel>,
+        channels: Arc<Channels>,
         store: Arc<dyn Store>,
         dispatcher: Arc<Dispatcher>,
         clock: SharedClock,
@@ -112,6 +125,7 @@ impl Alerts {
         let (dead_tx, dead_rx) = mpsc::unbounded_channel();
         Arc::new(Alerts {
             channels,
+            leading: std::sync::atomic::AtomicBool::new(false),
             store,
             dispatcher,
             clock,
@@ -123,17 +137,13 @@ impl Alerts {
         })
     }
 
-    /// What the dispatcher calls with each dead letter (nothing when no channel
-    /// wants `message.dead`).
-    pub fn hook(self: &Arc<Self>) -> Option<crate::dispatch::DeadHook> {
-        if !self.channels.iter().any(|c| c.wants("message.dead")) {
-            return None;
-        }
+    /// What the dispatcher calls with each dead letter (a channel that wants
+    /// `message.dead` may be made at any time, so it is always set).
+    pub fn hook(self: &Arc<Self>) -> crate::dispatch::DeadHook {
         let tx = self.dead_tx.clone();
-        let hook: crate::dispatch::DeadHook = Arc::new(move |d: DeadLetter| {
+        Arc::new(move |d: DeadLetter| {
             let _ = tx.send(d);
-        });
-        Some(hook)
+        })
     }
 
     /// Where `source.rejections` reads the sources' counts (set once, at start).
@@ -146,8 +156,18 @@ impl Alerts {
         self.log.lock().current.values().cloned().collect()
     }
 
-    /// Alerts raised, newest first, at most `limit`.
-    pub fn past(&self, limit: usize) -> Vec<AlertRecord> {
+    /// Alerts raised, newest first, at most `limit`: this node's log while it
+    /// leads, else the store's (the leader's alerts are kept there); the log
+    /// when the store cannot answer.
+    pub async fn past(&self, limit: usize) -> Vec<AlertRecord> {
+        if !self.leading() {
+            if let Ok(kept) = self.store.alert_history(limit).await {
+                return kept
+                    .into_iter()
+                    .filter_map(|a| serde_json::from_value(a.record).ok())
+                    .collect();
+            }
+        }
         self.log
             .lock()
             .past
@@ -158,43 +178,70 @@ impl Alerts {
             .collect()
     }
 
-    /// The channels, in their order.
-    pub fn channels(&self) -> &[AlertChannel] {
-        &self.channels
+    /// Whether this node judges the conditions of destinations and sources
+    /// (on PostgreSQL, one node of those sharing the database does).
+    pub fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The channels, in their order (the config file's, then the API's).
+    pub fn channels(&self) -> Arc<Vec<AlertChannel>> {
+        self.channels.all()
     }
 
     /// The channels' names.
     pub fn channel_names(&self) -> Vec<String> {
-        self.channels.iter().map(|c| c.name.clone()).collect()
+        self.channels().iter().map(|c| c.name.clone()).collect()
     }
 
     /// Evaluates every [`EVERY`] and sends what changed, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        if self.channels.is_empty() {
-            return;
-        }
         let Some(mut dead_rx) = self.dead_rx.lock().take() else {
             return;
         };
         self.load_history().await;
-        let mut eval = Evaluator::new(self.channels.len());
+        let mut eval = Evaluator::default();
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    let channels = self.channels.all();
+                    if channels.is_empty() {
+                        continue;
+                    }
                     let obs = self.observe(&mut eval).await;
-                    let out = eval.step(&self.channels, &obs, Instant::now(), &|k, o| self.event(k, o));
+                    let out = eval.step(&channels, &obs, Instant::now(), &|k, o| self.event(k, o));
                     self.log.lock().current.retain(|k, _| obs.subject_exists(k));
-                    self.send_all(&mut eval, out).await;
+                    self.send_all(&mut eval, &channels, out).await;
                 }
                 Some(d) = dead_rx.recv() => {
-                    let out = self.dead(&d);
-                    self.send_all(&mut eval, out).await;
+                    let channels = self.channels.all();
+                    let out = self.dead(&channels, &d);
+                    self.send_all(&mut eval, &channels, out).await;
                 }
                 _ = stop.cancelled() => break,
             }
         }
+    }
+
+    /// Whether this node leads now (a store that cannot say: not).
+    async fn lead(&self) -> bool {
+        let leads = match tokio::time::timeout(PING_TIMEOUT, self.store.lead()).await {
+            Ok(Ok(leads)) => leads,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot tell whether this node leads the alerts");
+                false
+            }
+            Err(_) => false,
+        };
+        let was = self
+            .leading
+            .swap(leads, std::sync::atomic::Ordering::Relaxed);
+        if was && !leads {
+            tracing::info!("this node no longer leads the alerts' evaluation");
+        }
+        leads
     }
 
     /// Takes the past alerts the store kept (a failure leaves the log empty).
@@ -229,6 +276,17 @@ impl Alerts {
 
     /// What the node looks like now.
     async fn observe(&self, eval: &mut Evaluator) -> Observation {
+        let store = self.store_problem().await;
+        if !self.lead().await {
+            // Another node judges destinations and sources.
+            return Observation {
+                leading: false,
+                dests: Vec::new(),
+                backlog: HashMap::new(),
+                sources: HashMap::new(),
+                store,
+            };
+        }
         let now = Instant::now();
         let mut dests = Vec::new();
         for h in self.dispatcher.all() {
@@ -259,17 +317,18 @@ impl Alerts {
         }
         let mut sources = HashMap::new();
         if let Some(counts) = self.source_counts.get() {
-            for c in &self.channels {
+            for c in self.channels.all().iter() {
                 sources
                     .entry(c.window.0)
                     .or_insert_with(|| counts(c.window.0));
             }
         }
         Observation {
+            leading: true,
             dests,
             backlog: eval.backlog.clone(),
             sources,
-            store: self.store_problem().await,
+            store,
         }
     }
 
@@ -406,8 +465,9 @@ impl Alerts {
         format!("{}/destinations#dest-{}", self.console, hex::encode(d))
     }
 
-    /// The `message.dead` events of a dead letter, for the channels that want it.
-    fn dead(&self, d: &DeadLetter) -> Vec<(usize, AlertEvent)> {
+    /// The `message.dead` events of a dead letter, for those of `channels` that
+    /// want it.
+    fn dead(&self, channels: &[AlertChannel], d: &DeadLetter) -> Vec<(usize, AlertEvent)> {
         // An alert's own delivery dying raises nothing (no loop).
         if is_channel_destination(&d.destination) {
             return Vec::new();
@@ -443,7 +503,7 @@ impl Alerts {
             },
             console_url: format!("{}/messages/{}", self.console, d.message_id),
         };
-        self.channels
+        channels
             .iter()
             .enumerate()
             .filter(|(_, c)| {
@@ -453,11 +513,17 @@ impl Alerts {
             .collect()
     }
 
-    /// Sends each event to its channel, within the channel's cap, and logs it.
-    async fn send_all(&self, eval: &mut Evaluator, out: Vec<(usize, AlertEvent)>) {
+    /// Sends each event to its channel (by its place in `channels`), within
+    /// the channel's cap, and logs it.
+    async fn send_all(
+        &self,
+        eval: &mut Evaluator,
+        channels: &[AlertChannel],
+        out: Vec<(usize, AlertEvent)>,
+    ) {
         let now = Instant::now();
         for (i, e) in out {
-            let c = &self.channels[i];
+            let c = &channels[i];
             {
                 let mut log = self.log.lock();
                 if e.kind.is_recovery() {
@@ -466,7 +532,11 @@ impl Alerts {
                     log.current.insert(e.key.clone(), e.clone());
                 }
             }
-            let allowed = eval.channels[i].allow(now, c.max_per_hour);
+            let allowed = eval
+                .channels
+                .entry(c.name.clone())
+                .or_default()
+                .allow(now, c.max_per_hour);
             AlertRaised {
                 channel: &c.name,
                 event_type: e.kind.as_str(),
@@ -534,6 +604,8 @@ impl Alerts {
 
 /// What one evaluation saw.
 pub(crate) struct Observation {
+    /// Whether this node judged destinations and sources (else only the store).
+    leading: bool,
     dests: Vec<DestObs>,
     /// Per destination: the oldest pending delivery's age and the pending count.
     backlog: HashMap<String, (Option<Duration>, u64)>,
@@ -549,7 +621,10 @@ impl Observation {
         let Some((kind, name)) = key.split_once(':') else {
             return true;
         };
-        if kind.starts_with("source.") {
+        if !self.leading {
+            // Not judged here: the leader holds these conditions.
+            false
+        } else if kind.starts_with("source.") {
             // Sources are known only where their counts are read.
             self.sources.is_empty()
                 || self
@@ -601,6 +676,7 @@ pub(crate) struct Change {
 }
 
 /// The evaluator's memory between ticks.
+#[derive(Default)]
 pub(crate) struct Evaluator {
     /// Per destination: the counts of the last tick, and the deltas of the
     /// ticks within the longest window.
@@ -608,20 +684,11 @@ pub(crate) struct Evaluator {
     samples: HashMap<String, VecDeque<(Instant, u64, u64)>>,
     backlog: HashMap<String, (Option<Duration>, u64)>,
     stats_at: Option<Instant>,
-    channels: Vec<ChannelState>,
+    /// Each channel's memory, by name.
+    channels: HashMap<String, ChannelState>,
 }
 
 impl Evaluator {
-    pub(crate) fn new(channels: usize) -> Self {
-        Evaluator {
-            last: HashMap::new(),
-            samples: HashMap::new(),
-            backlog: HashMap::new(),
-            stats_at: None,
-            channels: (0..channels).map(|_| ChannelState::default()).collect(),
-        }
-    }
-
     /// Takes the observation in and returns the events to send, per channel.
     pub(crate) fn step(
         &mut self,
@@ -632,14 +699,17 @@ impl Evaluator {
     ) -> Vec<(usize, AlertEvent)> {
         self.count(obs, now, channels.iter().map(|c| c.window.0).max());
         let exists = |key: &str| obs.subject_exists(key);
-        for st in &mut self.channels {
+        // A deleted channel's memory goes with it.
+        self.channels
+            .retain(|name, _| channels.iter().any(|c| &c.name == name));
+        for st in self.channels.values_mut() {
             st.forget(exists);
         }
         let wall = crate::clock::now_millis();
         let mut out = Vec::new();
         for (i, c) in channels.iter().enumerate() {
             let mut j = Judge {
-                st: &mut self.channels[i],
+                st: self.channels.entry(c.name.clone()).or_default(),
                 changes: Vec::new(),
                 now,
                 wall,
@@ -676,6 +746,11 @@ impl Evaluator {
     /// dropping those older than the longest window.
     fn count(&mut self, obs: &Observation, now: Instant, longest: Option<Duration>) {
         let longest = longest.unwrap_or_default();
+        // Counts of destinations not seen (gone, or not judged here) start
+        // again when seen: no burst of what happened meanwhile.
+        let seen = |name: &String| obs.dests.iter().any(|d| &d.name == name);
+        self.last.retain(|name, _| seen(name));
+        self.samples.retain(|name, _| seen(name));
         for d in &obs.dests {
             let last = self.last.insert(d.name.clone(), d.counts);
             let (ok0, bad0) = last.unwrap_or(d.counts);

@@ -8,8 +8,8 @@
 
 use serde::Deserialize;
 
-use super::check::{bad_name, check_url, valid_name};
-use super::def::DestinationDef;
+use super::check::{bad_name, check_url, valid_name, Problem};
+use super::def::{DestinationDef, Origin};
 use super::report::Errors;
 use super::{Dur, FieldSpans, Priority, RetryConfig, Secret};
 
@@ -33,7 +33,7 @@ pub fn shown_url(name: &str, url: &url::Url) -> String {
 }
 
 /// Where a channel's alerts go and in which format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// A Standard Webhooks–signed POST of the alert event as JSON.
@@ -67,7 +67,7 @@ pub const TELEGRAM_API: &str = "https://api.telegram.org";
 pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// Which dead messages raise `message.dead` (every list empty: all of them).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadFilter {
     /// Only messages of these sources.
@@ -91,8 +91,13 @@ impl DeadFilter {
 }
 
 /// `[[alerts]]`: one alert channel, the events it wants and their thresholds.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// The same fields are the JSON body of `POST /api/v1/alert-channels` and
+/// `PUT /api/v1/alert-channels/{name}`.
+#[derive(Debug, Clone, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ops", "format": "slack",
+    "url": "https://hooks.slack.com/services/T000/B000/XXXX", "events": ["destination.*", "message.dead"],
+    "reminder": "1h", "max_per_hour": 20}))]
 pub struct AlertChannel {
     /// The channel's name (its destination is `alerts.<name>`).
     pub name: String,
@@ -101,12 +106,14 @@ pub struct AlertChannel {
     /// Where to post: the receiver (webhook), the incoming webhook URL (slack,
     /// discord), or the Events API (pagerduty; default PagerDuty's own).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub url: Option<Secret>,
     /// webhook: the `whsec_` secret the alerts are signed with.
     #[serde(default)]
     pub secret: Option<Secret>,
     /// telegram: the bot's token.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub bot_token: Option<Secret>,
     /// telegram: the chat the bot writes to.
     #[serde(default)]
@@ -116,6 +123,7 @@ pub struct AlertChannel {
     pub api_url: Option<String>,
     /// pagerduty: the integration's routing key.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub routing_key: Option<Secret>,
     /// The event types sent (`destination.failing`, …; globs such as
     /// `destination.*`); default all. A recovery follows its start.
@@ -300,111 +308,229 @@ pub fn channel_destination(c: &AlertChannel) -> DestinationDef {
 pub(super) fn check(channels: &[AlertChannel], errs: &mut Errors<'_>) {
     let mut names = std::collections::HashSet::new();
     for c in channels {
-        let at = |errs: &mut Errors<'_>, field: &str, msg: String| errs.field(&c.spans, field, msg);
-        if !valid_name(&c.name) {
-            at(errs, "name", bad_name("alert channel", &c.name));
+        for p in channel(c) {
+            errs.field(&c.spans, &p.dotted(), p.message);
         }
         if !names.insert(c.name.as_str()) {
-            at(
-                errs,
+            errs.field(
+                &c.spans,
                 "name",
                 format!("alert channel `{}` is defined twice", c.name),
             );
         }
-        let need = |errs: &mut Errors<'_>, set: bool, field: &str| {
-            if !set {
-                errs.field(
-                    &c.spans,
-                    "format",
-                    format!(
-                        "an alert channel of format {} needs `{field}`",
-                        c.format.as_str()
-                    ),
-                );
-            }
+    }
+}
+
+/// Unknown event types reported one by one, at most.
+const MAX_EVENT_PROBLEMS: usize = 5;
+
+/// Every problem of one channel, each at its field: the one check of a
+/// channel, from the file or the API. Never a secret's value.
+pub fn channel(c: &AlertChannel) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if !valid_name(&c.name) {
+        out.push(Problem::at("name", bad_name("alert channel", &c.name)));
+    }
+    let mut need = |set: bool, field: &str| {
+        if !set {
+            out.push(Problem::at(
+                "format",
+                format!(
+                    "an alert channel of format {} needs `{field}`",
+                    c.format.as_str()
+                ),
+            ));
+        }
+    };
+    match c.format {
+        ChannelKind::Webhook => {
+            need(c.url.is_some(), "url");
+            need(c.secret.is_some(), "secret");
+        }
+        ChannelKind::Slack | ChannelKind::Discord => need(c.url.is_some(), "url"),
+        ChannelKind::Telegram => {
+            need(c.bot_token.is_some(), "bot_token");
+            need(c.chat_id.is_some(), "chat_id");
+        }
+        ChannelKind::Pagerduty => need(c.routing_key.is_some(), "routing_key"),
+    }
+    if let (ChannelKind::Webhook, Some(s)) = (c.format, &c.secret) {
+        if !crate::signing::valid_signing_secret(s.expose()) {
+            out.push(Problem::at("secret", super::check::BAD_SIGNING_SECRET));
+        }
+    }
+    if let Some(url) = c.target_url() {
+        // The URL may hold a token: the error names the field, not the value.
+        if check_url(&url).is_err() {
+            let field = match c.format {
+                ChannelKind::Telegram => "api_url",
+                _ => "url",
+            };
+            out.push(Problem::at(
+                field,
+                format!("`{field}` must be an http:// or https:// URL with a host"),
+            ));
+        }
+    }
+    let unknown: Vec<&String> = c
+        .events
+        .iter()
+        .filter(|e| !EVENT_TYPES.iter().any(|t| glob(e, t)))
+        .collect();
+    // A few are enough to see the mistake; a list of thousands says no more.
+    for e in unknown.iter().take(MAX_EVENT_PROBLEMS) {
+        let e: String = e.chars().take(80).collect();
+        out.push(Problem::at(
+            "events",
+            format!(
+                "no alert event is called {e:?}; they are {}",
+                EVENT_TYPES.join(", ")
+            ),
+        ));
+    }
+    if unknown.len() > MAX_EVENT_PROBLEMS {
+        out.push(Problem::at(
+            "events",
+            format!(
+                "and {} more unknown event types",
+                unknown.len() - MAX_EVENT_PROBLEMS
+            ),
+        ));
+    }
+    thresholds(c, &mut out);
+    // The delivery settings, by the destinations' own check.
+    out.extend(
+        super::check::destination(&channel_destination(c), Origin::Config)
+            .into_iter()
+            .filter(|p| {
+                matches!(
+                    p.path.first().map(String::as_str),
+                    Some("retry" | "timeout")
+                )
+            }),
+    );
+    out
+}
+
+/// The shares, their hysteresis, the durations and the cap.
+fn thresholds(c: &AlertChannel, out: &mut Vec<Problem>) {
+    let rates = [
+        ("failing_below", c.failing_below),
+        ("warning_below", c.warning_below),
+        ("recovered_above", c.recovered_above),
+        ("rejections_above", c.rejections_above),
+        ("disk_above", c.disk_above),
+    ];
+    for (field, v) in rates {
+        if !(0.0..=1.0).contains(&v) {
+            out.push(Problem::at(
+                field,
+                format!("`{field}` is a share from 0.0 to 1.0, not {v}"),
+            ));
+        }
+    }
+    if !(c.failing_below <= c.warning_below && c.warning_below < c.recovered_above) {
+        out.push(Problem::at(
+            "recovered_above",
+            "the thresholds must hold failing_below <= warning_below < recovered_above (hysteresis)",
+        ));
+    }
+    for (field, d) in [
+        ("window", c.window),
+        ("reminder", c.reminder),
+        ("stale_after", c.stale_after),
+    ] {
+        if d.0.is_zero() {
+            out.push(Problem::at(
+                field,
+                format!("`{field}` must be longer than 0s"),
+            ));
+        }
+    }
+    if c.max_per_hour == 0 {
+        out.push(Problem::at(
+            "max_per_hour",
+            "`max_per_hour` must be at least 1 (remove the channel to send none)",
+        ));
+    }
+}
+
+/// A table with more problems than this is reported only this far.
+const MAX_JSON_PROBLEMS: usize = 64;
+
+/// A channel from the API's JSON (a request body or a stored row), with every
+/// problem at its field: a key of a bad type or unknown is reported and taken
+/// out, so the rest is still read and checked (as the file's tables are).
+/// Messages are the config's words, never the value found.
+pub fn from_json(
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> Result<AlertChannel, Vec<Problem>> {
+    let mut obj = obj.clone();
+    let mut problems = Vec::new();
+    let mut removed = Vec::new();
+    let parsed = loop {
+        if problems.len() >= MAX_JSON_PROBLEMS {
+            break None;
+        }
+        let value = serde_json::Value::Object(obj.clone());
+        let e = match serde_path_to_error::deserialize::<_, AlertChannel>(value) {
+            Ok(c) => break Some(c),
+            Err(e) => e,
         };
-        match c.format {
-            ChannelKind::Webhook => {
-                need(errs, c.url.is_some(), "url");
-                need(errs, c.secret.is_some(), "secret");
-                if let Some(s) = &c.secret {
-                    if !crate::signing::valid_signing_secret(s.expose()) {
-                        at(errs, "secret", super::check::BAD_SIGNING_SECRET.to_string());
-                    }
-                }
-            }
-            ChannelKind::Slack | ChannelKind::Discord => need(errs, c.url.is_some(), "url"),
-            ChannelKind::Telegram => {
-                need(errs, c.bot_token.is_some(), "bot_token");
-                need(errs, c.chat_id.is_some(), "chat_id");
-            }
-            ChannelKind::Pagerduty => need(errs, c.routing_key.is_some(), "routing_key"),
+        let message = e.inner().to_string();
+        let message = message
+            .rfind(" at line ")
+            .map_or(message.as_str(), |i| &message[..i]);
+        let mut keys: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        // An unknown or missing key is named by the message, at its parent's path.
+        let named = |prefix: &str| {
+            message
+                .strip_prefix(prefix)
+                .and_then(|r| r.split('`').next())
+                .map(str::to_string)
+        };
+        let missing = named("missing field `");
+        if let (Some(k), true) = (
+            named("unknown field `").or(missing.clone()),
+            keys.is_empty(),
+        ) {
+            keys.push(k);
         }
-        if let Some(url) = c.target_url() {
-            // The URL may hold a token: the error names the field, not the value.
-            if check_url(&url).is_err() {
-                let field = match c.format {
-                    ChannelKind::Telegram => "api_url",
-                    _ => "url",
-                };
-                at(
-                    errs,
-                    field,
-                    format!("`{field}` must be an http:// or https:// URL with a host"),
-                );
-            }
+        let top = keys.first().cloned();
+        let follow_on = missing.is_some_and(|f| removed.contains(&f));
+        if !follow_on {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            problems.push(Problem::at_keys(&keys, super::reword(message)));
         }
-        for e in &c.events {
-            if !EVENT_TYPES.iter().any(|t| glob(e, t)) {
-                at(
-                    errs,
-                    "events",
-                    format!(
-                        "no alert event is called {e:?}; they are {}",
-                        EVENT_TYPES.join(", ")
-                    ),
-                );
-            }
+        match top.filter(|k| obj.remove(k).is_some()) {
+            Some(k) => removed.push(k),
+            None => break None,
         }
-        let rates = [
-            ("failing_below", c.failing_below),
-            ("warning_below", c.warning_below),
-            ("recovered_above", c.recovered_above),
-            ("rejections_above", c.rejections_above),
-            ("disk_above", c.disk_above),
-        ];
-        for (field, v) in rates {
-            if !(0.0..=1.0).contains(&v) {
-                at(
-                    errs,
-                    field,
-                    format!("`{field}` is a share from 0.0 to 1.0, not {v}"),
-                );
+    };
+    match parsed {
+        Some(c) => {
+            // A check of a field taken out would only repeat its problem.
+            let mentions_removed = |p: &Problem| {
+                removed
+                    .iter()
+                    .any(|k| p.path.first() == Some(k) || p.message.contains(&format!("`{k}`")))
+            };
+            problems.extend(channel(&c).into_iter().filter(|p| !mentions_removed(p)));
+            if problems.is_empty() {
+                Ok(c)
+            } else {
+                Err(problems)
             }
         }
-        if !(c.failing_below <= c.warning_below && c.warning_below < c.recovered_above) {
-            at(
-                errs,
-                "recovered_above",
-                "the thresholds must hold failing_below <= warning_below < recovered_above (hysteresis)".into(),
-            );
-        }
-        for (field, d) in [
-            ("window", c.window),
-            ("reminder", c.reminder),
-            ("stale_after", c.stale_after),
-        ] {
-            if d.0.is_zero() {
-                at(errs, field, format!("`{field}` must be longer than 0s"));
-            }
-        }
-        if c.max_per_hour == 0 {
-            at(
-                errs,
-                "max_per_hour",
-                "`max_per_hour` must be at least 1 (remove the channel to send none)".into(),
-            );
-        }
+        None => Err(problems),
     }
 }
 
@@ -455,6 +581,62 @@ mod tests {
         assert!(e.contains("hysteresis"), "{e}");
         assert!(e.contains("max_per_hour"), "{e}");
         assert!(!e.contains("ftp://x"), "the URL may hold a secret: {e}");
+    }
+
+    fn json_problems(v: serde_json::Value) -> Vec<(String, String)> {
+        from_json(v.as_object().unwrap())
+            .unwrap_err()
+            .iter()
+            .map(|p| (p.pointer(), p.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn json_problems_are_all_reported_at_their_fields_without_values() {
+        let p = json_problems(serde_json::json!({
+            "name": "a b", "format": "webhook", "url": "ftp://hunter2@x/",
+            "secret": "whsec_x", "window": 5, "max_per_hour": 0, "bogus": 1,
+            "events": ["destination.fail"],
+        }));
+        let at = |ptr: &str| p.iter().filter(|(q, _)| q == ptr).count();
+        for ptr in [
+            "/name",
+            "/url",
+            "/secret",
+            "/window",
+            "/max_per_hour",
+            "/bogus",
+            "/events",
+        ] {
+            assert_eq!(at(ptr), 1, "one problem at {ptr}: {p:?}");
+        }
+        assert!(p.iter().all(|(_, m)| !m.contains("hunter2")), "{p:?}");
+        // A missing field is named where it belongs.
+        let p = json_problems(serde_json::json!({"name": "x"}));
+        assert_eq!(p[0].0, "/format", "{p:?}");
+        // A bad type says what was expected, never the value.
+        let p =
+            json_problems(serde_json::json!({"name": "x", "format": "slack", "url": ["hunter2"]}));
+        assert_eq!(
+            p.len(),
+            1,
+            "the missing url follows from the bad one: {p:?}"
+        );
+        assert_eq!(p[0].0, "/url");
+        assert!(!p[0].1.contains("hunter2"), "{p:?}");
+        // Thousands of unknown events give a few problems, not thousands.
+        let many: Vec<String> = (0..5000).map(|i| format!("x{i}")).collect();
+        let p = json_problems(
+            serde_json::json!({"name": "x", "format": "slack", "url": "http://h/", "events": many}),
+        );
+        assert!(p.len() <= 6, "{}", p.len());
+        let ok = from_json(
+            serde_json::json!({"name": "x", "format": "slack", "url": "http://h/"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ok.events, ["*"]);
     }
 
     #[test]

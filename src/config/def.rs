@@ -23,6 +23,17 @@ pub enum Origin {
     Config,
     /// Through the API: SSRF-guarded, changeable.
     Api,
+    /// The destination of an alert channel made through the API
+    /// (`/api/v1/alert-channels`): SSRF-guarded like `api`, never routed, and
+    /// changed only with its channel.
+    Channel,
+}
+
+impl Origin {
+    /// Whether attempts go through the SSRF guard (made through the API).
+    pub fn guarded(self) -> bool {
+        matches!(self, Origin::Api | Origin::Channel)
+    }
 }
 
 /// How a destination's deliveries reach it.

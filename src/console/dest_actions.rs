@@ -248,7 +248,7 @@ fn refused(e: ControlError, form: impl FnOnce(&[Problem]) -> Response) -> Respon
             "name",
             format!("a destination named `{n}` exists"),
         )]),
-        ControlError::ReadOnly => read_only(),
+        ControlError::ReadOnly | ControlError::Channel(_) => read_only(),
         ControlError::NotFound => not_found(),
         ControlError::Store(e) => super::messages::unavailable(e),
     }

@@ -118,6 +118,21 @@ pub fn bare_page(title: &str, body: Markup, status: StatusCode) -> Response {
     html_response(status, m)
 }
 
+/// The answer to a change made through the API's calls: back to the page
+/// `back` (303), or the API's error, in its words, as a page.
+pub fn after_change<T, E>(r: Result<T, E>, back: &str) -> Response
+where
+    crate::admin::error::ApiError: From<E>,
+{
+    match r {
+        Ok(_) => axum::response::Redirect::to(back).into_response(),
+        Err(e) => {
+            let e = crate::admin::error::ApiError::from(e);
+            error_page(e.status, "Not changed", &e.message)
+        }
+    }
+}
+
 /// An error page: a title and one sentence, with a link home.
 pub fn error_page(status: StatusCode, title: &str, text: &str) -> Response {
     bare_page(

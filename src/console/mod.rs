@@ -113,6 +113,8 @@ pub fn router_with(
         .route("/sources", get(sources::list))
         .route("/rejected", get(rejected::list))
         .route("/alerts", get(alerts::list))
+        .route("/alerts/channels/new", post(alerts::create))
+        .route("/alerts/channels/{name}/delete", post(alerts::delete))
         .route("/transforms", get(transforms::list))
         .route("/transforms/{name}/try", post(transforms::try_it))
         .route("/transforms/new", post(transforms::create))

@@ -6,7 +6,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{html, Markup};
 
 use super::auth::{check_post, Authed};
@@ -195,17 +195,6 @@ fn changes(a: &Authed, t: &Script) -> Markup {
     }
 }
 
-/// The answer to a change: back to the list, or the error.
-fn changed<T>(r: Result<T, crate::control::transforms::TransformChangeError>) -> Response {
-    match r {
-        Ok(_) => Redirect::to("/transforms").into_response(),
-        Err(e) => {
-            let e = crate::admin::error::ApiError::from(e);
-            layout::error_page(e.status, "Not changed", &e.message)
-        }
-    }
-}
-
 /// The script of a form (the limits left out: defaults, or as they were).
 fn code_of(form: &FormData) -> ApiTransform {
     ApiTransform {
@@ -225,11 +214,12 @@ pub async fn create(
         return r;
     }
     let name = form.get("name").unwrap_or_default().trim().to_string();
-    changed(
+    layout::after_change(
         c.admin
             .registry
             .put_transform(&name, &code_of(&form), true)
             .await,
+        "/transforms",
     )
 }
 
@@ -244,11 +234,12 @@ pub async fn save(
     if let Some(r) = check_post(&a, &headers, &form, true) {
         return r;
     }
-    changed(
+    layout::after_change(
         c.admin
             .registry
             .patch_transform(&name, &code_of(&form))
             .await,
+        "/transforms",
     )
 }
 
@@ -263,5 +254,8 @@ pub async fn delete(
     if let Some(r) = check_post(&a, &headers, &form, true) {
         return r;
     }
-    changed(c.admin.registry.delete_transform(&name).await)
+    layout::after_change(
+        c.admin.registry.delete_transform(&name).await,
+        "/transforms",
+    )
 }

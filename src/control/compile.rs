@@ -85,7 +85,7 @@ pub fn destination(d: &DestinationDef, origin: Origin) -> Result<DestinationSpec
         origin,
         event_types: match origin {
             Origin::Api => d.event_types.clone().unwrap_or_else(defaults::event_types),
-            Origin::Config => Vec::new(),
+            Origin::Config | Origin::Channel => Vec::new(),
         },
         source: d
             .source

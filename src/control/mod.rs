@@ -10,6 +10,7 @@
 //! across nodes, and the route table built from both. [`reload`] applies a
 //! changed config file to the running gateway.
 
+pub mod channels;
 pub mod compile;
 pub mod registry;
 pub mod reload;

@@ -7,6 +7,8 @@
 //! `event_types`. Each change goes: check → store → dispatcher → route table, so
 //! the dispatcher never runs a destination the store does not hold. With several
 //! nodes on one store, [`Registry::sync`] brings in what the others changed.
+//! Alert channels made through the API take the same steps with their
+//! destinations `alerts.<name>` (read-only through the destinations' calls).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,17 +18,21 @@ use parking_lot::RwLock;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::channels::{ChannelChangeError, Channels};
 use super::compile::{self, CompileError};
 use super::def::{DestinationDef, RouteDef, StoredKey};
 use super::defaults;
 use super::transforms::{ApiTransform, TransformChangeError};
 use super::validate::{self, Problem};
 use crate::clock::SharedClock;
+use crate::config::alerts::{self as channel, AlertChannel};
 use crate::config::{Dur, Secret};
 use crate::dispatch::destination::{DestinationSpec, Origin};
 use crate::dispatch::{ssrf, Dispatcher};
 use crate::ingest::route::{RouteError, RouteTable, Routing};
-use crate::store::{Millis, Store, StoreError, StoredDestination, StoredTransform};
+use crate::store::{
+    Millis, Store, StoreError, StoredAlertChannel, StoredDestination, StoredTransform,
+};
 use crate::transform::Script;
 
 /// Why a change to a destination was refused.
@@ -41,6 +47,9 @@ pub enum ControlError {
     /// The destination is defined in the config file.
     #[error("this destination is defined in the config file; change it there")]
     ReadOnly,
+    /// The destination delivers an alert channel made through the API.
+    #[error("this destination delivers alert channel `{0}`; change the channel through /api/v1/alert-channels")]
+    Channel(String),
     /// No destination of that name.
     #[error("destination not found")]
     NotFound,
@@ -108,6 +117,8 @@ pub struct Registry {
     sources: RwLock<HashSet<String>>,
     /// The transformations by name.
     transforms: Arc<super::transforms::Transforms>,
+    /// The alert channels.
+    channels: Arc<Channels>,
 }
 
 /// Why a reload of the config file's destinations was refused (nothing changed).
@@ -175,6 +186,7 @@ impl Registry {
             file_routes: RwLock::new(file_routes.to_vec()),
             allow_private,
             sources: RwLock::new(sources),
+            channels: Arc::default(),
         };
         registry.load_transforms().await?;
         registry.rebuild_routes()?;
@@ -553,9 +565,7 @@ impl Registry {
 
     /// `DELETE /api/v1/destinations/{name}`
     pub async fn delete(&self, name: &str) -> Result<(), ControlError> {
-        if self.is_file(name) {
-            return Err(ControlError::ReadOnly);
-        }
+        self.changeable(name)?;
         self.store.delete_stored_destination(name).await?;
         self.dispatcher.remove(name);
         self.rebuild_routes()?;
@@ -650,15 +660,24 @@ impl Registry {
 
     /// The stored row of an API destination; a config one is read-only.
     async fn stored(&self, name: &str) -> Result<StoredDestination, ControlError> {
-        if self.is_file(name) {
-            return Err(ControlError::ReadOnly);
-        }
+        self.changeable(name)?;
         self.store
             .stored_destinations()
             .await?
             .into_iter()
             .find(|d| d.name == name)
             .ok_or(ControlError::NotFound)
+    }
+
+    /// A config destination is read-only here, and so is an alert channel's.
+    fn changeable(&self, name: &str) -> Result<(), ControlError> {
+        if self.is_file(name) {
+            return Err(ControlError::ReadOnly);
+        }
+        match name.strip_prefix(channel::CHANNEL_PREFIX) {
+            Some(c) if self.channels.is_api(c) => Err(ControlError::Channel(c.to_string())),
+            _ => Ok(()),
+        }
     }
 
     /// Stores a changed destination.
@@ -703,6 +722,7 @@ impl Registry {
         if let Err(e) = self.load_transforms().await {
             tracing::debug!(error = %e, "the stored transforms were not read; the previous ones stay");
         }
+        self.sync_channels(seen).await;
         let Ok(stored) = self.store.stored_destinations().await else {
             return;
         };
@@ -738,6 +758,207 @@ impl Registry {
             }
         }
     }
+}
+
+/// Alert channels made through the API (`/api/v1/alert-channels`): the same
+/// steps as destinations (check → store → dispatcher), the channel's
+/// destination `alerts.<name>` changed with it.
+impl Registry {
+    /// The alert channels (the evaluator reads them each round).
+    pub fn channels(&self) -> Arc<Channels> {
+        self.channels.clone()
+    }
+
+    /// Takes in the config file's channels (their destinations came with the
+    /// file's) and the stored ones, with their destinations.
+    pub async fn load_channels(&self, file: Vec<AlertChannel>) -> Result<(), StoreError> {
+        self.channels.set_file(file);
+        let states = self.store.destination_states().await?;
+        for row in self.store.stored_alert_channels().await? {
+            if self.channels.is_file(&row.name) {
+                tracing::warn!(channel = %row.name, "a stored API alert channel has the name of a config channel; the config one is used");
+                continue;
+            }
+            match stored_channel(&row) {
+                Ok((c, spec)) => {
+                    let st = states.get(&spec.name).cloned().unwrap_or_default();
+                    self.dispatcher.add(spec, st);
+                    self.channels.put_api(c);
+                }
+                Err(e) => {
+                    tracing::error!(channel = %row.name, error = %e, "a stored alert channel could not be loaded");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /api/v1/alert-channels` (`name` none: the body names it) or
+    /// `PUT /api/v1/alert-channels/{name}` (the body is the whole channel):
+    /// checks it, stores it and puts it and its destination to use.
+    pub async fn put_channel(
+        &self,
+        name: Option<&str>,
+        mut body: Map<String, Value>,
+    ) -> Result<AlertChannel, ChannelChangeError> {
+        let create = name.is_none();
+        if let Some(name) = name {
+            if self.channels.is_file(name) {
+                return Err(ChannelChangeError::ReadOnly);
+            }
+            match body.get("name") {
+                None => {
+                    body.insert("name".into(), json!(name));
+                }
+                Some(n) if n.as_str() == Some(name) => {}
+                Some(_) => {
+                    return Err(channel_invalid(
+                        "name",
+                        "an alert channel cannot be renamed; make a new one and delete this one",
+                    ))
+                }
+            }
+        }
+        let c = channel::from_json(&body).map_err(ChannelChangeError::Invalid)?;
+        let current = if create {
+            if self.channels.get(&c.name).is_some() {
+                return Err(ChannelChangeError::Exists(c.name));
+            }
+            None
+        } else {
+            let row = self
+                .store
+                .stored_alert_channels()
+                .await?
+                .into_iter()
+                .find(|r| r.name == c.name)
+                .ok_or(ChannelChangeError::NotFound)?;
+            Some(row)
+        };
+        let def = channel::channel_destination(&c);
+        self.guard(&def).await.map_err(|e| match e {
+            ControlError::Invalid(p) => ChannelChangeError::Invalid(
+                p.into_iter()
+                    .map(|p| Problem::at(url_field(&c), p.message))
+                    .collect(),
+            ),
+            e => channel_invalid("url", e.to_string()),
+        })?;
+        let spec = channel_spec(&c)?;
+        let now = self.clock.now_millis();
+        let row = StoredAlertChannel {
+            name: c.name.clone(),
+            spec: Value::Object(body),
+            created_at: current.map_or(now, |r| r.created_at),
+            updated_at: now,
+        };
+        self.store
+            .put_stored_alert_channel(&row, create)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ChannelChangeError::Exists(c.name.clone()),
+                e => e.into(),
+            })?;
+        if !self.dispatcher.update(spec.clone()) {
+            let state = self
+                .store
+                .destination_states()
+                .await?
+                .remove(&spec.name)
+                .unwrap_or_default();
+            self.dispatcher.add(spec, state);
+        }
+        self.channels.put_api(c.clone());
+        Ok(c)
+    }
+
+    /// `DELETE /api/v1/alert-channels/{name}`: its alerts stop at once; those
+    /// queued and not yet sent stay stored, unsent (like a deleted
+    /// destination's deliveries).
+    pub async fn delete_channel(&self, name: &str) -> Result<(), ChannelChangeError> {
+        if self.channels.is_file(name) {
+            return Err(ChannelChangeError::ReadOnly);
+        }
+        self.store.delete_stored_alert_channel(name).await?;
+        self.channels.remove_api(name);
+        self.dispatcher
+            .remove(&format!("{}{name}", channel::CHANNEL_PREFIX));
+        Ok(())
+    }
+
+    /// The channels part of [`Registry::sync_once`]: those another node made,
+    /// changed or deleted (`seen` by their destination's name).
+    async fn sync_channels(&self, seen: &mut HashMap<String, Millis>) {
+        let rows = match self.store.stored_alert_channels().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "the stored alert channels were not read; the previous ones stay");
+                return;
+            }
+        };
+        for row in &rows {
+            let dest = format!("{}{}", channel::CHANNEL_PREFIX, row.name);
+            if self.channels.is_file(&row.name) || seen.get(&dest) == Some(&row.updated_at) {
+                continue;
+            }
+            seen.insert(dest, row.updated_at);
+            match stored_channel(row) {
+                Ok((c, spec)) => {
+                    if !self.dispatcher.update(spec.clone()) {
+                        self.dispatcher.add(spec, Default::default());
+                    }
+                    self.channels.put_api(c);
+                }
+                Err(e) => {
+                    tracing::error!(channel = %row.name, error = %e, "a stored alert channel could not be loaded");
+                }
+            }
+        }
+        for name in self.channels.api_names() {
+            if !rows.iter().any(|r| r.name == name) {
+                let dest = format!("{}{name}", channel::CHANNEL_PREFIX);
+                self.channels.remove_api(&name);
+                self.dispatcher.remove(&dest);
+                seen.remove(&dest);
+            }
+        }
+    }
+}
+
+/// The field a channel's URL problem is at: Telegram's is `api_url`.
+fn url_field(c: &AlertChannel) -> &'static str {
+    match c.format {
+        channel::ChannelKind::Telegram => "api_url",
+        _ => "url",
+    }
+}
+
+fn channel_invalid(path: &str, message: impl Into<String>) -> ChannelChangeError {
+    ChannelChangeError::Invalid(vec![Problem::at(path, message)])
+}
+
+/// The spec of a checked channel's destination. Its checks came first; the
+/// URL may hold a token, so the error never quotes it.
+fn channel_spec(c: &AlertChannel) -> Result<DestinationSpec, ChannelChangeError> {
+    compile::destination(&channel::channel_destination(c), Origin::Channel).map_err(|_| {
+        channel_invalid(
+            url_field(c),
+            "the channel's URL cannot be used to deliver its alerts",
+        )
+    })
+}
+
+/// A stored channel and its destination's spec.
+fn stored_channel(
+    row: &StoredAlertChannel,
+) -> Result<(AlertChannel, DestinationSpec), ChannelChangeError> {
+    let obj = row
+        .spec
+        .as_object()
+        .ok_or_else(|| channel_invalid("", "the stored spec is not a JSON object"))?;
+    let c = channel::from_json(obj).map_err(ChannelChangeError::Invalid)?;
+    let spec = channel_spec(&c)?;
+    Ok((c, spec))
 }
 
 /// Reads and checks an API definition (a request body or a stored row).
@@ -861,6 +1082,78 @@ mod tests {
         a.delete("x").await.unwrap();
         b.sync_once(&mut seen).await;
         assert!(api_targets(&b).is_empty());
+        store.close().await;
+    }
+
+    /// An alert channel made on one node runs on the other after its sync
+    /// (with its destination), changes there and goes there; a URL that is not
+    /// public is refused without `allow_private_destinations`.
+    #[tokio::test]
+    async fn alert_channels_follow_across_nodes_and_are_guarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::sqlite::SqliteStore::open(dir.path().join("db.sqlite")).unwrap(),
+        );
+        let (a, b) = (node(store.clone()).await, node(store.clone()).await);
+        let mut seen = HashMap::new();
+        let ops = |url: &str| body(json!({"name": "ops", "format": "slack", "url": url}));
+        a.put_channel(None, ops("http://127.0.0.1:1/a"))
+            .await
+            .unwrap();
+        b.sync_once(&mut seen).await;
+        assert_eq!(b.channels().all()[0].name, "ops");
+        let h = b.dispatcher.get("alerts.ops").unwrap();
+        assert_eq!(h.spec().origin, Origin::Channel);
+        assert_eq!(h.spec().url.as_str(), "http://127.0.0.1:1/a");
+        // Never routed, and not the destinations' calls to change.
+        let headers = http::HeaderMap::new();
+        let routed = b.route_table().unwrap().deliveries(
+            crate::config::API_SOURCE,
+            Some("any.event"),
+            &crate::select::Inbound::new(&headers, None, b"{}"),
+            0,
+            &Default::default(),
+            &|_| Duration::ZERO,
+        );
+        assert!(routed.is_empty(), "{routed:?}");
+        assert!(matches!(
+            b.delete("alerts.ops").await,
+            Err(ControlError::Channel(c)) if c == "ops"
+        ));
+
+        a.put_channel(Some("ops"), ops("http://127.0.0.1:1/b"))
+            .await
+            .unwrap();
+        b.sync_once(&mut seen).await;
+        let h = b.dispatcher.get("alerts.ops").unwrap();
+        assert_eq!(h.spec().url.as_str(), "http://127.0.0.1:1/b");
+
+        a.delete_channel("ops").await.unwrap();
+        b.sync_once(&mut seen).await;
+        assert!(b.channels().all().is_empty());
+        assert!(b.dispatcher.get("alerts.ops").is_none());
+
+        let clock: SharedClock = Arc::new(SystemClock);
+        let guarded = Registry::load(
+            store.clone(),
+            Dispatcher::for_tests(store.clone(), clock.clone()),
+            clock,
+            &[],
+            &[],
+            false,
+            HashSet::new(),
+        )
+        .await
+        .unwrap();
+        let err = guarded
+            .put_channel(None, ops("http://127.0.0.1:1/a"))
+            .await
+            .unwrap_err();
+        let ChannelChangeError::Invalid(p) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(p[0].pointer(), "/url");
+        assert!(p[0].message.contains("non-public"), "{}", p[0].message);
         store.close().await;
     }
 

@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::breaker::{Breaker, Permit};
 use self::bucket::TokenBucket;
-use self::destination::{DestinationSpec, Origin};
+use self::destination::DestinationSpec;
 use self::http::Class;
 use self::worker::Worker;
 use crate::clock::{instant_in, SharedClock};
@@ -338,9 +338,9 @@ impl Dispatcher {
                 body,
             }),
         };
-        let client = match spec.origin {
-            Origin::Config => &self.ctx.trusted,
-            Origin::Api => &self.ctx.guarded,
+        let client = match spec.origin.guarded() {
+            false => &self.ctx.trusted,
+            true => &self.ctx.guarded,
         };
         let outcome = self::http::send(client, &spec, &item, now_ms, None, None).await;
         Some(matches!(
@@ -555,6 +555,7 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests {
+    use super::destination::Origin;
     use super::worker::record_backoff;
     use super::*;
     use crate::clock::SystemClock;
@@ -729,6 +730,21 @@ mod tests {
         }
         async fn delete_stored_transform(&self, n: &str) -> crate::store::StoreResult<()> {
             self.inner.delete_stored_transform(n).await
+        }
+        async fn stored_alert_channels(
+            &self,
+        ) -> crate::store::StoreResult<Vec<crate::store::StoredAlertChannel>> {
+            self.inner.stored_alert_channels().await
+        }
+        async fn put_stored_alert_channel(
+            &self,
+            c: &crate::store::StoredAlertChannel,
+            create: bool,
+        ) -> crate::store::StoreResult<()> {
+            self.inner.put_stored_alert_channel(c, create).await
+        }
+        async fn delete_stored_alert_channel(&self, n: &str) -> crate::store::StoreResult<()> {
+            self.inner.delete_stored_alert_channel(n).await
         }
         async fn put_alert(&self, a: &crate::store::StoredAlert) -> crate::store::StoreResult<()> {
             self.inner.put_alert(a).await

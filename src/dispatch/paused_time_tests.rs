@@ -33,6 +33,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::destination::Origin;
 use super::*;
 use crate::clock::{Clock, TokioClock};
 use crate::config::Priority;

@@ -567,11 +567,11 @@ async fn attempt(
         }
     };
     let span = ctx.traces.get().map(|t| t.attempt(&item));
-    let client = match spec.origin {
-        Origin::Config => &ctx.trusted,
-        Origin::Api => &ctx.guarded,
+    let client = match spec.origin.guarded() {
+        false => &ctx.trusted,
+        true => &ctx.guarded,
     };
-    let refused = (spec.origin == Origin::Api && ctx.guard)
+    let refused = (spec.origin.guarded() && ctx.guard)
         .then(|| ssrf::literal_ip(&spec.url))
         .flatten()
         .filter(|ip| !ssrf::is_public(*ip));

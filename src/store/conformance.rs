@@ -34,7 +34,7 @@ macro_rules! store_conformance_tests {
             tenant_records_page_both_ways, cleanup_keeps_pending,
             lease_is_exclusive_under_concurrency, unknown_message_is_not_found,
             message_with_no_deliveries, pull_leases_name_their_owner, pull_leases_expire,
-            alerts_kept_newest_first,
+            alerts_kept_newest_first, stored_alert_channels_crud,
             transform_outcomes_are_final_states
         );
     };
@@ -1311,6 +1311,38 @@ pub async fn stored_transforms_crud(s: &dyn Store) {
         StoreError::NotFound
     );
     assert_eq!(s.stored_transforms().await.unwrap().len(), 1);
+}
+
+/// Alert channels made through the API: a table of their own (neither the
+/// destinations' nor the transformations'), each name once; and the one node
+/// of a store leads (asked twice: a leader stays one).
+pub async fn stored_alert_channels_crud(s: &dyn Store) {
+    let row = |name: &str, at: Millis| StoredAlertChannel {
+        name: name.into(),
+        spec: serde_json::json!({"name": name, "format": "slack", "url": "https://hooks.example/T0"}),
+        created_at: T0,
+        updated_at: at,
+    };
+    s.put_stored_alert_channel(&row("ops", T0), true)
+        .await
+        .unwrap();
+    let again = s.put_stored_alert_channel(&row("ops", T0), true).await;
+    assert_eq!(again.unwrap_err(), StoreError::Conflict);
+    assert!(s.stored_destinations().await.unwrap().is_empty());
+    assert!(s.stored_transforms().await.unwrap().is_empty());
+    s.put_stored_alert_channel(&row("ops", T0 + 5), false)
+        .await
+        .unwrap();
+    let kept = s.stored_alert_channels().await.unwrap();
+    assert_eq!(kept, [row("ops", T0 + 5)]);
+    let gone = s.put_stored_alert_channel(&row("gone", T0), false).await;
+    assert_eq!(gone.unwrap_err(), StoreError::NotFound);
+    s.delete_stored_alert_channel("ops").await.unwrap();
+    let twice = s.delete_stored_alert_channel("ops").await;
+    assert_eq!(twice.unwrap_err(), StoreError::NotFound);
+    assert!(s.stored_alert_channels().await.unwrap().is_empty());
+    assert_eq!(s.lead().await, Ok(true));
+    assert_eq!(s.lead().await, Ok(true));
 }
 
 /// Alerts come back newest first, as written; the same id twice is kept once.

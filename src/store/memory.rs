@@ -96,6 +96,8 @@ struct Tables {
     stored: BTreeMap<String, StoredDestination>,
     /// Transformations made through the API.
     transforms: BTreeMap<String, StoredTransform>,
+    /// Alert channels made through the API.
+    channels: BTreeMap<String, StoredAlertChannel>,
     /// Alerts, oldest first.
     alerts: VecDeque<StoredAlert>,
     /// Records of the tenants' API by (kind, tenant, id).
@@ -653,6 +655,22 @@ impl Store for MemoryStore {
 
     async fn delete_stored_transform(&self, name: &str) -> StoreResult<()> {
         delete_row(&mut self.open()?.transforms, name)
+    }
+
+    async fn stored_alert_channels(&self) -> StoreResult<Vec<StoredAlertChannel>> {
+        Ok(self.open()?.channels.values().cloned().collect())
+    }
+
+    async fn put_stored_alert_channel(
+        &self,
+        c: &StoredAlertChannel,
+        create: bool,
+    ) -> StoreResult<()> {
+        put_row(&mut self.open()?.channels, c, create)
+    }
+
+    async fn delete_stored_alert_channel(&self, name: &str) -> StoreResult<()> {
+        delete_row(&mut self.open()?.channels, name)
     }
 
     async fn put_alert(&self, alert: &StoredAlert) -> StoreResult<()> {

@@ -627,6 +627,10 @@ pub struct StoredDestination {
 /// stored destination, its spec `{"code", "timeout_ms", "memory_limit"}`.
 pub type StoredTransform = StoredDestination;
 
+/// An alert channel created through the API, as stored: the same shape as a
+/// stored destination, its spec the channel's JSON (secrets included).
+pub type StoredAlertChannel = StoredDestination;
+
 /// An alert raised for one channel, as kept (the console's and the API's
 /// past alerts outlive a restart).
 #[derive(Debug, Clone, PartialEq)]
@@ -922,6 +926,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a transformation made through the API (`NotFound` if missing).
     async fn delete_stored_transform(&self, name: &str) -> StoreResult<()>;
+
+    /// Alert channels made through the API, by name.
+    async fn stored_alert_channels(&self) -> StoreResult<Vec<StoredAlertChannel>>;
+
+    /// Creates (`create = true`, `Conflict` if it exists) or replaces (`NotFound` if
+    /// missing) an alert channel made through the API.
+    async fn put_stored_alert_channel(
+        &self,
+        c: &StoredAlertChannel,
+        create: bool,
+    ) -> StoreResult<()>;
+
+    /// Removes an alert channel made through the API (`NotFound` if missing).
+    async fn delete_stored_alert_channel(&self, name: &str) -> StoreResult<()>;
+
+    /// Whether this node leads the work that one node does for all (the
+    /// alerts' evaluator), asked again before each round of it: always for a
+    /// store of one process; on PostgreSQL, the node that holds the leader's
+    /// advisory lock on a connection of its own (released when the node stops
+    /// or its connection dies, so another node takes over).
+    async fn lead(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
 
     /// Keeps an alert (one with the id of a kept one changes nothing); at most
     /// the newest [`ALERTS_KEPT`] stay.

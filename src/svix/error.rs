@@ -135,7 +135,9 @@ impl From<ControlError> for SvixError {
                     .collect(),
             ),
             ControlError::Exists(_) => SvixError::conflict("an endpoint"),
-            ControlError::ReadOnly | ControlError::NotFound => SvixError::not_found("endpoint"),
+            ControlError::ReadOnly | ControlError::Channel(_) | ControlError::NotFound => {
+                SvixError::not_found("endpoint")
+            }
             ControlError::Store(e) => e.into(),
         }
     }

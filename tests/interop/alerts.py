@@ -4,7 +4,9 @@ carry only the fields those APIs document, with the documented types:
 Slack incoming webhooks (https://api.slack.com/messaging/webhooks: `text`),
 Telegram's sendMessage (https://core.telegram.org/bots/api#sendmessage:
 `chat_id` Integer or String, `text` String of 1-4096 characters,
-`link_preview_options` a LinkPreviewOptions object).
+`link_preview_options` a LinkPreviewOptions object). A webhook channel made
+through the admin API (`POST /api/v1/alert-channels`, with a secret of its
+own) signs its alerts the same way.
 
 Usage: python alerts.py PATH/TO/hookgate
 """
@@ -22,6 +24,7 @@ import standardwebhooks
 from gateway import free_port, running
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+API_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 TOKEN = "123456:interop-token"
 
 # https://api.slack.com/messaging/webhooks and chat.postMessage's arguments
@@ -84,6 +87,7 @@ def main():
     events = 'events = ["destination.failing", "destination.recovered"]\nwindow = "2s"\nmin_attempts = 2\n'
     with tempfile.TemporaryDirectory() as d, running(binary, d, (
         f'[server]\nlisten = "{ingest}"\nadmin_listen = "{admin}"\nadmin_tokens = ["t"]\n'
+        f'allow_private_destinations = true\n'
         f'[storage]\npath = "{d}/hg.db"\n'
         f'[[sources]]\nname = "app"\n'
         f'[[destinations]]\nname = "svc"\nurl = "{base}/svc"\n'
@@ -95,19 +99,31 @@ def main():
         f'api_url = "{base}/tg"\n{events}'
     ), admin):
         try:
+            channel = {"name": "api-hook", "format": "webhook", "url": f"{base}/api-webhook",
+                       "secret": API_SECRET, "events": ["destination.failing"],
+                       "window": "2s", "min_attempts": 2}
+            req = urllib.request.Request(f"http://{admin}/api/v1/alert-channels", method="POST",
+                                         data=json.dumps(channel).encode(),
+                                         headers={"content-type": "application/json",
+                                                  "authorization": "Bearer t"})
+            made = json.load(urllib.request.urlopen(req, timeout=10))
+            assert made["origin"] == "api" and made["secret_set"], made
+            assert API_SECRET not in json.dumps(made), "the secret is never echoed"
             for _ in range(3):
                 req = urllib.request.Request(f"http://{ingest}/in/app", data=b'{"a":1}', method="POST",
                                              headers={"content-type": "application/json"})
                 urllib.request.urlopen(req, timeout=10)
-            got = wait_for(lambda g: {p for p, _, _ in g} >= {"/webhook", "/slack", f"/tg/bot{TOKEN}/sendMessage"},
+            got = wait_for(lambda g: {p for p, _, _ in g} >= {"/webhook", "/api-webhook", "/slack",
+                                                              f"/tg/bot{TOKEN}/sendMessage"},
                            "an alert on every channel")
             for path, headers, body in got:
-                if path == "/webhook":
-                    event = standardwebhooks.Webhook(SECRET).verify(body, headers)
+                if path in ("/webhook", "/api-webhook"):
+                    secret = SECRET if path == "/webhook" else API_SECRET
+                    event = standardwebhooks.Webhook(secret).verify(body, headers)
                     assert event["type"] == "destination.failing", event
                     assert event["data"]["destination"] == "svc"
                     try:
-                        standardwebhooks.Webhook(SECRET).verify(body + b" ", headers)
+                        standardwebhooks.Webhook(secret).verify(body + b" ", headers)
                         raise AssertionError("an altered alert must not verify")
                     except standardwebhooks.WebhookVerificationError:
                         pass
@@ -121,7 +137,8 @@ def main():
                     check_fields(msg["link_preview_options"], LINK_PREVIEW_FIELDS, "telegram link_preview_options")
                     assert 1 <= len(msg["text"]) <= 4096
                     assert msg["chat_id"] == "-100123"
-            print("alerts interop: the signed alert verifies with standardwebhooks; slack and telegram bodies have the documented fields")
+            print("alerts interop: the signed alerts (a config channel's and an API channel's) verify with "
+                  "standardwebhooks; slack and telegram bodies have the documented fields")
         finally:
             rx.shutdown()
 

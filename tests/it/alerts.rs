@@ -147,6 +147,16 @@ api_url = "{tg}"
     )
 }
 
+/// The extra lines of a destination whose circuit opens after `failures`
+/// failed attempts for `cooldown`, and whose deliveries are tried again every
+/// `step`, twenty times: enough attempts for a test's conditions to form.
+fn breaker(failures: u32, cooldown: &str, step: &str) -> String {
+    let steps = vec![format!("\"{step}\""); 20].join(", ");
+    format!(
+        "circuit_breaker = {{ failures = {failures}, cooldown = \"{cooldown}\" }}\nretry = {{ schedule = [\"0s\", {steps}] }}"
+    )
+}
+
 async fn ingest(gw: &Gateway, source: &str) -> String {
     let r = client()
         .post(gw.ingest_url(source))
@@ -176,11 +186,7 @@ async fn a_failing_destination_alerts_once_reminds_and_recovers() {
     let rx = Receiver::start().await;
     let body = format!(
         "{}\n{}",
-        app_to_svc(
-            &svc,
-            None,
-            "circuit_breaker = { failures = 3, cooldown = \"500ms\" }\nretry = { schedule = [\"0s\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\"] }"
-        ),
+        app_to_svc(&svc, None, &breaker(3, "500ms", "200ms")),
         channels(
             &rx,
             "events = [\"destination.*\"]\nwindow = \"2s\"\nmin_attempts = 3\nreminder = \"4s\""
@@ -286,11 +292,7 @@ async fn a_flapping_destination_stays_within_the_cap() {
     let cap = 4;
     let body = format!(
         "{}\n[[alerts]]\nname = \"hook\"\nformat = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"destination.*\"]\nmax_per_hour = {cap}\nwindow = \"1s\"\nmin_attempts = 1\n",
-        app_to_svc(
-            &svc,
-            None,
-            "circuit_breaker = { failures = 1, cooldown = \"100ms\" }\nretry = { schedule = [\"0s\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\"] }"
-        ),
+        app_to_svc(&svc, None, &breaker(1, "100ms", "100ms")),
         rx.url("/webhook"),
     );
     let gw = Gateway::binary(&body).await;
@@ -742,4 +744,454 @@ async fn the_console_shows_current_and_past_alerts() {
     let (status, d) = gw.api_get("/api/v1/destinations/alerts.ops").await;
     assert_eq!(status, 200);
     assert_eq!(d["url"], format!("http://{}/…", rx.addr));
+}
+
+/// The kinds of the first (not reminder) alerts that arrived at `path`.
+fn kinds_at(rx: &Receiver, path: &str) -> Vec<String> {
+    rx.received()
+        .iter()
+        .filter(|r| r.path.starts_with(path))
+        .map(parse)
+        .filter(|g| !g.reminder)
+        .map(|g| g.kind)
+        .collect()
+}
+
+/// How many of `kinds` are `kind`.
+fn count_of(kinds: &[String], kind: &str) -> usize {
+    kinds.iter().filter(|k| *k == kind).count()
+}
+
+#[tokio::test]
+async fn a_channel_made_through_the_api_alerts_changes_and_stops_without_a_restart() {
+    let svc = Receiver::start().await;
+    svc.respond(|_| (500, vec![], "down".into()));
+    let rx = Receiver::start().await;
+    // One channel in the file (so the evaluator has one after the API's is gone).
+    let body = format!(
+        "{}\n[[alerts]]\nname = \"tg\"\nformat = \"telegram\"\nbot_token = \"{BOT_TOKEN}\"\nchat_id = \"-100123\"\napi_url = \"{}\"\nevents = [\"destination.circuit_*\"]\n",
+        app_to_svc(&svc, None, &breaker(1, "300ms", "200ms")),
+        rx.url("/tg"),
+    );
+    let gw = Gateway::start_opts(&body, "allow_private_destinations = true", &[]).await;
+    let (st, made) = gw
+        .api_post(
+            "/api/v1/alert-channels",
+            serde_json::json!({"name": "ops", "format": "webhook", "url": rx.url("/webhook"),
+                "secret": SECRET, "events": ["destination.circuit_opened"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{made}");
+    assert_eq!(made["origin"], "api");
+    assert_eq!(made["secret_set"], true);
+    assert_eq!(made["destination"], "alerts.ops");
+    for secret in [SECRET, "/webhook"] {
+        assert!(
+            !made.to_string().contains(secret),
+            "{secret} echoed: {made}"
+        );
+    }
+    // The channel's destination is the channel's to change.
+    let (st, v) = gw
+        .api_call(
+            reqwest::Method::PATCH,
+            "/api/v1/destinations/alerts.ops",
+            Some(serde_json::json!({"timeout": "1s"})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/alert-channels"),
+        "{v}"
+    );
+
+    // A failing destination: the new channel hears of it, without a restart.
+    ingest(&gw, "app").await;
+    eventually(
+        Duration::from_secs(10),
+        "circuit_opened at /webhook",
+        || async {
+            (count_of(&kinds_at(&rx, "/webhook"), "destination.circuit_opened") == 1).then_some(())
+        },
+    )
+    .await;
+
+    // PUT: another format, URL and events; the next change goes there.
+    let (st, v) = gw
+        .api_call(
+            reqwest::Method::PUT,
+            "/api/v1/alert-channels/ops",
+            Some(
+                serde_json::json!({"format": "slack", "url": rx.url("/slack"),
+                "events": ["destination.circuit_closed"]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["format"], "slack");
+    svc.respond(|_| (200, vec![], "ok".into()));
+    ingest(&gw, "app").await;
+    eventually(
+        Duration::from_secs(15),
+        "circuit_closed at /slack",
+        || async {
+            (count_of(&kinds_at(&rx, "/slack"), "destination.circuit_closed") == 1).then_some(())
+        },
+    )
+    .await;
+
+    // The file's channel cannot be changed here.
+    let tg = serde_json::json!({"format": "slack", "url": rx.url("/x")});
+    let (st, v) = gw
+        .api_call(reqwest::Method::PUT, "/api/v1/alert-channels/tg", Some(tg))
+        .await;
+    assert_eq!(
+        (st.as_u16(), v["error"]["code"].as_str()),
+        (409, Some("read_only")),
+        "{v}"
+    );
+    let (st, v) = gw
+        .api_call(reqwest::Method::DELETE, "/api/v1/alert-channels/tg", None)
+        .await;
+    assert_eq!(
+        (st.as_u16(), v["error"]["code"].as_str()),
+        (409, Some("read_only")),
+        "{v}"
+    );
+
+    // DELETE: the circuit opens and closes again; only the file's channel hears.
+    let (st, _) = gw
+        .api_call(reqwest::Method::DELETE, "/api/v1/alert-channels/ops", None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = gw.api_get("/api/v1/destinations/alerts.ops").await;
+    assert_eq!(st, 404, "its destination went with it");
+    svc.respond(|_| (500, vec![], "down".into()));
+    ingest(&gw, "app").await;
+    // The evaluator has seen it open (not only the breaker), then it closes.
+    holds(&gw, "destination.circuit_opened:svc", true).await;
+    svc.respond(|_| (200, vec![], "ok".into()));
+    ingest(&gw, "app").await;
+    eventually(
+        Duration::from_secs(15),
+        "the second circuit_closed at /tg",
+        || async {
+            (count_of(&kinds_at(&rx, "/tg"), "destination.circuit_closed") == 2).then_some(())
+        },
+    )
+    .await;
+    gw.nothing_pending().await;
+    assert_eq!(
+        count_of(&kinds_at(&rx, "/slack"), "destination.circuit_closed"),
+        1
+    );
+    assert_eq!(kinds_at(&rx, "/webhook").len(), 1);
+    let (_, list) = gw.api_get("/api/v1/alert-channels").await;
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tg"]);
+}
+
+#[tokio::test]
+async fn alert_channel_bodies_that_are_bad_hostile_or_too_large_get_clear_errors() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start_opts(
+        &channels(&rx, ""),
+        "allow_private_destinations = true\nmax_body = \"64KiB\"",
+        &[],
+    )
+    .await;
+    let raw = |body: Vec<u8>, content_type: &'static str| {
+        let url = gw.admin_url("/api/v1/alert-channels");
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (st, v["error"]["code"].as_str().unwrap_or("").to_string())
+        }
+    };
+    assert_eq!(raw(b"{".to_vec(), "application/json").await.0, 400);
+    assert_eq!(
+        raw(b"{}".to_vec(), "text/plain").await,
+        (415, "unsupported_media_type".into())
+    );
+    assert_eq!(
+        raw(b"[1, 2]".to_vec(), "application/json").await,
+        (422, "invalid_body".into())
+    );
+    let deep = format!("{{\"dead\": {}{}}}", "[".repeat(5000), "]".repeat(5000));
+    let (st, code) = raw(deep.into_bytes(), "application/json").await;
+    assert!(matches!(st, 400 | 422) && !code.is_empty(), "{st} {code}");
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(100 * 1024));
+    assert_eq!(
+        raw(big.into_bytes(), "application/json").await,
+        (413, "too_large".into())
+    );
+
+    // Every problem at its field, the URL (which may hold a token) never quoted.
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/alert-channels",
+            serde_json::json!({"name": "a b", "format": "slack", "url": "ftp://hooks/T0/hunter2",
+                "window": "soon", "max_per_hour": 0, "bogus": true, "failing_below": 2.0}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_alert_channel");
+    let pointers: Vec<&str> = v["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["pointer"].as_str().unwrap())
+        .collect();
+    for p in [
+        "/name",
+        "/url",
+        "/window",
+        "/max_per_hour",
+        "/bogus",
+        "/failing_below",
+    ] {
+        assert!(pointers.contains(&p), "{p} in {pointers:?}");
+    }
+    assert!(!v.to_string().contains("hunter2"), "{v}");
+    let (st, v) = gw
+        .api_post("/api/v1/alert-channels", serde_json::json!({"name": "x"}))
+        .await;
+    assert_eq!(st, 422);
+    assert_eq!(v["error"]["details"][0]["pointer"], "/format", "{v}");
+
+    // A telegram channel: its token never comes back, by any call.
+    let token = "999:very-secret-token";
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/alert-channels",
+            serde_json::json!({"name": "bot", "format": "telegram", "bot_token": token,
+                "chat_id": "42", "api_url": rx.url("/tg2"), "events": ["message.dead"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["bot_token_set"], true);
+    let (st, again) = gw
+        .api_post(
+            "/api/v1/alert-channels",
+            serde_json::json!({"name": "bot", "format": "slack", "url": rx.url("/s")}),
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), &again["error"]["code"]),
+        (409, &serde_json::json!("conflict"))
+    );
+    let (st, v) = gw
+        .api_post(
+            "/api/v1/alert-channels",
+            serde_json::json!({"name": "slack", "format": "slack", "url": rx.url("/s")}),
+        )
+        .await;
+    assert_eq!(st, 409, "the file's channel's name: {v}");
+    for path in [
+        "/api/v1/alert-channels",
+        "/api/v1/alert-channels/bot",
+        "/api/v1/destinations",
+        "/api/v1/destinations/alerts.bot",
+    ] {
+        let (st, v) = gw.api_get(path).await;
+        assert_eq!(st, 200, "{path}: {v}");
+        assert!(!v.to_string().contains("very-secret-token"), "{path}: {v}");
+    }
+    let (st, v) = gw
+        .api_call(
+            reqwest::Method::PUT,
+            "/api/v1/alert-channels/bot",
+            Some(serde_json::json!({"name": "other", "format": "slack", "url": rx.url("/s")})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["pointer"], "/name");
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let body = (method == reqwest::Method::PUT)
+            .then(|| serde_json::json!({"format": "slack", "url": rx.url("/s")}));
+        let (st, v) = gw
+            .api_call(method, "/api/v1/alert-channels/nope", body)
+            .await;
+        assert_eq!(st, 404, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_nodes_send_one_alert_and_the_survivor_takes_over_after_kill_nine() {
+    let Some(db) = hookgate::store::postgres::scratch::ScratchDatabase::for_test(
+        "two_postgres_nodes_send_one_alert_and_the_survivor_takes_over_after_kill_nine",
+    )
+    .await
+    else {
+        return;
+    };
+    let svc = Receiver::start().await;
+    svc.respond(|_| (500, vec![], "down".into()));
+    let rx = Receiver::start().await;
+    // The circuit opens at the first failure and stays open for the test.
+    let body = format!(
+        "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n\n{}\n[[alerts]]\nname = \"hook\"\nformat = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"destination.circuit_opened\"]\nreminder = \"2s\"\n",
+        db.url(),
+        app_to_svc(&svc, None, &breaker(1, "10m", "300ms")),
+        rx.url("/webhook"),
+    );
+    let a = Gateway::binary(&body).await;
+    let b = Gateway::binary(&body).await;
+    let mut nodes = [a, b];
+    // Messages through both nodes until both have seen the destination fail.
+    eventually(Duration::from_secs(20), "both circuits open", || async {
+        let mut all = true;
+        for gw in &nodes {
+            let (_, d) = gw.api_get("/api/v1/destinations/svc").await;
+            if d["circuit"] != "open" {
+                all = false;
+                ingest(gw, "app").await;
+            }
+        }
+        all.then_some(())
+    })
+    .await;
+    // Both see the condition; one judges it. A reminder (2 s on) shows the
+    // other node has had its rounds with its circuit open.
+    let got = until(&rx, 20, "a reminder", |g| g.iter().any(|x| x.reminder)).await;
+    assert_eq!(
+        starts(&got, "webhook", "destination.circuit_opened"),
+        1,
+        "{got:?}"
+    );
+    let mut leaders = Vec::new();
+    for (i, gw) in nodes.iter().enumerate() {
+        let (_, list) = gw.api_get("/api/v1/alerts").await;
+        if list["leader"] == true {
+            leaders.push(i);
+        }
+    }
+    assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
+    let (leader, survivor) = (leaders[0], 1 - leaders[0]);
+    let admins = [nodes[0].admin, nodes[1].admin];
+    let link = |i: usize| {
+        format!(
+            "http://{}/destinations#dest-{}",
+            admins[i],
+            hex::encode("svc")
+        )
+    };
+    let first = got.iter().find(|g| !g.reminder).unwrap();
+    assert_eq!(first.body["data"]["console_url"], link(leader).as_str());
+
+    // The leader dies: the survivor takes over and raises what it sees.
+    nodes[leader].kill9();
+    let got = until(&rx, 20, "the survivor's circuit_opened", |g| {
+        starts(g, "webhook", "destination.circuit_opened") == 2
+    })
+    .await;
+    let second = got.iter().filter(|g| !g.reminder).nth(1).unwrap();
+    assert_eq!(second.body["data"]["console_url"], link(survivor).as_str());
+    let (_, list) = nodes[survivor].api_get("/api/v1/alerts").await;
+    assert_eq!(list["leader"], true);
+}
+
+#[tokio::test]
+async fn the_console_creates_and_deletes_an_alert_channel() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start_opts(
+        &channels(&rx, ""),
+        &format!(
+            "allow_private_destinations = true\nadmin_read_tokens = [\"{}\"]",
+            crate::console::READ_TOKEN
+        ),
+        &[],
+    )
+    .await;
+    let mut b = crate::console::Browser::new(&gw);
+    b.login(ADMIN_TOKEN).await;
+    let page = b.page("/alerts").await;
+    assert!(page.contains(r#"<table id="alert-channels""#), "{page}");
+    assert!(
+        !page.contains("/alerts/channels/slack/delete"),
+        "the file's: {page}"
+    );
+    let csrf = crate::console::csrf_field(&page);
+    let url = rx.url("/slack/T0/B0/s3cr3t");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "console-ops"),
+        ("format", "slack"),
+        ("url", url.as_str()),
+        ("events", "destination.*, message.dead"),
+    ];
+    let r = b.post("/alerts/channels/new", &form, "same-origin").await;
+    assert_eq!(r.status(), 303);
+    let (st, made) = gw.api_get("/api/v1/alert-channels/console-ops").await;
+    assert_eq!(st, 200, "{made}");
+    assert_eq!(made["origin"], "api");
+    assert_eq!(
+        made["events"],
+        serde_json::json!(["destination.*", "message.dead"])
+    );
+    let page = b.page("/alerts").await;
+    assert!(
+        page.contains("/alerts/channels/console-ops/delete"),
+        "{page}"
+    );
+    assert!(!page.contains("s3cr3t"), "{page}");
+    // A bad channel: the API's problems, nothing made.
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("name", "x y"),
+        ("format", "webhook"),
+    ];
+    let r = b.post("/alerts/channels/new", &bad, "same-origin").await;
+    assert_eq!(r.status(), 422);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("needs `url`") && text.contains("must be 1-64"),
+        "{text}"
+    );
+    // Read-only may look, not change.
+    let mut ro = crate::console::Browser::new(&gw);
+    ro.login(crate::console::READ_TOKEN).await;
+    let ro_csrf = crate::console::csrf_field(&ro.page("/alerts").await);
+    let r = ro
+        .post(
+            "/alerts/channels/console-ops/delete",
+            &[("csrf", ro_csrf.as_str())],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = b
+        .post(
+            "/alerts/channels/console-ops/delete",
+            &[("csrf", csrf.as_str())],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (st, _) = gw.api_get("/api/v1/alert-channels/console-ops").await;
+    assert_eq!(st, 404);
+    let r = b
+        .post(
+            "/alerts/channels/slack/delete",
+            &[("csrf", csrf.as_str())],
+            "same-origin",
+        )
+        .await;
+    assert_eq!(r.status(), 409, "the file's channel");
 }

@@ -843,3 +843,23 @@ async fn a_pull_result_that_fails_to_write_keeps_the_leases_own_end() {
     pool.close().await;
     store.close().await;
 }
+
+/// One node of those on a database leads; it stays the leader while its
+/// session lives, and the other takes over once it closes its store. A lost
+/// session is the other way a leader goes (the alerts' two-node test kills one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_leads_until_it_closes_then_the_other_does() {
+    let Some((a, b, _db)) = two_nodes("one_node_leads_until_it_closes_then_the_other_does").await
+    else {
+        return;
+    };
+    assert_eq!(a.lead().await, Ok(true));
+    for _ in 0..3 {
+        assert_eq!(b.lead().await, Ok(false));
+        assert_eq!(a.lead().await, Ok(true));
+    }
+    a.close().await;
+    assert_eq!(a.lead().await, Err(StoreError::Closed));
+    assert_eq!(b.lead().await, Ok(true));
+    b.close().await;
+}

@@ -24,6 +24,7 @@
 //!   their place instead of failing the request.
 
 mod health;
+mod leader;
 mod lease;
 mod listen;
 mod pending;
@@ -76,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0006_lease_waiters.sql"),
     ),
     (7, "alerts", include_str!("migrations/0007_alerts.sql")),
+    (
+        8,
+        "alert channels",
+        include_str!("migrations/0008_alert_channels.sql"),
+    ),
 ];
 
 /// Advisory lock class of ordering keys (`pg_advisory_xact_lock(class, hash)`;
@@ -144,6 +150,7 @@ struct Inner {
     health: Arc<health::Health>,
     query_timeout: Duration,
     notifier: Arc<listen::Notifier>,
+    leader: leader::Leader,
 }
 
 /// The PostgreSQL store.
@@ -430,6 +437,7 @@ impl PgStore {
                 health,
                 query_timeout: opts.query_timeout,
                 notifier,
+                leader: leader::Leader::new(conn_opts, opts.connect_timeout + opts.query_timeout),
             }),
         })
     }
@@ -913,6 +921,27 @@ impl Store for PgStore {
         delete_stored_row(self.pool()?, TRANSFORMS, name).await
     }
 
+    async fn stored_alert_channels(&self) -> StoreResult<Vec<StoredAlertChannel>> {
+        stored_rows(self.pool()?, CHANNELS).await
+    }
+
+    async fn put_stored_alert_channel(
+        &self,
+        c: &StoredAlertChannel,
+        create: bool,
+    ) -> StoreResult<()> {
+        put_stored_row(self.pool()?, CHANNELS, c, create).await
+    }
+
+    async fn delete_stored_alert_channel(&self, name: &str) -> StoreResult<()> {
+        delete_stored_row(self.pool()?, CHANNELS, name).await
+    }
+
+    async fn lead(&self) -> StoreResult<bool> {
+        self.pool()?;
+        self.inner.leader.lead().await
+    }
+
     async fn put_alert(&self, a: &StoredAlert) -> StoreResult<()> {
         let pool = self.pool()?;
         sqlx::query(
@@ -1083,6 +1112,7 @@ impl Store for PgStore {
         if let Err(e) = released {
             tracing::warn!(error = %e, "could not release this node's leases; they end at their expiry");
         }
+        self.inner.leader.release().await;
         self.inner.stop.cancel();
         let background: Vec<_> = self.inner.background.lock().drain(..).collect();
         for b in background {
@@ -1096,6 +1126,8 @@ impl Store for PgStore {
 const DESTINATIONS: &str = "api_destinations";
 /// The table of transformations made through the API (the same columns).
 const TRANSFORMS: &str = "api_transforms";
+/// The table of alert channels made through the API (the same columns).
+const CHANNELS: &str = "api_alert_channels";
 
 /// The rows of `table` (API destinations or transformations), by name.
 async fn stored_rows(pool: &PgPool, table: &str) -> StoreResult<Vec<StoredDestination>> {

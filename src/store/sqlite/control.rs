@@ -1,5 +1,6 @@
 //! Operator state of destinations (paused, disabled by endpoint health),
-//! destinations created through the API, and the alerts raised.
+//! destinations, transformations and alert channels created through the API,
+//! and the alerts raised.
 
 use super::*;
 
@@ -60,6 +61,8 @@ pub(super) async fn put_destination_state(
 pub(super) const DESTINATIONS: &str = "api_destinations";
 /// The table of transformations made through the API (the same columns).
 pub(super) const TRANSFORMS: &str = "api_transforms";
+/// The table of alert channels made through the API (the same columns).
+pub(super) const CHANNELS: &str = "api_alert_channels";
 
 /// The rows of `table` (API destinations or transformations), by name.
 pub(super) async fn stored_rows(

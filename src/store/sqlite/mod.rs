@@ -397,6 +397,22 @@ impl Store for SqliteStore {
         control::delete_stored_row(self, control::TRANSFORMS, name).await
     }
 
+    async fn stored_alert_channels(&self) -> StoreResult<Vec<StoredAlertChannel>> {
+        control::stored_rows(self, control::CHANNELS).await
+    }
+
+    async fn put_stored_alert_channel(
+        &self,
+        c: &StoredAlertChannel,
+        create: bool,
+    ) -> StoreResult<()> {
+        control::put_stored_row(self, control::CHANNELS, c, create).await
+    }
+
+    async fn delete_stored_alert_channel(&self, name: &str) -> StoreResult<()> {
+        control::delete_stored_row(self, control::CHANNELS, name).await
+    }
+
     async fn put_alert(&self, alert: &StoredAlert) -> StoreResult<()> {
         control::put_alert(self, alert).await
     }

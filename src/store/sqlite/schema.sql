@@ -90,6 +90,15 @@ CREATE TABLE IF NOT EXISTS api_transforms (
     updated_at INTEGER NOT NULL
 );
 
+-- Alert channels created through the API (docs/alerts.md); spec holds the
+-- channel's JSON, secrets included.
+CREATE TABLE IF NOT EXISTS api_alert_channels (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
 -- Alerts raised, one row per channel (docs/alerts.md); the newest 10000 kept.
 CREATE TABLE IF NOT EXISTS alerts (
     id      TEXT PRIMARY KEY,
