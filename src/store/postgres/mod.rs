@@ -278,9 +278,65 @@ fn migrator() -> Migrator {
     }
 }
 
+/// `storage.url` as the driver takes it. sqlx connects to one host, and it
+/// would take libpq's list of hosts for one odd name and ignore
+/// `target_session_attrs`; so a list is refused, naming what to do instead,
+/// and `target_session_attrs` is taken out when it asks for what hookgate
+/// does by itself (write to a primary only, see [`health`]) and refused
+/// otherwise. Errors never contain the URL (it may hold a password).
+fn supported_url(url: &str) -> Result<String, StoreError> {
+    // The hosts: after the scheme and the last '@', before the path or query
+    // (a password may hold a comma; a list of `host:port` is no valid URL).
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, r)| r)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let parsed = url::Url::parse(url).ok();
+    let pairs: Vec<(String, String)> = parsed
+        .iter()
+        .flat_map(|u| u.query_pairs().into_owned())
+        .collect();
+    if hosts.contains(',') || pairs.iter().any(|(k, v)| k == "host" && v.contains(',')) {
+        return Err(StoreError::Unavailable(
+            "storage.url names several hosts, which is not supported: give one name \
+             (resolved again at every connection) that leads to the primary, such as a DNS \
+             name, a virtual IP or a proxy that your failover moves (see docs/multi-node.md)"
+                .into(),
+        ));
+    }
+    let (Some(mut parsed), true) = (
+        parsed,
+        pairs.iter().any(|(k, _)| k == "target_session_attrs"),
+    ) else {
+        return Ok(url.to_string());
+    };
+    if let Some((_, v)) = pairs.iter().find(|(k, v)| {
+        k == "target_session_attrs" && !matches!(v.as_str(), "read-write" | "primary" | "any")
+    }) {
+        return Err(StoreError::Unavailable(format!(
+            "storage.url: target_session_attrs={v} is not supported: hookgate writes, so it \
+             connects to a primary only (read-write, primary and any are accepted)"
+        )));
+    }
+    let kept: Vec<&(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "target_session_attrs")
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok(parsed.to_string())
+}
+
 /// The connection settings from `storage.url`.
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    let opts = PgConnectOptions::from_str(url)
+    let url = supported_url(url)?;
+    let opts = PgConnectOptions::from_str(&url)
         .map_err(|_| {
             StoreError::Unavailable(
                 "storage.url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
@@ -1176,6 +1232,42 @@ mod tests {
         assert_eq!(key_lock("dest", "key"), key_lock("dest", "key"));
         assert_ne!(key_lock("ab", "c"), key_lock("a", "bc"));
         assert_eq!(key_lock("dest", "key"), -1_989_012_925);
+    }
+
+    #[test]
+    fn several_hosts_are_refused_without_showing_the_url() {
+        for url in [
+            "postgres://hookgate:s3cr%2Ct@a:5432,b:5432/hookgate",
+            "postgres://hookgate:s3cr%2Ct@a,b/hookgate",
+            "postgres:///hookgate?user=hookgate&password=s3cr%2Ct&host=a,b",
+        ] {
+            let e = connect_options(url).unwrap_err().to_string();
+            assert!(e.contains("several hosts"), "{url}: {e}");
+            assert!(!e.contains("s3cr"), "{e}");
+        }
+        // A comma in the password is not a second host.
+        assert!(connect_options("postgres://u:a,b@db:5432/hookgate").is_ok());
+    }
+
+    #[test]
+    fn target_session_attrs_for_a_primary_is_taken_out() {
+        assert_eq!(
+            supported_url("postgres://u@db/h?target_session_attrs=read-write").unwrap(),
+            "postgres://u@db/h"
+        );
+        assert_eq!(
+            supported_url("postgres://u@db/h?sslmode=require&target_session_attrs=primary")
+                .unwrap(),
+            "postgres://u@db/h?sslmode=require"
+        );
+        let e = supported_url("postgres://u@db/h?target_session_attrs=standby").unwrap_err();
+        assert!(
+            e.to_string().contains("target_session_attrs=standby"),
+            "{e}"
+        );
+        // Nothing to change: the URL as given.
+        let plain = "postgres://u:p@db:5432/h?sslmode=disable";
+        assert_eq!(supported_url(plain).unwrap(), plain);
     }
 
     #[test]
