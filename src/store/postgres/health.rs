@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::sqlstate;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, Wakeups};
 use crate::throttle::Throttle;
 
 /// How often the probe tries while the database is down.
@@ -43,6 +43,8 @@ pub(super) struct Health {
     /// Why it is down, and when the last outage began.
     state: Mutex<(String, Option<Instant>)>,
     went_down: Notify,
+    /// Woken, every one, when the database is back.
+    wakeups: Option<Arc<Wakeups>>,
 }
 
 impl Health {
@@ -54,7 +56,16 @@ impl Health {
             up: AtomicBool::new(true),
             state: Mutex::new((String::new(), None)),
             went_down: Notify::new(),
+            wakeups: None,
         }
+    }
+
+    /// Wakes every dispatcher of `wakeups` when the database is back: work
+    /// and results held through the outage go at once, not at their next
+    /// timer.
+    pub(super) fn with_wakeups(mut self, wakeups: Arc<Wakeups>) -> Self {
+        self.wakeups = Some(wakeups);
+        self
     }
 
     /// Logs calls that take longer than `slow` (`storage.slow_query`; zero: none).
@@ -95,6 +106,9 @@ impl Health {
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
             tracing::info!("PostgreSQL is reachable again");
+            if let Some(w) = &self.wakeups {
+                w.wake_all();
+            }
         }
     }
 

@@ -421,11 +421,15 @@ impl PgStore {
             ));
         }
         let conn_opts = connect_options(url)?;
-        let health = Arc::new(health::Health::new().with_slow_query(opts.slow_query));
+        let wakeups = Arc::new(Wakeups::default());
+        let health = Arc::new(
+            health::Health::new()
+                .with_slow_query(opts.slow_query)
+                .with_wakeups(wakeups.clone()),
+        );
         let pool = open_pool(&opts, &conn_opts, &health).await?;
         migrate(&pool).await?;
         let node = Ulid::new().to_string();
-        let wakeups = Arc::new(Wakeups::default());
         let pending = Arc::new(PendingCounts::default());
         refresh_pending(&pool, &pending).await.map_err(map_err)?;
         let listener = listen::subscribe(&conn_opts).await.map_err(|e| {
