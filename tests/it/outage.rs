@@ -579,3 +579,72 @@ async fn a_slow_store_call_is_logged() {
         "{line}"
     );
 }
+
+/// A lease whose commit went through while its answer was lost leaves work in
+/// this node's name that it does not know of; when the database is back, the
+/// node hands back every such lease at once (not at its expiry), and keeps
+/// the ones it knows it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_lost_in_an_outage_are_handed_back_when_the_database_is_back() {
+    use hookgate::store::conformance::{msg, result, T0};
+    use hookgate::store::postgres::PgStore;
+    use hookgate::store::{Next, Store};
+    use sqlx::Connection;
+
+    const TEST: &str = "leases_lost_in_an_outage_are_handed_back_when_the_database_is_back";
+    let Some((db, proxy, url)) = proxied_db(TEST).await else {
+        return;
+    };
+    let store = PgStore::connect(&url, 4).await.unwrap();
+    for _ in 0..3 {
+        store.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let known = store.lease("d", T0, 1, 600_000).await.unwrap().items;
+    assert_eq!(known.len(), 1);
+    // The other two leased in this node's name by transactions whose answers
+    // never came back.
+    let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let lost = sqlx::query(
+        "UPDATE deliveries SET lease_owner = $1, lease_until = hookgate_now_ms() + 600000
+         WHERE lease_owner IS NULL",
+    )
+    .bind(store.node_id())
+    .execute(&mut c)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(lost, 2);
+    assert!(store
+        .lease("d", T0, 10, 600_000)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    proxy.set(ProxyMode::Refuse);
+    assert!(store.lease("d", T0, 10, 600_000).await.is_err());
+    assert!(store.writable().is_err(), "the database is marked down");
+    proxy.set(ProxyMode::Forward);
+    let back = eventually(Duration::from_secs(30), "the lost leases back", || {
+        let store = store.clone();
+        async move {
+            let got = store.lease("d", T0, 10, 600_000).await.ok()?.items;
+            (!got.is_empty()).then_some(got)
+        }
+    })
+    .await;
+    let ids: HashSet<i64> = back.iter().map(|l| l.delivery_id).collect();
+    assert_eq!(ids.len(), 2, "both lost leases and only them");
+    assert!(
+        !ids.contains(&known[0].delivery_id),
+        "a known lease was taken back"
+    );
+    // The lease held all along is still this node's to end.
+    store
+        .complete(vec![result(&known[0], Next::Delivered)])
+        .await
+        .unwrap();
+    let m = store.message(known[0].message.id).await.unwrap();
+    assert_eq!(m.deliveries[0].attempt_log.as_ref().unwrap().len(), 1);
+    store.close().await;
+}

@@ -43,6 +43,7 @@ pub(super) struct Health {
     /// Why it is down, and when the last outage began.
     state: Mutex<(String, Option<Instant>)>,
     went_down: Notify,
+    came_up: Notify,
     /// Woken, every one, when the database is back.
     wakeups: Option<Arc<Wakeups>>,
 }
@@ -56,6 +57,7 @@ impl Health {
             up: AtomicBool::new(true),
             state: Mutex::new((String::new(), None)),
             went_down: Notify::new(),
+            came_up: Notify::new(),
             wakeups: None,
         }
     }
@@ -106,10 +108,17 @@ impl Health {
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
             tracing::info!("PostgreSQL is reachable again");
+            self.came_up.notify_one();
             if let Some(w) = &self.wakeups {
                 w.wake_all();
             }
         }
+    }
+
+    /// Returns once the database is back after an outage (at once if it came
+    /// back since the last call).
+    pub(super) async fn back(&self) {
+        self.came_up.notified().await;
     }
 
     /// Marks the database down if `e` says it cannot be reached or cannot

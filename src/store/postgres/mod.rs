@@ -16,7 +16,12 @@
 //! - The schema is migrated at connect under an advisory lock, so nodes that
 //!   start together apply each migration once.
 //! - Every lease names its node (`lease_owner`); `complete` and `release` act
-//!   only on this node's leases, and `close` releases all of them.
+//!   only on this node's leases, and `close` releases all of them. When the
+//!   database is back after an outage, the leases in the node's name that it
+//!   does not know it holds (their answers were lost) are handed back
+//!   (`lease::reclaim`).
+//! - Only a primary is written to: a read-only server (a standby, during a
+//!   failover) counts as unreachable (see [`health`]).
 //! - Per (destination, ordering key) at most one live delivery is pending, and
 //!   only it can be leased; the key's advisory lock makes the check-and-insert
 //!   at ingest and the promotion at completion atomic across nodes.
@@ -138,6 +143,7 @@ struct Inner {
     wakeups: Arc<Wakeups>,
     health: Arc<health::Health>,
     query_timeout: Duration,
+    held: Arc<lease::Held>,
 }
 
 /// The PostgreSQL store.
@@ -455,6 +461,7 @@ impl PgStore {
         );
         writers.extend(writer::spawn(shared, results_rx, 1));
         let tx = Queues { appends, results };
+        let held = Arc::new(lease::Held::default());
         let background = vec![
             listen::spawn(listener, conn_opts.clone(), wakeups.clone(), stop.clone()),
             spawn_refresher(
@@ -468,6 +475,17 @@ impl PgStore {
                 health.clone(),
                 conn_opts.clone(),
                 opts.connect_timeout,
+                stop.clone(),
+            ),
+            spawn_reclaimer(
+                Reclaimer {
+                    pool: pool.clone(),
+                    node: node.clone(),
+                    held: held.clone(),
+                    health: health.clone(),
+                    wakeups: wakeups.clone(),
+                    query_timeout: opts.query_timeout,
+                },
                 stop.clone(),
             ),
         ];
@@ -485,6 +503,7 @@ impl PgStore {
                 wakeups,
                 health,
                 query_timeout: opts.query_timeout,
+                held,
             }),
         })
     }
@@ -577,11 +596,19 @@ impl PgStore {
             tx.commit().await?;
             Ok(batch)
         };
-        self.inner
+        let _entering = self.inner.held.taking().await;
+        let batch = self
+            .inner
             .health
             .guard(self.inner.query_timeout, "lease", work)
             .await
-            .map_err(map_err)
+            .map_err(map_err)?;
+        if owner == self.inner.node {
+            self.inner
+                .held
+                .add(batch.items.iter().map(|l| l.delivery_id));
+        }
+        Ok(batch)
     }
 }
 
@@ -601,6 +628,50 @@ async fn refresh_pending(pool: &PgPool, pending: &PendingCounts) -> Result<(), s
         .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected snapshot {snap:?}")))?;
     pending.refresh(snapshot, dests.into_iter().zip(counts).collect());
     Ok(())
+}
+
+/// What the reclaim after an outage needs (see `lease::reclaim`).
+struct Reclaimer {
+    pool: PgPool,
+    node: String,
+    held: Arc<lease::Held>,
+    health: Arc<health::Health>,
+    wakeups: Arc<Wakeups>,
+    query_timeout: Duration,
+}
+
+/// Each time the database is back after an outage, hands back the leases in
+/// this node's name that it does not know it holds.
+fn spawn_reclaimer(r: Reclaimer, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = r.health.back() => {}
+                _ = stop.cancelled() => return,
+            }
+            let reclaimed = r.health.guard(
+                r.query_timeout,
+                "reclaim leases",
+                lease::reclaim(&r.pool, &r.node, &r.held),
+            );
+            match reclaimed.await {
+                Ok(destinations) if destinations.is_empty() => {}
+                Ok(destinations) => {
+                    tracing::info!(
+                        ?destinations,
+                        "leases taken while PostgreSQL went away, whose answers were lost, handed back"
+                    );
+                    for d in &destinations {
+                        r.wakeups.wake(d);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not hand back the leases lost in the outage; they end at their expiry"
+                ),
+            }
+        }
+    })
 }
 
 fn spawn_refresher(
@@ -684,13 +755,16 @@ impl Store for PgStore {
         if results.is_empty() {
             return Ok(());
         }
+        let ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
         let (reply, rx) = oneshot::channel();
         // On failure the leases stay held (until their expiry): the caller
         // records the results again rather than having the deliveries re-sent.
         match self.send(Op::Complete(results, reply)).await {
-            Ok(()) => rx.await.map_err(|_| StoreError::Closed)?,
-            Err(e) => Err(e),
+            Ok(()) => rx.await.map_err(|_| StoreError::Closed)??,
+            Err(e) => return Err(e),
         }
+        self.inner.held.remove(ids);
+        Ok(())
     }
 
     async fn release(&self, delivery_ids: Vec<i64>) -> StoreResult<()> {
@@ -698,6 +772,9 @@ impl Store for PgStore {
             return Ok(());
         }
         self.inner.health.check()?;
+        // Not held any more, whatever comes of this: if the release fails, the
+        // next recovery hands them back (see `lease::reclaim`).
+        self.inner.held.remove(delivery_ids.iter().copied());
         sqlx::query(
             "WITH r AS (
                  UPDATE deliveries SET lease_until = NULL, lease_owner = NULL
@@ -738,6 +815,8 @@ impl Store for PgStore {
         self.inner.health.check()?;
         let pool = self.pool()?;
         let node = &self.inner.node;
+        // Adopted leases are in this node's name until recorded or disowned.
+        let _adopting = self.inner.held.taking().await;
         let leases: Vec<(i64, String)> = results
             .iter()
             .map(|r| (r.result.delivery_id, r.owner.clone()))
