@@ -13,7 +13,9 @@
 //!   nothing is attempted or counted.
 //! - An attempt's result is kept until the store has recorded it. A failed
 //!   write (e.g. a full disk) is retried *as a record*, with exponential
-//!   backoff ([`RECORD_RETRY_FIRST`] doubling to [`RECORD_RETRY_MAX`]); the
+//!   backoff ([`RECORD_RETRY_FIRST`] doubling to [`RECORD_RETRY_MAX`]), or as
+//!   soon as a store that was out of reach says it is back (a PostgreSQL
+//!   store wakes every worker then); the
 //!   delivery stays leased meanwhile, so it is neither re-sent nor is its
 //!   ordering key freed, and the worker starts no new attempt until the store
 //!   takes results again. After a restart such a delivery is due again
@@ -587,11 +589,13 @@ mod tests {
         (d, store)
     }
 
-    /// A store whose `complete` fails while `fail` is set (like a full disk),
+    /// A store whose `complete` fails while `fail` is set (like a full disk;
+    /// with `outage`, like a database out of reach, which `writable` tells),
     /// counting its calls; everything else goes to a real embedded store.
     struct FailingRecords {
         inner: SqliteStore,
         fail: AtomicBool,
+        outage: bool,
         calls: AtomicU32,
         first_failure: Mutex<Option<std::time::Instant>>,
     }
@@ -619,9 +623,19 @@ mod tests {
                 self.first_failure
                     .lock()
                     .get_or_insert_with(std::time::Instant::now);
-                return Err(StoreError::Full);
+                return Err(if self.outage {
+                    StoreError::Unavailable("out of reach".into())
+                } else {
+                    StoreError::Full
+                });
             }
             self.inner.complete(results).await
+        }
+        fn writable(&self) -> crate::store::StoreResult<()> {
+            if self.outage && self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("out of reach".into()));
+            }
+            self.inner.writable()
         }
         async fn release(&self, ids: Vec<i64>) -> crate::store::StoreResult<()> {
             self.inner.release(ids).await
@@ -838,15 +852,22 @@ mod tests {
         assert_eq!(record_backoff(u32::MAX), RECORD_RETRY_MAX);
     }
 
-    /// The receiver answered 200 but the store could not record it: the result
-    /// is written again (with backoff) until it lands, and the message is not
-    /// sent a second time.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_result_that_fails_to_record_is_recorded_again_not_resent() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A dispatcher delivering to a counting receiver over a store whose
+    /// writes of results fail from the start (see [`FailingRecords`]), and the
+    /// id of the one message it was given.
+    async fn failing_records(
+        dir: &std::path::Path,
+        outage: bool,
+    ) -> (
+        Arc<FailingRecords>,
+        Arc<Dispatcher>,
+        Arc<AtomicU32>,
+        crate::store::MessageId,
+    ) {
         let store = Arc::new(FailingRecords {
-            inner: SqliteStore::open(dir.path().join("db")).unwrap(),
+            inner: SqliteStore::open(dir.join("db")).unwrap(),
             fail: AtomicBool::new(true),
+            outage,
             calls: AtomicU32::new(0),
             first_failure: Mutex::new(None),
         });
@@ -890,6 +911,32 @@ mod tests {
             .await
             .unwrap()
             .id();
+        (store, d, hits, id)
+    }
+
+    /// Waits until the store holds `id`'s delivery as delivered.
+    async fn wait_delivered(store: &FailingRecords, id: crate::store::MessageId) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = store.message(id).await.unwrap();
+            if m.deliveries[0].status == crate::store::DeliveryStatus::Delivered {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the result was never recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The receiver answered 200 but the store could not record it: the result
+    /// is written again (with backoff) until it lands, and the message is not
+    /// sent a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_that_fails_to_record_is_recorded_again_not_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, d, hits, id) = failing_records(dir.path(), false).await;
 
         // Four failed writes: after the first, waits of 50, 100 and 200 ms.
         wait_until("four failed writes", || {
@@ -908,21 +955,37 @@ mod tests {
 
         // The store takes writes again: the held result lands.
         store.fail.store(false, Ordering::SeqCst);
-        let mut delivered = false;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !delivered {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the result was never recorded"
-            );
-            let m = store.message(id).await.unwrap();
-            delivered = m.deliveries[0].status == crate::store::DeliveryStatus::Delivered;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_delivered(&store, id).await;
         let m = store.message(id).await.unwrap();
         assert_eq!(m.deliveries[0].attempts, 1);
         assert_eq!(hits.load(Ordering::SeqCst), 1, "the message was sent again");
         wait_until("the failing state to clear", || !d.store_write_failing()).await;
+        d.shutdown(Duration::from_millis(100)).await;
+    }
+
+    /// A result held through a database outage is written as soon as the
+    /// store is back (it says so through `writable` and wakes the
+    /// dispatchers), not at the end of a backoff that grew meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_held_through_an_outage_is_recorded_once_the_store_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, d, hits, id) = failing_records(dir.path(), true).await;
+        // Six failed writes: the next waits 1.6 s (50 ms doubled five times).
+        wait_until("six failed writes", || {
+            store.calls.load(Ordering::SeqCst) >= 6
+        })
+        .await;
+        assert_eq!(record_backoff(6), RECORD_RETRY_FIRST * 32);
+        store.fail.store(false, Ordering::SeqCst);
+        let back = std::time::Instant::now();
+        store.wakeups().wake_all();
+        wait_delivered(&store, id).await;
+        assert!(
+            back.elapsed() < RECORD_RETRY_FIRST * 16,
+            "the result waited {:?} for the end of the backoff",
+            back.elapsed()
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "the message was sent again");
         d.shutdown(Duration::from_millis(100)).await;
     }
 

@@ -40,6 +40,10 @@ pub(super) struct Worker {
     record_failures: u32,
     /// When to write again after a failed write.
     record_retry_at: Option<Instant>,
+    /// The last write failed while the store said it could take none (a
+    /// database out of reach): written again as soon as it says it can, not
+    /// at the end of a backoff that grew through the outage.
+    record_awaits_store: bool,
 }
 
 /// The outcome of one write of results: the results back, with the error, if
@@ -91,6 +95,7 @@ impl Worker {
             recording_ids: HashSet::new(),
             record_failures: 0,
             record_retry_at: None,
+            record_awaits_store: false,
         }
     }
 
@@ -264,7 +269,9 @@ impl Worker {
             return;
         }
         if let Some(at) = self.record_retry_at {
-            if Instant::now() < at {
+            // The store wakes every worker when it is back (`Store::wakeups`).
+            let back = self.record_awaits_store && self.ctx.store.writable().is_ok();
+            if Instant::now() < at && !back {
                 return;
             }
         }
@@ -315,6 +322,7 @@ impl Worker {
             }
         };
         self.record_failures += 1;
+        self.record_awaits_store = self.ctx.store.writable().is_err();
         if self.record_failures == 1 {
             self.ctx.write_health_changed(false);
         }

@@ -356,6 +356,14 @@ impl Gateway {
             .status();
     }
 
+    /// Whether the process started last is still running (it neither exited
+    /// nor was restarted).
+    pub fn still_running(&mut self) -> bool {
+        self.child()
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         match &self.node {
@@ -839,11 +847,13 @@ pub enum ProxyMode {
 }
 
 /// A TCP proxy on a free loopback port in front of a real server, to cut the
-/// way to it without stopping it (other tests share the server).
+/// way to it without stopping it (other tests share the server), or to move
+/// it to another server behind the same address (a failover).
 pub struct TcpProxy {
     /// Where it listens.
     pub addr: SocketAddr,
     mode: tokio::sync::watch::Sender<ProxyMode>,
+    upstream: tokio::sync::watch::Sender<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -853,21 +863,28 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (mode, watch) = tokio::sync::watch::channel(ProxyMode::Forward);
+        let (upstream, to) = tokio::sync::watch::channel(upstream);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(Self::relay(client, upstream, watch.clone()));
+                tokio::spawn(Self::relay(client, to.clone(), watch.clone()));
             }
         });
-        TcpProxy { addr, mode, task }
+        TcpProxy {
+            addr,
+            mode,
+            upstream,
+            task,
+        }
     }
 
     async fn relay(
         mut client: tokio::net::TcpStream,
-        upstream: SocketAddr,
+        mut to: tokio::sync::watch::Receiver<SocketAddr>,
         mut watch: tokio::sync::watch::Receiver<ProxyMode>,
     ) {
         let mut server = None;
         let mut current = *watch.borrow_and_update();
+        let upstream = *to.borrow_and_update();
         if current == ProxyMode::Forward {
             match tokio::net::TcpStream::connect(upstream).await {
                 Ok(mut s) => {
@@ -876,6 +893,9 @@ impl TcpProxy {
                         r = watch.wait_for(|m| *m != ProxyMode::Forward) => {
                             current = r.map(|m| *m).unwrap_or(ProxyMode::Refuse);
                         }
+                        // Another server behind the address knows nothing of
+                        // this connection: it is reset.
+                        _ = to.changed() => current = ProxyMode::Refuse,
                     }
                     server = Some(s);
                 }
@@ -897,6 +917,12 @@ impl TcpProxy {
     /// Changes what it does, for open connections too.
     pub fn set(&self, mode: ProxyMode) {
         self.mode.send_replace(mode);
+    }
+
+    /// Forwards new connections to `upstream` from now on, and resets the
+    /// open ones (the same address, another server).
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        self.upstream.send_replace(upstream);
     }
 }
 

@@ -12,6 +12,7 @@ mod control;
 mod core;
 mod diskfull;
 mod events;
+mod failover;
 mod install;
 mod listen;
 mod listen_faults;

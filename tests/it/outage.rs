@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::harness::*;
 
-fn config(url: &str, rx: &Receiver, extra_storage: &str) -> String {
+pub(crate) fn config(url: &str, rx: &Receiver, extra_storage: &str) -> String {
     format!(
         r#"
 [storage]
@@ -40,7 +40,7 @@ to = "svc"
 }
 
 /// One ingest: status, whether it carried `Retry-After`, message id, time taken.
-async fn post(
+pub(crate) async fn post(
     c: &reqwest::Client,
     url: &str,
     body: bytes::Bytes,
@@ -63,7 +63,7 @@ async fn post(
 }
 
 /// GET /readyz: status, body, time taken.
-async fn readyz(gw: &Gateway) -> (u16, serde_json::Value, Duration) {
+pub(crate) async fn readyz(gw: &Gateway) -> (u16, serde_json::Value, Duration) {
     let t = Instant::now();
     let r = client().get(gw.admin_url("/readyz")).send().await.unwrap();
     let st = r.status().as_u16();
@@ -131,7 +131,7 @@ async fn outage(gw: &Gateway, proxy: &TcpProxy, mode: ProxyMode) -> Vec<String> 
 }
 
 /// Waits (two minutes at most) until every message of `acked` has reached `rx`.
-async fn assert_all_delivered(rx: &Receiver, acked: &[String]) {
+pub(crate) async fn assert_all_delivered(rx: &Receiver, acked: &[String]) {
     let got = rx.wait_for_ids(acked, Duration::from_secs(120)).await;
     let delivered: HashSet<String> = got
         .iter()
@@ -340,14 +340,14 @@ impl Drop for PgServer {
 
 /// One ingest request of the load and what came of it.
 #[derive(Debug, Clone)]
-struct Sent {
-    node: usize,
-    at: Instant,
-    answer: Result<(u16, bool, Option<String>, Duration), String>,
+pub(crate) struct Sent {
+    pub(crate) node: usize,
+    pub(crate) at: Instant,
+    pub(crate) answer: Result<(u16, bool, Option<String>, Duration), String>,
 }
 
 /// Requests at `rate` a second spread over the live `nodes` until `stop`.
-fn steady_load(
+pub(crate) fn steady_load(
     urls: Vec<String>,
     alive: Arc<Vec<std::sync::atomic::AtomicBool>>,
     rate: u64,
@@ -387,6 +387,51 @@ fn steady_load(
             let _ = t.await;
         }
     })
+}
+
+/// Checks the answers to a load `sent` from `t0` on, around an outage from
+/// `outage.0` until `outage.1`: every request is answered 2xx with a message
+/// id or 503 with `Retry-After` within `read_timeout` (but those `excused`,
+/// which may have no answer), and every one sent and answered within the
+/// outage 503. Returns how many were, and the ids acknowledged.
+pub(crate) fn check_answers(
+    sent: &[Sent],
+    t0: Instant,
+    outage: (Instant, Instant),
+    read_timeout: Duration,
+    excused: impl Fn(&Sent) -> bool,
+) -> (usize, Vec<String>) {
+    let mut wrong = Vec::new();
+    let mut during = 0;
+    let mut acked = Vec::new();
+    for s in sent {
+        match &s.answer {
+            Ok((200, _, Some(id), took)) if *took <= read_timeout => acked.push(id.clone()),
+            Ok((503, true, _, took)) if *took <= read_timeout => {}
+            Err(_) if excused(s) => {}
+            other => wrong.push(format!(
+                "{:?} after the start, node {}: {other:?}",
+                s.at - t0,
+                s.node
+            )),
+        }
+        if let Ok((st, _, _, took)) = &s.answer {
+            if s.at >= outage.0 && s.at + *took <= outage.1 {
+                during += 1;
+                if *st != 503 {
+                    wrong.push(format!("{st} during the outage"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} requests not answered 2xx or 503 + Retry-After within the read timeout, e.g. {:?}",
+        wrong.len(),
+        sent.len(),
+        wrong.iter().take(8).collect::<Vec<_>>()
+    );
+    (during, acked)
 }
 
 /// `nodes` gateways (the real binary) on one database under steady load while
@@ -469,49 +514,20 @@ async fn a_stopped_server_under_load(test: &str, nodes: usize, kill_one: bool) {
     load.await.unwrap();
 
     let sent = sent.lock().clone();
-    let mut wrong = Vec::new();
-    let mut during = 0;
-    for s in &sent {
-        let in_flight_at_kill = killed_at.is_some_and(|k| s.node == 1 && s.at < k);
-        match &s.answer {
-            Ok((200, _, Some(_), took)) | Ok((503, true, _, took)) if *took <= READ_TIMEOUT => {}
-            // A request to the killed node that was in flight when it died.
-            Err(_) if in_flight_at_kill => {}
-            other => wrong.push(format!(
-                "{:?} after the start, node {}: {other:?}",
-                s.at - t0,
-                s.node
-            )),
-        }
-        // Sent and answered while the server was down.
-        if let Ok((st, _, _, took)) = &s.answer {
-            if s.at >= down && s.at + *took <= restarting {
-                during += 1;
-                if *st != 503 {
-                    wrong.push(format!("{st} while the server was down"));
-                }
-            }
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} requests not answered 2xx or 503 + Retry-After within the read timeout, e.g. {:?}",
-        wrong.len(),
-        sent.len(),
-        wrong.iter().take(8).collect::<Vec<_>>()
+    // A request to the killed node that was in flight when it died.
+    let in_flight_at_kill = |s: &Sent| killed_at.is_some_and(|k| s.node == 1 && s.at < k);
+    let (during, acked) = check_answers(
+        &sent,
+        t0,
+        (down, restarting),
+        READ_TIMEOUT,
+        in_flight_at_kill,
     );
     assert!(during >= 100, "only {during} requests during the outage");
     assert!(
         ready_during.iter().skip(4).all(|st| *st == 503),
         "/readyz during the outage: {ready_during:?}"
     );
-    let acked: Vec<String> = sent
-        .iter()
-        .filter_map(|s| match &s.answer {
-            Ok((200, _, Some(id), _)) => Some(id.clone()),
-            _ => None,
-        })
-        .collect();
     let by_killed = sent
         .iter()
         .filter(|s| s.node == 1 && matches!(s.answer, Ok((200, ..))))
@@ -578,4 +594,73 @@ async fn a_slow_store_call_is_logged() {
         line.contains("operation") && line.contains("took_ms"),
         "{line}"
     );
+}
+
+/// A lease whose commit went through while its answer was lost leaves work in
+/// this node's name that it does not know of; when the database is back, the
+/// node hands back every such lease at once (not at its expiry), and keeps
+/// the ones it knows it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_lost_in_an_outage_are_handed_back_when_the_database_is_back() {
+    use hookgate::store::conformance::{msg, result, T0};
+    use hookgate::store::postgres::PgStore;
+    use hookgate::store::{Next, Store};
+    use sqlx::Connection;
+
+    const TEST: &str = "leases_lost_in_an_outage_are_handed_back_when_the_database_is_back";
+    let Some((db, proxy, url)) = proxied_db(TEST).await else {
+        return;
+    };
+    let store = PgStore::connect(&url, 4).await.unwrap();
+    for _ in 0..3 {
+        store.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let known = store.lease("d", T0, 1, 600_000).await.unwrap().items;
+    assert_eq!(known.len(), 1);
+    // The other two leased in this node's name by transactions whose answers
+    // never came back.
+    let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let lost = sqlx::query(
+        "UPDATE deliveries SET lease_owner = $1, lease_until = hookgate_now_ms() + 600000
+         WHERE lease_owner IS NULL",
+    )
+    .bind(store.node_id())
+    .execute(&mut c)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(lost, 2);
+    assert!(store
+        .lease("d", T0, 10, 600_000)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    proxy.set(ProxyMode::Refuse);
+    assert!(store.lease("d", T0, 10, 600_000).await.is_err());
+    assert!(store.writable().is_err(), "the database is marked down");
+    proxy.set(ProxyMode::Forward);
+    let back = eventually(Duration::from_secs(30), "the lost leases back", || {
+        let store = store.clone();
+        async move {
+            let got = store.lease("d", T0, 10, 600_000).await.ok()?.items;
+            (!got.is_empty()).then_some(got)
+        }
+    })
+    .await;
+    let ids: HashSet<i64> = back.iter().map(|l| l.delivery_id).collect();
+    assert_eq!(ids.len(), 2, "both lost leases and only them");
+    assert!(
+        !ids.contains(&known[0].delivery_id),
+        "a known lease was taken back"
+    );
+    // The lease held all along is still this node's to end.
+    store
+        .complete(vec![result(&known[0], Next::Delivered)])
+        .await
+        .unwrap();
+    let m = store.message(known[0].message.id).await.unwrap();
+    assert_eq!(m.deliveries[0].attempt_log.as_ref().unwrap().len(), 1);
+    store.close().await;
 }

@@ -7,6 +7,12 @@
 //! tries a fresh connection every [`PROBE_EVERY`] until one answers. Connections
 //! opened before the last outage are never used again (they may be dead sockets
 //! that a silent network would keep hanging).
+//!
+//! A failover is an outage too: a server that refuses writes as read-only
+//! (SQLSTATE 25006: a standby, reached through an address that points at it
+//! before or without its promotion) marks the database down like a lost
+//! connection, and the probe takes it as back only once the server it reaches
+//! is out of recovery, that is a primary.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::sqlstate;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, Wakeups};
 use crate::throttle::Throttle;
 
 /// How often the probe tries while the database is down.
@@ -37,6 +43,9 @@ pub(super) struct Health {
     /// Why it is down, and when the last outage began.
     state: Mutex<(String, Option<Instant>)>,
     went_down: Notify,
+    came_up: Notify,
+    /// Woken, every one, when the database is back.
+    wakeups: Option<Arc<Wakeups>>,
 }
 
 impl Health {
@@ -48,7 +57,17 @@ impl Health {
             up: AtomicBool::new(true),
             state: Mutex::new((String::new(), None)),
             went_down: Notify::new(),
+            came_up: Notify::new(),
+            wakeups: None,
         }
+    }
+
+    /// Wakes every dispatcher of `wakeups` when the database is back: work
+    /// and results held through the outage go at once, not at their next
+    /// timer.
+    pub(super) fn with_wakeups(mut self, wakeups: Arc<Wakeups>) -> Self {
+        self.wakeups = Some(wakeups);
+        self
     }
 
     /// Logs calls that take longer than `slow` (`storage.slow_query`; zero: none).
@@ -89,12 +108,25 @@ impl Health {
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
             tracing::info!("PostgreSQL is reachable again");
+            self.came_up.notify_one();
+            if let Some(w) = &self.wakeups {
+                w.wake_all();
+            }
         }
     }
 
-    /// Marks the database down if `e` says it cannot be reached.
+    /// Returns once the database is back after an outage (at once if it came
+    /// back since the last call).
+    pub(super) async fn back(&self) {
+        self.came_up.notified().await;
+    }
+
+    /// Marks the database down if `e` says it cannot be reached or cannot
+    /// take writes.
     pub(super) fn observe(&self, e: &sqlx::Error) {
-        if is_connection_error(e) {
+        if is_read_only(e) {
+            self.mark_down(READ_ONLY);
+        } else if is_connection_error(e) {
             self.mark_down(&e.to_string());
         }
     }
@@ -151,6 +183,17 @@ impl Health {
     }
 }
 
+/// Why the database is down while the server reached is read-only.
+const READ_ONLY: &str =
+    "the server is read-only: a standby in recovery, not (yet) a primary (SQLSTATE 25006)";
+
+/// A write refused because the server is read-only (`read_only_sql_transaction`):
+/// a standby, where the primary was expected. Not a statement's fault: the
+/// same write succeeds on the primary, wherever the failover puts it.
+fn is_read_only(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|c| c == "25006")
+}
+
 /// A failure of the connection rather than of a statement: the database (or
 /// the way to it) is not there.
 pub(super) fn is_connection_error(e: &sqlx::Error) -> bool {
@@ -163,8 +206,9 @@ pub(super) fn is_connection_error(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Starts the probe: while the database is down, a fresh connection and a
-/// `SELECT 1` every [`PROBE_EVERY`], each within `connect_timeout`.
+/// Starts the probe: while the database is down, a fresh connection every
+/// [`PROBE_EVERY`], each within `connect_timeout`, that asks whether the server
+/// is in recovery; only a primary (not in recovery) marks the database up.
 pub(super) fn spawn_probe(
     health: Arc<Health>,
     opts: PgConnectOptions,
@@ -186,12 +230,17 @@ pub(super) fn spawn_probe(
             }
             let probe = tokio::time::timeout(connect_timeout, async {
                 let mut c = opts.connect().await?;
-                sqlx::query("SELECT 1").execute(&mut c).await?;
-                c.close().await
+                let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                    .fetch_one(&mut c)
+                    .await?;
+                c.close().await?;
+                Ok::<_, sqlx::Error>(standby)
             })
             .await;
             match probe {
-                Ok(Ok(())) => health.mark_up(),
+                Ok(Ok(false)) => health.mark_up(),
+                // Writes would fail: still down, now for this reason.
+                Ok(Ok(true)) => health.mark_down(READ_ONLY),
                 Ok(Err(e)) => tracing::debug!(error = %e, "PostgreSQL probe failed"),
                 Err(_) => tracing::debug!("PostgreSQL probe timed out"),
             }
@@ -227,5 +276,55 @@ mod tests {
         assert!(h.is_up());
         h.observe(&sqlx::Error::PoolTimedOut);
         assert!(!h.is_up());
+    }
+
+    /// A database error with `code`, as the server sends it.
+    fn db_error(code: &str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(TestDbError(code.to_string())))
+    }
+
+    #[derive(Debug)]
+    struct TestDbError(String);
+
+    impl std::fmt::Display for TestDbError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for TestDbError {}
+
+    impl sqlx::error::DatabaseError for TestDbError {
+        fn message(&self) -> &str {
+            &self.0
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.as_str().into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_read_only_server_marks_the_database_down() {
+        let h = Health::new();
+        // A constraint violation is the statement's fault.
+        h.observe(&db_error("23505"));
+        assert!(h.is_up());
+        // A standby refusing a write is the database's.
+        h.observe(&db_error("25006"));
+        assert!(!h.is_up());
+        let e = h.check().unwrap_err().to_string();
+        assert!(e.contains("read-only") && e.contains("standby"), "{e}");
     }
 }

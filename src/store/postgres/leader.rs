@@ -86,9 +86,17 @@ impl Leader {
         Ok(got)
     }
 
-    /// Gives the lock up (closing its session), so another node takes over at once.
+    /// Gives the lock up, so another node takes over at once: unlocked on
+    /// the session first (the server ends a closed session's backend, and
+    /// with it the lock, only a little after the close returns), then closed.
     pub(super) async fn release(&self) {
-        if let Some((c, _)) = self.conn.lock().await.take() {
+        if let Some((mut c, held)) = self.conn.lock().await.take() {
+            if held {
+                let unlock = sqlx::query("SELECT pg_advisory_unlock($1, 0)")
+                    .bind(LEADER_LOCK_CLASS)
+                    .execute(&mut c);
+                let _ = tokio::time::timeout(self.timeout, unlock).await;
+            }
             let _ = c.close().await;
         }
     }

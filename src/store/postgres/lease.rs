@@ -14,16 +14,82 @@
 //! commit. The lock serializes the leases
 //! of one destination across nodes (a few short statements each); it never
 //! blocks ingest or attempt results.
+//!
+//! Leases lost in an outage: a lease whose commit went through while its
+//! answer was lost (the connection broke, or the primary died after the
+//! commit reached its synchronous replica) is held by this node without its
+//! knowing. [`Held`] keeps the leases the node does know of, from the lease's
+//! answer to the record of its result, and when the database is back
+//! [`reclaim`] hands back every other lease in this node's name, so that work
+//! is delivered now rather than when those leases expire.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::{RwLock, RwLockReadGuard};
 
 use super::{dest_lock, is_corrupt, text, DEST_LOCK_CLASS};
 use crate::store::corrupt;
 use crate::store::{LeaseBatch, LeaseLimits, Leased, Millis, StoredMessage};
+
+/// The leases in this node's name that it knows it holds (its attempts in
+/// flight, results not yet recorded, pull results being applied).
+#[derive(Default)]
+pub(super) struct Held {
+    /// Read by every call that takes leases in this node's name, from before
+    /// its transaction until its leases are entered; written by [`reclaim`],
+    /// which so never takes a lease that is being entered.
+    gate: RwLock<()>,
+    ids: Mutex<HashSet<i64>>,
+}
+
+impl Held {
+    /// Held while leases are taken and entered.
+    pub(super) async fn taking(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Enters leases this node now holds.
+    pub(super) fn add(&self, ids: impl IntoIterator<Item = i64>) {
+        self.ids.lock().extend(ids);
+    }
+
+    /// Forgets leases whose results are recorded or that were handed back.
+    pub(super) fn remove(&self, ids: impl IntoIterator<Item = i64>) {
+        let mut held = self.ids.lock();
+        for id in ids {
+            held.remove(&id);
+        }
+    }
+}
+
+/// Hands back the leases in `node`'s name that it does not know it holds
+/// (see the module's header); returns the destinations of those deliveries,
+/// which are due again, and wakes them on every node.
+pub(super) async fn reclaim(
+    pool: &PgPool,
+    node: &str,
+    held: &Held,
+) -> Result<Vec<String>, sqlx::Error> {
+    let _no_lease_meanwhile = held.gate.write().await;
+    let known: Vec<i64> = held.ids.lock().iter().copied().collect();
+    sqlx::query_scalar(
+        "WITH r AS (
+             UPDATE deliveries SET lease_until = NULL, lease_owner = NULL
+             WHERE lease_owner = $1 AND NOT (id = ANY($2))
+             RETURNING destination)
+         SELECT d FROM (SELECT DISTINCT destination AS d FROM r) x, pg_notify($3, d) n",
+    )
+    .bind(node)
+    .bind(&known)
+    .bind(super::listen::CHANNEL)
+    .fetch_all(pool)
+    .await
+}
 
 /// How soon to look again when the cluster-wide `max_in_flight` is used up
 /// (another node's attempt ending frees a place without waking this one).

@@ -16,7 +16,12 @@
 //! - The schema is migrated at connect under an advisory lock, so nodes that
 //!   start together apply each migration once.
 //! - Every lease names its node (`lease_owner`); `complete` and `release` act
-//!   only on this node's leases, and `close` releases all of them.
+//!   only on this node's leases, and `close` releases all of them. When the
+//!   database is back after an outage, the leases in the node's name that it
+//!   does not know it holds (their answers were lost) are handed back
+//!   (`lease::reclaim`).
+//! - Only a primary is written to: a read-only server (a standby, during a
+//!   failover) counts as unreachable (see [`health`]).
 //! - Per (destination, ordering key) at most one live delivery is pending, and
 //!   only it can be leased; the key's advisory lock makes the check-and-insert
 //!   at ingest and the promotion at completion atomic across nodes.
@@ -151,6 +156,7 @@ struct Inner {
     query_timeout: Duration,
     notifier: Arc<listen::Notifier>,
     leader: leader::Leader,
+    held: Arc<lease::Held>,
 }
 
 /// The PostgreSQL store.
@@ -276,9 +282,65 @@ fn migrator() -> Migrator {
     }
 }
 
+/// `storage.url` as the driver takes it. sqlx connects to one host, and it
+/// would take libpq's list of hosts for one odd name and ignore
+/// `target_session_attrs`; so a list is refused, naming what to do instead,
+/// and `target_session_attrs` is taken out when it asks for what hookgate
+/// does by itself (write to a primary only, see [`health`]) and refused
+/// otherwise. Errors never contain the URL (it may hold a password).
+fn supported_url(url: &str) -> Result<String, StoreError> {
+    // The hosts: after the scheme and the last '@', before the path or query
+    // (a password may hold a comma; a list of `host:port` is no valid URL).
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, r)| r)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let parsed = url::Url::parse(url).ok();
+    let pairs: Vec<(String, String)> = parsed
+        .iter()
+        .flat_map(|u| u.query_pairs().into_owned())
+        .collect();
+    if hosts.contains(',') || pairs.iter().any(|(k, v)| k == "host" && v.contains(',')) {
+        return Err(StoreError::Unavailable(
+            "storage.url names several hosts, which is not supported: give one name \
+             (resolved again at every connection) that leads to the primary, such as a DNS \
+             name, a virtual IP or a proxy that your failover moves (see docs/multi-node.md)"
+                .into(),
+        ));
+    }
+    let (Some(mut parsed), true) = (
+        parsed,
+        pairs.iter().any(|(k, _)| k == "target_session_attrs"),
+    ) else {
+        return Ok(url.to_string());
+    };
+    if let Some((_, v)) = pairs.iter().find(|(k, v)| {
+        k == "target_session_attrs" && !matches!(v.as_str(), "read-write" | "primary" | "any")
+    }) {
+        return Err(StoreError::Unavailable(format!(
+            "storage.url: target_session_attrs={v} is not supported: hookgate writes, so it \
+             connects to a primary only (read-write, primary and any are accepted)"
+        )));
+    }
+    let kept: Vec<&(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "target_session_attrs")
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok(parsed.to_string())
+}
+
 /// The connection settings from `storage.url`.
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    let opts = PgConnectOptions::from_str(url)
+    let url = supported_url(url)?;
+    let opts = PgConnectOptions::from_str(&url)
         .map_err(|_| {
             StoreError::Unavailable(
                 "storage.url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
@@ -363,11 +425,15 @@ impl PgStore {
             ));
         }
         let conn_opts = connect_options(url)?;
-        let health = Arc::new(health::Health::new().with_slow_query(opts.slow_query));
+        let wakeups = Arc::new(Wakeups::default());
+        let health = Arc::new(
+            health::Health::new()
+                .with_slow_query(opts.slow_query)
+                .with_wakeups(wakeups.clone()),
+        );
         let pool = open_pool(&opts, &conn_opts, &health).await?;
         migrate(&pool).await?;
         let node = Ulid::new().to_string();
-        let wakeups = Arc::new(Wakeups::default());
         let pending = Arc::new(PendingCounts::default());
         refresh_pending(&pool, &pending).await.map_err(map_err)?;
         let listener = listen::subscribe(&conn_opts).await.map_err(|e| {
@@ -400,6 +466,7 @@ impl PgStore {
         );
         writers.extend(writer::spawn(results_shared, results_rx, 1));
         let tx = Queues { appends, results };
+        let held = Arc::new(lease::Held::default());
         let background = vec![
             listen::spawn(listener, conn_opts.clone(), wakeups.clone(), stop.clone()),
             notifier.clone().spawn(
@@ -421,6 +488,17 @@ impl PgStore {
                 opts.connect_timeout,
                 stop.clone(),
             ),
+            spawn_reclaimer(
+                Reclaimer {
+                    pool: pool.clone(),
+                    node: node.clone(),
+                    held: held.clone(),
+                    health: health.clone(),
+                    wakeups: wakeups.clone(),
+                    query_timeout: opts.query_timeout,
+                },
+                stop.clone(),
+            ),
         ];
         tracing::info!(node = %node, pool_size = opts.pool_size, "PostgreSQL store ready");
         Ok(PgStore {
@@ -438,6 +516,7 @@ impl PgStore {
                 query_timeout: opts.query_timeout,
                 notifier,
                 leader: leader::Leader::new(conn_opts, opts.connect_timeout + opts.query_timeout),
+                held,
             }),
         })
     }
@@ -531,11 +610,19 @@ impl PgStore {
             tx.commit().await?;
             Ok(batch)
         };
-        self.inner
+        let _entering = self.inner.held.taking().await;
+        let batch = self
+            .inner
             .health
             .guard(self.inner.query_timeout, "lease", work)
             .await
-            .map_err(map_err)
+            .map_err(map_err)?;
+        if owner == self.inner.node {
+            self.inner
+                .held
+                .add(batch.items.iter().map(|l| l.delivery_id));
+        }
+        Ok(batch)
     }
 }
 
@@ -555,6 +642,50 @@ async fn refresh_pending(pool: &PgPool, pending: &PendingCounts) -> Result<(), s
         .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected snapshot {snap:?}")))?;
     pending.refresh(snapshot, dests.into_iter().zip(counts).collect());
     Ok(())
+}
+
+/// What the reclaim after an outage needs (see `lease::reclaim`).
+struct Reclaimer {
+    pool: PgPool,
+    node: String,
+    held: Arc<lease::Held>,
+    health: Arc<health::Health>,
+    wakeups: Arc<Wakeups>,
+    query_timeout: Duration,
+}
+
+/// Each time the database is back after an outage, hands back the leases in
+/// this node's name that it does not know it holds.
+fn spawn_reclaimer(r: Reclaimer, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = r.health.back() => {}
+                _ = stop.cancelled() => return,
+            }
+            let reclaimed = r.health.guard(
+                r.query_timeout,
+                "reclaim leases",
+                lease::reclaim(&r.pool, &r.node, &r.held),
+            );
+            match reclaimed.await {
+                Ok(destinations) if destinations.is_empty() => {}
+                Ok(destinations) => {
+                    tracing::info!(
+                        ?destinations,
+                        "leases taken while PostgreSQL went away, whose answers were lost, handed back"
+                    );
+                    for d in &destinations {
+                        r.wakeups.wake(d);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not hand back the leases lost in the outage; they end at their expiry"
+                ),
+            }
+        }
+    })
 }
 
 fn spawn_refresher(
@@ -638,13 +769,16 @@ impl Store for PgStore {
         if results.is_empty() {
             return Ok(());
         }
+        let ids: Vec<i64> = results.iter().map(|r| r.delivery_id).collect();
         let (reply, rx) = oneshot::channel();
         // On failure the leases stay held (until their expiry): the caller
         // records the results again rather than having the deliveries re-sent.
         match self.send(Op::Complete(results, reply)).await {
-            Ok(()) => rx.await.map_err(|_| StoreError::Closed)?,
-            Err(e) => Err(e),
+            Ok(()) => rx.await.map_err(|_| StoreError::Closed)??,
+            Err(e) => return Err(e),
         }
+        self.inner.held.remove(ids);
+        Ok(())
     }
 
     async fn release(&self, delivery_ids: Vec<i64>) -> StoreResult<()> {
@@ -652,6 +786,9 @@ impl Store for PgStore {
             return Ok(());
         }
         self.inner.health.check()?;
+        // Not held any more, whatever comes of this: if the release fails, the
+        // next recovery hands them back (see `lease::reclaim`).
+        self.inner.held.remove(delivery_ids.iter().copied());
         sqlx::query(
             "WITH r AS (
                  UPDATE deliveries SET lease_until = NULL, lease_owner = NULL
@@ -692,6 +829,8 @@ impl Store for PgStore {
         self.inner.health.check()?;
         let pool = self.pool()?;
         let node = &self.inner.node;
+        // Adopted leases are in this node's name until recorded or disowned.
+        let _adopting = self.inner.held.taking().await;
         let leases: Vec<(i64, String)> = results
             .iter()
             .map(|r| (r.result.delivery_id, r.owner.clone()))
@@ -1221,6 +1360,42 @@ mod tests {
         assert_eq!(key_lock("dest", "key"), key_lock("dest", "key"));
         assert_ne!(key_lock("ab", "c"), key_lock("a", "bc"));
         assert_eq!(key_lock("dest", "key"), -1_989_012_925);
+    }
+
+    #[test]
+    fn several_hosts_are_refused_without_showing_the_url() {
+        for url in [
+            "postgres://hookgate:s3cr%2Ct@a:5432,b:5432/hookgate",
+            "postgres://hookgate:s3cr%2Ct@a,b/hookgate",
+            "postgres:///hookgate?user=hookgate&password=s3cr%2Ct&host=a,b",
+        ] {
+            let e = connect_options(url).unwrap_err().to_string();
+            assert!(e.contains("several hosts"), "{url}: {e}");
+            assert!(!e.contains("s3cr"), "{e}");
+        }
+        // A comma in the password is not a second host.
+        assert!(connect_options("postgres://u:a,b@db:5432/hookgate").is_ok());
+    }
+
+    #[test]
+    fn target_session_attrs_for_a_primary_is_taken_out() {
+        assert_eq!(
+            supported_url("postgres://u@db/h?target_session_attrs=read-write").unwrap(),
+            "postgres://u@db/h"
+        );
+        assert_eq!(
+            supported_url("postgres://u@db/h?sslmode=require&target_session_attrs=primary")
+                .unwrap(),
+            "postgres://u@db/h?sslmode=require"
+        );
+        let e = supported_url("postgres://u@db/h?target_session_attrs=standby").unwrap_err();
+        assert!(
+            e.to_string().contains("target_session_attrs=standby"),
+            "{e}"
+        );
+        // Nothing to change: the URL as given.
+        let plain = "postgres://u:p@db:5432/h?sslmode=disable";
+        assert_eq!(supported_url(plain).unwrap(), plain);
     }
 
     #[test]
