@@ -396,6 +396,44 @@ async fn a_node_that_finds_the_places_taken_gets_the_next_one() {
     close_all(&[&a, &b, &c]).await;
 }
 
+/// A node queued for places is woken by the results that free them, not
+/// left to its next look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_that_free_places_wake_the_queued_node() {
+    let Some((a, b, _db)) = two_nodes("results_that_free_places_wake_the_queued_node").await else {
+        return;
+    };
+    for _ in 0..6 {
+        a.append(msg("src", &["d"], None)).await.unwrap();
+    }
+    let limits = LeaseLimits {
+        max_in_flight: 2,
+        rate: None,
+        settled: Vec::new(),
+    };
+    let held = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    assert_eq!(held.items.len(), 2);
+    let queued = b.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    assert!(queued.items.is_empty() && queued.held_back);
+    // A looks again and learns that B waits.
+    assert!(a
+        .lease_limited("d", T0, 10, 30_000, &limits)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let woken = b.wakeups().get("d");
+    a.complete(vec![result(&held.items[0], Next::Delivered)])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), woken.notified())
+        .await
+        .expect("B is woken by A's result");
+    let got = b.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    assert_eq!(got.items.len(), 1, "the freed place");
+    close_all(&[&a, &b]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_across_nodes() {
     let Some((a, b, _db)) = two_nodes("rate_limit_holds_across_nodes").await else {

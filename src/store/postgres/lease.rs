@@ -98,6 +98,40 @@ const FULL_RECHECK_MS: i64 = 10;
 /// next free ones without looking again (several of its looks).
 const WAIT_TTL_MS: i64 = 200;
 
+/// The destinations for which other nodes were queued for places at this
+/// node's last lease: the results this node records for them wake the other
+/// nodes, whose next look then finds the places the results freed (instead of
+/// up to [`FULL_RECHECK_MS`] later).
+#[derive(Default)]
+pub(super) struct OthersQueued(
+    parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+);
+
+impl OthersQueued {
+    /// What the last lease of `destination` found.
+    pub(super) fn set(&self, destination: &str, queued: bool) {
+        let mut m = self.0.lock();
+        if queued {
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_millis(WAIT_TTL_MS as u64);
+            m.insert(destination.to_string(), until);
+        } else {
+            m.remove(destination);
+        }
+    }
+
+    /// Of `destinations`, those other nodes were recently queued for.
+    pub(super) fn of<'a>(&self, destinations: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        let m = self.0.lock();
+        let now = std::time::Instant::now();
+        destinations
+            .into_iter()
+            .filter(|d| m.get(*d).is_some_and(|until| *until > now))
+            .cloned()
+            .collect()
+    }
+}
+
 /// The destination's state as the lease sees it.
 struct State {
     db_now: i64,
@@ -109,6 +143,8 @@ struct State {
     ahead: i64,
     /// This node has a row in `lease_waiters` (current or expired).
     queued: bool,
+    /// Other nodes are queued for places (before or after this one).
+    others_queued: bool,
 }
 
 async fn state(
@@ -136,7 +172,9 @@ async fn state(
              (SELECT count(*) FROM lease_waiters w
               WHERE w.destination = $1 AND w.node <> $3 AND w.until > t.ms
                 AND w.since < coalesce((SELECT since FROM me WHERE me.until > t.ms), 9223372036854775807)),
-             EXISTS (SELECT 1 FROM me)
+             EXISTS (SELECT 1 FROM me),
+             EXISTS (SELECT 1 FROM lease_waiters w
+                     WHERE w.destination = $1 AND w.node <> $3 AND w.until > t.ms)
          FROM t LEFT JOIN rate_buckets b ON b.destination = $1"
     } else {
         "SELECT hookgate_now_ms(), 0::int8, NULL::float8, NULL::int8,
@@ -144,7 +182,7 @@ async fn state(
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2),
                  (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2)),
-             0::int8, false"
+             0::int8, false, false"
     })
     .bind(destination)
     .bind(now)
@@ -160,6 +198,7 @@ async fn state(
         next_due: r.try_get(4)?,
         ahead: r.try_get(5)?,
         queued: r.try_get(6)?,
+        others_queued: r.try_get(7)?,
     })
 }
 
@@ -214,7 +253,9 @@ pub(super) fn refill(
     }
 }
 
-/// Leases up to `limit` due deliveries of `destination` for `lease_ms`.
+/// Leases up to `limit` due deliveries of `destination` for `lease_ms`; the
+/// flag says whether other nodes are queued for the destination's places (the
+/// results that free places should wake them).
 pub(super) async fn lease(
     c: &mut PgConnection,
     node: &str,
@@ -223,7 +264,7 @@ pub(super) async fn lease(
     limit: usize,
     lease_ms: i64,
     limits: Option<&LeaseLimits>,
-) -> Result<LeaseBatch, sqlx::Error> {
+) -> Result<(LeaseBatch, bool), sqlx::Error> {
     let destination = text(destination);
     // The lease's commit does not wait for its WAL flush: a lease lost in a
     // crash of the database was never there, its row is leasable again and
@@ -301,11 +342,12 @@ pub(super) async fn lease(
         }
         items.sort_by_key(|(l, due)| (l.priority.rank(), *due, l.delivery_id));
     }
-    Ok(LeaseBatch {
+    let batch = LeaseBatch {
         items: items.into_iter().map(|(l, _)| l).collect(),
         next_due,
         held_back,
-    })
+    };
+    Ok((batch, st.others_queued))
 }
 
 /// What a claim takes.

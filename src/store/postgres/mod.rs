@@ -155,6 +155,7 @@ struct Inner {
     health: Arc<health::Health>,
     query_timeout: Duration,
     notifier: Arc<listen::Notifier>,
+    others_queued: Arc<lease::OthersQueued>,
     leader: leader::Leader,
     held: Arc<lease::Held>,
 }
@@ -444,6 +445,7 @@ impl PgStore {
         let (appends, appends_rx) = mpsc::channel(16 * 1024);
         let (results, results_rx) = mpsc::channel(1024);
         let notifier = Arc::new(listen::Notifier::default());
+        let others_queued = Arc::new(lease::OthersQueued::default());
         let shared = Shared {
             pool: pool.clone(),
             node: node.clone(),
@@ -453,6 +455,7 @@ impl PgStore {
             health: health.clone(),
             query_timeout: opts.query_timeout,
             notifier: notifier.clone(),
+            others_queued: others_queued.clone(),
             synchronous: true,
         };
         let results_shared = Arc::new(Shared {
@@ -515,6 +518,7 @@ impl PgStore {
                 health,
                 query_timeout: opts.query_timeout,
                 notifier,
+                others_queued,
                 leader: leader::Leader::new(conn_opts, opts.connect_timeout + opts.query_timeout),
                 held,
             }),
@@ -605,9 +609,12 @@ impl PgStore {
         let pool = self.pool()?;
         let work = async {
             let mut tx = pool.begin().await?;
-            let batch =
+            let (batch, others_queued) =
                 lease::lease(&mut tx, owner, destination, now, limit, lease_ms, limits).await?;
             tx.commit().await?;
+            if limits.is_some() {
+                self.inner.others_queued.set(destination, others_queued);
+            }
             Ok(batch)
         };
         let _entering = self.inner.held.taking().await;

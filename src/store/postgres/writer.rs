@@ -72,6 +72,9 @@ pub(super) struct Shared {
     pub(super) query_timeout: std::time::Duration,
     /// Sends the other nodes' wake-ups after each commit.
     pub(super) notifier: Arc<super::listen::Notifier>,
+    /// Destinations other nodes queue for places of: results that end
+    /// attempts there wake them.
+    pub(super) others_queued: Arc<super::lease::OthersQueued>,
     /// Whether a commit waits for its WAL flush before it answers. Appends
     /// do: their answer is the acknowledgement. Attempt results need not: a
     /// result lost in a crash of the database leaves its delivery leased, so
@@ -176,6 +179,7 @@ fn finish(shared: &Shared, ops: Vec<Op>, out: Outcome) {
         shared.wakeups.wake(d);
     }
     shared.notifier.send(&out.notify);
+    shared.notifier.send(&shared.others_queued.of(&out.wake));
     let mut appended = out.appended.into_iter();
     for op in ops {
         match op {
