@@ -1045,8 +1045,11 @@ async fn two_postgres_nodes_send_one_alert_and_the_survivor_takes_over_after_kil
     svc.respond(|_| (500, vec![], "down".into()));
     let rx = Receiver::start().await;
     // The circuit opens at the first failure and stays open for the test.
+    // The channel's deliveries have one place (`max_in_flight = 1`) shared by
+    // both nodes: an alert the killed node had leased holds it until the
+    // lease ends (timeout + lease_margin), which these keep to 4 s.
     let body = format!(
-        "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n\n{}\n[[alerts]]\nname = \"hook\"\nformat = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"destination.circuit_opened\"]\nreminder = \"2s\"\n",
+        "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\nlease_margin = \"2s\"\n\n{}\n[[alerts]]\nname = \"hook\"\nformat = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\nevents = [\"destination.circuit_opened\"]\nreminder = \"2s\"\ntimeout = \"2s\"\n",
         db.url(),
         app_to_svc(&svc, None, &breaker(1, "10m", "300ms")),
         rx.url("/webhook"),
