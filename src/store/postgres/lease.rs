@@ -166,9 +166,9 @@ async fn state(
                 AND NOT (lease_owner = $3 AND id = ANY($4))),
              b.tokens, b.at_ms,
              least(
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2 AND lease_owner IS NULL),
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2 AND lease_owner IS NULL),
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2 AND lease_owner IS NULL)),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2)),
              (SELECT count(*) FROM lease_waiters w
               WHERE w.destination = $1 AND w.node <> $3 AND w.until > t.ms
                 AND w.since < coalesce((SELECT since FROM me WHERE me.until > t.ms), 9223372036854775807)),
@@ -179,9 +179,9 @@ async fn state(
     } else {
         "SELECT hookgate_now_ms(), 0::int8, NULL::float8, NULL::int8,
              least(
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2 AND lease_owner IS NULL),
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2 AND lease_owner IS NULL),
-                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2 AND lease_owner IS NULL)),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at > $2),
+                 (SELECT min(due_at) FROM deliveries WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at > $2)),
              0::int8, false, false"
     })
     .bind(destination)
@@ -235,24 +235,6 @@ async fn queue_for_places(
     Ok(())
 }
 
-/// Hands back the destination's ended push leases (a node that died, or one
-/// whose result never came), so that the claim finds them: the queue's index
-/// holds unleased rows only. The lookup is a range of the index of leased
-/// rows, empty but for ended leases. Pull leases that end are recorded as
-/// attempts by the pull sweeper, which hands them back itself.
-async fn reclaim_ended(c: &mut PgConnection, destination: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
-         WHERE destination = $1 AND lease_owner IS NOT NULL AND lease_until <= hookgate_now_ms()
-           AND lease_owner NOT LIKE $2",
-    )
-    .bind(destination)
-    .bind(format!("{}%", crate::store::pull::OWNER_PREFIX))
-    .execute(&mut *c)
-    .await?;
-    Ok(())
-}
-
 /// Tokens in a bucket at `now` after refilling since `at`.
 pub(super) fn refill(
     tokens: Option<f64>,
@@ -301,7 +283,6 @@ pub(super) async fn lease(
             .execute(&mut *c)
             .await?;
     }
-    reclaim_ended(c, &destination).await?;
     let st = state(
         c,
         &destination,
@@ -403,22 +384,22 @@ async fn claim(
         p0 AS (
             SELECT id FROM deliveries
             WHERE destination = $1 AND status = 0 AND priority = 0 AND due_at <= $2
-              AND lease_owner IS NULL
-            ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED),
+              AND (lease_until IS NULL OR lease_until <= $3)
+            ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED),
         p1 AS (
             SELECT id FROM deliveries
             WHERE destination = $1 AND status = 0 AND priority = 1 AND due_at <= $2
-              AND lease_owner IS NULL
-            ORDER BY due_at, id LIMIT $3 - (SELECT count(*) FROM p0) FOR UPDATE SKIP LOCKED),
+              AND (lease_until IS NULL OR lease_until <= $3)
+            ORDER BY due_at, id LIMIT $4 - (SELECT count(*) FROM p0) FOR UPDATE SKIP LOCKED),
         p2 AS (
             SELECT id FROM deliveries
             WHERE destination = $1 AND status = 0 AND priority = 2 AND due_at <= $2
-              AND lease_owner IS NULL
-            ORDER BY due_at, id LIMIT $3 - (SELECT count(*) FROM p0) - (SELECT count(*) FROM p1)
+              AND (lease_until IS NULL OR lease_until <= $3)
+            ORDER BY due_at, id LIMIT $4 - (SELECT count(*) FROM p0) - (SELECT count(*) FROM p1)
             FOR UPDATE SKIP LOCKED),
         picked AS (SELECT id FROM p0 UNION ALL SELECT id FROM p1 UNION ALL SELECT id FROM p2),
         leased AS (
-            UPDATE deliveries d SET lease_until = $4, lease_owner = $5
+            UPDATE deliveries d SET lease_until = $5, lease_owner = $6
             FROM picked WHERE d.id = picked.id
             RETURNING d.id, d.attempts, d.retry_base, d.priority, d.ordering_key, d.created_at,
                 d.due_at, d.message_seq)";
@@ -432,16 +413,17 @@ async fn claim(
             "WITH {PICK},
              bucket AS (
                  INSERT INTO rate_buckets (destination, tokens, at_ms)
-                 VALUES ($1, $6::float8 - (SELECT count(*) FROM leased), $7)
+                 VALUES ($1, $7::float8 - (SELECT count(*) FROM leased), $8)
                  ON CONFLICT (destination) DO UPDATE
                      SET tokens = excluded.tokens, at_ms = excluded.at_ms)
              {OUT}"
         ),
     };
-    // Only unleased rows: an ended lease was handed back before (`reclaim_ended`).
+    // $3 is the database's now: a lease is free once it ended by that clock.
     let q = sqlx::query(&sql)
         .bind(destination)
         .bind(now)
+        .bind(db_now)
         .bind(grant)
         .bind(lease_until)
         .bind(node);

@@ -87,11 +87,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alert channels",
         include_str!("migrations/0008_alert_channels.sql"),
     ),
-    (
-        9,
-        "due unleased",
-        include_str!("migrations/0009_due_unleased.sql"),
-    ),
 ];
 
 /// Advisory lock class of ordering keys (`pg_advisory_xact_lock(class, hash)`;
