@@ -14,7 +14,9 @@ use hookgate::config::{Priority, RateLimitConfig};
 use hookgate::store::conformance::{keyed, msg, result, Made, T0};
 use hookgate::store::postgres::scratch::ScratchDatabase;
 use hookgate::store::postgres::PgStore;
-use hookgate::store::{Appended, LeaseLimits, MessageId, Next, Store, StoreError};
+use hookgate::store::{
+    Appended, LeaseBatch, LeaseLimits, Leased, MessageId, Next, Store, StoreError,
+};
 
 /// A fresh database for `test`, or `None` (the test is skipped, with one line
 /// saying so) when no PostgreSQL server answers; see `ScratchDatabase::for_test`.
@@ -258,6 +260,26 @@ async fn max_in_flight_holds_across_nodes() {
     close_all(&[&a, &b]).await;
 }
 
+/// Leases up to 10 deliveries of `d` for 30 s within a cluster-wide
+/// `max_in_flight`, the caller's `settled` attempts left out of the count.
+async fn lease_d(store: &PgStore, max_in_flight: u32, settled: &[i64]) -> LeaseBatch {
+    let limits = LeaseLimits {
+        max_in_flight,
+        rate: None,
+        settled: settled.to_vec(),
+    };
+    store
+        .lease_limited("d", T0, 10, 30_000, &limits)
+        .await
+        .unwrap()
+}
+
+/// Records each lease's attempt as delivered.
+async fn delivered(store: &PgStore, leases: &[Leased]) {
+    let results = leases.iter().map(|l| result(l, Next::Delivered)).collect();
+    store.complete(results).await.unwrap();
+}
+
 /// A node's settled attempts (ended, results not yet written) free their
 /// places of `max_in_flight` for that node's next lease; the same ids named
 /// by another node, or once leased again, change nothing.
@@ -270,50 +292,24 @@ async fn settled_attempts_do_not_count_against_max_in_flight() {
     for _ in 0..20 {
         a.append(msg("src", &["d"], None)).await.unwrap();
     }
-    let limits = |settled: Vec<i64>| LeaseLimits {
-        max_in_flight: 4,
-        rate: None,
-        settled,
-    };
-    let first = a
-        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
-        .await
-        .unwrap();
+    const MAX: u32 = 4;
+    let first = lease_d(&a, MAX, &[]).await;
     assert_eq!(first.items.len(), 4);
     let ids: Vec<i64> = first.items.iter().map(|l| l.delivery_id).collect();
     // Two of A's attempts ended: A may start two more.
-    let second = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
+    let second = lease_d(&a, MAX, &ids[..2]).await;
     assert_eq!(second.items.len(), 2);
     assert!(second.held_back, "the limit held the lease back");
     // B naming A's settled attempts gets nothing: they are A's leases.
-    let got_b = b
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
+    let got_b = lease_d(&b, MAX, &ids[..2]).await;
     assert!(got_b.items.is_empty(), "A's leases count for B");
     // Still four in flight: nothing more for A either.
-    let got = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
+    let got = lease_d(&a, MAX, &ids[..2]).await;
     assert!(got.items.is_empty(), "2 in flight + 2 new = 4");
     // Once recorded, the settled ids no longer name leases: the count is the
     // four that run.
-    a.complete(
-        first.items[..2]
-            .iter()
-            .map(|l| result(l, Next::Delivered))
-            .collect(),
-    )
-    .await
-    .unwrap();
-    let got = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..2].to_vec()))
-        .await
-        .unwrap();
+    delivered(&a, &first.items[..2]).await;
+    let got = lease_d(&a, MAX, &ids[..2]).await;
     assert!(got.items.is_empty(), "four in flight");
     close_all(&[&a, &b]).await;
 }
@@ -331,68 +327,34 @@ async fn a_node_that_finds_the_places_taken_gets_the_next_one() {
     for _ in 0..20 {
         a.append(msg("src", &["d"], None)).await.unwrap();
     }
-    let limits = |settled: Vec<i64>| LeaseLimits {
-        max_in_flight: 4,
-        rate: None,
-        settled,
-    };
-    let first = a
-        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
-        .await
-        .unwrap();
+    const MAX: u32 = 4;
+    let first = lease_d(&a, MAX, &[]).await;
     assert_eq!(first.items.len(), 4);
     let ids: Vec<i64> = first.items.iter().map(|l| l.delivery_id).collect();
     // B, then C, find nothing free: they queue, in that order.
     for n in [&b, &c] {
-        let got = n
-            .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
-            .await
-            .unwrap();
+        let got = lease_d(n, MAX, &[]).await;
         assert!(got.items.is_empty() && got.held_back);
     }
     // Three of A's attempts end: A leaves one place for each node queued
     // and takes the third.
-    let again = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..3].to_vec()))
-        .await
-        .unwrap();
+    let again = lease_d(&a, MAX, &ids[..3]).await;
     assert_eq!(again.items.len(), 1, "one place each left for B and C");
     assert!(again.held_back);
     // A leaves the places even while it keeps asking.
-    let more = a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..3].to_vec()))
-        .await
-        .unwrap();
+    let more = lease_d(&a, MAX, &ids[..3]).await;
     assert!(more.items.is_empty(), "the queued nodes keep their places");
     // A's results are written: its ended attempts no longer hold places for
     // anyone. C was queued after B: it takes one place and leaves B's.
-    a.complete(
-        first.items[..3]
-            .iter()
-            .map(|l| result(l, Next::Delivered))
-            .collect(),
-    )
-    .await
-    .unwrap();
-    let got_c = c
-        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
-        .await
-        .unwrap();
+    delivered(&a, &first.items[..3]).await;
+    let got_c = lease_d(&c, MAX, &[]).await;
     assert_eq!(got_c.items.len(), 1, "C takes the place left for it");
-    let got_b = b
-        .lease_limited("d", T0, 10, 30_000, &limits(vec![]))
-        .await
-        .unwrap();
+    let got_b = lease_d(&b, MAX, &[]).await;
     assert_eq!(got_b.items.len(), 1, "B takes the place left for it");
     // Never more than four in flight.
     let in_flight = 1 + 1 + got_c.items.len() + got_b.items.len();
     assert_eq!(in_flight, 4);
-    assert!(a
-        .lease_limited("d", T0, 10, 30_000, &limits(ids[..3].to_vec()))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(lease_d(&a, MAX, &ids[..3]).await.items.is_empty());
     close_all(&[&a, &b, &c]).await;
 }
 
@@ -406,30 +368,19 @@ async fn results_that_free_places_wake_the_queued_node() {
     for _ in 0..6 {
         a.append(msg("src", &["d"], None)).await.unwrap();
     }
-    let limits = LeaseLimits {
-        max_in_flight: 2,
-        rate: None,
-        settled: Vec::new(),
-    };
-    let held = a.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    const MAX: u32 = 2;
+    let held = lease_d(&a, MAX, &[]).await;
     assert_eq!(held.items.len(), 2);
-    let queued = b.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    let queued = lease_d(&b, MAX, &[]).await;
     assert!(queued.items.is_empty() && queued.held_back);
     // A looks again and learns that B waits.
-    assert!(a
-        .lease_limited("d", T0, 10, 30_000, &limits)
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(lease_d(&a, MAX, &[]).await.items.is_empty());
     let woken = b.wakeups().get("d");
-    a.complete(vec![result(&held.items[0], Next::Delivered)])
-        .await
-        .unwrap();
+    delivered(&a, &held.items[..1]).await;
     tokio::time::timeout(Duration::from_secs(2), woken.notified())
         .await
         .expect("B is woken by A's result");
-    let got = b.lease_limited("d", T0, 10, 30_000, &limits).await.unwrap();
+    let got = lease_d(&b, MAX, &[]).await;
     assert_eq!(got.items.len(), 1, "the freed place");
     close_all(&[&a, &b]).await;
 }
