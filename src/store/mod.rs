@@ -686,6 +686,17 @@ fn no_pulls() -> StoreError {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The answer to a create (`create`: insert only if absent) or a replace of
+/// one stored row that changed `rows` rows: none means the row was there
+/// already (a create) or was not (a replace).
+pub(crate) fn put_outcome(rows: u64, create: bool) -> StoreResult<()> {
+    match (rows, create) {
+        (0, true) => Err(StoreError::Conflict),
+        (0, false) => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
 /// Observes each commit of a store: its duration and how many jobs it held
 /// (for metrics). Both backends take one, so it lives here, not in either.
 pub type CommitObserver = Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;

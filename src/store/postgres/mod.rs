@@ -1329,11 +1329,7 @@ async fn put_stored_row(
     }
     .map_err(map_err)?
     .rows_affected();
-    match (n, create) {
-        (0, true) => Err(StoreError::Conflict),
-        (0, false) => Err(StoreError::NotFound),
-        _ => Ok(()),
-    }
+    crate::store::put_outcome(n, create)
 }
 
 /// Removes a row of `table` (`NotFound` if missing).

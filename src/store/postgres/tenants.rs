@@ -107,11 +107,7 @@ pub(super) async fn put(pool: &PgPool, r: &TenantRecord, create: bool) -> StoreR
     }
     .map_err(map_write_err)?
     .rows_affected();
-    match (n, create) {
-        (0, true) => Err(StoreError::Conflict),
-        (0, false) => Err(StoreError::NotFound),
-        _ => Ok(()),
-    }
+    crate::store::put_outcome(n, create)
 }
 
 pub(super) async fn delete(pool: &PgPool, kind: &str, tenant: &str, id: &str) -> StoreResult<()> {

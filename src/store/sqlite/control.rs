@@ -114,11 +114,7 @@ pub(super) async fn put_stored_row(
                     .and_then(|mut s| s.execute(params![d.name, spec, d.updated_at]))
             }
             .map_err(map_err)?;
-            match (n, create) {
-                (0, true) => Err(StoreError::Conflict),
-                (0, false) => Err(StoreError::NotFound),
-                _ => Ok(()),
-            }
+            crate::store::put_outcome(n as u64, create)
         })
         .await
 }

@@ -110,11 +110,7 @@ pub(super) async fn put(store: &SqliteStore, r: &TenantRecord, create: bool) -> 
                 })
             }
             .map_err(map_write_err)?;
-            match (n, create) {
-                (0, true) => Err(StoreError::Conflict),
-                (0, false) => Err(StoreError::NotFound),
-                _ => Ok(()),
-            }
+            crate::store::put_outcome(n as u64, create)
         })
         .await
 }
